@@ -1,0 +1,150 @@
+"""The run folder: where every stage reads its inputs and writes its outputs.
+
+See docs/ARCHITECTURE.md for the layout. :class:`RunContext` gives stages lazy access to the
+resolved config, the model adapter and the dataset.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autointerp.config import RunConfig, dump_config, load_config
+from autointerp.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from autointerp.data.base import ImageDataset
+    from autointerp.models.base import ModelAdapter
+
+
+def feature_dirname(feature: int) -> str:
+    """Zero-padded folder name of a feature (``12`` → ``'0012'``)."""
+    return f"{feature:04d}"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Paths inside a run folder."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def activations(self) -> Path:
+        return self.root / "activations"
+
+    @property
+    def importance(self) -> Path:
+        return self.root / "importance"
+
+    @property
+    def importance_csv(self) -> Path:
+        return self.root / "importance" / "importance.csv"
+
+    @property
+    def examples(self) -> Path:
+        return self.root / "examples"
+
+    @property
+    def visualizations(self) -> Path:
+        return self.root / "visualizations"
+
+    @property
+    def ratings(self) -> Path:
+        return self.root / "ratings"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def survey(self) -> Path:
+        return self.root / "survey"
+
+
+class RunContext:
+    """Everything a stage needs: run folder paths, resolved config, lazily built model and data."""
+
+    def __init__(self, root: str | Path, config: RunConfig) -> None:
+        self.root = Path(root)
+        self.config = config
+        self.paths = RunPaths(self.root)
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def create(cls, config: RunConfig, root: str | Path | None = None) -> RunContext:
+        """Start (or continue) a run in ``root`` (default ``config.output_dir``), writing config.yaml."""
+        from autointerp.atomic import write_text
+
+        root = Path(root if root is not None else config.output_dir)
+        ctx = cls(root, config)
+        if ctx.paths.config.exists():
+            previous = load_config(ctx.paths.config)
+            if _pipeline_key(previous) != _pipeline_key(config):
+                # Stages are keyed on their outputs existing; a different model/layer/data would
+                # silently mix results. Keep it explicit.
+                raise UserError(
+                    f"{ctx.paths.config}: this run folder was made with a different model/layer/dataset; "
+                    "use a new --out folder or delete the old one"
+                )
+        write_text(ctx.paths.config, dump_config(config))
+        return ctx
+
+    @classmethod
+    def open(cls, root: str | Path, overrides: list[str] | None = None) -> RunContext:
+        """Open an existing run folder (reads RUN/config.yaml)."""
+        root = Path(root)
+        cfg_path = root / "config.yaml"
+        if not cfg_path.exists():
+            raise UserError(f"{root}: not a run folder (no config.yaml); start one with `autointerp run CONFIG`")
+        return cls(root, load_config(cfg_path, overrides))
+
+    # -- lazy resources -----------------------------------------------------------------------
+    @functools.cached_property
+    def device(self) -> torch.device:
+        """The torch device from ``config.device`` ('auto' = cuda when available)."""
+        import torch
+
+        want = self.config.device
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want == "cuda" and not torch.cuda.is_available():
+            raise UserError("config key 'device' = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+        return torch.device(want)
+
+    @functools.cached_property
+    def model(self) -> ModelAdapter:
+        """The model adapter (eval mode, on :attr:`device`)."""
+        from autointerp.models.base import create_model
+
+        mc = self.config.model
+        adapter = create_model(mc.name, weights=mc.weights, pretrained=mc.pretrained, **mc.options)
+        adapter.check_layer(self.config.layer)
+        return adapter.to(self.device)
+
+    @functools.cached_property
+    def dataset(self) -> ImageDataset:
+        """The dataset named in the config (subset applied)."""
+        from autointerp.data import load_dataset
+
+        return load_dataset(self.config.dataset)
+
+    def image_size(self) -> int:
+        """Size images are resized to before the model (config, else the model's input size)."""
+        return self.config.dataset.image_size or self.model.input_size
+
+
+def _pipeline_key(config: RunConfig) -> Any:
+    return (
+        config.model.model_dump(mode="json"),
+        config.layer,
+        config.dataset.model_dump(mode="json"),
+        config.label_mapping.model_dump(mode="json"),
+    )
