@@ -86,14 +86,7 @@ class RunContext:
         root = Path(root if root is not None else config.output_dir)
         ctx = cls(root, config)
         if ctx.paths.config.exists():
-            previous = load_config(ctx.paths.config)
-            if _pipeline_key(previous) != _pipeline_key(config):
-                # Stages are keyed on their outputs existing; a different model/layer/data would
-                # silently mix results. Keep it explicit.
-                raise UserError(
-                    f"{ctx.paths.config}: this run folder was made with a different model/layer/dataset; "
-                    "use a new --out folder or delete the old one"
-                )
+            check_same_pipeline(load_config(ctx.paths.config), config, ctx.paths.config)
         write_text(ctx.paths.config, dump_config(config))
         return ctx
 
@@ -139,6 +132,16 @@ class RunContext:
     def image_size(self) -> int:
         """Size images are resized to before the model (config, else the model's input size)."""
         return self.config.dataset.image_size or self.model.input_size
+
+
+def check_same_pipeline(old: RunConfig, new: RunConfig, where: Path) -> None:
+    """Refuse to reuse a run folder for another model/layer/dataset: stages are skipped when their
+    output exists, so mixing would silently combine results of different runs."""
+    if _pipeline_key(old) != _pipeline_key(new):
+        raise UserError(
+            f"{where}: this run folder was made with a different model/layer/dataset/label mapping; "
+            "use a new output folder, or delete the old one"
+        )
 
 
 def _pipeline_key(config: RunConfig) -> Any:

@@ -1,0 +1,5 @@
+"""``python -m autointerp`` = the ``autointerp`` command."""
+
+from autointerp.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""Core commands: ``run``, ``demo``, ``activations``, ``models``, ``stages``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autointerp.cli.common import Overrides, Overwrite, RunDir, open_run
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "default_configs" / "demo.yaml"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the core commands to ``app``."""
+
+    @app.command()
+    def run(
+        config: Annotated[Path, typer.Argument(help="YAML run config (see configs/).")],
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: output_dir).")] = None,
+        overrides: Overrides = None,
+        overwrite: Overwrite = False,
+        stages: Annotated[str | None, typer.Option(help="Only these stages, e.g. activations,importance.")] = None,
+    ) -> None:
+        """Run the whole pipeline (every installed stage, in order) from a config."""
+        from autointerp.config import load_config
+        from autointerp.pipeline import run_pipeline
+        from autointerp.runfolder import RunContext
+
+        cfg = load_config(config, overrides or [])
+        ctx = RunContext.create(cfg, out)
+        only = [s.strip() for s in stages.split(",")] if stages else None
+        done = run_pipeline(ctx, overwrite=overwrite, only=only)
+        typer.echo(f"run folder: {ctx.root} (stages: {', '.join(done) or 'none'})")
+
+    @app.command()
+    def demo(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for the demo.")] = Path("runs/demo"),
+        overrides: Overrides = None,
+        overwrite: Overwrite = False,
+    ) -> None:
+        """Run the whole pipeline offline on the embedded synthetic world (a few minutes on 2 CPU cores)."""
+        from autointerp.config import load_config
+        from autointerp.pipeline import run_pipeline
+        from autointerp.runfolder import RunContext
+
+        cfg = load_config(DEMO_CONFIG, overrides or [])
+        ctx = RunContext.create(cfg, out)
+        done = run_pipeline(ctx, overwrite=overwrite)
+        report = ctx.paths.report / "index.html"
+        typer.echo(f"demo run folder: {ctx.root} (stages: {', '.join(done)})")
+        if report.exists():
+            typer.echo(f"report: {report}")
+
+    @app.command()
+    def activations(
+        run_dir: RunDir,
+        config: Annotated[Path | None, typer.Option(help="Create the run folder from this config.")] = None,
+        overrides: Overrides = None,
+        overwrite: Overwrite = False,
+    ) -> None:
+        """Stage 1: stream the dataset through the model, caching the layer's activations and statistics."""
+        from autointerp.stages.activations import run_activations
+
+        ctx = open_run(run_dir, overrides, config)
+        path = run_activations(ctx, overwrite=overwrite)
+        import json
+
+        meta = json.loads((path / "meta.json").read_text())
+        acc = ", ".join(f"{k} {v:.3f}" for k, v in meta["accuracy"].items())
+        typer.echo(f"{path}: {meta['n_images']} images, {meta['channels']} channels; baseline accuracy {acc}")
+
+    @app.command("models")
+    def models_(
+        name: Annotated[str | None, typer.Argument(help="Show the layers of this model (random init).")] = None,
+        options: Annotated[list[str] | None, typer.Option("--option", help="Adapter option KEY=VALUE.")] = None,
+    ) -> None:
+        """List model adapters, or the layers (with channel counts) of one."""
+        from autointerp.config import _parse_value
+        from autointerp.models import create_model, list_models
+
+        if name is None:
+            for m in list_models():
+                typer.echo(m)
+            return
+        opts = {}
+        for item in options or []:
+            k, _, v = item.partition("=")
+            opts[k] = _parse_value(v)
+        opts.setdefault("pretrained", False)
+        adapter = create_model(name, **opts)
+        for layer, channels in adapter.layers().items():
+            typer.echo(f"{layer}\t{channels}")
+
+    @app.command()
+    def stages() -> None:
+        """List the pipeline stages in order, and whether each is installed."""
+        from autointerp.pipeline import STAGES
+
+        for s in STAGES:
+            typer.echo(f"{s.name}\t{'installed' if s.available() else 'not installed'}")

@@ -1,0 +1,182 @@
+"""Stage 1 — the activation pass: one streaming pass over the dataset, bounded memory.
+
+Writes ``RUN/activations/`` (layout in docs/ARCHITECTURE.md): the layer activations themselves
+(memory-mapped ``acts.npy``, float32 or float16) so importance needs no second pass through the
+head, per-image channel scores (spatial max or mean), the dataset mean per channel (and per
+position), top-k / bottom-k images per channel, true-class output indices and baseline accuracy.
+
+Crash-safe and resumable: work goes to ``activations.partial/`` with a checkpoint every few
+batches; a rerun continues from the last checkpoint and produces identical files (sums are
+accumulated in float64 in the same order). The finished folder appears by rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from autointerp.atomic import save_npy, write_json
+from autointerp.errors import UserError
+from autointerp.progress import Progress
+from autointerp.runfolder import RunContext
+
+CHECKPOINT_EVERY = 8  # batches
+
+
+def _settings_key(ctx: RunContext) -> str:
+    cfg = ctx.config
+    blob = json.dumps(
+        [cfg.model.model_dump(mode="json"), cfg.layer, cfg.dataset.model_dump(mode="json"),
+         cfg.label_mapping.model_dump(mode="json"), cfg.activations.dtype, cfg.activations.reduce,
+         ctx.image_size()],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def topk_accuracy(logits, targets, valid, ks: list[int]) -> dict[str, int]:  # noqa: ANN001
+    """Number of images whose target is among the top-k valid outputs, for each k."""
+    masked = logits.masked_fill(~valid.to(logits.device), float("-inf"))
+    kmax = min(max(ks), int(valid.sum()))
+    top = masked.topk(kmax, dim=1).indices
+    hit = top == targets.view(-1, 1).to(top.device)
+    return {f"top{k}": int(hit[:, : min(k, kmax)].any(dim=1).sum()) for k in ks}
+
+
+def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
+    """Run (or resume, or skip) the activation pass; returns ``RUN/activations``."""
+    import torch
+
+    out_dir = ctx.paths.activations
+    if (out_dir / "meta.json").exists() and not overwrite:
+        return out_dir
+    cfg = ctx.config.activations
+    model = ctx.model
+    ds = ctx.dataset
+    layer = ctx.config.layer
+    n = len(ds)
+    from autointerp.data.labels import model_targets
+
+    targets = model_targets(ds, ctx.config.label_mapping, model.num_outputs, model.valid_outputs.cpu().numpy())
+    for key, k in (("activations.top_k", cfg.top_k), ("activations.bottom_k", cfg.bottom_k)):
+        if k > n:
+            raise UserError(f"config key {key!r} = {k} is larger than the dataset ({n} images)")
+    size = ctx.image_size()
+    head = model.head(layer)
+    tail = model.tail(layer)
+    device = ctx.device
+    with torch.no_grad():
+        probe = head(ds.batch([0], size).to(device))
+    if probe.ndim != 4:
+        raise UserError(f"layer {layer!r} gives a {probe.ndim}-D activation; expected (N, C, H, W)")
+    _, c, h, w = probe.shape
+    dtype = np.float16 if cfg.dtype == "float16" else np.float32
+
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    key = _settings_key(ctx)
+    state_file = partial / "checkpoint.npz"
+    start = 0
+    if overwrite and partial.exists():
+        shutil.rmtree(partial)
+    if state_file.exists():
+        state = np.load(state_file)
+        if str(state["key"]) == key:
+            start = int(state["done"])
+            sums, pos_sums = state["sums"], state["pos_sums"]
+            hits = {k: int(v) for k, v in zip(cfg.accuracy_k, state["hits"], strict=True)}
+        else:
+            shutil.rmtree(partial)
+    if start == 0:
+        partial.mkdir(parents=True, exist_ok=True)
+        np.lib.format.open_memmap(partial / "acts.npy", mode="w+", dtype=dtype, shape=(n, c, h, w)).flush()
+        np.lib.format.open_memmap(partial / "scores.npy", mode="w+", dtype=np.float32, shape=(n, c)).flush()
+        sums = np.zeros(c, dtype=np.float64)
+        pos_sums = np.zeros((c, h, w), dtype=np.float64)
+        hits = {k: 0 for k in cfg.accuracy_k}
+    acts = np.load(partial / "acts.npy", mmap_mode="r+")
+    scores = np.load(partial / "scores.npy", mmap_mode="r+")
+    valid = model.valid_outputs
+    target_t = torch.from_numpy(targets)
+
+    bs = cfg.batch_size
+    with Progress(f"activations {layer}", n - start, "images") as bar, torch.no_grad():
+        for b, lo in enumerate(range(start, n, bs)):
+            hi = min(lo + bs, n)
+            x = ds.batch(range(lo, hi), size).to(device)
+            a = head(x)
+            logits = tail(a)
+            for name, v in topk_accuracy(logits, target_t[lo:hi], valid, cfg.accuracy_k).items():
+                hits[int(name[3:])] += v
+            a64 = a.double()
+            sums += a64.sum(dim=(0, 2, 3)).cpu().numpy()
+            pos_sums += a64.sum(dim=0).cpu().numpy()
+            red = a.amax(dim=(2, 3)) if cfg.reduce == "max" else a.mean(dim=(2, 3))
+            acts[lo:hi] = a.cpu().numpy().astype(dtype)
+            scores[lo:hi] = red.float().cpu().numpy()
+            bar.advance(hi - lo)
+            if (b + 1) % CHECKPOINT_EVERY == 0 and hi < n:
+                acts.flush()
+                scores.flush()
+                _checkpoint(state_file, key, hi, sums, pos_sums, [hits[k] for k in cfg.accuracy_k])
+    acts.flush()
+    scores.flush()
+    del acts
+
+    scores_arr = np.asarray(scores)
+    order = np.argsort(-scores_arr, axis=0, kind="stable")  # (N, C): descending per channel
+    top_idx = order[: cfg.top_k].T.copy()
+    top_val = np.take_along_axis(scores_arr, order[: cfg.top_k], axis=0).T.copy()
+    topk = {"top_idx": top_idx.astype(np.int64), "top_val": top_val.astype(np.float32)}
+    if cfg.bottom_k:
+        asc = np.argsort(scores_arr, axis=0, kind="stable")[: cfg.bottom_k]
+        topk["bottom_idx"] = asc.T.astype(np.int64).copy()
+        topk["bottom_val"] = np.take_along_axis(scores_arr, asc, axis=0).T.astype(np.float32).copy()
+    del scores, scores_arr
+    np.savez(partial / "topk.npz", **topk)
+    save_npy(partial / "mean.npy", (sums / (n * h * w)).astype(np.float32))
+    save_npy(partial / "mean_position.npy", (pos_sums / n).astype(np.float32))
+    save_npy(partial / "labels.npy", targets.astype(np.int64))
+    save_npy(partial / "dataset_index.npy", np.arange(n, dtype=np.int64))
+    meta = {
+        "model": model.name,
+        "layer": layer,
+        "n_images": n,
+        "channels": int(c),
+        "spatial": [int(h), int(w)],
+        "dtype": cfg.dtype,
+        "reduce": cfg.reduce,
+        "image_size": size,
+        "top_k": cfg.top_k,
+        "bottom_k": cfg.bottom_k,
+        "num_outputs": model.num_outputs,
+        "accuracy": {f"top{k}": hits[k] / n for k in cfg.accuracy_k},
+        "correct": {f"top{k}": hits[k] for k in cfg.accuracy_k},
+        "settings_key": key,
+    }
+    if state_file.exists():
+        state_file.unlink()
+    write_json(partial / "meta.json", meta)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(partial, out_dir)
+    return out_dir
+
+
+def _checkpoint(path: Path, key: str, done: int, sums: np.ndarray, pos_sums: np.ndarray, hits: list[int]) -> None:
+    from autointerp.atomic import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, key=np.array(key), done=np.array(done), sums=sums, pos_sums=pos_sums, hits=np.array(hits))
+
+
+def load_meta(ctx: RunContext) -> dict:
+    """``RUN/activations/meta.json``; a clear error when the activation stage has not run."""
+    path = ctx.paths.activations / "meta.json"
+    if not path.exists():
+        raise UserError(f"{path} not found: run `autointerp activations {ctx.root}` (or `autointerp run`) first")
+    return json.loads(path.read_text())
