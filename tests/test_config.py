@@ -1,0 +1,68 @@
+"""Config loading, validation errors and command-line overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autointerp.config import apply_overrides, dump_config, load_config
+from autointerp.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+SHIPPED = sorted((REPO / "configs").glob("*.yaml")) + [REPO / "autointerp/default_configs/demo.yaml"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_validate(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.layer
+    assert load_config(None, []).model_dump() != {} and dump_config(cfg).startswith("name:")
+
+
+def test_overrides_parse_yaml_values_and_nested_keys() -> None:
+    cfg = load_config(None, ["importance.k=5", "model.options={arch: resnet50}", "rate.raters=[random,fid]",
+                             "visualize.lr=0.01", "model.weights=/x/y.pth"])
+    assert cfg.importance.k == 5
+    assert cfg.model.options == {"arch": "resnet50"}
+    assert cfg.rate.raters == ["random", "fid"]
+    assert cfg.visualize.lr == pytest.approx(0.01)
+    assert cfg.model.weights == "/x/y.pth"
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("importance.kk=5", "unknown config key 'importance.kk'; allowed keys here: enabled, method, k"),
+        ("importance.method=magic", "'importance.method' = 'magic' is not allowed; expected one of 'exact'"),
+        ("activations.top_k=0", "'activations.top_k'"),
+        ("bogus=1", "allowed keys here: name, output_dir"),
+        ("noequals", "expected KEY=VALUE"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    msg = str(info.value)
+    assert needle in msg
+    assert "\n" not in msg
+
+
+def test_bad_yaml_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(lst)
+
+
+def test_apply_overrides_refuses_to_descend_into_scalars() -> None:
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides({"layer": "mixed5a"}, ["layer.x=1"])
