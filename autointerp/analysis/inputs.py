@@ -1,0 +1,277 @@
+"""What the analysis reads: per-feature importance and each rater's scores, tolerant of bad rows.
+
+The analysis never crashes on imperfect data and never drops a feature silently: unparsable or
+NaN values become NaN, duplicated rows are merged (identical) or voided (conflicting), and each
+such event is recorded as an :class:`Issue` that the report shows and ``summary.json`` lists.
+Structural problems (missing file, missing ``feature_ind``/score column) raise :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autointerp.errors import DataError
+from autointerp.human_answers import AnswerTable, HumanScores, decode_text
+
+AGREEMENT_COMPONENTS = ("q1", "q3", "q4", "I")
+
+
+@dataclass
+class Issue:
+    """A data problem worth telling the reader about (shown in the page and ``summary.json``)."""
+
+    kind: str  # e.g. "duplicate", "not_numeric", "missing_feature", "undefined", "groups"
+    message: str
+    features: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "features": self.features}
+
+
+@dataclass
+class Importance:
+    """Importance per feature (sorted by ``feature_ind``; NaN where unusable)."""
+
+    feature_ind: np.ndarray
+    importance: np.ndarray
+    model: str | None = None
+    layer: str | None = None
+    source: str = ""
+    issues: list[Issue] = field(default_factory=list)
+
+
+@dataclass
+class RaterScores:
+    """One rater's per-feature scores (sorted by ``feature_ind``; NaN where unusable).
+
+    ``components`` holds q1/q3/q4/... when the rater has them; ``oof`` holds out-of-fold
+    predictions (``<component>_oof`` columns) of calibrated raters; ``answers`` the per-answer
+    table of a human rater when known (for the noise ceiling).
+    """
+
+    name: str
+    feature_ind: np.ndarray
+    I: np.ndarray  # noqa: E741
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    oof: dict[str, np.ndarray] = field(default_factory=dict)
+    is_human: bool = False
+    higher_is_better: bool = True
+    calibrated: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+    answers: AnswerTable | None = None
+    issues: list[Issue] = field(default_factory=list)
+
+    def values(self, component: str, out_of_fold: bool = False) -> np.ndarray | None:
+        """Scores of ``component`` ('I', 'q1', ...), the out-of-fold ones when asked and available."""
+        if out_of_fold and component in self.oof:
+            return self.oof[component]
+        if component == "I":
+            return self.I
+        return self.components.get(component)
+
+
+# --------------------------------------------------------------------------------------------- CSV tables
+
+
+def _read_table(path: Path, what: str) -> tuple[list[str], list[list[str]]]:
+    try:
+        text = decode_text(path.read_bytes())
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {what} file ({exc.strerror})") from None
+    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f"{path}: empty {what} file; expected a header row")
+    header = [c.strip().lstrip("\ufeff").strip().lower() for c in rows[0]]
+    return header, rows[1:]
+
+
+def _to_float(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return math.nan
+
+
+def _to_feature(text: str) -> int | None:
+    value = _to_float(text)
+    if not math.isfinite(value) or value != int(value) or value < 0:
+        return None
+    return int(value)
+
+
+def _columns_by_feature(
+    path: Path, header: list[str], rows: list[list[str]], columns: Sequence[str], what: str
+) -> tuple[np.ndarray, dict[str, np.ndarray], list[Issue], dict[str, str]]:
+    """Parse numeric ``columns`` keyed by ``feature_ind``; resolve duplicates and bad values into issues.
+
+    Returns ``(feature_ind, {column: values}, issues, first_text_values)``.
+    """
+    pos = {name: i for i, name in reversed(list(enumerate(header)))}
+    issues: list[Issue] = []
+    by_feature: dict[int, list[tuple[int, list[float]]]] = {}
+    bad_ids: list[str] = []
+    not_numeric: dict[str, list[int]] = {}
+    first_text: dict[str, str] = {}
+    for row_no, row in enumerate(rows, start=2):
+        row = row + [""] * (len(header) - len(row))
+        feature = _to_feature(row[pos["feature_ind"]])
+        if feature is None:
+            bad_ids.append(f"row {row_no} ({row[pos['feature_ind']]!r})")
+            continue
+        values = []
+        for column in columns:
+            text = row[pos[column]]
+            value = _to_float(text)
+            if not math.isfinite(value):
+                not_numeric.setdefault(column, []).append(feature)
+                value = math.nan
+            values.append(value)
+        for key in ("model", "layer"):
+            if key in pos and key not in first_text and row[pos[key]].strip():
+                first_text[key] = row[pos[key]].strip()
+        by_feature.setdefault(feature, []).append((row_no, values))
+    if bad_ids:
+        issues.append(Issue("bad_feature_id", f"{path}: {what} rows with an unusable feature_ind were "
+                                              f"ignored: {', '.join(bad_ids)}"))
+    features = np.array(sorted(by_feature), dtype=np.int64)
+    out = {c: np.full(len(features), np.nan) for c in columns}
+    identical: list[int] = []
+    conflicting: list[str] = []
+    conflicting_ids: list[int] = []
+    for i, feature in enumerate(features.tolist()):
+        entries = by_feature[feature]
+        first = np.array(entries[0][1])
+        if len(entries) > 1:
+            same = all(np.allclose(np.array(v), first, equal_nan=True) for _, v in entries[1:])
+            if same:
+                identical.append(feature)
+            else:
+                conflicting.append(f"{feature} (rows {', '.join(str(r) for r, _ in entries)})")
+                conflicting_ids.append(feature)
+                continue  # values stay NaN: we cannot tell which row is right
+        for j, column in enumerate(columns):
+            out[column][i] = first[j]
+    if identical:
+        issues.append(Issue("duplicate", f"{path}: {len(identical)} feature(s) appear on several identical {what} "
+                                          f"rows; counted once", identical))
+    if conflicting:
+        issues.append(Issue("duplicate_conflict", f"{path}: {len(conflicting)} feature(s) have conflicting "
+                                                   f"duplicate {what} rows and are left out of the statistics: "
+                                                   f"{'; '.join(conflicting)}", conflicting_ids))
+    for column, ids in not_numeric.items():
+        ids = sorted(set(ids))
+        issues.append(Issue("not_numeric", f"{path}: {len(ids)} feature(s) have a missing or non-numeric {column} "
+                                            f"(NaN); they are left out of statistics that need it", ids))
+    return features, out, issues, first_text
+
+
+def read_importance_csv(path: str | Path) -> Importance:
+    """Read an importance CSV (``model,layer,feature_ind,importance``, extra columns ignored)."""
+    path = Path(path)
+    header, rows = _read_table(path, "importance")
+    for required in ("feature_ind", "importance"):
+        if required not in header:
+            raise DataError(f"{path}: missing column {required!r}; expected columns model,layer,feature_ind,importance "
+                            f"(found {','.join(header)})")
+    features, cols, issues, text = _columns_by_feature(path, header, rows, ["importance"], "importance")
+    return Importance(features, cols["importance"], text.get("model"), text.get("layer"), str(path), issues)
+
+
+def read_rating_csv(path: str | Path, meta_path: str | Path | None = None, name: str | None = None) -> RaterScores:
+    """Read ``RUN/ratings/<rater>.csv`` (``feature_ind, I, components...``) and its JSON description."""
+    path = Path(path)
+    meta_path = Path(meta_path) if meta_path is not None else path.with_suffix(".json")
+    meta: dict[str, Any] = {}
+    if meta_path.exists():
+        try:
+            meta = json.loads(decode_text(meta_path.read_bytes()))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{meta_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(meta, dict):
+            raise DataError(f"{meta_path}: expected a JSON object with keys rater, higher_is_better, components")
+    header, rows = _read_table(path, "ratings")
+    for required in ("feature_ind", "i"):
+        if required not in header:
+            raise DataError(f"{path}: missing column {required!r}; expected columns feature_ind,I,<components> "
+                            f"(found {','.join(header)})")
+    # Numeric columns: I, declared components and any column holding at least one number (text extras skipped).
+    declared = [str(c).lower() for c in meta.get("components", [])]
+
+    def has_number(col: int) -> bool:
+        return any(col < len(r) and math.isfinite(_to_float(r[col])) for r in rows)
+
+    numeric = [
+        c for i, c in enumerate(header)
+        if c not in ("feature_ind", "model", "layer") and (c == "i" or c in declared or has_number(i))
+    ]
+    numeric = list(dict.fromkeys(numeric))
+    features, kept, issues, _ = _columns_by_feature(path, header, rows, numeric, "rating")
+    rater_name = name or path.stem
+    kind = str(meta.get("rater", rater_name))
+    components = {c: v for c, v in kept.items() if c != "i" and not c.endswith("_oof")}
+    oof = {("I" if c == "i_oof" else c[: -len("_oof")]): v for c, v in kept.items() if c.endswith("_oof")}
+    return RaterScores(
+        name=rater_name,
+        feature_ind=features,
+        I=kept["i"],
+        components=components,
+        oof=oof,
+        is_human=kind.lower().startswith("human") or rater_name.lower().startswith("human"),
+        higher_is_better=bool(meta.get("higher_is_better", True)),
+        calibrated=bool(meta.get("calibrated", False)) or bool(oof),
+        meta=meta,
+        issues=issues,
+    )
+
+
+def human_rater(scores: HumanScores, answers: AnswerTable | None = None, name: str = "human") -> RaterScores:
+    """Wrap aggregated survey answers as a rater."""
+    issues = [Issue("human_answers", note) for note in scores.notes]
+    return RaterScores(
+        name=name,
+        feature_ind=scores.feature_ind,
+        I=scores.I,
+        components={"q1": scores.q1, "q3": scores.q3, "q4": scores.q4, "q5": scores.q5, "q6": scores.q6,
+                    "i_std": scores.I_std, "n_raters": scores.n_raters.astype(np.float64)},
+        is_human=True,
+        meta={"rater": "human", "n_participants": scores.n_participants},
+        answers=answers,
+        issues=issues,
+    )
+
+
+def align(features: np.ndarray, source_features: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Values of ``source_features`` placed on ``features`` (NaN where a feature is absent)."""
+    out = np.full(len(features), np.nan)
+    pos = np.searchsorted(source_features, features)
+    pos = np.clip(pos, 0, max(len(source_features) - 1, 0))
+    if len(source_features):
+        hit = source_features[pos] == features
+        out[hit] = values[pos[hit]]
+    return out
+
+
+def read_ablation_curve(path: str | Path) -> dict[str, list[float]] | None:
+    """``cumulative_ablation.csv`` (``n_ablated, top1, top5, ...``) as columns, or None when absent."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    header, rows = _read_table(path, "cumulative ablation")
+    if "n_ablated" not in header:
+        raise DataError(f"{path}: missing column 'n_ablated' (found {','.join(header)})")
+    cols: dict[str, list[float]] = {h: [] for h in header}
+    for row in rows:
+        for h, text in zip(header, row + [""] * (len(header) - len(row)), strict=False):
+            cols[h].append(_to_float(text))
+    return {h: v for h, v in cols.items() if any(math.isfinite(x) for x in v)}

@@ -1,0 +1,161 @@
+"""Write a report folder: ``index.html``, figures (PNG + SVG), ``summary.json`` and ``summary.md``.
+
+The folder is written atomically: into a temporary sibling, renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autointerp.analysis.analyze import Analysis
+from autointerp.atomic import atomic_dir
+from autointerp.errors import DataError, UserError
+from autointerp.report.html import FeatureMedia, render_page
+from autointerp.report.plots import make_plots
+
+
+def json_ready(obj: Any) -> Any:
+    """Recursively turn numpy scalars/arrays into Python values and non-finite floats into None."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(summary: dict[str, Any], title: str) -> str:
+    """A short human-readable summary (the headline numbers and tables of the page)."""
+    s = summary
+    g = s["groups"]
+    lines = [f"# {title}", ""]
+    if s.get("model") or s.get("layer"):
+        lines += [f"Model `{s.get('model')}`, layer `{s.get('layer')}`.", ""]
+    lines += [
+        f"- features with an importance: {s['n_features']} (all features seen: {s['n_features_total']})",
+        f"- importance: mean {_f(s['importance']['mean'], 2)}, median {_f(s['importance']['median'], 2)}",
+        f"- top group: {g['top']['n']} features, mean importance {_f(g['top']['importance_mean'], 2)}",
+        f"- middle group: {g['middle']['n']} features, mean importance {_f(g['middle']['importance_mean'], 2)}",
+        "",
+        "## Top vs middle",
+        "",
+        "| rater | mean I top | mean I middle | difference [95% CI] | Mann–Whitney p | rank-biserial r |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in g["comparison"].items():
+        ci = c["ci95"]
+        ci_text = f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else ""
+        lines.append(f"| {name} | {_f(g['top']['I_mean'].get(name))} (n={g['top']['n_rated'].get(name, 0)}) | "
+                     f"{_f(g['middle']['I_mean'].get(name))} (n={g['middle']['n_rated'].get(name, 0)}) | "
+                     f"{_f(c['difference'])}{ci_text} | {_f(c['p'], 4) if c['p'] is not None else 'n/a'} | "
+                     f"{_f(c['rank_biserial'])} |")
+    lines += ["", "## Importance vs I", "", "| rater | n | Spearman ρ [95% CI] | p | Kendall τ | Pearson r |",
+              "|---|---|---|---|---|---|"]
+    for name, c in s["correlations"].items():
+        ci = c["ci95"]
+        ci_text = f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else ""
+        reason = f" ({c['reason']})" if c.get("reason") else ""
+        lines.append(f"| {name} | {c['n']} | {_f(c['spearman'])}{ci_text}{reason} | "
+                     f"{_f(c['p'], 4) if c['p'] is not None else 'n/a'} | {_f(c['kendall']['value'])} | "
+                     f"{_f(c['pearson']['value'])} |")
+    if s["agreement"]:
+        lines += ["", "## Human vs automatic (I)", "", "| automatic | human | n | Spearman | Krippendorff α | MAE |",
+                  "|---|---|---|---|---|---|"]
+        for auto, by_human in s["agreement"].items():
+            for human, res in by_human.items():
+                r = res.get("I", {"n": 0, "spearman": None, "krippendorff_alpha": None, "mae": None})
+                lines.append(f"| {auto} | {human} | {r['n']} | {_f(r['spearman'])} | "
+                             f"{_f(r['krippendorff_alpha'])} | {_f(r['mae'])} |")
+    if s["issues"]:
+        lines += ["", "## Data notes", ""] + [f"- **{i['kind']}**: {i['message']}" for i in s["issues"]]
+    return "\n".join(lines) + "\n"
+
+
+def collect_media(run_root: Path, out_dir: Path) -> dict[int, FeatureMedia]:
+    """Card, visualisation and example paths of every feature of a run, relative to ``out_dir``.
+
+    Reads ``visualizations/index.json`` and ``examples/index.json`` when present; files listed there
+    but missing on disk are flagged on the feature rather than linked.
+    """
+    media: dict[int, FeatureMedia] = {}
+
+    def rel(path: str) -> str | None:
+        target = run_root / path
+        if not target.exists():
+            return None
+        return Path(os.path.relpath(target, out_dir)).as_posix()
+
+    def load(path: Path) -> dict[str, Any]:
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not valid JSON ({exc})") from None
+        features = data.get("features", {}) if isinstance(data, dict) else {}
+        if not isinstance(features, dict):
+            raise DataError(f"{path}: key 'features' must map feature ids to entries")
+        return features
+
+    for key, entry in load(run_root / "visualizations" / "index.json").items():
+        m = media.setdefault(int(key), FeatureMedia())
+        if entry.get("card"):
+            m.card = rel(entry["card"])
+            if m.card is None:
+                m.flags.append("card file missing")
+        m.vis = [p for p in (rel(v) for v in entry.get("vis", [])) if p]
+        quality = entry.get("quality") or {}
+        if quality.get("ok") is False:
+            m.flags.append("visualisation weaker than examples")
+        m.flags += [str(f) for f in entry.get("flags", [])]
+    for key, entry in load(run_root / "examples" / "index.json").items():
+        m = media.setdefault(int(key), FeatureMedia())
+        m.examples = [p for p in (rel(e.get("path", "")) for e in entry.get("top", [])) if p]
+    return media
+
+
+def write_report(
+    analysis: Analysis,
+    out_dir: str | Path,
+    media: dict[int, FeatureMedia] | None = None,
+    ablation: dict[str, list[float]] | None = None,
+    title: str = "autointerp report",
+    overwrite: bool = False,
+) -> Path:
+    """Write the report folder for an :class:`Analysis`; returns the path of ``index.html``.
+
+    Raises :class:`UserError` when ``out_dir`` exists and is not empty, unless ``overwrite``.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        if not overwrite:
+            raise UserError(f"{out_dir}: report folder exists; pass --overwrite to replace it")
+        if not out_dir.is_dir() or not ((out_dir / "index.html").exists() or (out_dir / "summary.json").exists()):
+            raise UserError(f"{out_dir}: exists and does not look like a report folder (no index.html); "
+                            "refusing to replace it, choose another --out")
+    summary = json_ready(analysis.summary)
+    with atomic_dir(out_dir) as tmp:
+        plots = make_plots(analysis, tmp, ablation)
+        summary["figures"] = [{"name": p.name, "png": p.png, "svg": p.svg, "title": p.title} for p in plots]
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        (tmp / "summary.md").write_text(render_markdown(summary, title), encoding="utf-8")
+        analysis.summary = summary
+        (tmp / "index.html").write_text(render_page(analysis, plots, media or {}, title), encoding="utf-8")
+    return out_dir / "index.html"
