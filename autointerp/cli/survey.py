@@ -1,0 +1,85 @@
+"""``autointerp survey serve|export``: run the human survey in a browser and export its answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+RunDir = Annotated[Path, typer.Argument(help="Run folder (with visualizations/ and examples/).", show_default=False)]
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", help="Survey database (default RUN/survey/answers.sqlite).", show_default=False),
+]
+
+
+def _parse_groups(groups: str | None) -> list[str] | None:
+    if groups is None:
+        return None
+    return [g.strip() for g in groups.split(",") if g.strip()]
+
+
+def serve(
+    run_dir: RunDir,
+    features: Annotated[
+        Path | None,
+        typer.Option("--features", help="File listing the feature indices to survey.", show_default=False),
+    ] = None,
+    groups: Annotated[
+        str | None,
+        typer.Option(
+            "--groups",
+            help="Pick features by importance as the study did: 'top', 'middle' or 'top,middle'.",
+            show_default=False,
+        ),
+    ] = None,
+    group_size: Annotated[int, typer.Option("--group-size", help="Features per group with --groups.")] = 40,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; the default is reachable from this computer only.")
+    ] = "127.0.0.1",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the participants' blinded feature orders.")] = 0,
+    db: DbOption = None,
+) -> None:
+    """Serve the survey: participants enter an id and rate each feature (Q1-Q2, then Q3-Q6)."""
+    from autointerp.survey.app import serve as serve_app
+    from autointerp.survey.loader import open_survey
+
+    survey = open_survey(
+        run_dir, features_file=features, groups=_parse_groups(groups), group_size=group_size, seed=seed, db=db
+    )
+    counts: dict[str, int] = {}
+    for f in survey.features.values():
+        if f.group:
+            counts[f.group] = counts.get(f.group, 0) + 1
+    detail = f" ({', '.join(f'{g}: {n}' for g, n in counts.items())})" if counts else ""
+    typer.echo(f"Survey of {len(survey.features)} features{detail}; answers go to {survey.db_path}")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"WARNING: bound to {host}: anyone who can reach this address can answer (no login).", err=True)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"Open http://{shown}:{port}/ in a browser; Ctrl+C stops the server (answers are already saved).")
+    serve_app(survey, host=host, port=port)
+
+
+def export(
+    run_dir: RunDir,
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write.", show_default=False)],
+    db: DbOption = None,
+) -> None:
+    """Export complete answers in the study's CSV format plus a participant column."""
+    from autointerp.survey.export import export_answers
+
+    summary = export_answers(run_dir, out, db=db)
+    note = f"; {summary.incomplete} half-answered feature(s) left out" if summary.incomplete else ""
+    typer.echo(f"Wrote {summary.rows} answers from {summary.participants} participant(s) to {summary.path}{note}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``survey`` command group (``serve``, ``export``) to the root CLI."""
+    survey_app = typer.Typer(
+        help="Human survey: serve the study's protocol in a browser, export the answers.", no_args_is_help=True
+    )
+    survey_app.command("serve")(serve)
+    survey_app.command("export")(export)
+    app.add_typer(survey_app, name="survey")

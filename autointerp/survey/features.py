@@ -1,0 +1,247 @@
+"""What a survey shows: the surveyed features, their images, and each participant's blinded order.
+
+Everything is read from the run folder (see docs/ARCHITECTURE.md):
+``visualizations/index.json`` (4 visualisations per feature), ``examples/index.json`` (the most
+activating dataset images), ``importance/importance.csv`` (for ``--groups``), ``config.yaml`` and
+``activations/meta.json`` (model and layer names for the export).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autointerp.errors import DataError, UserError
+
+GROUPS = ("top", "middle")
+DEFAULT_GROUP_SIZE = 40
+N_VIS = 4
+N_EXAMPLES = 8
+
+
+@dataclass(frozen=True)
+class SurveyFeature:
+    """One surveyed feature: absolute, checked paths of its visualisations and dataset examples.
+
+    ``group`` ('top' / 'middle' / None) is kept for the researcher and never sent to the browser.
+    """
+
+    feature: int
+    vis: tuple[Path, ...]
+    examples: tuple[Path, ...]
+    group: str | None = None
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        raise DataError(f"{path}: missing; run the stage that writes it first (see docs/ARCHITECTURE.md)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not readable JSON ({exc})") from None
+
+
+def _features_table(path: Path) -> dict[str, Any]:
+    data = _read_json(path)
+    table = data.get("features") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        raise DataError(f"{path}: expected an object with key 'features' mapping feature index to entries")
+    return table
+
+
+def _run_file(run: Path, rel: Any, where: str) -> Path:
+    """Resolve a path stored in an index file; it must be an existing file inside the run folder."""
+    if not isinstance(rel, str) or not rel:
+        raise DataError(f"{where}: expected a path relative to the run folder, got {rel!r}")
+    root = run.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise DataError(f"{where}: path {rel!r} points outside the run folder {run}")
+    if not path.is_file():
+        raise DataError(f"{where}: image {rel!r} does not exist in {run}")
+    return path
+
+
+def _feature_key(key: str, path: Path) -> int:
+    try:
+        value = int(key)
+    except ValueError:
+        raise DataError(f"{path}: feature key {key!r} is not an integer") from None
+    if value < 0:
+        raise DataError(f"{path}: feature key {key!r} is negative")
+    return value
+
+
+def available_features(run: str | Path) -> list[int]:
+    """Features that have both visualisations and dataset examples in the run, sorted."""
+    run = Path(run)
+    vis = _features_table(run / "visualizations" / "index.json")
+    ex = _features_table(run / "examples" / "index.json")
+    vis_f = {_feature_key(k, run / "visualizations" / "index.json") for k in vis}
+    ex_f = {_feature_key(k, run / "examples" / "index.json") for k in ex}
+    return sorted(vis_f & ex_f)
+
+
+def load_survey_features(
+    run: str | Path,
+    features: Sequence[int],
+    groups: dict[int, str] | None = None,
+    n_vis: int = N_VIS,
+    n_examples: int = N_EXAMPLES,
+) -> list[SurveyFeature]:
+    """Load and check the images of ``features`` (the first ``n_vis`` visualisations, ``n_examples`` examples)."""
+    run = Path(run)
+    vis_index = run / "visualizations" / "index.json"
+    ex_index = run / "examples" / "index.json"
+    vis_table = _features_table(vis_index)
+    ex_table = _features_table(ex_index)
+    groups = groups or {}
+    out = []
+    for f in features:
+        key = str(f)
+        if key not in vis_table:
+            raise DataError(f"{vis_index}: no visualisations for feature {f}; run `autointerp visualize` for it")
+        if key not in ex_table:
+            raise DataError(f"{ex_index}: no dataset examples for feature {f}; run `autointerp examples` first")
+        vis_entry, ex_entry = vis_table[key], ex_table[key]
+        vis_paths = vis_entry.get("vis") if isinstance(vis_entry, dict) else None
+        top = ex_entry.get("top") if isinstance(ex_entry, dict) else None
+        if not isinstance(vis_paths, list) or not vis_paths:
+            raise DataError(f"{vis_index}: feature {f}: expected a non-empty list 'vis'")
+        if not isinstance(top, list) or not top:
+            raise DataError(f"{ex_index}: feature {f}: expected a non-empty list 'top'")
+        vis = tuple(
+            _run_file(run, rel, f"{vis_index}: feature {f} vis[{i}]") for i, rel in enumerate(vis_paths[:n_vis])
+        )
+        examples = tuple(
+            _run_file(run, e.get("path") if isinstance(e, dict) else e, f"{ex_index}: feature {f} top[{i}]")
+            for i, e in enumerate(top[:n_examples])
+        )
+        out.append(SurveyFeature(int(f), vis, examples, groups.get(int(f))))
+    return out
+
+
+def read_feature_list(path: str | Path) -> list[int]:
+    """Feature indices from a file: integers separated by commas/whitespace/newlines (``#`` starts a comment),
+    or a CSV with a ``feature_ind`` (or ``neuron``) column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read feature list ({exc.strerror})") from None
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise UserError(f"{path}: feature list is empty")
+    header = [h.strip() for h in lines[0].split(",")]
+    if any(not re.fullmatch(r"-?\d+", tok) for tok in re.split(r"[,\s]+", lines[0]) if tok):
+        col = next((c for c in ("feature_ind", "neuron", "feature") if c in header), None)
+        if col is None:
+            raise UserError(f"{path}: line 1: expected integers or a CSV header with a 'feature_ind' column")
+        rows = csv.DictReader(lines)
+        values = [(i + 2, (row.get(col) or "").strip()) for i, row in enumerate(rows)]
+    else:
+        values = []
+        for lineno, line in enumerate(lines, 1):
+            values += [(lineno, tok) for tok in re.split(r"[,\s]+", line) if tok]
+    out: list[int] = []
+    for lineno, tok in values:
+        if not re.fullmatch(r"\d+", tok):
+            raise UserError(f"{path}: line {lineno}: expected a non-negative feature index, got {tok!r}")
+        if int(tok) not in out:
+            out.append(int(tok))
+    return out
+
+
+def read_importance(run: str | Path) -> dict[int, float]:
+    """``feature_ind -> importance`` from ``RUN/importance/importance.csv``."""
+    path = Path(run) / "importance" / "importance.csv"
+    if not path.exists():
+        raise DataError(f"{path}: missing; --groups needs importances (run `autointerp importance`)")
+    out: dict[int, float] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        for col in ("feature_ind", "importance"):
+            if col not in (reader.fieldnames or []):
+                raise DataError(f"{path}: missing column {col!r} (have {reader.fieldnames})")
+        for lineno, row in enumerate(reader, 2):
+            try:
+                out[int(row["feature_ind"])] = float(row["importance"])
+            except (TypeError, ValueError):
+                raise DataError(f"{path}: row {lineno}: feature_ind/importance are not numbers") from None
+    if not out:
+        raise DataError(f"{path}: no rows")
+    return out
+
+
+def select_groups(importance: dict[int, float], groups: Iterable[str], size: int) -> dict[int, str]:
+    """The study's groups: ``top`` = the ``size`` most important features; ``middle`` = the ``size`` features
+    centred on the median importance. Ties break on the feature index. The groups must not overlap."""
+    groups = list(dict.fromkeys(groups))
+    if not groups:
+        raise UserError(f"--groups: name at least one group ({', '.join(GROUPS)})")
+    for g in groups:
+        if g not in GROUPS:
+            raise UserError(f"--groups: unknown group {g!r}; valid groups: {', '.join(GROUPS)}")
+    n = len(importance)
+    if size < 1 or size * len(groups) > n:
+        raise UserError(
+            f"--group-size: {size} per group does not fit {n} features with {len(groups)} group(s); "
+            f"use at most {n // len(groups)}"
+        )
+    ascending = sorted(importance, key=lambda f: (importance[f], f))
+    out: dict[int, str] = {}
+    if "middle" in groups:
+        start = max(0, min(n // 2 - size // 2, n - size))
+        out.update({f: "middle" for f in ascending[start : start + size]})
+    if "top" in groups:
+        top = ascending[::-1][:size]
+        if any(f in out for f in top):
+            raise UserError(f"--group-size: {size} is too large, top and middle groups overlap among {n} features")
+        out.update({f: "top" for f in top})
+    return out
+
+
+def participant_order(features: Sequence[int], participant: str, seed: int = 0) -> list[int]:
+    """The blinded order in which ``participant`` sees ``features``: a shuffle seeded by (seed, participant),
+    so groups are mixed, every participant gets a different order, and a returning participant the same one."""
+    digest = hashlib.sha256(f"{seed}\x00{participant}".encode()).digest()
+    order = sorted(features)
+    random.Random(int.from_bytes(digest[:8], "big")).shuffle(order)
+    return order
+
+
+def run_model_layer(run: str | Path) -> tuple[str, str]:
+    """(model, layer) names for the export: ``activations/meta.json`` when present, else ``config.yaml``."""
+    import yaml
+
+    run = Path(run)
+    model = layer = None
+    meta_path = run / "activations" / "meta.json"
+    if meta_path.exists():
+        meta = _read_json(meta_path)
+        if isinstance(meta, dict):
+            model, layer = meta.get("model"), meta.get("layer")
+    if model is None or layer is None:
+        cfg_path = run / "config.yaml"
+        if not cfg_path.exists():
+            raise UserError(f"{run}: not a run folder (no config.yaml)")
+        try:
+            cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise DataError(f"{cfg_path}: not readable YAML ({exc})") from None
+        model_cfg = cfg.get("model") if isinstance(cfg, dict) else None
+        if model is None and isinstance(model_cfg, dict):
+            model = model_cfg.get("name")
+        if layer is None and isinstance(cfg, dict):
+            layer = cfg.get("layer")
+    if not model or not layer:
+        raise DataError(f"{run}: cannot find the model and layer names (activations/meta.json or config.yaml)")
+    return str(model), str(layer)

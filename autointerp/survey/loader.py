@@ -1,0 +1,86 @@
+"""Open a survey on a run folder: pick the features, check their images, open the answers database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from autointerp.errors import UserError
+from autointerp.survey import DEFAULT_DB_NAME
+from autointerp.survey.db import SurveyStore
+from autointerp.survey.features import (
+    DEFAULT_GROUP_SIZE,
+    N_EXAMPLES,
+    N_VIS,
+    SurveyFeature,
+    available_features,
+    load_survey_features,
+    read_feature_list,
+    read_importance,
+    select_groups,
+)
+
+
+@dataclass
+class Survey:
+    """A survey ready to serve: the run, its surveyed features (by index) and the answers store."""
+
+    run: Path
+    features: dict[int, SurveyFeature]
+    store: SurveyStore
+
+    @property
+    def db_path(self) -> Path:
+        return self.store.path
+
+
+def default_db_path(run: str | Path) -> Path:
+    """``RUN/survey/answers.sqlite``."""
+    return Path(run) / "survey" / DEFAULT_DB_NAME
+
+
+def choose_features(
+    run: str | Path,
+    features_file: str | Path | None = None,
+    groups: Sequence[str] | None = None,
+    group_size: int = DEFAULT_GROUP_SIZE,
+) -> tuple[list[int], dict[int, str]]:
+    """The features to survey and their group labels.
+
+    ``features_file`` lists them; ``groups`` (``top``, ``middle``) picks them by importance as the study
+    did; neither = every feature with visualisations and dataset examples. Not both.
+    """
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"{run}: run folder does not exist")
+    if features_file is not None and groups:
+        raise UserError("survey: give either --features or --groups, not both")
+    if features_file is not None:
+        feats = read_feature_list(features_file)
+        return feats, {}
+    if groups:
+        labels = select_groups(read_importance(run), groups, group_size)
+        return sorted(labels), labels
+    feats = available_features(run)
+    if not feats:
+        raise UserError(f"{run}: no feature has both visualisations and dataset examples; run the pipeline first")
+    return feats, {}
+
+
+def open_survey(
+    run: str | Path,
+    features_file: str | Path | None = None,
+    groups: Sequence[str] | None = None,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    seed: int = 0,
+    db: str | Path | None = None,
+    n_vis: int = N_VIS,
+    n_examples: int = N_EXAMPLES,
+) -> Survey:
+    """Check the run's images for the chosen features and open (or create) the answers database."""
+    run = Path(run)
+    feats, labels = choose_features(run, features_file, groups, group_size)
+    loaded = load_survey_features(run, feats, labels, n_vis=n_vis, n_examples=n_examples)
+    store = SurveyStore(db if db is not None else default_db_path(run), feats, seed=seed, groups=labels)
+    return Survey(run, {f.feature: f for f in loaded}, store)
