@@ -1,0 +1,58 @@
+"""``autointerp rate RUN_DIR`` and ``autointerp raters list``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autointerp.cli.common import Overrides, Overwrite, RunDir, handle_errors, parse_features
+
+RaterPath = Annotated[
+    list[Path] | None,
+    typer.Option("--rater-path", help="A local .py file that registers raters (repeatable)."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``rate`` and the ``raters`` group to the root app."""
+    raters_app = typer.Typer(help="Discover raters.", no_args_is_help=True)
+    app.add_typer(raters_app, name="raters")
+
+    @app.command()
+    def rate(
+        run_dir: RunDir,
+        raters: Annotated[
+            str | None, typer.Option("--raters", "-r", help="Comma-separated rater names (default: rate.raters).")
+        ] = None,
+        rater_path: RaterPath = None,
+        features: Annotated[str | None, typer.Option(help="Features to rate, e.g. 0,5,10-20 (default: all).")] = None,
+        overwrite: Overwrite = False,
+        overrides: Overrides = None,
+    ) -> None:
+        """Score every feature with the chosen raters; writes RUN/ratings/<rater>.csv and .json."""
+        with handle_errors():
+            from autointerp.cli.common import open_run
+            from autointerp.stages.rate import run_rate
+
+            ctx = open_run(run_dir, overrides)
+            names = [n.strip() for n in raters.split(",") if n.strip()] if raters else None
+            out = run_rate(ctx, overwrite=overwrite, raters=names, rater_paths=rater_path or (),
+                           features=parse_features(features))
+            typer.echo(str(out))
+
+    @raters_app.command("list")
+    def list_(rater_path: RaterPath = None) -> None:
+        """Print every registered rater with a one-line description."""
+        with handle_errors():
+            from autointerp.rating import RATERS, list_raters, load_rater_file
+
+            for p in rater_path or ():
+                load_rater_file(p)
+            items = list_raters()
+            width = max((len(n) for n in items), default=0)
+            for name, desc in items.items():
+                cls = RATERS.get(name)
+                needs = ",".join(sorted(cls.needs)) or "-"
+                typer.echo(f"{name:<{width}}  {desc}  [needs: {needs}]")

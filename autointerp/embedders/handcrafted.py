@@ -1,0 +1,183 @@
+"""A weight-free image descriptor (colour histogram, colour layout, oriented gradients).
+
+Needs no downloads, so the demo and the tests run anywhere. It also embeds *simple* phrases —
+colour names and pattern words ("red stripes", "blue dots", "checkerboard") — by rendering a
+prototype image of the phrase and describing it, so the word-based ``clip_label`` rater works on
+the demo. Phrases it does not know are reported by :meth:`known_text` and skipped by raters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from autointerp.embedders import register_embedder
+from autointerp.embedders.base import Embedder, resize_square
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 40),
+    "blue": (30, 60, 220),
+    "yellow": (240, 220, 30),
+    "orange": (250, 140, 20),
+    "purple": (130, 40, 170),
+    "violet": (140, 60, 200),
+    "pink": (250, 130, 180),
+    "cyan": (30, 210, 220),
+    "magenta": (220, 40, 200),
+    "white": (245, 245, 245),
+    "black": (15, 15, 15),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
+    "brown": (130, 80, 30),
+}
+
+PATTERNS: dict[str, str] = {
+    "stripes": "hstripes",
+    "striped": "hstripes",
+    "horizontal": "hstripes",
+    "vertical": "vstripes",
+    "diagonal": "dstripes",
+    "checkerboard": "checker",
+    "checkered": "checker",
+    "checker": "checker",
+    "grid": "grid",
+    "dots": "dots",
+    "dotted": "dots",
+    "spots": "dots",
+    "spotted": "dots",
+    "polka": "dots",
+    "circle": "rings",
+    "circles": "rings",
+    "rings": "rings",
+    "ring": "rings",
+    "gradient": "gradient",
+    "smooth": "flat",
+    "plain": "flat",
+    "flat": "flat",
+    "solid": "flat",
+    "noise": "noise",
+    "noisy": "noise",
+    "texture": "noise",
+}
+
+
+def describe(img: np.ndarray, size: int = 64) -> np.ndarray:
+    """The descriptor of one uint8 (H, W, 3) image: four L2-normalised, weighted blocks.
+
+    * joint RGB histogram, 4 levels per channel (64 bins, Hellinger-mapped) — colour content;
+    * 4×4 grid of mean colours (48) — colour layout;
+    * histogram of gradient orientations (8 bins) in 2×2 cells, magnitude-weighted (32) — texture;
+    * mean gradient energy at two scales plus contrast (3) — smoothness.
+    """
+    x = resize_square(img, size).astype(np.float32) / 255.0
+    q = np.minimum((x * 4).astype(np.int64), 3)
+    codes = q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]
+    hist = np.bincount(codes.ravel(), minlength=64).astype(np.float32)
+    hist = np.sqrt(hist / hist.sum())
+
+    g = size // 4
+    layout = x[: g * 4, : g * 4].reshape(4, g, 4, g, 3).mean(axis=(1, 3)).ravel() - 0.5
+
+    gray = x.mean(axis=2)
+    gy, gx = np.gradient(gray)
+    mag = np.hypot(gx, gy)
+    ang = np.mod(np.arctan2(gy, gx), np.pi)
+    bins = np.minimum((ang / np.pi * 8).astype(np.int64), 7)
+    h2 = size // 2
+    cells = []
+    for r in (0, 1):
+        for c in (0, 1):
+            sl = (slice(r * h2, (r + 1) * h2), slice(c * h2, (c + 1) * h2))
+            cells.append(np.bincount(bins[sl].ravel(), weights=mag[sl].ravel(), minlength=8))
+    orient = np.sqrt(np.concatenate(cells) / (mag.sum() + 1e-6)).astype(np.float32)
+
+    half = gray[: h2 * 2, : h2 * 2].reshape(h2, 2, h2, 2).mean(axis=(1, 3))
+    gy2, gx2 = np.gradient(half)
+    energy = np.array([mag.mean() * 4, np.hypot(gx2, gy2).mean() * 2, gray.std() * 2], dtype=np.float32)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        n = float(np.linalg.norm(v))
+        return v / n if n > 1e-8 else v
+
+    return np.concatenate(
+        [unit(hist) * 1.0, unit(layout) * 0.5, unit(orient) * 1.0, np.tanh(energy) * 0.5]
+    ).astype(np.float32)
+
+
+def parse_phrase(text: str) -> tuple[list[str], str | None]:
+    """Colour words and the pattern named in a phrase (``("red", "dots")`` for 'a photo of red dots')."""
+    words = re.findall(r"[a-z]+", text.lower())
+    colours = [w for w in words if w in COLOURS]
+    pattern = next((PATTERNS[w] for w in words if w in PATTERNS), None)
+    if pattern == "hstripes" and "vertical" in words:
+        pattern = "vstripes"
+    if pattern == "hstripes" and "diagonal" in words:
+        pattern = "dstripes"
+    return colours, pattern
+
+
+def render_phrase(text: str, size: int = 64) -> np.ndarray | None:
+    """A prototype uint8 image of a colour/pattern phrase, or None when nothing in it is known."""
+    colours, pattern = parse_phrase(text)
+    if not colours and pattern is None:
+        return None
+    fg = np.array(COLOURS[colours[0]] if colours else (240, 240, 240), dtype=np.float32)
+    bg = np.array(COLOURS[colours[1]] if len(colours) > 1 else ((20, 20, 20) if not colours else (128, 128, 128)),
+                  dtype=np.float32)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    period = size / 8
+    if pattern is None or pattern == "flat":
+        mask = np.ones((size, size), np.float32)
+    elif pattern == "hstripes":
+        mask = (np.floor(yy / (period / 2)) % 2 == 0).astype(np.float32)
+    elif pattern == "vstripes":
+        mask = (np.floor(xx / (period / 2)) % 2 == 0).astype(np.float32)
+    elif pattern == "dstripes":
+        mask = (np.floor((xx + yy) / (period / 2)) % 2 == 0).astype(np.float32)
+    elif pattern == "checker":
+        mask = ((np.floor(xx / period) + np.floor(yy / period)) % 2 == 0).astype(np.float32)
+    elif pattern == "grid":
+        mask = ((xx % period < 1.5) | (yy % period < 1.5)).astype(np.float32)
+    elif pattern == "dots":
+        mask = (np.hypot(xx % period - period / 2, yy % period - period / 2) < period / 4).astype(np.float32)
+    elif pattern == "rings":
+        mask = (np.floor(np.hypot(xx - size / 2, yy - size / 2) / (period / 2)) % 2 == 0).astype(np.float32)
+    elif pattern == "gradient":
+        mask = xx / (size - 1)
+    else:  # noise
+        mask = (np.random.default_rng(0).random((size, size)) > 0.5).astype(np.float32)
+    img = mask[..., None] * fg + (1 - mask[..., None]) * bg
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@register_embedder
+class HandcraftedEmbedder(Embedder):
+    """Colour + texture descriptor with no weights (see :func:`describe`)."""
+
+    kind = "handcrafted"
+    supports_text = True
+    logit_scale = 30.0
+
+    def __init__(self, size: int = 64, batch_size: int = 256) -> None:
+        super().__init__()
+        self.size = int(size)
+        self.batch_size = int(batch_size)
+        self.id = f"handcrafted-v1-{self.size}"
+
+    def _embed_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return np.stack([describe(img, self.size) for img in images])
+
+    def known_text(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([render_phrase(t, 8) is not None for t in texts], dtype=bool)
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Descriptors of rendered prototypes; unknown phrases give zero vectors."""
+        out = []
+        for t in texts:
+            img = render_phrase(t, self.size)
+            out.append(describe(img, self.size) if img is not None else None)
+        dim = next((len(v) for v in out if v is not None), len(describe(np.zeros((8, 8, 3), np.uint8), self.size)))
+        return np.stack([v if v is not None else np.zeros(dim, np.float32) for v in out])

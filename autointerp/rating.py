@@ -1,0 +1,756 @@
+"""The rater plug-in contract: :class:`Rater`, :class:`ScoreTable`, :class:`RatingContext`, registry.
+
+A rater turns what earlier stages wrote (visualisations, dataset examples, activations, importance,
+human answers) into a per-feature table of scores. It
+
+* declares what it ``needs`` (a subset of :data:`NEEDS`), its ``components`` (e.g. ``q4``) and
+  whether ``higher_is_better``;
+* implements ``score(ctx, features) -> ScoreTable`` with one row per requested feature, in order
+  (``NaN`` where it cannot say anything), and the row of a feature must not depend on which other
+  features are scored with it (batch invariance);
+* is deterministic given its options and seed.
+
+Keep the maths in pure functions (numpy in, numpy out) and make the class a thin wrapper, as the
+built-ins in the top-level ``raters`` package do. Register a rater with ``@register_rater``; other
+packages expose a module in the entry-point group ``autointerp.raters`` (importing it registers
+its raters), and a local file is loaded with ``--rater-path file.py`` (:func:`load_rater_file`).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib
+import importlib.util
+import json
+import math
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from autointerp.errors import ConfigError, DataError, UserError
+from autointerp.registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autointerp.data.base import ImageDataset
+    from autointerp.embedders.cache import EmbeddingCache
+    from autointerp.runfolder import RunContext
+
+#: What a rater may declare in ``needs``.
+NEEDS = frozenset(
+    {"visualizations", "examples", "bottom_examples", "activations", "importance", "human", "dataset", "embedder"}
+)
+
+ENTRY_POINT_GROUP = "autointerp.raters"
+
+
+# --------------------------------------------------------------------------------------------
+# Score tables
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ScoreTable:
+    """Per-feature scores: ``feature_ind``, the overall score ``I``, named components and extras.
+
+    ``components`` are the rater's scores on the study's scale (``q1``, ``q3``, ``q4``, ``q1q3``,
+    ...); ``extras`` are diagnostics (raw values, null statistics, p-values, text labels).
+    ``meta`` is free-form JSON-able information that goes into ``<rater>.json``.
+    """
+
+    feature_ind: np.ndarray
+    I: np.ndarray  # noqa: E741 - the study's name for the interpretability score
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.feature_ind = np.asarray(self.feature_ind, dtype=np.int64).reshape(-1)
+        n = len(self.feature_ind)
+        self.I = _float_column("I", self.I, n)
+        self.components = {k: _float_column(k, v, n) for k, v in self.components.items()}
+        self.extras = {k: _any_column(k, v, n) for k, v in self.extras.items()}
+        clash = ({"feature_ind", "I"} | set(self.components)) & set(self.extras)
+        if clash or {"feature_ind", "I"} & set(self.components):
+            raise ValueError(f"score table column names must be unique; clash: {sorted(clash) or 'feature_ind/I'}")
+
+    def __len__(self) -> int:
+        return len(self.feature_ind)
+
+    @property
+    def columns(self) -> list[str]:
+        """All column names in file order."""
+        return ["feature_ind", "I", *self.components, *self.extras]
+
+    def column(self, name: str) -> np.ndarray:
+        """One column by name (``feature_ind``, ``I``, a component or an extra)."""
+        if name == "feature_ind":
+            return self.feature_ind
+        if name == "I":
+            return self.I
+        if name in self.components:
+            return self.components[name]
+        if name in self.extras:
+            return self.extras[name]
+        raise UserError(f"score table has no column {name!r}; columns: {', '.join(self.columns)}")
+
+    def select(self, features: Sequence[int]) -> ScoreTable:
+        """Rows for ``features`` in that order (missing features raise)."""
+        pos = {int(f): i for i, f in enumerate(self.feature_ind)}
+        missing = [int(f) for f in features if int(f) not in pos]
+        if missing:
+            raise UserError(f"score table has no rows for features {missing[:10]}")
+        idx = np.array([pos[int(f)] for f in features], dtype=np.int64)
+        return ScoreTable(
+            self.feature_ind[idx],
+            self.I[idx],
+            {k: v[idx] for k, v in self.components.items()},
+            {k: v[idx] for k, v in self.extras.items()},
+            dict(self.meta),
+        )
+
+    @staticmethod
+    def concat(tables: Sequence[ScoreTable]) -> ScoreTable:
+        """Stack tables with the same columns (rows in the given order)."""
+        if not tables:
+            raise ValueError("nothing to concatenate")
+        first = tables[0]
+        return ScoreTable(
+            np.concatenate([t.feature_ind for t in tables]),
+            np.concatenate([t.I for t in tables]),
+            {k: np.concatenate([t.components[k] for t in tables]) for k in first.components},
+            {k: np.concatenate([t.extras[k] for t in tables]) for k in first.extras},
+            dict(first.meta),
+        )
+
+    # -- files ---------------------------------------------------------------------------
+    def to_csv(self, path: str | Path) -> None:
+        """Write atomically as CSV: feature_ind, I, components, extras; NaN written as an empty cell."""
+        from autointerp.atomic import atomic_path
+
+        cols = [(name, self.column(name)) for name in self.columns]
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow([name for name, _ in cols])
+            for i in range(len(self)):
+                writer.writerow([_cell(values[i]) for _, values in cols])
+
+    @classmethod
+    def read_csv(cls, path: str | Path, components: Sequence[str] | None = None) -> ScoreTable:
+        """Read a table written by :meth:`to_csv`.
+
+        ``components`` names the component columns (from ``<rater>.json``); when omitted, the
+        JSON next to the CSV is used if present, else every numeric column is a component.
+        """
+        path = Path(path)
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows = list(csv.reader(fh))
+        except FileNotFoundError:
+            raise DataError(f"{path}: rating file not found") from None
+        if not rows or rows[0][:2] != ["feature_ind", "I"]:
+            raise DataError(f"{path}: expected a header starting with 'feature_ind,I'")
+        header, body = rows[0], rows[1:]
+        for r, row in enumerate(body, start=2):
+            if len(row) != len(header):
+                raise DataError(f"{path}: row {r} has {len(row)} cells, expected {len(header)}")
+        cols = {name: [row[j] for row in body] for j, name in enumerate(header)}
+        if components is None:
+            meta_path = path.with_suffix(".json")
+            if meta_path.exists():
+                components = json.loads(meta_path.read_text(encoding="utf-8")).get("components", [])
+        try:
+            feature_ind = np.array([int(v) for v in cols.pop("feature_ind")], dtype=np.int64)
+            I = np.array([_parse_float(v) for v in cols.pop("I")], dtype=np.float64)  # noqa: E741
+        except ValueError as exc:
+            raise DataError(f"{path}: feature_ind/I must be numbers ({exc})") from None
+        comps: dict[str, np.ndarray] = {}
+        extras: dict[str, np.ndarray] = {}
+        for name, values in cols.items():
+            parsed = _try_floats(values)
+            is_comp = name in components if components is not None else parsed is not None
+            if is_comp and parsed is not None:
+                comps[name] = parsed
+            else:
+                extras[name] = parsed if parsed is not None else np.array(values, dtype=object)
+        return cls(feature_ind, I, comps, extras)
+
+
+def _float_column(name: str, values: Any, n: int) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if len(arr) != n:
+        raise ValueError(f"score table column {name!r} has {len(arr)} values for {n} features")
+    return arr
+
+
+def _any_column(name: str, values: Any, n: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind in "biuf":
+        arr = arr.astype(np.float64)
+    else:
+        arr = arr.astype(object)
+    arr = arr.reshape(-1)
+    if len(arr) != n:
+        raise ValueError(f"score table column {name!r} has {len(arr)} values for {n} features")
+    return arr
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(value) else repr(float(value))
+    if value is None:
+        return ""
+    return str(value)
+
+
+def _parse_float(text: str) -> float:
+    return float("nan") if text.strip() == "" else float(text)
+
+
+def _try_floats(values: list[str]) -> np.ndarray | None:
+    try:
+        return np.array([_parse_float(v) for v in values], dtype=np.float64)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# The Rater base class
+# --------------------------------------------------------------------------------------------
+class Rater:
+    """Base class of every rater.
+
+    Subclasses set the class attributes and implement :meth:`score`. Options are keyword
+    arguments validated against ``defaults`` (unknown keys → :class:`ConfigError`).
+    """
+
+    #: registry name (``autointerp rate --raters NAME``)
+    name: ClassVar[str] = ""
+    #: one line shown by ``autointerp raters list``
+    description: ClassVar[str] = ""
+    #: inputs the rater reads, a subset of :data:`NEEDS`
+    needs: ClassVar[frozenset[str]] = frozenset()
+    #: names of the score components it returns besides ``I`` (e.g. ``("q4",)``)
+    components: ClassVar[tuple[str, ...]] = ()
+    #: whether larger ``I`` means more interpretable
+    higher_is_better: ClassVar[bool] = True
+    #: option names with their default values
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, seed: int = 0, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            allowed = ", ".join(sorted(self.defaults)) or "(none)"
+            raise ConfigError(
+                f"rate.options.{self.name}: unknown option {unknown[0]!r}; allowed options: {allowed}"
+            )
+        self.seed = int(seed)
+        self.options: dict[str, Any] = {**self.defaults, **options}
+
+    def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
+        """Scores for ``features`` (one row each, in order)."""
+        raise NotImplementedError
+
+    def table(
+        self,
+        features: Sequence[int],
+        I: Any,  # noqa: E741
+        components: Mapping[str, Any] | None = None,
+        extras: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> ScoreTable:
+        """Build this rater's :class:`ScoreTable`, checking the declared components are all there."""
+        components = dict(components or {})
+        missing = [c for c in self.components if c not in components]
+        if missing:
+            raise ValueError(f"rater {self.name!r} did not return its declared components {missing}")
+        return ScoreTable(np.asarray(features, dtype=np.int64), I, components, dict(extras or {}), dict(meta or {}))
+
+    def metadata(self) -> dict[str, Any]:
+        """What goes into ``RUN/ratings/<rater>.json``."""
+        return {
+            "rater": self.name,
+            "description": self.description,
+            "higher_is_better": bool(self.higher_is_better),
+            "components": list(self.components),
+            "needs": sorted(self.needs),
+            "options": _jsonable(self.options),
+            "seed": self.seed,
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, seed={self.seed}, options={self.options})"
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+RATERS: Registry[type[Rater]] = Registry("rater")
+
+
+def register_rater(cls_or_name: type[Rater] | str | None = None) -> Any:
+    """Register a :class:`Rater` subclass under its ``name`` (``@register_rater``) or a given
+    name (``@register_rater("my_name")``)."""
+
+    def _add(cls: type[Rater], name: str | None) -> type[Rater]:
+        if not (isinstance(cls, type) and issubclass(cls, Rater)):
+            raise TypeError(f"@register_rater expects a Rater subclass, got {cls!r}")
+        name = name or cls.name
+        if not name:
+            raise TypeError(f"{cls.__name__}: set the class attribute `name` before registering")
+        if name != cls.name:
+            cls.name = name
+        bad = set(cls.needs) - NEEDS
+        if bad:
+            raise TypeError(f"{cls.__name__}.needs has unknown entries {sorted(bad)}; allowed: {sorted(NEEDS)}")
+        existing = RATERS._items.get(name)
+        if existing is not None and existing is not cls:
+            if _same_definition(existing, cls):
+                RATERS.register(name, cls, overwrite=True)  # the same file imported again
+                return cls
+            raise UserError(
+                f"rater {name!r} is already registered by {existing.__module__}.{existing.__qualname__}; "
+                "pick another name"
+            )
+        RATERS.register(name, cls)
+        return cls
+
+    if isinstance(cls_or_name, type):
+        return _add(cls_or_name, None)
+    return lambda cls: _add(cls, cls_or_name)
+
+
+def _same_definition(a: type, b: type) -> bool:
+    fa = getattr(sys.modules.get(a.__module__), "__file__", None)
+    fb = getattr(sys.modules.get(b.__module__), "__file__", None)
+    return a.__qualname__ == b.__qualname__ and fa is not None and fa == fb
+
+
+def _load_builtin_raters() -> None:
+    importlib.import_module("raters")
+
+
+def _load_entry_point_raters() -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plug-in must not hide the others
+            warnings.warn(f"rater plug-in {ep.name!r} ({ep.value}) failed to load: {exc}", stacklevel=2)
+
+
+RATERS.add_loader(_load_builtin_raters)
+RATERS.add_loader(_load_entry_point_raters)
+
+_LOADED_FILES: dict[Path, list[str]] = {}
+
+
+def load_rater_file(path: str | Path) -> list[str]:
+    """Import a local Python file that registers raters; return the names it registered.
+
+    Loading the same file again is a no-op returning the same names.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path}: rater file not found (--rater-path / rate.rater_paths)")
+    resolved = path.resolve()
+    if resolved in _LOADED_FILES:
+        return list(_LOADED_FILES[resolved])
+    before = {name: RATERS._items.get(name) for name in RATERS.names()}
+    import hashlib
+
+    module_name = f"autointerp_user_raters.{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, resolved)
+    if spec is None or spec.loader is None:
+        raise UserError(f"{path}: not an importable Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except UserError:
+        sys.modules.pop(module_name, None)
+        raise
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise UserError(f"{path}: failed to import rater file ({type(exc).__name__}: {exc})") from exc
+    added = sorted(n for n, cls in RATERS._items.items() if before.get(n) is not cls)
+    if not added:
+        raise UserError(f"{path}: defines no rater; decorate a Rater subclass with @register_rater")
+    _LOADED_FILES[resolved] = added
+    return list(added)
+
+
+def list_raters() -> dict[str, str]:
+    """Registered rater names → one-line descriptions."""
+    return {name: RATERS.get(name).description.strip().splitlines()[0] if RATERS.get(name).description else ""
+            for name in RATERS.names()}
+
+
+def create_rater(name: str, seed: int = 0, **options: Any) -> Rater:
+    """Instantiate a registered rater with options (unknown name → UserError listing valid ones)."""
+    return RATERS.get(name)(seed=seed, **options)
+
+
+# --------------------------------------------------------------------------------------------
+# The rating context
+# --------------------------------------------------------------------------------------------
+class RatingContext:
+    """Lazy access to everything raters read from a run folder.
+
+    Built from a :class:`~autointerp.runfolder.RunContext`; ``embedder`` (an ``Embedder`` or a
+    spec dict) and ``dataset`` override the config's. Embeddings go through a disk cache in
+    ``RUN/ratings/cache/`` keyed by image content, so an image is embedded once per embedder.
+    """
+
+    def __init__(
+        self,
+        run: RunContext,
+        *,
+        embedder: Any = None,
+        dataset: ImageDataset | None = None,
+        seed: int | None = None,
+        cache: bool = True,
+    ) -> None:
+        self.run = run
+        self.root = Path(run.root)
+        self.config = run.config
+        self.paths = run.paths
+        self.seed = int(run.config.seed if seed is None else seed)
+        self._embedder_spec = embedder
+        self._dataset_override = dataset
+        self._use_disk_cache = cache
+        self._path_keys: dict[Path, str] = {}
+        self._dataset_keys: dict[int, str] = {}
+
+    @classmethod
+    def open(cls, root: str | Path, **kwargs: Any) -> RatingContext:
+        """Open an existing run folder."""
+        from autointerp.runfolder import RunContext
+
+        return cls(RunContext.open(root), **kwargs)
+
+    # -- indices -------------------------------------------------------------------------
+    @functools.cached_property
+    def visualizations_index(self) -> dict[int, dict[str, Any]]:
+        """``RUN/visualizations/index.json`` features (``{}`` when absent)."""
+        return _read_index(self.paths.visualizations / "index.json")
+
+    @functools.cached_property
+    def examples_index(self) -> dict[int, dict[str, Any]]:
+        """``RUN/examples/index.json`` features (``{}`` when absent)."""
+        return _read_index(self.paths.examples / "index.json")
+
+    @functools.cached_property
+    def features(self) -> list[int]:
+        """Every feature the run knows of: visualised, with examples, or with an importance."""
+        feats = set(self.visualizations_index) | set(self.examples_index)
+        if self.paths.importance_csv.exists():
+            feats |= set(self.importance)
+        if not feats and (self.paths.activations / "scores.npy").exists():
+            feats = set(range(self.scores.shape[1]))
+        return sorted(feats)
+
+    def available(self, need: str) -> bool:
+        """Whether the run (or context) can provide ``need``."""
+        if need == "visualizations":
+            return bool(self.visualizations_index)
+        if need == "examples":
+            return bool(self.examples_index)
+        if need == "bottom_examples":
+            return any(e.get("bottom") for e in self.examples_index.values())
+        if need == "activations":
+            return (self.paths.activations / "scores.npy").exists()
+        if need == "importance":
+            return self.paths.importance_csv.exists()
+        if need == "human":
+            return bool(self.human_paths)
+        if need == "dataset":
+            return self._dataset_override is not None or self.config.dataset.path is not None or (
+                self.config.dataset.type == "synthetic"
+            )
+        if need == "embedder":
+            return True
+        raise ValueError(f"unknown need {need!r}")
+
+    def require(self, rater: Rater | type[Rater]) -> None:
+        """Raise a one-line UserError naming the first missing input of ``rater``."""
+        hints = {
+            "visualizations": f"{self.paths.visualizations / 'index.json'} missing; run `autointerp visualize`",
+            "examples": f"{self.paths.examples / 'index.json'} missing; run `autointerp examples`",
+            "bottom_examples": "no bottom examples; set visualize.bottom_examples: true and rerun examples",
+            "activations": f"{self.paths.activations / 'scores.npy'} missing; run `autointerp activations`",
+            "importance": f"{self.paths.importance_csv} missing; run `autointerp importance`",
+            "human": "no survey answers; set rate.human: [answers.csv, ...] in the config",
+            "dataset": "no dataset configured (dataset.path)",
+        }
+        for need in sorted(rater.needs):
+            if need != "bottom_examples" and not self.available(need):
+                raise UserError(f"rater {rater.name!r} needs {need}: {hints.get(need, need)}")
+
+    # -- images --------------------------------------------------------------------------
+    def vis_paths(self, feature: int) -> list[Path]:
+        """Visualisation PNGs of ``feature`` (empty when it has none)."""
+        entry = self.visualizations_index.get(int(feature), {})
+        return [self.root / p for p in entry.get("vis", [])]
+
+    def example_paths(self, feature: int, which: str = "top") -> list[Path]:
+        """Dataset-example PNGs of ``feature`` (``which`` = 'top' or 'bottom')."""
+        return [self.root / e["path"] for e in self._example_entries(feature, which)]
+
+    def example_dataset_indices(self, feature: int, which: str = "top") -> np.ndarray:
+        """Dataset indices of the examples of ``feature``."""
+        return np.array([int(e["dataset_index"]) for e in self._example_entries(feature, which)], dtype=np.int64)
+
+    def example_activations(self, feature: int, which: str = "top") -> np.ndarray:
+        """Activations of the examples of ``feature``."""
+        return np.array([float(e.get("activation", np.nan)) for e in self._example_entries(feature, which)])
+
+    def _example_entries(self, feature: int, which: str) -> list[dict[str, Any]]:
+        if which not in ("top", "bottom"):
+            raise ValueError(f"which must be 'top' or 'bottom', got {which!r}")
+        return list(self.examples_index.get(int(feature), {}).get(which, []))
+
+    def vis_images(self, feature: int) -> list[np.ndarray]:
+        """Visualisations of ``feature`` as uint8 (H, W, 3) arrays."""
+        return [self.load_image(p) for p in self.vis_paths(feature)]
+
+    def example_images(self, feature: int, which: str = "top") -> list[np.ndarray]:
+        """Dataset examples of ``feature`` as uint8 (H, W, 3) arrays."""
+        return [self.load_image(p) for p in self.example_paths(feature, which)]
+
+    def load_image(self, path: str | Path) -> np.ndarray:
+        """Read an image file as uint8 (H, W, 3) RGB (one-line error when missing or unreadable)."""
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(path)
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except FileNotFoundError:
+            raise DataError(f"{path}: image listed in the run's index.json is missing") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{path}: cannot read image ({exc})") from None
+
+    # -- activations, importance, human answers -------------------------------------------
+    @functools.cached_property
+    def scores(self) -> np.ndarray:
+        """(N, C) per-image channel scores (memory-mapped)."""
+        path = self.paths.activations / "scores.npy"
+        if not path.exists():
+            raise DataError(f"{path}: missing; run `autointerp activations` first")
+        return np.load(path, mmap_mode="r")
+
+    @functools.cached_property
+    def dataset_index(self) -> np.ndarray:
+        """(N,) dataset index of each row of :attr:`scores` (identity when the file is absent)."""
+        path = self.paths.activations / "dataset_index.npy"
+        if path.exists():
+            return np.load(path).astype(np.int64)
+        return np.arange(self.scores.shape[0], dtype=np.int64)
+
+    @functools.cached_property
+    def importance(self) -> dict[int, float]:
+        """feature → importance from ``RUN/importance/importance.csv``."""
+        path = self.paths.importance_csv
+        if not path.exists():
+            raise DataError(f"{path}: missing; run `autointerp importance` first")
+        out: dict[int, float] = {}
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"feature_ind", "importance"} <= set(reader.fieldnames):
+                raise DataError(f"{path}: expected columns feature_ind,importance")
+            for r, row in enumerate(reader, start=2):
+                try:
+                    out[int(row["feature_ind"])] = _parse_float(row["importance"])
+                except ValueError:
+                    raise DataError(f"{path}: row {r}: feature_ind/importance must be numbers") from None
+        return out
+
+    @property
+    def human_paths(self) -> list[Path]:
+        """Survey answer files from ``rate.human`` (relative paths: cwd first, then the run folder)."""
+        out = []
+        for item in self.config.rate.human:
+            p = Path(item).expanduser()
+            if not p.is_absolute() and not p.exists() and (self.root / p).exists():
+                p = self.root / p
+            out.append(p)
+        return out
+
+    # -- dataset and null distributions ----------------------------------------------------
+    @functools.cached_property
+    def dataset(self) -> ImageDataset:
+        """The run's dataset (for null distributions and MIS queries)."""
+        if self._dataset_override is not None:
+            return self._dataset_override
+        return self.run.dataset
+
+    def dataset_image(self, index: int) -> np.ndarray:
+        """Dataset image ``index`` as uint8 (H, W, 3)."""
+        return self.dataset.image(int(index))
+
+    def null_indices(self, size: int = 256) -> np.ndarray:
+        """Dataset indices of a fixed random pool of images for null distributions.
+
+        Drawn from the images the activation pass saw (``dataset_index.npy``) when present, else
+        from the whole dataset; depends only on the seed, never on which features are scored.
+        """
+        if (self.paths.activations / "dataset_index.npy").exists():
+            candidates = self.dataset_index
+        else:
+            candidates = np.arange(len(self.dataset), dtype=np.int64)
+        rng = np.random.default_rng([self.seed, 0x6E756C6C])
+        size = min(int(size), len(candidates))
+        return np.sort(rng.choice(candidates, size=size, replace=False))
+
+    # -- embeddings ----------------------------------------------------------------------
+    @functools.cached_property
+    def embedder(self) -> EmbeddingCache:
+        """The shared, cached embedder (config ``rate.embedder`` unless overridden)."""
+        from autointerp.embedders import Embedder, create_embedder
+        from autointerp.embedders.cache import EmbeddingCache
+
+        spec = self._embedder_spec if self._embedder_spec is not None else self.config.rate.embedder
+        emb = spec if isinstance(spec, Embedder) else create_embedder(spec)
+        folder = self.paths.ratings / "cache" if self._use_disk_cache else None
+        return EmbeddingCache(emb, folder)
+
+    def embed_paths(self, paths: Sequence[str | Path]) -> np.ndarray:
+        """Embeddings (n, D) of image files, each image embedded at most once (content-keyed cache)."""
+        paths = [Path(p) for p in paths]
+        cache = self.embedder
+        todo_imgs: list[np.ndarray] = []
+        todo_keys: list[str] = []
+        seen: set[str] = set()
+        keys: list[str] = []
+        for p in paths:
+            key = self._path_keys.get(p)
+            if key is None:
+                img = self.load_image(p)
+                key = cache.key(img)
+                self._path_keys[p] = key
+                if not cache.has(key) and key not in seen:
+                    todo_imgs.append(img)
+                    todo_keys.append(key)
+                    seen.add(key)
+            keys.append(key)
+        if todo_imgs:
+            cache.embed(todo_imgs, todo_keys)
+        return cache.get(keys)
+
+    def embed_dataset(self, indices: Sequence[int]) -> np.ndarray:
+        """Embeddings (n, D) of dataset images (cached like :meth:`embed_paths`)."""
+        cache = self.embedder
+        keys: list[str] = []
+        todo_imgs: list[np.ndarray] = []
+        todo_keys: list[str] = []
+        seen: set[str] = set()
+        for i in indices:
+            i = int(i)
+            key = self._dataset_keys.get(i)
+            if key is None:
+                img = self.dataset_image(i)
+                key = cache.key(img)
+                self._dataset_keys[i] = key
+                if not cache.has(key) and key not in seen:
+                    todo_imgs.append(img)
+                    todo_keys.append(key)
+                    seen.add(key)
+            keys.append(key)
+        if todo_imgs:
+            cache.embed(todo_imgs, todo_keys)
+        return cache.get(keys)
+
+    def null_embeddings(self, size: int = 256) -> np.ndarray:
+        """Embeddings of the :meth:`null_indices` pool; falls back to every top example of the run
+        (with a warning) when no dataset can be loaded."""
+        try:
+            indices = self.null_indices(size)
+        except UserError as exc:
+            paths = sorted({p for f in self.examples_index for p in self.example_paths(f)})
+            if not paths:
+                raise
+            warnings.warn(f"no dataset for null distributions ({exc}); using the run's examples", stacklevel=2)
+            rng = np.random.default_rng([self.seed, 0x6E756C6C])
+            pick = np.sort(rng.choice(len(paths), size=min(size, len(paths)), replace=False))
+            return self.embed_paths([paths[i] for i in pick])
+        return self.embed_dataset(indices)
+
+    def prefetch(self, features: Sequence[int], what: Sequence[str] = ("vis", "top"), null_size: int = 0,
+                 batch: int = 256) -> None:
+        """Embed, in large batches with a progress bar, every image the raters will ask for."""
+        from autointerp.progress import Progress
+
+        paths: list[Path] = []
+        for f in features:
+            if "vis" in what:
+                paths += self.vis_paths(f)
+            if "top" in what:
+                paths += self.example_paths(f, "top")
+            if "bottom" in what:
+                paths += self.example_paths(f, "bottom")
+        unique = list(dict.fromkeys(paths))
+        with Progress(f"embedding images ({self.embedder.embedder.id})", len(unique), "images") as bar:
+            for start in range(0, len(unique), batch):
+                chunk = unique[start : start + batch]
+                self.embed_paths(chunk)
+                bar.advance(len(chunk))
+        if null_size:
+            self.null_embeddings(null_size)
+        self.embedder.flush()
+
+
+def _read_index(path: Path) -> dict[int, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    feats = data.get("features") if isinstance(data, dict) else None
+    if not isinstance(feats, dict):
+        raise DataError(f"{path}: expected an object with a 'features' mapping")
+    try:
+        return {int(k): v for k, v in feats.items()}
+    except ValueError:
+        raise DataError(f"{path}: feature keys must be integers") from None
+
+
+def rater_options(ctx: RatingContext, name: str) -> dict[str, Any]:
+    """Options for rater ``name`` from ``rate.options`` in the config."""
+    opts = ctx.config.rate.options.get(name, {}) or {}
+    if not isinstance(opts, dict):
+        raise ConfigError(f"rate.options.{name}: expected a mapping of option: value")
+    return dict(opts)
+
+
+def build_rater(ctx: RatingContext, name: str) -> Rater:
+    """Instantiate rater ``name`` with its config options and the run's seed."""
+    opts = rater_options(ctx, name)
+    seed = opts.pop("seed", ctx.seed)
+    return create_rater(name, seed=seed, **opts)
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "NEEDS",
+    "RATERS",
+    "Rater",
+    "RatingContext",
+    "ScoreTable",
+    "build_rater",
+    "create_rater",
+    "list_raters",
+    "load_rater_file",
+    "rater_options",
+    "register_rater",
+]
+

@@ -1,0 +1,91 @@
+"""Pure numpy helpers shared by the similarity raters: cosine statistics, null sets, calibration."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+CALIBRATIONS = ("range", "ecdf", "z")
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float64)
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, eps)
+
+
+def mean_pairwise_cosine(emb: np.ndarray) -> float:
+    """Mean cosine similarity over the unordered pairs of rows (NaN for fewer than two rows)."""
+    n = len(emb)
+    if n < 2:
+        return float("nan")
+    z = l2_normalize(emb)
+    g = z @ z.T
+    return float((g.sum() - np.trace(g)) / (n * (n - 1)))
+
+
+def random_subsets(n_pool: int, k: int, n_sets: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_sets, k) indices into a pool of ``n_pool``; each row without repeats."""
+    if k > n_pool:
+        raise ValueError(f"cannot draw sets of {k} from a pool of {n_pool} images")
+    keys = rng.random((n_sets, n_pool))
+    return np.argsort(keys, axis=1)[:, :k]
+
+
+def subset_coherence(gram: np.ndarray, subsets: np.ndarray) -> np.ndarray:
+    """Mean off-diagonal entry of ``gram`` restricted to each subset (one value per row of subsets)."""
+    k = subsets.shape[1]
+    blocks = gram[subsets[:, :, None], subsets[:, None, :]]  # (S, k, k)
+    total = blocks.sum(axis=(1, 2)) - np.trace(blocks, axis1=1, axis2=2)
+    return total / (k * (k - 1))
+
+
+def calibrate(value: float, null: np.ndarray, method: str = "range", ceiling: float = 1.0) -> float:
+    """Map a raw statistic to [0, 1] against its null distribution (random image sets).
+
+    * ``range``: 0 at the null median, 1 at ``ceiling`` (e.g. cosine 1 = identical images), linear
+      in between and clipped — keeps the ranking among above-chance features;
+    * ``ecdf``: fraction of null values below ``value`` (ties count half);
+    * ``z``: standard normal CDF of the z-score against the null.
+    """
+    if not np.isfinite(value):
+        return float("nan")
+    null = np.asarray(null, dtype=np.float64)
+    if method == "range":
+        med = float(np.median(null))
+        span = ceiling - med
+        if span <= 1e-12:
+            return float(value >= ceiling)
+        return float(np.clip((value - med) / span, 0.0, 1.0))
+    if method == "ecdf":
+        return float(((null < value).sum() + 0.5 * (null == value).sum()) / len(null))
+    if method == "z":
+        sd = float(null.std(ddof=1))
+        if sd <= 0:
+            return float(value > null.mean())
+        return 0.5 * (1.0 + math.erf((value - float(null.mean())) / sd / math.sqrt(2.0)))
+    raise ValueError(f"unknown calibration {method!r}; expected one of {', '.join(CALIBRATIONS)}")
+
+
+def null_summary(value: float, null: np.ndarray) -> tuple[float, float, float, float]:
+    """(null mean, null std, z-score, one-sided permutation p-value (1 + #null ≥ value)/(1 + n))."""
+    null = np.asarray(null, dtype=np.float64)
+    mean, sd = float(null.mean()), float(null.std(ddof=1)) if len(null) > 1 else float("nan")
+    if not np.isfinite(value):
+        return mean, sd, float("nan"), float("nan")
+    z = (value - mean) / sd if sd and sd > 0 else float("nan")
+    p = (1.0 + float((null >= value).sum())) / (1.0 + len(null))
+    return mean, sd, z, p
+
+
+def check_calibration(method: str, rater: str) -> str:
+    """Validate a ``calibration`` option (one-line ConfigError)."""
+    from autointerp.errors import ConfigError
+
+    if method not in CALIBRATIONS:
+        raise ConfigError(
+            f"rate.options.{rater}.calibration = {method!r} is not allowed; expected one of {', '.join(CALIBRATIONS)}"
+        )
+    return method

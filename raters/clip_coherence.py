@@ -1,0 +1,73 @@
+"""``clip_coherence`` (→ q4): how alike a feature's dataset examples are, relative to random images.
+
+Raw statistic: the mean pairwise cosine similarity of the examples' embeddings. Null: the same
+statistic for ``n_null`` random sets of the same size from a fixed pool of dataset images.
+q4 = calibrate(raw, null) in [0, 1] (see :func:`raters._similarity.calibrate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from autointerp.progress import track
+from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
+from raters._similarity import (
+    calibrate,
+    check_calibration,
+    l2_normalize,
+    mean_pairwise_cosine,
+    null_summary,
+    random_subsets,
+    subset_coherence,
+)
+
+
+def coherence_null(pool_emb: np.ndarray, k: int, n_null: int, seed: int) -> np.ndarray:
+    """Mean pairwise cosine of ``n_null`` random ``k``-subsets of the pool (seeded by seed and k)."""
+    z = l2_normalize(pool_emb)
+    subsets = random_subsets(len(z), k, n_null, np.random.default_rng([seed, k, 0x636F68]))
+    return subset_coherence(z @ z.T, subsets)
+
+
+def coherence_scores(
+    example_sets: Sequence[np.ndarray], pool_emb: np.ndarray, n_null: int = 500, seed: int = 0,
+    calibration: str = "range",
+) -> dict[str, np.ndarray]:
+    """Per set: raw coherence, calibrated q4, null mean/std, z and p-value (NaN for sets of < 2)."""
+    out = {k: np.full(len(example_sets), np.nan) for k in ("q4", "coherence", "null_mean", "null_std", "z", "p_value")}
+    nulls: dict[int, np.ndarray] = {}
+    for i, emb in enumerate(example_sets):
+        k = len(emb)
+        if k < 2:
+            continue
+        if k not in nulls:
+            nulls[k] = coherence_null(pool_emb, k, n_null, seed)
+        raw = mean_pairwise_cosine(emb)
+        out["coherence"][i] = raw
+        out["q4"][i] = calibrate(raw, nulls[k], calibration)
+        out["null_mean"][i], out["null_std"][i], out["z"][i], out["p_value"][i] = null_summary(raw, nulls[k])
+    return out
+
+
+@register_rater
+class ClipCoherence(Rater):
+    """q4 from the coherence of the top dataset examples in embedding space."""
+
+    name = "clip_coherence"
+    description = "q4: mean pairwise cosine of the examples' embeddings, calibrated against random image sets"
+    needs = frozenset({"examples", "embedder", "dataset"})
+    components = ("q4",)
+    defaults = {"n_null": 500, "null_pool": 256, "calibration": "range", "which": "top"}
+
+    def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
+        calibration = check_calibration(self.options["calibration"], self.name)
+        pool = ctx.null_embeddings(int(self.options["null_pool"]))
+        sets = [
+            ctx.embed_paths(ctx.example_paths(f, self.options["which"]))
+            for f in track(features, "clip_coherence", len(features), "features")
+        ]
+        res = coherence_scores(sets, pool, int(self.options["n_null"]), self.seed, calibration)
+        extras = {k: v for k, v in res.items() if k != "q4"}
+        return self.table(features, I=res["q4"], components={"q4": res["q4"]}, extras=extras)
