@@ -69,7 +69,7 @@ def test_select_groups_top_and_median() -> None:
     # ascending importance 0..9 -> median position 5 -> window [4, 6) = importance 4, 5 -> features 8, 0
     assert {f for f, g in got.items() if g == "middle"} == {8, 0}
     with pytest.raises(UserError, match="--group-size"):
-        select_groups(importance, ["top", "middle"], 6)
+        select_groups(importance, ["top", "middle"], 4)
     with pytest.raises(UserError, match="unknown group 'bottom'"):
         select_groups(importance, ["bottom"], 2)
 
@@ -272,3 +272,18 @@ def test_export_cli(run: Path, tmp_path: Path) -> None:
     assert len(out.read_text().splitlines()) == 4
     res = CliRunner().invoke(app, ["survey", "export", str(tmp_path), "--out", str(out)])
     assert isinstance(res.exception, UserError)
+
+
+def test_groups_reproduce_the_studys_selection(shared_dir: Path) -> None:
+    """On the study's 832 importances, --groups top,middle picks features with exactly the importance values
+    of the 80 the study surveyed (only the choice among equal importances at a boundary may differ)."""
+    study = shared_dir / "reference" / "seed_study"
+    with (study / "importance.csv").open(newline="") as fh:
+        importance = {int(r["feature_ind"]): float(r["importance"]) for r in csv.DictReader(fh)}
+    with (study / "survey_results.csv").open(newline="") as fh:
+        surveyed = {int(r["neuron"]) for r in csv.DictReader(fh)}
+    groups = select_groups(importance, ["top", "middle"], 40)
+    assert Counter(groups.values()) == {"top": 40, "middle": 40}
+    assert sorted(importance[f] for f in groups) == sorted(importance[f] for f in surveyed)
+    middle = [importance[f] for f, g in groups.items() if g == "middle"]
+    assert sum(middle) / 40 == pytest.approx(13.025)  # the published median-group mean (13.0)

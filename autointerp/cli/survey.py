@@ -55,6 +55,16 @@ def serve(
             counts[f.group] = counts.get(f.group, 0) + 1
     detail = f" ({', '.join(f'{g}: {n}' for g, n in counts.items())})" if counts else ""
     typer.echo(f"Survey of {len(survey.features)} features{detail}; answers go to {survey.db_path}")
+    from autointerp.survey.features import N_EXAMPLES, N_VIS
+
+    short = [f.feature for f in survey.features.values() if len(f.vis) < N_VIS or len(f.examples) < N_EXAMPLES]
+    if short:
+        listed = ", ".join(map(str, short[:10])) + (" ..." if len(short) > 10 else "")
+        typer.echo(
+            f"WARNING: {len(short)} feature(s) have fewer than the study's {N_VIS} visualisations or "
+            f"{N_EXAMPLES} dataset examples: {listed}",
+            err=True,
+        )
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"WARNING: bound to {host}: anyone who can reach this address can answer (no login).", err=True)
     shown = f"[{host}]" if ":" in host else host

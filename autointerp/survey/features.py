@@ -161,51 +161,49 @@ def read_feature_list(path: str | Path) -> list[int]:
 
 
 def read_importance(run: str | Path) -> dict[int, float]:
-    """``feature_ind -> importance`` from ``RUN/importance/importance.csv``."""
+    """``feature_ind -> importance`` (finite values only) from ``RUN/importance/importance.csv``."""
+    import math
+
+    from autointerp.analysis.inputs import read_importance_csv
+
     path = Path(run) / "importance" / "importance.csv"
     if not path.exists():
         raise DataError(f"{path}: missing; --groups needs importances (run `autointerp importance`)")
-    out: dict[int, float] = {}
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        for col in ("feature_ind", "importance"):
-            if col not in (reader.fieldnames or []):
-                raise DataError(f"{path}: missing column {col!r} (have {reader.fieldnames})")
-        for lineno, row in enumerate(reader, 2):
-            try:
-                out[int(row["feature_ind"])] = float(row["importance"])
-            except (TypeError, ValueError):
-                raise DataError(f"{path}: row {lineno}: feature_ind/importance are not numbers") from None
+    table = read_importance_csv(path)
+    out = {int(f): float(v) for f, v in zip(table.feature_ind, table.importance, strict=True) if math.isfinite(v)}
     if not out:
-        raise DataError(f"{path}: no rows")
+        raise DataError(f"{path}: no feature has a finite importance")
     return out
 
 
 def select_groups(importance: dict[int, float], groups: Iterable[str], size: int) -> dict[int, str]:
-    """The study's groups: ``top`` = the ``size`` most important features; ``middle`` = the ``size`` features
-    centred on the median importance. Ties break on the feature index. The groups must not overlap."""
+    """The study's groups, chosen exactly as the report chooses them (:mod:`autointerp.analysis.groups`):
+    ``top`` = the ``size`` most important features, ``middle`` = the ``size`` features at the sorted
+    positions centred on the median. Too few features for disjoint groups is an error, not a silent shrink."""
+    import numpy as np
+
+    from autointerp.analysis.groups import select_groups as study_groups
+
     groups = list(dict.fromkeys(groups))
     if not groups:
         raise UserError(f"--groups: name at least one group ({', '.join(GROUPS)})")
     for g in groups:
         if g not in GROUPS:
             raise UserError(f"--groups: unknown group {g!r}; valid groups: {', '.join(GROUPS)}")
-    n = len(importance)
-    if size < 1 or size * len(groups) > n:
+    if size < 1:
+        raise UserError(f"--group-size: expected at least 1, got {size}")
+    feats = np.array(sorted(importance), dtype=np.int64)
+    chosen = study_groups(feats, np.array([importance[int(f)] for f in feats]), top_n=size, middle_n=size)
+    if chosen.top_n != size or chosen.middle_n != size:
         raise UserError(
-            f"--group-size: {size} per group does not fit {n} features with {len(groups)} group(s); "
-            f"use at most {n // len(groups)}"
+            f"--group-size: {size} features per group do not fit {len(feats)} features with an importance "
+            f"(top and median groups must not overlap); use at most {len(feats) // 3}"
         )
-    ascending = sorted(importance, key=lambda f: (importance[f], f))
     out: dict[int, str] = {}
     if "middle" in groups:
-        start = max(0, min(n // 2 - size // 2, n - size))
-        out.update({f: "middle" for f in ascending[start : start + size]})
+        out.update({int(f): "middle" for f in chosen.middle})
     if "top" in groups:
-        top = ascending[::-1][:size]
-        if any(f in out for f in top):
-            raise UserError(f"--group-size: {size} is too large, top and middle groups overlap among {n} features")
-        out.update({f: "top" for f in top})
+        out.update({int(f): "top" for f in chosen.top})
     return out
 
 
