@@ -98,7 +98,7 @@ def test_unknown_feature_and_escaping_paths_are_refused(run: Path, tmp_path: Pat
     listed = tmp_path / "f.txt"
     listed.write_text("3\n99\n", encoding="utf-8")
     with pytest.raises(DataError, match="no visualisations for feature 99"):
-        open_survey(run, features_file=listed)
+        open_survey(run, features=listed)
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"not yours")
     index = run / "visualizations" / "index.json"
@@ -287,3 +287,38 @@ def test_groups_reproduce_the_studys_selection(shared_dir: Path) -> None:
     assert sorted(importance[f] for f in groups) == sorted(importance[f] for f in surveyed)
     middle = [importance[f] for f, g in groups.items() if g == "middle"]
     assert sum(middle) / 40 == pytest.approx(13.025)  # the published median-group mean (13.0)
+
+
+def test_root_cli_has_survey_and_reports_errors_in_one_line(run: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from autointerp.survey.testing import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "autointerp", "survey", *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+    res = cli("serve", str(run), "--features", "3,99", "--port", "1")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "no visualisations for feature 99" in res.stderr
+    res = cli("serve", str(run), "--features", "no_such_file.txt")
+    assert res.returncode == 2 and "no such file" in res.stderr
+    res = cli("export", str(run), "--out", str(tmp_path / "a.csv"))
+    assert res.returncode == 2 and "no survey database" in res.stderr
+    assert not (tmp_path / "a.csv").exists()
+
+
+def test_features_option_accepts_indices_or_a_file(run: Path, tmp_path: Path) -> None:
+    from autointerp.cli.survey import _parse_features
+
+    listed = tmp_path / "f.txt"
+    listed.write_text("11\n3\n", encoding="utf-8")
+    assert _parse_features("3, 7-8") == [3, 7, 8]
+    assert open_survey(run, features=_parse_features(str(listed))).store.features == [3, 11]
+    assert sorted(open_survey(run, features=[7], db=tmp_path / "b.sqlite").features) == [7]
+    with pytest.raises(UserError, match="either --features or --groups"):
+        open_survey(run, features=[7], groups=["top"])

@@ -20,11 +20,31 @@ def _parse_groups(groups: str | None) -> list[str] | None:
     return [g.strip() for g in groups.split(",") if g.strip()]
 
 
+def _parse_features(value: str | None) -> Path | list[int] | None:
+    """``--features``: an existing file, else an index list such as ``0,5,10-12``."""
+    import re
+
+    from autointerp.cli.common import parse_features
+    from autointerp.errors import UserError
+
+    if value is None:
+        return None
+    if Path(value).is_file():
+        return Path(value)
+    if re.fullmatch(r"[\d\s,-]+", value):
+        return parse_features(value)
+    raise UserError(f"--features {value!r}: no such file, and not indices like 0,5,10-12")
+
+
 def serve(
     run_dir: RunDir,
     features: Annotated[
-        Path | None,
-        typer.Option("--features", help="File listing the feature indices to survey.", show_default=False),
+        str | None,
+        typer.Option(
+            "--features",
+            help="Features to survey: a file listing indices (or a CSV with feature_ind), or indices like 0,5,10-12.",
+            show_default=False,
+        ),
     ] = None,
     groups: Annotated[
         str | None,
@@ -47,7 +67,12 @@ def serve(
     from autointerp.survey.loader import open_survey
 
     survey = open_survey(
-        run_dir, features_file=features, groups=_parse_groups(groups), group_size=group_size, seed=seed, db=db
+        run_dir,
+        features=_parse_features(features),
+        groups=_parse_groups(groups),
+        group_size=group_size,
+        seed=seed,
+        db=db,
     )
     counts: dict[str, int] = {}
     for f in survey.features.values():

@@ -42,22 +42,27 @@ def default_db_path(run: str | Path) -> Path:
 
 def choose_features(
     run: str | Path,
-    features_file: str | Path | None = None,
+    features: str | Path | Sequence[int] | None = None,
     groups: Sequence[str] | None = None,
     group_size: int = DEFAULT_GROUP_SIZE,
 ) -> tuple[list[int], dict[int, str]]:
     """The features to survey and their group labels.
 
-    ``features_file`` lists them; ``groups`` (``top``, ``middle``) picks them by importance as the study
-    did; neither = every feature with visualisations and dataset examples. Not both.
+    ``features`` lists them (indices, or a file read by :func:`read_feature_list`); ``groups`` (``top``,
+    ``middle``) picks them by importance as the study did; neither = every feature with visualisations
+    and dataset examples. Not both.
     """
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"{run}: run folder does not exist")
-    if features_file is not None and groups:
+    if features is not None and groups:
         raise UserError("survey: give either --features or --groups, not both")
-    if features_file is not None:
-        feats = read_feature_list(features_file)
+    if isinstance(features, (str, Path)):
+        return read_feature_list(features), {}
+    if features is not None:
+        feats = list(dict.fromkeys(int(f) for f in features))
+        if not feats or min(feats) < 0:
+            raise UserError(f"--features: expected non-negative feature indices, got {feats}")
         return feats, {}
     if groups:
         labels = select_groups(read_importance(run), groups, group_size)
@@ -70,7 +75,7 @@ def choose_features(
 
 def open_survey(
     run: str | Path,
-    features_file: str | Path | None = None,
+    features: str | Path | Sequence[int] | None = None,
     groups: Sequence[str] | None = None,
     group_size: int = DEFAULT_GROUP_SIZE,
     seed: int = 0,
@@ -80,7 +85,7 @@ def open_survey(
 ) -> Survey:
     """Check the run's images for the chosen features and open (or create) the answers database."""
     run = Path(run)
-    feats, labels = choose_features(run, features_file, groups, group_size)
+    feats, labels = choose_features(run, features, groups, group_size)
     loaded = load_survey_features(run, feats, labels, n_vis=n_vis, n_examples=n_examples)
     store = SurveyStore(db if db is not None else default_db_path(run), feats, seed=seed, groups=labels)
     return Survey(run, {f.feature: f for f in loaded}, store)
