@@ -15,7 +15,7 @@ import pytest
 
 from autointerp.survey.testing import REPO, make_fake_run, running_server
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("AUTOINTERP_CHROMIUM", "/usr/bin/chromium"))
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -27,9 +27,7 @@ ARGS = [
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian chromium (/usr/bin/chromium): apt-get install chromium"
-    ),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Debian chromium ({CHROMIUM}): apt-get install chromium"),
 ]
 
 # answers by position in the participant's order: (q1, q2, q3, q4, q5, q6)
