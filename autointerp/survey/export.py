@@ -48,7 +48,7 @@ def read_answers(db: str | Path) -> list[dict]:
     if not db.is_file():
         raise UserError(f"{db}: no survey database; run `autointerp survey serve` first")
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     except sqlite3.Error as exc:
         raise DataError(f"{db}: cannot open survey database ({exc})") from None
     try:
