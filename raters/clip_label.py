@@ -5,7 +5,8 @@
    — phrases the embedder cannot embed (``Embedder.known_text``) are left out.
 2. Zero-shot: softmax over the vocabulary of ``logit_scale`` × cosine, for every visualisation;
    the ``top_m`` phrases of the mean distribution are the feature's *label* (the study's Q2).
-3. Match (Q3): the probability mass the examples put on the label, averaged over examples,
+3. Match (Q3): how well the visualisations' phrase distribution describes each example (cosine of
+   the distributions, or option ``match: label_mass`` for the mass the examples put on the label),
    calibrated against random image sets from the dataset → ``q3`` in [0, 1].
 """
 
@@ -37,15 +38,25 @@ def read_phrases(path: str | Path) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def imagenet_class_names() -> tuple[str, ...]:
-    """The 1000 ImageNet class names (open_clip's CLIP-friendly list, else torchvision's)."""
-    try:
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+    """The 1000 ImageNet class names: open_clip's CLIP-friendly list (read from its constants module
+    without importing all of open_clip, which takes seconds), else torchvision's."""
+    import importlib.util
+    import os
 
-        return tuple(IMAGENET_CLASSNAMES)
-    except ImportError:  # pragma: no cover - open_clip is a dependency
-        from torchvision.models import ResNet18_Weights
+    spec = importlib.util.find_spec("open_clip")
+    if spec is not None and spec.submodule_search_locations:
+        path = os.path.join(list(spec.submodule_search_locations)[0], "zero_shot_metadata.py")
+        if os.path.exists(path):
+            mspec = importlib.util.spec_from_file_location("_autointerp_open_clip_zero_shot_metadata", path)
+            if mspec is not None and mspec.loader is not None:
+                module = importlib.util.module_from_spec(mspec)
+                mspec.loader.exec_module(module)
+                names = getattr(module, "IMAGENET_CLASSNAMES", None)
+                if names and len(names) == 1000:
+                    return tuple(names)
+    from torchvision.models import ResNet18_Weights  # pragma: no cover - open_clip is a dependency
 
-        return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def build_vocabulary(sources: Sequence[str], concepts: str | Path | None) -> list[str]:
@@ -73,20 +84,37 @@ def label_probabilities(img_emb: np.ndarray, text_emb: np.ndarray, logit_scale: 
     return softmax(logit_scale * (l2_normalize(img_emb) @ l2_normalize(text_emb).T))
 
 
+MATCHES = ("distribution", "label_mass")
+
+
 def label_match(p_vis: np.ndarray, p_ex: np.ndarray, p_pool: np.ndarray, subsets: np.ndarray, top_m: int,
-                calibration: str = "range") -> dict[str, object]:
-    """Label = the ``top_m`` phrases of the mean visualisation distribution; raw match = mean mass
-    the examples put on it; null = the same for random pool sets (``subsets``)."""
+                calibration: str = "range", match: str = "distribution") -> dict[str, object]:
+    """Label of the visualisations and how well it describes the examples, against random sets.
+
+    The label is the ``top_m`` phrases of the mean visualisation distribution p̄. ``match``:
+
+    * ``distribution``: mean over examples of cos(p̄, p_example) — the whole description must fit;
+    * ``label_mass``: mean probability mass the examples put on the label's phrases.
+
+    The null is the same statistic for random pool sets (``subsets`` index ``p_pool``).
+    """
     nan = float("nan")
     if len(p_vis) == 0 or len(p_ex) == 0:
-        return {"q3": nan, "label_mass": nan, "null_mean": nan, "null_std": nan, "z": nan, "p_value": nan,
+        return {"q3": nan, "match": nan, "null_mean": nan, "null_std": nan, "z": nan, "p_value": nan,
                 "label_idx": np.zeros(0, np.int64)}
     mean_vis = p_vis.mean(axis=0)
     top = np.argsort(-mean_vis, kind="stable")[:top_m]
-    raw = float(p_ex[:, top].sum(axis=1).mean())
-    null = p_pool[:, top].sum(axis=1)[subsets].mean(axis=1)
+    if match == "distribution":
+        ref = l2_normalize(mean_vis[None, :])
+        per_ex, per_pool = (l2_normalize(p_ex) @ ref.T)[:, 0], (l2_normalize(p_pool) @ ref.T)[:, 0]
+    elif match == "label_mass":
+        per_ex, per_pool = p_ex[:, top].sum(axis=1), p_pool[:, top].sum(axis=1)
+    else:
+        raise ConfigError(f"rate.options.clip_label.match = {match!r}; expected one of {', '.join(MATCHES)}")
+    raw = float(per_ex.mean())
+    null = per_pool[subsets].mean(axis=1)
     mean, sd, z, pval = null_summary(raw, null)
-    return {"q3": calibrate(raw, null, calibration), "label_mass": raw, "null_mean": mean, "null_std": sd,
+    return {"q3": calibrate(raw, null, calibration), "match": raw, "null_mean": mean, "null_std": sd,
             "z": z, "p_value": pval, "label_idx": top}
 
 
@@ -107,6 +135,7 @@ class ClipLabel(Rater):
         "n_null": 500,
         "null_pool": 256,
         "calibration": "range",
+        "match": "distribution",
     }
 
     def _text(self, ctx: RatingContext) -> tuple[list[str], np.ndarray]:
@@ -126,8 +155,7 @@ class ClipLabel(Rater):
         if len(phrases) < 2:
             raise UserError(f"rater 'clip_label': embedder {emb.id!r} knows fewer than 2 phrases of the vocabulary")
         prompts = [template.format(p) for p in phrases]
-        chunks = [emb.encode_text(prompts[i : i + 256]) for i in range(0, len(prompts), 256)]
-        return phrases, np.concatenate(chunks)
+        return phrases, ctx.embedder.embed_text(prompts)
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
         calibration = check_calibration(self.options["calibration"], self.name)
@@ -145,10 +173,11 @@ class ClipLabel(Rater):
             if k and k not in subsets:
                 subsets[k] = random_subsets(len(p_pool), k, int(self.options["n_null"]),
                                             np.random.default_rng([self.seed, k, 0x6C62]))
-            res = label_match(p_vis, p_ex, p_pool, subsets.get(k, np.zeros((0, 0), np.int64)), top_m, calibration)
+            res = label_match(p_vis, p_ex, p_pool, subsets.get(k, np.zeros((0, 0), np.int64)), top_m, calibration,
+                              self.options["match"])
             labels.append("; ".join(phrases[i] for i in res.pop("label_idx")))  # type: ignore[union-attr]
             rows.append(res)
-        keys = ("q3", "label_mass", "null_mean", "null_std", "z", "p_value")
+        keys = ("q3", "match", "null_mean", "null_std", "z", "p_value")
         cols = {key: np.array([r[key] for r in rows], dtype=np.float64) for key in keys}
         q3 = cols.pop("q3")
         return self.table(features, I=q3, components={"q3": q3},

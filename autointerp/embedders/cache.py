@@ -101,6 +101,19 @@ class EmbeddingCache:
         idx = np.array([self._index[k] for k in keys], dtype=np.int64)
         return self._matrix[idx] if len(idx) else np.zeros((0, self._matrix.shape[-1]), np.float32)
 
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Text embeddings (cached like images, keyed by the text)."""
+        keys = ["text:" + hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
+        todo = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in self._index))
+        if todo:
+            vecs = np.concatenate([self.embedder.encode_text(todo[i : i + 256]) for i in range(0, len(todo), 256)])
+            for t, v in zip(todo, vecs, strict=True):
+                self._index["text:" + hashlib.sha1(t.encode("utf-8")).hexdigest()] = len(self._rows)
+                self._rows.append(np.asarray(v, dtype=np.float32))
+            self._matrix = None
+            self._dirty = True
+        return self.get(keys)
+
     def flush(self) -> None:
         """Write new embeddings to disk (atomically)."""
         if self.file is None or not self._dirty:

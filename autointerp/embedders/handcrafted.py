@@ -49,8 +49,6 @@ PATTERNS: dict[str, str] = {
     "spots": "dots",
     "spotted": "dots",
     "polka": "dots",
-    "circle": "rings",
-    "circles": "rings",
     "rings": "rings",
     "ring": "rings",
     "gradient": "gradient",
@@ -61,6 +59,21 @@ PATTERNS: dict[str, str] = {
     "noise": "noise",
     "noisy": "noise",
     "texture": "noise",
+}
+
+
+SHAPES: dict[str, str] = {
+    "circle": "circle",
+    "circles": "circle",
+    "round": "circle",
+    "disk": "circle",
+    "square": "square",
+    "squares": "square",
+    "box": "square",
+    "triangle": "triangle",
+    "triangles": "triangle",
+    "star": "star",
+    "stars": "star",
 }
 
 
@@ -107,8 +120,9 @@ def describe(img: np.ndarray, size: int = 64) -> np.ndarray:
     ).astype(np.float32)
 
 
-def parse_phrase(text: str) -> tuple[list[str], str | None]:
-    """Colour words and the pattern named in a phrase (``("red", "dots")`` for 'a photo of red dots')."""
+def parse_phrase(text: str) -> tuple[list[str], str | None, str | None]:
+    """Colour words, pattern and shape named in a phrase (``(["red"], "dots", "circle")`` for
+    'a photo of a red dotted circle')."""
     words = re.findall(r"[a-z]+", text.lower())
     colours = [w for w in words if w in COLOURS]
     pattern = next((PATTERNS[w] for w in words if w in PATTERNS), None)
@@ -116,40 +130,74 @@ def parse_phrase(text: str) -> tuple[list[str], str | None]:
         pattern = "vstripes"
     if pattern == "hstripes" and "diagonal" in words:
         pattern = "dstripes"
-    return colours, pattern
+    shape = next((SHAPES[w] for w in words if w in SHAPES), None)
+    return colours, pattern, shape
 
 
-def render_phrase(text: str, size: int = 64) -> np.ndarray | None:
-    """A prototype uint8 image of a colour/pattern phrase, or None when nothing in it is known."""
-    colours, pattern = parse_phrase(text)
-    if not colours and pattern is None:
-        return None
-    fg = np.array(COLOURS[colours[0]] if colours else (240, 240, 240), dtype=np.float32)
-    bg = np.array(COLOURS[colours[1]] if len(colours) > 1 else ((20, 20, 20) if not colours else (128, 128, 128)),
-                  dtype=np.float32)
+def _pattern_mask(pattern: str | None, size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     period = size / 8
     if pattern is None or pattern == "flat":
-        mask = np.ones((size, size), np.float32)
-    elif pattern == "hstripes":
-        mask = (np.floor(yy / (period / 2)) % 2 == 0).astype(np.float32)
-    elif pattern == "vstripes":
-        mask = (np.floor(xx / (period / 2)) % 2 == 0).astype(np.float32)
-    elif pattern == "dstripes":
-        mask = (np.floor((xx + yy) / (period / 2)) % 2 == 0).astype(np.float32)
-    elif pattern == "checker":
-        mask = ((np.floor(xx / period) + np.floor(yy / period)) % 2 == 0).astype(np.float32)
-    elif pattern == "grid":
-        mask = ((xx % period < 1.5) | (yy % period < 1.5)).astype(np.float32)
-    elif pattern == "dots":
-        mask = (np.hypot(xx % period - period / 2, yy % period - period / 2) < period / 4).astype(np.float32)
-    elif pattern == "rings":
-        mask = (np.floor(np.hypot(xx - size / 2, yy - size / 2) / (period / 2)) % 2 == 0).astype(np.float32)
-    elif pattern == "gradient":
-        mask = xx / (size - 1)
-    else:  # noise
-        mask = (np.random.default_rng(0).random((size, size)) > 0.5).astype(np.float32)
-    img = mask[..., None] * fg + (1 - mask[..., None]) * bg
+        return np.ones((size, size), np.float32)
+    if pattern == "hstripes":
+        return (np.floor(yy / (period / 2)) % 2 == 0).astype(np.float32)
+    if pattern == "vstripes":
+        return (np.floor(xx / (period / 2)) % 2 == 0).astype(np.float32)
+    if pattern == "dstripes":
+        return (np.floor((xx + yy) / (period / 2)) % 2 == 0).astype(np.float32)
+    if pattern == "checker":
+        return ((np.floor(xx / period) + np.floor(yy / period)) % 2 == 0).astype(np.float32)
+    if pattern == "grid":
+        return ((xx % period < 1.5) | (yy % period < 1.5)).astype(np.float32)
+    if pattern == "dots":
+        return (np.hypot(xx % period - period / 2, yy % period - period / 2) < period / 4).astype(np.float32)
+    if pattern == "rings":
+        return (np.floor(np.hypot(xx - size / 2, yy - size / 2) / (period / 2)) % 2 == 0).astype(np.float32)
+    if pattern == "gradient":
+        return xx / (size - 1)
+    return (np.random.default_rng(0).random((size, size)) > 0.5).astype(np.float32)  # noise
+
+
+def _shape_mask(shape: str, size: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    c, r = size / 2, size * 0.3
+    if shape == "circle":
+        draw.ellipse([c - r, c - r, c + r, c + r], fill=255)
+    elif shape == "square":
+        draw.rectangle([c - r * 0.85, c - r * 0.85, c + r * 0.85, c + r * 0.85], fill=255)
+    elif shape == "triangle":
+        draw.polygon([(c, c - r), (c - r, c + r * 0.8), (c + r, c + r * 0.8)], fill=255)
+    else:  # star
+        angles = np.pi / 2 + np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
+        draw.polygon([(c + rr * np.cos(a), c - rr * np.sin(a)) for a, rr in zip(angles, radii, strict=True)],
+                     fill=255)
+    return np.asarray(canvas, dtype=np.float32) / 255.0
+
+
+def render_phrase(text: str, size: int = 64) -> np.ndarray | None:
+    """A prototype uint8 image of a colour/pattern/shape phrase, or None when nothing in it is known.
+
+    The pattern is drawn in the first colour (white when none) over the second colour (grey when a
+    colour is named, else black); a shape restricts the coloured pattern to the shape, on grey.
+    """
+    colours, pattern, shape = parse_phrase(text)
+    if not colours and pattern is None and shape is None:
+        return None
+    fg = np.array(COLOURS[colours[0]] if colours else (240, 240, 240), dtype=np.float32)
+    second = COLOURS[colours[1]] if len(colours) > 1 else ((128, 128, 128) if colours or shape else (20, 20, 20))
+    bg = np.array(second, dtype=np.float32)
+    mask = _pattern_mask(pattern, size)
+    if shape is not None:
+        inside = _shape_mask(shape, size)
+        img = inside[..., None] * (mask[..., None] * fg + (1 - mask[..., None]) * bg * 0.5) + (
+            1 - inside[..., None]
+        ) * bg
+    else:
+        img = mask[..., None] * fg + (1 - mask[..., None]) * bg
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
