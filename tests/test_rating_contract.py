@@ -204,7 +204,8 @@ def test_readme_custom_rater_example_runs_and_passes_the_harness(tmp_path, world
     # reference: mean brightness of each feature's top example PNGs, computed independently
     from PIL import Image
 
-    expected = [np.mean([np.asarray(Image.open(p).convert("RGB")).mean() / 255 for p in world.context().example_paths(f)])
+    ctx = world.context()
+    expected = [np.mean([np.asarray(Image.open(p).convert("RGB")).mean() / 255 for p in ctx.example_paths(f)])
                 for f in world.features]
     np.testing.assert_allclose(table.I, expected, rtol=1e-12)
     np.testing.assert_allclose(table.components["q4"], expected, rtol=1e-12)
