@@ -103,8 +103,12 @@ def test_rating_reader_components_oof_and_meta(tmp_path: Path) -> None:
     assert set(r.components) == {"q1", "q3", "q4"} and set(r.oof) == {"I", "q1"}
     np.testing.assert_allclose(r.values("I", out_of_fold=True), [0.4, 0.5])
     np.testing.assert_allclose(r.values("q3", out_of_fold=True), [0.2, 0.3])
-    (tmp_path / "human_survey.csv").write_text("feature_ind,I\n0,0.5\n")
-    assert read_rating_csv(tmp_path / "human_survey.csv").is_human
+    (tmp_path / "human_survey.csv").write_text("feature_ind,I,n_raters\n0,0.5,2\n1,,0\n2,nan,0\n")
+    human = read_rating_csv(tmp_path / "human_survey.csv")
+    assert human.is_human and human.issues == []  # unrated rows are coverage, not bad values
+    a = analyze(Importance(np.arange(3), np.arange(3.0)), [human], FAST)
+    cover = [i for i in a.summary["issues"] if i["kind"] == "coverage"]
+    assert cover[0]["features"] == [1, 2] and "rated 1 feature" in cover[0]["message"]
 
 
 def _rater(name: str, features, values, human: bool = False, **components) -> RaterScores:

@@ -69,10 +69,14 @@ def _coverage_issues(features: np.ndarray, importance: Importance, raters: list[
     for rater in raters:
         absent = np.setdiff1d(importance.feature_ind, rater.feature_ind)
         nan_score = rater.feature_ind[~np.isfinite(rater.I)]
+        if rater.is_human:  # unrated rows of a survey are coverage, not bad values
+            absent = np.setdiff1d(importance.feature_ind, rater.feature_ind[np.isfinite(rater.I)])
+            nan_score = nan_score[:0]
         if len(absent):
             kind = "coverage" if rater.is_human else "missing_feature"
             what = "rated" if rater.is_human else "scored"
-            issues.append(Issue(kind, f"rater {rater.name!r} {what} {len(rater.feature_ind)} feature(s); "
+            n_rated = int(np.isfinite(rater.I).sum())
+            issues.append(Issue(kind, f"rater {rater.name!r} {what} {n_rated} feature(s); "
                                       f"{len(absent)} with an importance have no score ({_id_list(absent)})",
                                 absent.tolist()))
         if len(nan_score):

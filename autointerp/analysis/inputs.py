@@ -219,6 +219,9 @@ def read_rating_csv(path: str | Path, meta_path: str | Path | None = None, name:
     features, kept, issues, _ = _columns_by_feature(path, header, rows, numeric, "rating")
     rater_name = name or path.stem
     kind = str(meta.get("rater", rater_name))
+    is_human = kind.lower().startswith("human") or rater_name.lower().startswith("human")
+    if is_human:  # a survey covers some features only: NaN rows are coverage, reported by the analysis
+        issues = [i for i in issues if i.kind != "not_numeric"]
     components = {c: v for c, v in kept.items() if c != "i" and not c.endswith("_oof")}
     oof = {("I" if c == "i_oof" else c[: -len("_oof")]): v for c, v in kept.items() if c.endswith("_oof")}
     return RaterScores(
@@ -227,7 +230,7 @@ def read_rating_csv(path: str | Path, meta_path: str | Path | None = None, name:
         I=kept["i"],
         components=components,
         oof=oof,
-        is_human=kind.lower().startswith("human") or rater_name.lower().startswith("human"),
+        is_human=is_human,
         higher_is_better=bool(meta.get("higher_is_better", True)),
         calibrated=bool(meta.get("calibrated", False)) or bool(oof),
         meta=meta,
