@@ -1,0 +1,271 @@
+"""Stage 4 — feature visualisations, feature cards, a contact sheet and a quality check.
+
+For every feature: ``visualize.n_images`` diverse visualisations (Lucid's method, batched over
+features by :mod:`autointerp.vis.render`), optional negative ones, and a feature card (visualisations
+above, the dataset examples of :mod:`autointerp.stages.examples` below, caption
+``feature N · importance X``). Writes (layout in docs/ARCHITECTURE.md)::
+
+    RUN/visualizations/NNNN/vis_0.png ... card.png meta.json (neg_0.png ... with visualize.negative)
+    RUN/visualizations/index.json      seed, settings, per-feature paths, activations, quality, flags
+    RUN/visualizations/contact_sheet.png
+    RUN/visualizations/quality.csv     per-feature quality check
+
+**Quality check.** Each visualisation is resized to the size the activation cache used and measured
+exactly like the cache (spatial max or mean of the channel, ``meta.json`` ``reduce``); the best of the
+``n`` is compared with the strongest dataset example. A visualisation weaker than a natural image is a
+failed optimisation: flagged ``weak`` and counted in the summary.
+
+Resumable per feature (a feature folder appears complete or not at all); ``overwrite`` redoes the
+selected features. Same config and seed → same images.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from autointerp.atomic import atomic_dir, write_bytes, write_json
+from autointerp.errors import DataError
+from autointerp.runfolder import RunContext, feature_dirname
+from autointerp.stages.activations import load_meta
+from autointerp.stages.examples import load_topk, read_feature_entries, run_examples
+from autointerp.vis.selection import chunks, select_features
+
+
+def render_settings(ctx: RunContext):  # noqa: ANN201 - RenderSettings (torch import deferred)
+    """The :class:`~autointerp.vis.render.RenderSettings` of ``ctx.config.visualize``."""
+    from autointerp.vis.render import RenderSettings
+
+    v = ctx.config.visualize
+    return RenderSettings(n_images=v.n_images, steps=v.steps, size=v.size, lr=v.lr, diversity=v.diversity)
+
+
+def read_importance(ctx: RunContext) -> dict[int, float]:
+    """``feature_ind -> importance`` from ``RUN/importance/importance.csv`` (empty when absent)."""
+    path = ctx.paths.importance_csv
+    if not path.exists():
+        return {}
+    out: dict[int, float] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                out[int(row["feature_ind"])] = float(row["importance"])
+            except (KeyError, TypeError, ValueError):
+                continue
+    return out
+
+
+def _settings_key(ctx: RunContext, settings_json: dict) -> str:
+    blob = json.dumps([settings_json, ctx.config.seed, ctx.config.visualize.negative], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _png_bytes(image) -> bytes:  # noqa: ANN001 - uint8 array or PIL image
+    from PIL import Image
+
+    buf = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def quality_check(vis_activation: list[float], example_max: float) -> dict:
+    """Compare the best visualisation with the strongest dataset example (same measure)."""
+    vis_max = max(vis_activation) if vis_activation else None
+    ratio = None
+    if vis_max is not None and example_max > 0:
+        ratio = vis_max / example_max
+    ok = vis_max is not None and vis_max >= example_max
+    return {"vis_max": _finite(vis_max), "example_max": _finite(example_max), "ratio": _finite(ratio), "ok": ok,
+            "n_above": int(sum(v >= example_max for v in vis_activation))}
+
+
+def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] | None = None) -> Path:
+    """Render, check and draw cards for ``features`` (default ``visualize.features``, else all)."""
+    from autointerp.vis.progress import FeatureProgress
+    from autointerp.vis.render import Job, render
+
+    cfg = ctx.config.visualize
+    meta = load_meta(ctx)
+    layer = ctx.config.layer
+    model = ctx.model
+    channels = model.check_layer(layer)
+    feats = select_features(features, cfg.features, channels, layer)
+    if int(meta["channels"]) != channels:
+        raise DataError(f"{ctx.paths.activations / 'meta.json'}: cache has {meta['channels']} channels but layer "
+                        f"{layer!r} has {channels}; rerun activations with --overwrite")
+    run_examples(ctx, overwrite=False, features=feats)
+    examples = json.loads((ctx.paths.examples / "index.json").read_text(encoding="utf-8"))["features"]
+    top_val = load_topk(ctx)["top_val"]
+    importance = read_importance(ctx)
+    settings = render_settings(ctx)
+    settings_json = settings.to_json()
+    key = _settings_key(ctx, settings_json)
+    out = ctx.paths.visualizations
+    existing = read_feature_entries(out)
+    pending = [f for f in feats if overwrite or str(f) not in existing]
+    stale = [f for f in feats if f not in pending and existing[str(f)].get("settings_key") != key]
+    if stale:
+        print(f"visualize: {len(stale)} feature(s) (e.g. {stale[0]}) were rendered with other settings; "
+              "kept — use --overwrite to redo them", file=sys.stderr)
+
+    measure_size = int(meta.get("image_size") or ctx.image_size())
+    reduce = meta.get("reduce", "max")
+    seed = ctx.config.seed
+    device = ctx.device
+    if pending:
+        head = model.head(layer)
+        with FeatureProgress(f"visualize {layer}", len(pending)) as bar:
+            for batch in chunks(pending, cfg.batch_features):
+                jobs = [Job(f) for f in batch] + ([Job(f, -1) for f in batch] if cfg.negative else [])
+                results = render(head, jobs, settings, seed, device=device,
+                                 on_step=lambda s, nb=len(batch): bar.partial(nb * s / settings.steps))
+                measured = _measure(head, results, measure_size, reduce, device)
+                by_job = {r.job: (r, m) for r, m in zip(results, measured, strict=True)}
+                for f in batch:
+                    _write_feature(ctx, f, by_job[Job(f)], by_job.get(Job(f, -1)), examples.get(str(f)),
+                                   float(top_val[f, 0]), importance.get(f), key)
+                bar.advance(len(batch))
+
+    entries = read_feature_entries(out)
+    summary = _summarise(entries)
+    index = {"seed": seed, "settings": {**settings_json, "negative": cfg.negative, "measure_size": measure_size,
+                                        "reduce": reduce, "model": model.name, "layer": layer},
+             "quality_summary": summary, "features": entries}
+    write_json(out / "index.json", index)
+    _write_quality_csv(out / "quality.csv", entries)
+    _write_contact_sheet(ctx, out / "contact_sheet.png", entries, f"{model.name} {layer}")
+    print(_summary_line(summary), file=sys.stderr)
+    return out
+
+
+def _measure(head, results, size: int, reduce: str, device) -> list[list[float]]:  # noqa: ANN001
+    """Activation of each saved (uint8) visualisation at the cache's input size, reduced like the cache."""
+    import torch
+    import torch.nn.functional as F
+
+    from autointerp.vis.render import channel_activation
+
+    rows, feats, owners = [], [], []
+    for k, r in enumerate(results):
+        if r.images is None:
+            continue
+        rows.append(torch.from_numpy(r.images).permute(0, 3, 1, 2).float() / 255.0)
+        feats.extend([r.job.feature] * len(r.images))
+        owners.extend([k] * len(r.images))
+    out: list[list[float]] = [[] for _ in results]
+    if not rows:
+        return out
+    x = torch.cat(rows)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    values = channel_activation(head, x, feats, device=device, reduce=reduce)
+    for owner, v in zip(owners, values.tolist(), strict=True):
+        out[owner].append(float(v))
+    return out
+
+
+def _write_feature(ctx: RunContext, feature: int, pos, neg, example_entry: dict | None, example_max: float,  # noqa: ANN001
+                   importance: float | None, key: str) -> None:
+    from autointerp.vis.compose import card_caption, feature_card
+
+    result, vis_act = pos
+    name = feature_dirname(feature)
+    flags = list(result.flags)
+    quality = quality_check(vis_act, example_max)
+    if result.images is not None and not quality["ok"]:
+        flags.append("weak")
+    entry: dict = {"vis": [], "vis_activation": vis_act, "render_activation": result.objective,
+                   "card": f"visualizations/{name}/card.png", "quality": quality, "flags": flags,
+                   "seed": result.seed, "lr": result.lr, "settings_key": key}
+    if importance is not None:
+        entry["importance"] = importance
+    examples_np = []
+    if example_entry is not None:
+        from PIL import Image
+
+        for item in example_entry["top"]:
+            with Image.open(ctx.root / item["path"]) as im:
+                examples_np.append(np.asarray(im.convert("RGB")))
+    with atomic_dir(ctx.paths.visualizations / name) as tmp:
+        if result.images is not None:
+            for i, img in enumerate(result.images):
+                (tmp / f"vis_{i}.png").write_bytes(_png_bytes(img))
+                entry["vis"].append(f"visualizations/{name}/vis_{i}.png")
+        if neg is not None:
+            neg_result, neg_act = neg
+            entry["neg"] = []
+            entry["neg_activation"] = neg_act
+            entry["neg_flags"] = neg_result.flags
+            for i, img in enumerate(neg_result.images if neg_result.images is not None else []):
+                (tmp / f"neg_{i}.png").write_bytes(_png_bytes(img))
+                entry["neg"].append(f"visualizations/{name}/neg_{i}.png")
+        vis = list(result.images) if result.images is not None else [None] * ctx.config.visualize.n_images
+        cell = max(64, ctx.config.visualize.size)
+        card = feature_card(vis, examples_np, card_caption(feature, importance), cell=cell)
+        (tmp / "card.png").write_bytes(_png_bytes(card))
+        (tmp / "meta.json").write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
+
+
+def _summarise(entries: dict[str, dict]) -> dict:
+    ratios = [e["quality"]["ratio"] for e in entries.values() if e["quality"].get("ratio") is not None]
+    flagged = {flag: [int(f) for f, e in entries.items() if flag in e.get("flags", [])]
+               for flag in ("weak", "nonfinite", "retried_lr")}
+    return {
+        "n_features": len(entries),
+        "n_ok": sum(bool(e["quality"]["ok"]) for e in entries.values()),
+        "n_weak": len(flagged["weak"]),
+        "n_nonfinite": len(flagged["nonfinite"]),
+        "n_retried_lr": len(flagged["retried_lr"]),
+        "median_ratio": float(np.median(ratios)) if ratios else None,
+        "min_ratio": float(np.min(ratios)) if ratios else None,
+        "weak_features": flagged["weak"],
+        "nonfinite_features": flagged["nonfinite"],
+    }
+
+
+def _summary_line(s: dict) -> str:
+    med = "n/a" if s["median_ratio"] is None else f"{s['median_ratio']:.2f}"
+    line = (f"visualize quality: {s['n_ok']}/{s['n_features']} features' best visualisation beats their strongest "
+            f"dataset example (median ratio {med}); weak {s['n_weak']}, non-finite {s['n_nonfinite']}, "
+            f"retried with smaller lr {s['n_retried_lr']}")
+    if s["weak_features"]:
+        line += f"; weak: {', '.join(map(str, s['weak_features'][:20]))}" + (" ..." if s["n_weak"] > 20 else "")
+    return line
+
+
+def _write_quality_csv(path: Path, entries: dict[str, dict]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["feature_ind", "vis_max", "example_max", "ratio", "ok", "n_above", "flags"])
+    for f, e in entries.items():
+        q = e["quality"]
+        w.writerow([f, q["vis_max"], q["example_max"], q["ratio"], int(q["ok"]), q.get("n_above", ""),
+                    ";".join(e.get("flags", []))])
+    write_bytes(path, buf.getvalue().encode())
+
+
+def _write_contact_sheet(ctx: RunContext, path: Path, entries: dict[str, dict], title: str) -> None:
+    from PIL import Image
+
+    from autointerp.vis.compose import contact_sheet
+
+    tiles = []
+    for f, e in entries.items():
+        image = None
+        if e["vis"]:
+            with Image.open(ctx.root / e["vis"][0]) as im:
+                image = np.asarray(im.convert("RGB"))
+        tiles.append((f, image, bool(e["quality"]["ok"])))
+    sheet = contact_sheet(tiles, f"{title}: feature visualisations ({len(tiles)} features, red label = weak)")
+    write_bytes(path, _png_bytes(sheet))

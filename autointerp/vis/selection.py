@@ -1,0 +1,28 @@
+"""Which features a stage works on, validated against the layer's channel count."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from autointerp.errors import UserError
+
+
+def select_features(requested: Sequence[int] | None, configured: Sequence[int] | None, channels: int,
+                    layer: str) -> list[int]:
+    """``requested`` (e.g. ``--features``), else ``configured`` (``visualize.features``), else all channels;
+    sorted, without duplicates. An index outside ``0..channels-1`` is a :class:`UserError`."""
+    chosen = requested if requested is not None else configured
+    if chosen is None:
+        return list(range(channels))
+    feats = sorted({int(f) for f in chosen})
+    bad = [f for f in feats if not 0 <= f < channels]
+    if bad:
+        raise UserError(f"channel index {bad[0]} out of range for layer {layer!r} (valid: 0..{channels - 1})")
+    if not feats:
+        raise UserError("no features selected (visualize.features / --features is empty)")
+    return feats
+
+
+def chunks(items: Sequence[int], size: int) -> list[list[int]]:
+    """``items`` in consecutive groups of at most ``size``."""
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
