@@ -23,17 +23,17 @@ def network_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
 def hub_offline_if_unreachable(host: str = "huggingface.co") -> Iterator[bool]:
     """Run the block with the Hugging Face hub in offline mode when it is unreachable.
 
-    ``HF_HUB_OFFLINE=1`` set by the user is respected as is. Otherwise the hub is probed once
-    (3 s); when unreachable, offline mode is switched on for the block so cached weights still
-    load and missing ones fail at once rather than after a minute of retries. Yields whether
-    the block runs offline.
+    ``HF_HUB_OFFLINE=1`` set by the user is respected (also when huggingface_hub was imported
+    before it was set). Otherwise the hub is probed once (3 s); when unreachable, offline mode is
+    switched on for the block so cached weights still load and missing ones fail at once rather
+    than after a minute of retries. Yields whether the block runs offline.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        yield True
-        return
-    if network_reachable(host):
+    user_offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not user_offline and network_reachable(host):
         yield False
         return
+    # huggingface_hub reads HF_HUB_OFFLINE once at import: set the live constant too, so that a
+    # user's (or our) offline setting applies even when the library was imported earlier.
     old_env = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
     constants = None
