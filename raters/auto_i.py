@@ -2,7 +2,7 @@
 
 Î = (q̂1·q̂3 + q̂4)/2, with q̂1·q̂3 from ``q13_source`` (default ``clip_vis_match.q1q3``) and q̂4
 from ``q4_source`` (default ``clip_coherence.q4``); the source raters run with their own options
-from ``rate.options`` (the embedding cache makes this cheap).
+from ``rate.options`` and this rater's seed (the embedding cache makes this cheap).
 
 When human answers are configured (``rate.human``) and enough features have both, a monotone
 calibration Î → human I (``isotonic`` or ``linear``) is fitted with K-fold cross-validation: the
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from autointerp.errors import ConfigError
-from autointerp.rating import Rater, RatingContext, ScoreTable, build_rater, register_rater
+from autointerp.rating import Rater, RatingContext, ScoreTable, create_rater, rater_options, register_rater
 
 CALIBRATORS = ("isotonic", "linear", "none")
 
@@ -97,7 +97,9 @@ class AutoI(Rater):
             if rater == self.name:
                 raise ConfigError(f"rate.options.auto_I.{key}: auto_I cannot use itself")
             if rater not in tables:
-                tables[rater] = build_rater(ctx, rater).score(ctx, features)
+                opts = rater_options(ctx, rater)  # the source's own options; its seed defaults to ours
+                seed = opts.pop("seed", self.seed)
+                tables[rater] = create_rater(rater, seed=seed, **opts).score(ctx, features)
             cols[key] = tables[rater].column(column).astype(np.float64)
         return cols
 
