@@ -78,14 +78,14 @@ def write_blobs(path: Path, n: int = N_IMAGES) -> np.ndarray:
 
 
 def make_run(root: Path, visualize: dict | None = None, activations: dict | None = None,
-             module: nn.Module | None = None, seed: int = 0) -> RunContext:
+             module: nn.Module | None = None, seed: int = 0, layer: str = "2") -> RunContext:
     """A run folder on the planted world with the activation stage done."""
     from autointerp.stages.activations import run_activations
 
     data = root.parent / f"{root.name}_blobs.npz"
     write_blobs(data)
     cfg = config_from_dict({
-        "model": {"name": "module"}, "layer": "2", "device": "cpu", "seed": seed,
+        "model": {"name": "module"}, "layer": layer, "device": "cpu", "seed": seed,
         "dataset": {"type": "npz", "path": str(data)},
         "label_mapping": {"type": "identity"},
         "activations": {"batch_size": 8, "top_k": 8, "accuracy_k": [1], **(activations or {})},
