@@ -333,8 +333,15 @@ def _same_definition(a: type, b: type) -> bool:
     return a.__qualname__ == b.__qualname__ and fa is not None and fa == fb
 
 
+BUILTIN_RATER_MODULES = ("human", "clip_coherence", "clip_vis_match", "clip_label", "fid", "mis", "auto_i",
+                         "random_rater")
+
+
 def _load_builtin_raters() -> None:
-    importlib.import_module("raters")
+    # import each module explicitly: an editable install made before raters/ had an __init__.py
+    # maps ``raters`` as a namespace package whose __init__ never runs
+    for module in BUILTIN_RATER_MODULES:
+        importlib.import_module(f"raters.{module}")
 
 
 def _load_entry_point_raters() -> None:
