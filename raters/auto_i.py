@@ -6,9 +6,10 @@ from ``rate.options`` and this rater's seed (the embedding cache makes this chea
 
 When human answers are configured (``rate.human``) and enough features have both, a monotone
 calibration Î → human I (``isotonic`` or ``linear``) is fitted with K-fold cross-validation: the
-``I`` of a human-rated feature is its *out-of-fold* prediction and the reported agreement
-(Spearman, Pearson, MAE, R²) is out-of-fold only; features without answers get the prediction of
-the model fitted on all rated features. Without answers, ``I`` = Î.
+``I`` of a human-rated feature is its *out-of-fold* prediction (also in the ``I_oof`` column, NaN
+elsewhere, which the analysis uses for agreement) and the reported agreement (Spearman, Pearson,
+MAE, R²) is out-of-fold only; features without answers get the prediction of the model fitted on
+all rated features. Without answers, ``I`` = Î.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class AutoI(Rater):
         idx = np.array([pos[f] for f in features], dtype=np.int64)
         meta: dict[str, Any] = {"sources": {"q1q3": self.options["q13_source"], "q4": self.options["q4_source"]}}
         final = raw.copy()
+        oof_col = np.full(len(all_feats), np.nan)
         if human is not None:
             scores, train_feats = human
             h = human_table(scores, all_feats)["I"]
@@ -139,6 +141,8 @@ class AutoI(Rater):
                 if others.any():
                     final[others] = _fit_predict(method, x, y, raw[others])
                 final[usable] = oof
+                oof_col[usable] = oof
+                meta["calibrated"] = True
                 meta["calibration"] = {
                     "method": method,
                     "folds": folds,
@@ -150,6 +154,6 @@ class AutoI(Rater):
             features,
             I=final[idx],
             components={"q1q3": cols["q13_source"][idx], "q4": cols["q4_source"][idx]},
-            extras={"I_raw": raw[idx]},
+            extras={"I_raw": raw[idx], "I_oof": oof_col[idx]},
             meta=meta,
         )

@@ -114,12 +114,18 @@ def test_auto_i_calibrates_to_humans_with_out_of_fold_predictions(tmp_path):
     np.testing.assert_allclose(table.extras["I_raw"], raw)
     human = create_rater("human").score(ctx, world.features).I
     np.testing.assert_allclose(table.I, cross_validated_calibration(raw, human, "isotonic", 4, seed=3))
+    np.testing.assert_allclose(table.extras["I_oof"], table.I)  # every feature here has answers
     # the written metadata carries the out-of-fold agreement
     run_rate(world.run, raters=["auto_I"], dataset=world.dataset)
     import json
 
     written = json.loads((world.root / "ratings" / "auto_I.json").read_text())
-    assert written["calibration"]["out_of_fold"]["n"] == 24
+    assert written["calibration"]["out_of_fold"]["n"] == 24 and written["calibrated"] is True
+    # the analysis reads the out-of-fold column as such
+    from autointerp.analysis.inputs import read_rating_csv
+
+    scores = read_rating_csv(world.root / "ratings" / "auto_I.csv")
+    assert scores.calibrated and np.isfinite(scores.oof["I"]).all()
 
 
 def test_auto_i_skips_calibration_with_too_few_answers(tmp_path):
@@ -129,3 +135,4 @@ def test_auto_i_skips_calibration_with_too_few_answers(tmp_path):
     t = create_rater("auto_I").score(world.context(), world.features)
     assert "skipped" in t.meta["calibration"]
     np.testing.assert_allclose(t.I, t.extras["I_raw"])
+    assert np.isnan(t.extras["I_oof"]).all() and "calibrated" not in t.meta
