@@ -10,7 +10,16 @@ from rater_harness import check_rater, make_world, spearman_with_purity
 from autointerp.errors import ConfigError, UserError
 from autointerp.rating import RATERS, create_rater
 
-AUTOMATIC = ["clip_coherence", "clip_vis_match", "clip_label", "fid", "mis", "auto_I"]
+AUTOMATIC = [
+    ("clip_coherence", {}),
+    ("clip_vis_match", {}),
+    ("clip_label", {}),
+    ("fid", {}),
+    ("fid", {"shrinkage": 0.5, "normalize": False}),
+    ("mis", {}),
+    ("mis", {"explanations": "visualizations"}),
+    ("auto_I", {}),
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +33,9 @@ def random_spearman(world):
     return spearman_with_purity(table, world)
 
 
-@pytest.mark.parametrize("name", AUTOMATIC)
-def test_rater_passes_harness_ranks_planted_first_and_beats_random(name, world, random_spearman):
-    table = check_rater(name, world, planted=0)
+@pytest.mark.parametrize(("name", "options"), AUTOMATIC, ids=lambda v: str(v) if v else "defaults")
+def test_rater_passes_harness_ranks_planted_first_and_beats_random(name, options, world, random_spearman):
+    table = check_rater(name, world, options=options, planted=0)
     rho = spearman_with_purity(table, world, RATERS.get(name).higher_is_better)
     assert rho > 0.4, f"{name}: Spearman with planted purity {rho:.2f}"
     assert rho > random_spearman + 0.2, f"{name}: {rho:.2f} does not beat random ({random_spearman:.2f})"
