@@ -184,6 +184,7 @@ function render(newState) {
       }
     }
     $("reveal").hidden = false;
+    if (!newFeature && key !== previous) $("reveal").scrollIntoView({ block: "start" });
   }
   if (newFeature) window.scrollTo(0, 0);
 }
