@@ -76,7 +76,7 @@ class World:
 
     root: Path
     run: RunContext
-    dataset: ConceptDataset
+    dataset: ImageDataset
     features: list[int]
     purity: np.ndarray  # fraction of each feature's top examples that show its concept
     scores: np.ndarray
@@ -93,13 +93,23 @@ def _save_png(path: Path, img: np.ndarray) -> None:
 
 
 def make_world(root: Path, n_features: int = 12, n_images: int = 240, seed: int = 0, k: int = 8, n_vis: int = 4,
-               bottom: bool = True, config: dict[str, Any] | None = None) -> World:
-    """Write a planted run folder into ``root`` (see the module docstring)."""
+               bottom: bool = True, config: dict[str, Any] | None = None, dataset: ImageDataset | None = None,
+               match: np.ndarray | None = None) -> World:
+    """Write a planted run folder into ``root`` (see the module docstring).
+
+    ``dataset`` + ``match`` (an (N, n_features) bool array: image shows feature f's concept) plant
+    the features on another image world; visualisations then blend a concept image of the dataset
+    (not among the examples) with noise.
+    """
     rng = np.random.default_rng([seed, 2])
-    ds = ConceptDataset(n_images, seed)
     mix = np.linspace(1.0, 0.0, n_features)  # feature 0: pure concept; last: pure noise
-    own = np.arange(n_features) % len(COLOURS)
-    match = ds.concept[:, None] == own[None, :]
+    if dataset is None:
+        ds: ImageDataset = ConceptDataset(n_images, seed)
+        own = np.arange(n_features) % len(COLOURS)
+        match = ds.concept[:, None] == own[None, :]
+    else:
+        ds, n_images = dataset, len(dataset)
+        assert match is not None and match.shape == (n_images, n_features)
     # background activity, plus a concept preference that fades with the planted purity
     scores = 0.5 * rng.random((n_images, n_features)) + 0.4 * mix * match
     for f in range(n_features):  # the top k: round(mix * k) images of the concept, the rest of others
@@ -131,8 +141,16 @@ def make_world(root: Path, n_features: int = 12, n_images: int = 240, seed: int 
         examples[str(f)] = entry
         purity[f] = match[order[:k], f].mean()
         vis_paths = []
+        candidates = np.setdiff1d(np.flatnonzero(match[:, f]), order[:k])
+        if len(candidates) == 0:  # a rare concept: visualise it with its examples' images
+            candidates = np.flatnonzero(match[:, f])
         for j in range(n_vis):
-            img = mix[f] * concept_image(f, rng).astype(np.float32) + (1 - mix[f]) * noise_image(rng).astype(np.float32)
+            if dataset is None:
+                proto = concept_image(f, rng).astype(np.float32)
+            else:
+                proto = ds.image(int(rng.choice(candidates))).astype(np.float32)
+            noise = noise_image(rng, proto.shape[0]).astype(np.float32)
+            img = mix[f] * proto + (1 - mix[f]) * noise
             rel = f"visualizations/{f:04d}/vis_{j}.png"
             _save_png(root / rel, np.clip(img, 0, 255).astype(np.uint8))
             vis_paths.append(rel)

@@ -46,7 +46,7 @@ def test_run_rate_writes_csv_and_json_per_rater(world):
         assert list(table.feature_ind) == world.features
         assert meta["rater"] == name and meta["components"] == list(RATERS.get(name).components)
         assert meta["higher_is_better"] is RATERS.get(name).higher_is_better and meta["seed"] == 0
-    assert json.loads((out / "fid.json").read_text())["embedder"] == "handcrafted-v1-64"
+    assert json.loads((out / "fid.json").read_text())["embedder"] == "handcrafted-v2-64"
     header = (out / "clip_coherence.csv").read_text().splitlines()[0]
     assert header == "feature_ind,I,q4,coherence,null_mean,null_std,z,p_value"
 

@@ -446,6 +446,18 @@ def test_gradients_flow_and_other_input_sizes(tmp_path: Path, rng: np.random.Gen
         assert adapter.head("add")(torch.rand(1, 3, 16, 16)).shape == (1, 8, 8, 8)
 
 
+def test_random_init_keeps_architecture(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = _quantized_graph(tmp_path, rng, signed=False)
+    trained = create_model("tflite", weights=str(path))
+    torch.manual_seed(0)
+    rand = create_model("tflite", weights=str(path), pretrained=False)
+    assert rand.layers() == trained.layers()
+    w0, w1 = trained.net.get_submodule("conv").weight, rand.net.get_submodule("conv").weight
+    assert w0.shape == w1.shape and not torch.allclose(w0, w1)
+    with torch.no_grad():
+        assert rand.forward(torch.rand(1, 3, 10, 10)).shape == (1, trained.num_outputs)
+
+
 def test_layer_names_from_tensor_names() -> None:
     assert _layer_path("MobilenetV2/Conv_1/Relu6;MobilenetV2/Conv_1/add_fold;x") == ["MobilenetV2", "Conv_1"]
     assert _layer_path("MobilenetV2/expanded_conv_3/depthwise/Relu6;a") == [

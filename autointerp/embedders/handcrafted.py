@@ -77,13 +77,22 @@ SHAPES: dict[str, str] = {
 }
 
 
-def describe(img: np.ndarray, size: int = 64) -> np.ndarray:
-    """The descriptor of one uint8 (H, W, 3) image: four L2-normalised, weighted blocks.
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return (v / n if n > 1e-8 else v).astype(np.float32)
 
-    * joint RGB histogram, 4 levels per channel (64 bins, Hellinger-mapped) — colour content;
-    * 4×4 grid of mean colours (48) — colour layout;
+
+def describe(img: np.ndarray, size: int = 64) -> np.ndarray:
+    """The descriptor of one uint8 (H, W, 3) image: L2-normalised, weighted blocks.
+
+    * hue histogram weighted by chroma (12 bins) — the colour of saturated (object) pixels,
+      insensitive to grey backgrounds;
+    * joint RGB histogram, 4 levels per channel (64 bins, Hellinger-mapped) — overall colour;
+    * 4×4 grid of mean colours (48, low weight) — colour layout;
     * histogram of gradient orientations (8 bins) in 2×2 cells, magnitude-weighted (32) — texture;
-    * mean gradient energy at two scales plus contrast (3) — smoothness.
+    * the same orientation histogram weighted by chroma (8) — edges and patterns of coloured parts;
+    * gradient energy at two scales, contrast, coloured-edge energy, and edge density and brightness
+      spread inside coloured regions (6) — smoothness and patterns of objects.
     """
     x = resize_square(img, size).astype(np.float32) / 255.0
     q = np.minimum((x * 4).astype(np.int64), 3)
@@ -91,32 +100,55 @@ def describe(img: np.ndarray, size: int = 64) -> np.ndarray:
     hist = np.bincount(codes.ravel(), minlength=64).astype(np.float32)
     hist = np.sqrt(hist / hist.sum())
 
-    g = size // 4
-    layout = x[: g * 4, : g * 4].reshape(4, g, 4, g, 3).mean(axis=(1, 3)).ravel() - 0.5
+    mx, mn = x.max(axis=2), x.min(axis=2)
+    chroma = mx - mn
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    hue = np.arctan2(np.sqrt(3.0) * (g - b), 2.0 * r - g - b)  # [-pi, pi]
+    hue_bins = np.minimum(((hue + np.pi) / (2 * np.pi) * 12).astype(np.int64), 11)
+    weight = np.clip(chroma - 0.15, 0.0, None)  # ignore near-grey pixels
+    hue_hist = np.bincount(hue_bins.ravel(), weights=weight.ravel(), minlength=12).astype(np.float32)
+    hue_hist = np.sqrt(hue_hist / (hue_hist.sum() + 1e-6))
+
+    g4 = size // 4
+    layout = x[: g4 * 4, : g4 * 4].reshape(4, g4, 4, g4, 3).mean(axis=(1, 3)).ravel() - 0.5
 
     gray = x.mean(axis=2)
     gy, gx = np.gradient(gray)
+    cy, cx = np.gradient(chroma)
     mag = np.hypot(gx, gy)
     ang = np.mod(np.arctan2(gy, gx), np.pi)
     bins = np.minimum((ang / np.pi * 8).astype(np.int64), 7)
     h2 = size // 2
     cells = []
-    for r in (0, 1):
-        for c in (0, 1):
-            sl = (slice(r * h2, (r + 1) * h2), slice(c * h2, (c + 1) * h2))
+    for rr in (0, 1):
+        for cc in (0, 1):
+            sl = (slice(rr * h2, (rr + 1) * h2), slice(cc * h2, (cc + 1) * h2))
             cells.append(np.bincount(bins[sl].ravel(), weights=mag[sl].ravel(), minlength=8))
     orient = np.sqrt(np.concatenate(cells) / (mag.sum() + 1e-6)).astype(np.float32)
+    cmag = np.hypot(cx, cy)
+    cang = np.minimum((np.mod(np.arctan2(cy, cx), np.pi) / np.pi * 8).astype(np.int64), 7)
+    corient = np.bincount(cang.ravel(), weights=cmag.ravel(), minlength=8).astype(np.float32)
+    corient = np.sqrt(corient / (corient.sum() + 1e-6))
 
     half = gray[: h2 * 2, : h2 * 2].reshape(h2, 2, h2, 2).mean(axis=(1, 3))
     gy2, gx2 = np.gradient(half)
-    energy = np.array([mag.mean() * 4, np.hypot(gx2, gy2).mean() * 2, gray.std() * 2], dtype=np.float32)
-
-    def unit(v: np.ndarray) -> np.ndarray:
-        n = float(np.linalg.norm(v))
-        return v / n if n > 1e-8 else v
+    salient = weight > 0
+    area = max(int(salient.sum()), 1)
+    # inside coloured regions: edge density (patterned vs solid) and brightness spread (stripes, dots)
+    inner_edges = float((cmag * salient).sum() / area)
+    inner_spread = float(gray[salient].std()) if salient.any() else 0.0
+    energy = np.array([mag.mean() * 4, np.hypot(gx2, gy2).mean() * 2, gray.std() * 2, cmag.mean() * 8,
+                       inner_edges * 8, inner_spread * 4], dtype=np.float32)
 
     return np.concatenate(
-        [unit(hist) * 1.0, unit(layout) * 0.5, unit(orient) * 1.0, np.tanh(energy) * 0.5]
+        [
+            _unit(hue_hist) * 1.2,
+            _unit(hist) * 0.6,
+            _unit(layout) * 0.3,
+            _unit(orient) * 0.5,
+            _unit(corient) * 0.8,
+            np.tanh(energy) * 0.6,
+        ]
     ).astype(np.float32)
 
 
@@ -213,7 +245,7 @@ class HandcraftedEmbedder(Embedder):
         super().__init__()
         self.size = int(size)
         self.batch_size = int(batch_size)
-        self.id = f"handcrafted-v1-{self.size}"
+        self.id = f"handcrafted-v2-{self.size}"
 
     def _embed_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack([describe(img, self.size) for img in images])
