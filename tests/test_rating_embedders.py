@@ -219,3 +219,25 @@ def test_unreachable_hub_switches_offline_mode_on_for_the_load_only(monkeypatch)
     monkeypatch.setattr(_offline, "network_reachable", lambda host, **kw: True)
     with _offline.hub_offline_if_unreachable() as offline:
         assert not offline and constants.HF_HUB_OFFLINE is False
+
+
+def test_timm_backbone_random_init_checkpoint_and_offline_pretrained(monkeypatch, tmp_path):
+    import torch
+
+    emb = create_embedder({"type": "timm", "model": "resnet18", "device": "cpu"})
+    img = concept_image(1, np.random.default_rng(0), 48)
+    out = emb.embed([img])
+    assert out.shape == (1, 512) and emb.id == "timm:resnet18:random-init-seed0:224"
+    ckpt = tmp_path / "r18.pth"
+    torch.save(emb.module.state_dict(), ckpt)
+    loaded = create_embedder({"type": "timm", "model": "resnet18", "checkpoint": str(ckpt), "seed": 5,
+                              "device": "cpu"})
+    np.testing.assert_allclose(loaded.embed([img]), out, rtol=1e-4, atol=1e-5)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    t0 = time.perf_counter()
+    with pytest.raises(WeightsError, match="timm resnet18: weights unavailable"):
+        create_embedder({"type": "timm", "model": "resnet18", "pretrained": True})
+    assert time.perf_counter() - t0 < 30
+    with pytest.raises(ConfigError, match="unknown timm model"):
+        create_embedder({"type": "timm", "model": "resnet_nope"})

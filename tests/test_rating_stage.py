@@ -155,3 +155,26 @@ def test_cli_rate_reports_user_errors_in_one_line(cli, world):
     res = CliRunner().invoke(cli, ["rate", str(world.root), "--raters", "nope"])
     assert res.exit_code == 2
     assert "unknown rater 'nope'" in res.output and "Traceback" not in res.output
+
+
+def test_cli_rate_human_with_invalid_policy(cli, world, tmp_path, shared_dir):
+    """`--human FILE --invalid POLICY` rate the study's answers: 'error' names the bad row, 'keep'
+    rates all 80 features (3 out-of-range answers kept, as the study did)."""
+    (world.root / "config.yaml").write_text("seed: 0\n")
+    answers = shared_dir / "reference/seed_study/survey_results.csv"
+    res = CliRunner().invoke(cli, ["rate", str(world.root), "--raters", "human", "--human", str(answers)])
+    assert res.exit_code == 2 and "survey_results.csv" in res.output
+    res = CliRunner().invoke(cli, ["rate", str(world.root), "--raters", "human", "--human", str(answers),
+                                   "--invalid", "keep"])
+    assert res.exit_code == 0, res.output
+    table = ScoreTable.read_csv(world.root / "ratings" / "human.csv")
+    meta = json.loads((world.root / "ratings" / "human.json").read_text())
+    import csv
+
+    rated = {int(r["neuron"]) for r in csv.DictReader(open(answers))}
+    assert meta["n_features_rated"] == 80
+    assert meta["rated_features_not_in_run"] == sorted(rated - set(world.features))
+    assert [f for f, v in zip(table.feature_ind, table.I, strict=True) if np.isfinite(v)] == sorted(
+        rated & set(world.features))
+    res = CliRunner().invoke(cli, ["rate", str(world.root), "--raters", "human", "--invalid", "maybe"])
+    assert res.exit_code == 2 and "human_invalid" in res.output

@@ -28,15 +28,30 @@ def register(app: typer.Typer) -> None:
         ] = None,
         rater_path: RaterPath = None,
         features: Annotated[str | None, typer.Option(help="Features to rate, e.g. 0,5,10-20 (default: all).")] = None,
+        human: Annotated[
+            list[Path] | None,
+            typer.Option("--human", help="Survey answer CSV for the `human` rater (repeatable; sets rate.human)."),
+        ] = None,
+        invalid: Annotated[
+            str | None,
+            typer.Option("--invalid", help="Invalid survey answers: error | drop | clip | keep (rate.human_invalid)."),
+        ] = None,
         overwrite: Overwrite = False,
         overrides: Overrides = None,
     ) -> None:
         """Score every feature with the chosen raters; writes RUN/ratings/<rater>.csv and .json."""
         with handle_errors():
+            import json
+
             from autointerp.cli.common import open_run
             from autointerp.stages.rate import run_rate
 
-            ctx = open_run(run_dir, overrides)
+            extra = list(overrides or [])
+            if human:
+                extra.append("rate.human=[" + ", ".join(json.dumps(str(p.resolve())) for p in human) + "]")
+            if invalid is not None:
+                extra.append(f"rate.human_invalid={invalid}")
+            ctx = open_run(run_dir, extra)
             names = [n.strip() for n in raters.split(",") if n.strip()] if raters else None
             out = run_rate(ctx, overwrite=overwrite, raters=names, rater_paths=rater_path or (),
                            features=parse_features(features))
