@@ -412,13 +412,21 @@ def test_quantized_graph_dequantizes_weights(tmp_path: Path, rng: np.random.Gene
     q = images.astype(np.float32) - 128 if signed else images.astype(np.float32)
     expected = (q - float(spec.zero_point[0])) * float(spec.scale[0])
     np.testing.assert_allclose(adapter.preprocess(x01).permute(0, 2, 3, 1).numpy(), expected, atol=1e-6)
+    simulated = TFLiteAdapter(path, simulate_quantization=True)
     for _, _, outs in adapter.net.steps():
         ref = run_tflite_interpreter(path, images, tensor=outs[0], show_progress=False)
         got = _torch_tensor(adapter, images, outs[0])
         step = float(graph.tensors[outs[0]].scale[0])
+        name = adapter.net.tensor_names[outs[0]]
         # float vs integer arithmetic: within a couple of output quantisation steps (rounding of inputs too)
-        assert np.abs(got - ref).max() <= 2.5 * step + 1e-6, adapter.net.tensor_names[outs[0]]
-        assert np.abs(got - ref).mean() <= 0.6 * step
+        assert np.abs(got - ref).max() <= 2.5 * step + 1e-6, name
+        assert np.abs(got - ref).mean() <= 0.6 * step, name
+        # simulating the activation grid: convolutions exact; ADD's fixed-point rescale rarely off by one step
+        steps = np.abs(_torch_tensor(simulated, images, outs[0]) - ref) / step
+        if name == "add":
+            assert steps.max() <= 1.001 and (steps < 1e-3).mean() >= 0.9, name
+        else:
+            assert steps.max() < 1e-3, name
 
 
 def test_dequantize_per_channel_axis(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -441,6 +449,11 @@ def test_gradients_flow_and_other_input_sizes(tmp_path: Path, rng: np.random.Gen
     act[:, 3].mean().backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
     assert all(not p.requires_grad for p in adapter.module.parameters())
+    # with simulated quantisation the gradient passes straight through the rounding
+    sim = TFLiteAdapter(path, simulate_quantization=True)
+    x2 = torch.rand(2, 3, 10, 10, requires_grad=True)
+    sim.head("add")(x2)[:, 3].mean().backward()
+    assert x2.grad is not None and float(x2.grad.abs().sum()) > 0
     # SAME padding is recomputed from the actual size: a 16x16 input gives 8x8 maps
     with torch.no_grad():
         assert adapter.head("add")(torch.rand(1, 3, 16, 16)).shape == (1, 8, 8, 8)

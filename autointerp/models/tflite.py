@@ -22,8 +22,10 @@ exposes tensors and a private operator listing without options, so it is used he
 
 * Quantised constants are dequantised as ``(q - zero_point) * scale`` along the tensor's quantised
   dimension (per-channel conv weights), int32 biases included (their scale is input scale × weight scale).
-  Activations are computed in float32; the int8 interpreter's rounding of every intermediate tensor is not
-  simulated (so results agree closely, not bit-for-bit).
+  Activations are computed in float32; by default the int8 interpreter's rounding of every intermediate
+  tensor is not simulated (results agree closely, not bit-for-bit). ``simulate_quantization=True`` rounds
+  each quantised activation to its integer grid and range (straight-through gradients): closer to the
+  deployed model on low-margin inputs, at some speed cost.
 * 4-D tensors live in NCHW inside torch; TFLite's NHWC axes (MEAN, CONCATENATION, PAD, RESHAPE, ...) are
   mapped. TF ``SAME`` padding is reproduced exactly, including its asymmetric form (extra row/column at the
   bottom/right for even kernels or strided convolutions), and recomputed from the actual input size, so the
@@ -60,6 +62,7 @@ __all__ = [
     "TFLiteNet",
     "TensorSpec",
     "convert_tflite",
+    "randomize_weights",
     "read_tflite",
     "run_tflite_interpreter",
 ]
@@ -353,6 +356,13 @@ def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int,
     return total // 2, total - total // 2
 
 
+def _fake_quant(x: torch.Tensor, scale: float, zero: float, qmin: float, qmax: float) -> torch.Tensor:
+    """Round ``x`` to the tensor's integer grid and clamp to its range, as the quantised interpreter stores
+    it; the gradient passes straight through (so inputs can still be optimised)."""
+    q = ((torch.round(x / scale) + zero).clamp(qmin, qmax) - zero) * scale
+    return x + (q - x).detach()
+
+
 class TFLiteOp(nn.Module):
     """Base of the converted operators; ``kind`` is the TFLite builtin name."""
 
@@ -379,7 +389,7 @@ class Conv2d(TFLiteOp):
     ) -> None:
         super().__init__()
         self.kind = kind
-        self.weight = nn.Parameter(weight)
+        self.weight = nn.Parameter(weight.contiguous(memory_format=torch.channels_last))
         self.bias = nn.Parameter(bias) if bias is not None else None
         self.stride = tuple(stride)
         self.dilation = tuple(dilation)
@@ -577,8 +587,6 @@ class Reshape(TFLiteOp):
         shape = list(self.new_shape)
         if shape and shape[0] == self.batch_size:
             shape[0] = x.shape[0]
-            if x.shape[0] != self.batch_size and self.batch_size != 1:
-                shape[0] = -1
         return _from_tf(_to_tf(x).reshape(shape))
 
 
@@ -692,6 +700,8 @@ class TFLiteNet(nn.Module):
         output_ids: Sequence[int],
         tensor_names: dict[int, str],
         tensor_shapes: dict[int, tuple[int, ...]],
+        activation_quant: dict[int, tuple[float, float, float, float]] | None = None,
+        simulate_quantization: bool = False,
     ) -> None:
         super().__init__()
         for name, module in ops.items():
@@ -701,15 +711,30 @@ class TFLiteNet(nn.Module):
         self.output_ids = list(output_ids)
         self.tensor_names = dict(tensor_names)
         self.tensor_shapes = dict(tensor_shapes)
+        #: tensor id -> (scale, zero_point, qmin, qmax) of the quantised activation tensors
+        self.activation_quant = dict(activation_quant or {})
+        #: round every quantised activation to its int grid, as the int8 interpreter does (see _fake_quant)
+        self.simulate_quantization = simulate_quantization
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if len(inputs) != len(self.input_ids):
             raise ValueError(f"expected {len(self.input_ids)} input tensor(s), got {len(inputs)}")
-        env: dict[int, torch.Tensor] = dict(zip(self.input_ids, inputs, strict=True))
+        # Inside, 4-D tensors are kept channels-last in memory (still indexed N, C, H, W): oneDNN's
+        # depthwise and 1x1 convolutions are several times faster on CPU that way. Outputs are returned
+        # in the standard contiguous layout.
+        env: dict[int, torch.Tensor] = {
+            t: x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+            for t, x in zip(self.input_ids, inputs, strict=True)
+        }
+        quant = self.activation_quant if self.simulate_quantization else {}
+        for t in self.input_ids:
+            if t in quant:
+                env[t] = _fake_quant(env[t], *quant[t])
         for step in self._steps:
             result = self._modules[step.name](*(env[t] for t in step.inputs))
-            env[step.outputs[0]] = result
-        outs = tuple(env[t] for t in self.output_ids)
+            t = step.outputs[0]
+            env[t] = _fake_quant(result, *quant[t]) if t in quant else result
+        outs = tuple(env[t].contiguous() for t in self.output_ids)
         return outs[0] if len(outs) == 1 else outs
 
     def subgraph(self, input_ids: Sequence[int], output_ids: Sequence[int]) -> TFLiteNet:
@@ -732,7 +757,16 @@ class TFLiteNet(nn.Module):
             stack.extend(u for u in self._steps[i].inputs if u not in given)
         steps = [s for i, s in enumerate(self._steps) if i in needed]
         ops = {s.name: self._modules[s.name] for s in steps}
-        return TFLiteNet(ops, steps, input_ids, output_ids, self.tensor_names, self.tensor_shapes)
+        return TFLiteNet(
+            ops,
+            steps,
+            input_ids,
+            output_ids,
+            self.tensor_names,
+            self.tensor_shapes,
+            self.activation_quant,
+            self.simulate_quantization,
+        )
 
     def steps(self) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
         """(module name, dynamic input tensor ids, output tensor ids) per op, in execution order."""
@@ -965,7 +999,13 @@ def convert_tflite(graph: TFLiteGraph | str | Path) -> TFLiteNet:
     missing = [t for t in graph.outputs if t not in tensor_names and t not in graph.inputs]
     if missing:
         raise UserError(f"{source}: graph output {tensors[missing[0]].name!r} is not computed by any operator")
-    return TFLiteNet(modules, steps, graph.inputs[:1], graph.outputs, tensor_names, shapes)
+    act_quant = {}
+    for t in tensors:
+        if t.is_quantized and not t.is_constant and t.scale.size == 1:
+            info = np.iinfo(t.dtype)
+            zero = float(t.zero_point.reshape(-1)[0]) if t.zero_point is not None else 0.0
+            act_quant[t.index] = (float(t.scale[0]), zero, float(info.min), float(info.max))
+    return TFLiteNet(modules, steps, graph.inputs[:1], graph.outputs, tensor_names, shapes, act_quant)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1100,9 +1140,11 @@ class TFLiteAdapter(ModelAdapter):
         input_mean: float | None = None,
         input_std: float | None = None,
         background: bool | None = None,
+        simulate_quantization: bool = False,
     ) -> None:
         graph = read_tflite(path)
         net = convert_tflite(graph)
+        net.simulate_quantization = bool(simulate_quantization)
         self.graph = graph
         self.path = Path(path)
         self.net = net
@@ -1223,15 +1265,40 @@ def create_tflite(
     input_mean: float | None = None,
     input_std: float | None = None,
     background: bool | None = None,
+    simulate_quantization: bool = False,
 ) -> TFLiteAdapter:
     """Factory for ``model: {name: tflite, weights: PATH.tflite}``.
 
-    ``pretrained`` must be true (a TFLite file *is* its weights). Options: ``input_mean``/``input_std``
-    (float-input models, default 127.5/127.5), ``background`` (output 0 is a background class; default:
-    when there are 1001 outputs).
+    ``pretrained=False`` keeps the file's architecture but re-initialises every weight randomly (torch's
+    default convolution/linear initialisation, from torch's global RNG), as for the other adapters.
+    Options: ``input_mean``/``input_std`` (float-input models, default 127.5/127.5), ``background``
+    (output 0 is a background class; default: when there are 1001 outputs), ``simulate_quantization``
+    (round every activation to its int8/uint8 grid like the interpreter; gradients pass straight through).
     """
     if weights is None:
         raise WeightsError("model 'tflite' needs model.weights: the path of a .tflite file")
+    adapter = TFLiteAdapter(
+        weights,
+        name=name,
+        input_mean=input_mean,
+        input_std=input_std,
+        background=background,
+        simulate_quantization=simulate_quantization,
+    )
     if not pretrained:
-        raise UserError("model 'tflite': pretrained=false is not supported (the .tflite file holds the weights)")
-    return TFLiteAdapter(weights, name=name, input_mean=input_mean, input_std=input_std, background=background)
+        randomize_weights(adapter.net)
+    return adapter
+
+
+def randomize_weights(net: nn.Module) -> None:
+    """Re-initialise the converted weights in place like ``nn.Conv2d``/``nn.Linear`` do (random init)."""
+    import math
+
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, (Conv2d, FullyConnected)):
+                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+                if module.bias is not None:
+                    fan_in = module.weight[0].numel()
+                    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                    nn.init.uniform_(module.bias, -bound, bound)
