@@ -1,0 +1,254 @@
+"""Fast exact path for InceptionV1 ``mixed5a`` (ablations evaluated through ``mixed5b`` + classifier).
+
+The first operation of every ``mixed5b`` branch reads ``mixed5a`` through a 1×1 convolution (the
+1×1, 3×3-bottleneck and 5×5-bottleneck branches) or a per-channel 3×3 max-pool (the pool branch), so
+ablating channel ``c`` with change ``δ = target - a_c`` (H, W) is a rank-1 update of the branch
+pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in three tiers:
+
+1. (in the engine's bound pass) a scalar bound ``ρ ≥ ||Δh||`` from per-channel constants and the
+   statistics ``mean|δ|``, ``||δ||₂``, ``mean|Δmaxpool|`` — no network evaluation at all;
+2. the 1×1 and pool branches (which go straight to the average pool) evaluated exactly by the rank-1
+   update, the 3×3/5×5 bottleneck changes ``Δb`` exactly, and ``||Δh_3x3|| ≤ ||conv3||·||Δb3||_F / √HW``
+   with a sound operator-norm bound; the logits' change is then exact in the 1×1/pool coordinates and
+   interval-bounded in the rest, which decides most remaining pairs;
+3. the remaining pairs: the 3×3 and 5×5 convolutions of the updated bottlenecks, exactly as the
+   network computes them. A pair whose ablated logits sit within float rounding of the top-k boundary
+   is recomputed by the reference tail on the ablated activation, so counts equal the reference's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autointerp.importance.ablation import Ablation
+from autointerp.importance.engine import PairResult
+from autointerp.importance.lipschitz import conv_operator_norm
+from autointerp.importance.topk import competitors, float_tolerance, pair_norms, topk_correct, true_logprob
+
+_SAFETY = 1.0 + 1e-3
+
+_PARTS = (
+    "mixed5b_1x1_pre_relu_conv", "mixed5b_3x3_bottleneck_pre_relu_conv", "mixed5b_5x5_bottleneck_pre_relu_conv",
+    "mixed5b_pool_reduce_pre_relu_conv", "mixed5b_3x3_pre_relu_conv", "mixed5b_5x5_pre_relu_conv",
+    "softmax2_pre_activation_matmul",
+)  # fmt: skip
+
+
+def supports_inception_mixed5a(module: nn.Module, layer: str, spatial: tuple[int, int]) -> bool:
+    """True when ``module`` is lucent's InceptionV1 studied at ``mixed5a`` with 7×7 maps (224 inputs)."""
+    return layer == "mixed5a" and all(hasattr(module, p) for p in _PARTS) and tuple(spatial) == (7, 7)
+
+
+def reference_tail(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``mixed5a -> logits`` exactly as lucent's InceptionV1.forward computes it (pre-softmax)."""
+    m = module
+    relu = F.relu
+    b1 = relu(m.mixed5b_1x1_pre_relu_conv(x))
+    b3 = relu(m.mixed5b_3x3_bottleneck_pre_relu_conv(x))
+    b5 = relu(m.mixed5b_5x5_bottleneck_pre_relu_conv(x))
+    pool = F.max_pool2d(F.pad(x, (1, 1, 1, 1), value=float("-inf")), (3, 3), stride=(1, 1), padding=0)
+    bp = relu(m.mixed5b_pool_reduce_pre_relu_conv(pool))
+    q3 = relu(m.mixed5b_3x3_pre_relu_conv(F.pad(b3, (1, 1, 1, 1))))
+    q5 = relu(m.mixed5b_5x5_pre_relu_conv(F.pad(b5, (2, 2, 2, 2))))
+    cat = torch.cat((b1, q3, q5, bp), 1)
+    pooled = F.avg_pool2d(cat, kernel_size=(7, 7), stride=(1, 1), padding=(0,), ceil_mode=False, count_include_pad=False)
+    return m.softmax2_pre_activation_matmul(torch.reshape(pooled, (-1, 1024)))
+
+
+class ReferenceTail(nn.Module):
+    """:func:`reference_tail` as a module (plain ReLU gradients, unlike lucent's redirected ReLU)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.inception = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return reference_tail(self.inception, x)
+
+
+def _maxpool3(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(F.pad(x, (1, 1, 1, 1), value=float("-inf")), (3, 3), stride=(1, 1), padding=0)
+
+
+@dataclass
+class _State:
+    p1: torch.Tensor  # (B, 384, H, W) pre-activations
+    p3: torch.Tensor  # (B, 192, H, W)
+    p5: torch.Tensor  # (B, 48, H, W)
+    mp: torch.Tensor  # (B, 832, H, W) max-pooled input
+    pr: torch.Tensor  # (B, 128, H, W)
+    h1: torch.Tensor  # (B, 384) pooled 1x1 branch
+    hp: torch.Tensor  # (B, 128) pooled pool branch
+
+
+class InceptionMixed5aPath:
+    """Rank-1 + bounds path for lucent's InceptionV1 at ``mixed5a`` (see module doc)."""
+
+    name = "inception_mixed5a_rank1"
+
+    def __init__(self, module: nn.Module, spatial: tuple[int, int] = (7, 7), tier2: bool = True) -> None:
+        m = module
+        self.module = m
+        self.tail = ReferenceTail(m)
+        self.tier2 = tier2
+        self.hw = spatial[0] * spatial[1]
+
+        def w2(conv: nn.Conv2d) -> torch.Tensor:
+            return conv.weight.detach().float()[:, :, 0, 0]
+
+        self.w1 = w2(m.mixed5b_1x1_pre_relu_conv)
+        self.w3b = w2(m.mixed5b_3x3_bottleneck_pre_relu_conv)
+        self.w5b = w2(m.mixed5b_5x5_bottleneck_pre_relu_conv)
+        self.wpr = w2(m.mixed5b_pool_reduce_pre_relu_conv)
+        self.k3 = m.mixed5b_3x3_pre_relu_conv
+        self.k5 = m.mixed5b_5x5_pre_relu_conv
+        self.fc = m.softmax2_pre_activation_matmul
+        self.W = self.fc.weight.detach().float()
+        self.cols1p = torch.cat((torch.arange(0, 384), torch.arange(896, 1024)))
+        self.cols35 = torch.arange(384, 896)
+        # operator norms of the 3x3 / 5x5 convolutions on zero-padded H×W maps
+        self.l3 = conv_operator_norm(self.k3.weight, spatial, (1, 1)) * _SAFETY
+        self.l5 = conv_operator_norm(self.k5.weight, spatial, (2, 2)) * _SAFETY
+        sqrt_hw = math.sqrt(self.hw)
+        col = lambda w: torch.linalg.vector_norm(w.double(), dim=0)  # noqa: E731
+        # tier-1 constants per input channel
+        self.a1 = col(self.w1)  # × mean|δ|
+        self.ap = col(self.wpr)  # × mean|Δmaxpool|
+        self.a3_op = self.l3 * col(self.w3b) / sqrt_hw  # × ||δ||₂
+        self.a5_op = self.l5 * col(self.w5b) / sqrt_hw
+        k3abs = self.k3.weight.detach().double().abs().sum((2, 3))  # (384, 192)
+        k5abs = self.k5.weight.detach().double().abs().sum((2, 3))  # (128, 48)
+        self.a3_abs = col(k3abs @ self.w3b.double().abs())  # × mean|δ|
+        self.a5_abs = col(k5abs @ self.w5b.double().abs())
+
+    # -- engine protocol -------------------------------------------------------------------
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return reference_tail(self.module, x).float()
+
+    def logprob_grad(self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            lp = true_logprob(reference_tail(self.module, x).float(), labels, valid)
+            (grad,) = torch.autograd.grad(lp.sum(), x)
+        return grad
+
+    def final_weight(self) -> torch.Tensor:
+        return self.W
+
+    def tier1(self, x: torch.Tensor, ablation: Ablation, features: torch.Tensor) -> torch.Tensor:
+        target = ablation.target(x, features)
+        delta = (target - x[:, features]).double()
+        s1 = delta.abs().mean((2, 3))
+        s2 = torch.linalg.vector_norm(delta, dim=(2, 3))
+        if ablation.values is not None:
+            mp_target = _maxpool3(ablation.values[features][None].to(x))  # (1, F, H, W), image-independent
+        else:
+            mp_target = _maxpool3(target)
+        smp = (mp_target - _maxpool3(x[:, features])).double().abs().mean((2, 3))
+        f = features
+        rho1 = s1 * self.a1[f]
+        rhop = smp * self.ap[f]
+        rho3 = torch.minimum(s2 * self.a3_op[f], s1 * self.a3_abs[f])
+        rho5 = torch.minimum(s2 * self.a5_op[f], s1 * self.a5_abs[f])
+        rho = torch.sqrt(rho1**2 + rhop**2 + rho3**2 + rho5**2)
+        return rho * _SAFETY
+
+    def prepare(self, x: torch.Tensor) -> _State:
+        with torch.no_grad():
+            m = self.module
+            p1 = m.mixed5b_1x1_pre_relu_conv(x)
+            mp = _maxpool3(x)
+            pr = m.mixed5b_pool_reduce_pre_relu_conv(mp)
+            return _State(
+                p1=p1,
+                p3=m.mixed5b_3x3_bottleneck_pre_relu_conv(x),
+                p5=m.mixed5b_5x5_bottleneck_pre_relu_conv(x),
+                mp=mp,
+                pr=pr,
+                h1=F.relu(p1).mean((2, 3)),
+                hp=F.relu(pr).mean((2, 3)),
+            )
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        state: _State,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        labels: torch.Tensor,
+        b_idx: torch.Tensor,
+        channels: torch.Tensor,
+        ablation: Ablation,
+        k: int,
+        valid: torch.Tensor,
+    ) -> PairResult:
+        p = len(b_idx)
+        ar = torch.arange(p)
+        a_c = x[b_idx, channels]  # (P, H, W)
+        target = a_c if ablation.values is None else ablation.values[channels].to(x)
+        delta = target - a_c
+        mp_t = _maxpool3(target[:, None])[:, 0]
+        d_mp = mp_t - state.mp[b_idx, channels]
+        # tier 2: exact 1x1 and pool branches
+        p1 = state.p1[b_idx] + self.w1.T[channels][:, :, None, None] * delta[:, None]
+        pr = state.pr[b_idx] + self.wpr.T[channels][:, :, None, None] * d_mp[:, None]
+        h1 = F.relu(p1).mean((2, 3))
+        hp = F.relu(pr).mean((2, 3))
+        p3 = state.p3[b_idx] + self.w3b.T[channels][:, :, None, None] * delta[:, None]
+        p5 = state.p5[b_idx] + self.w5b.T[channels][:, :, None, None] * delta[:, None]
+        b3, b5 = F.relu(p3), F.relu(p5)
+        lab = labels[b_idx]
+        others = competitors(lab, valid, z.shape[1])
+        undecided = torch.ones(p, dtype=torch.bool)
+        after = torch.zeros(p, dtype=torch.bool)
+        if self.tier2:
+            db3 = torch.linalg.vector_norm((b3 - F.relu(state.p3[b_idx])).double(), dim=(1, 2, 3))
+            db5 = torch.linalg.vector_norm((b5 - F.relu(state.p5[b_idx])).double(), dim=(1, 2, 3))
+            rho35 = torch.sqrt((self.l3 * db3) ** 2 + (self.l5 * db5) ** 2) / math.sqrt(self.hw) * _SAFETY
+            dh1p = torch.cat((h1 - state.h1[b_idx], hp - state.hp[b_idx]), 1).double()
+            zt = z[b_idx].double() + dh1p @ self.W[:, self.cols1p].double().T
+            d = zt.gather(1, lab[:, None]) - zt
+            tol = float_tolerance(zt, zt.gather(1, lab[:, None]))
+            slack = pair_norms(self.W[:, self.cols35], lab) * rho35[:, None] + tol
+            surely_correct = (((d - slack) < 0) & others).sum(1) < k
+            surely_wrong = (((d + slack) < 0) & others).sum(1) >= k
+            surely_correct &= valid[lab]
+            surely_wrong |= ~valid[lab]
+            decided = surely_correct | surely_wrong
+            after = surely_correct.clone()
+            undecided = ~decided
+        lp_after = torch.full((p,), float("nan"), dtype=torch.float64)
+        fallback = 0
+        idx = torch.nonzero(undecided)[:, 0]
+        if len(idx):
+            q3 = F.relu(self.k3(F.pad(b3[idx], (1, 1, 1, 1)))).mean((2, 3))
+            q5 = F.relu(self.k5(F.pad(b5[idx], (2, 2, 2, 2)))).mean((2, 3))
+            h = torch.cat((h1[idx], q3, q5, hp[idx]), 1)
+            za = self.fc(h).float()
+            li = lab[idx]
+            zt = za.double().gather(1, li[:, None])
+            d = zt - za.double()
+            tol = float_tolerance(za.double(), zt)
+            lo = ((((d - tol) < 0) & others[idx]).sum(1) < k) & valid[li]
+            hi = ((((d + tol) < 0) & others[idx]).sum(1) < k) & valid[li]
+            ambiguous = torch.nonzero(lo != hi)[:, 0]
+            res = lo.clone()
+            lp = true_logprob(za, li, valid)
+            if len(ambiguous):  # on the boundary within rounding: ask the reference tail
+                fallback = len(ambiguous)
+                amb = idx[ambiguous]
+                xa = x[b_idx[amb]].clone()
+                xa[torch.arange(len(amb)), channels[amb]] = target[amb]
+                zr = reference_tail(self.module, xa).float()
+                res[ambiguous] = topk_correct(zr, lab[amb], k, valid)
+                lp[ambiguous] = true_logprob(zr, lab[amb], valid)
+            after[idx] = res
+            lp_after[idx] = lp
+        del ar
+        return PairResult(after_correct=after, logprob_after=lp_after, bounded=~undecided, fallback=fallback)

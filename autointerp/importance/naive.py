@@ -1,0 +1,72 @@
+"""Reference implementation: one full forward pass of the whole model per ablated feature.
+
+A forward hook on the studied layer imputes the ablation values into one channel. It is slow (the
+head is recomputed for every feature) and exists to check the fast paths and to be benchmarked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from autointerp.importance.ablation import Ablation, FeatureTally
+from autointerp.importance.topk import topk_correct, true_logprob
+
+
+@torch.no_grad()
+def naive_importance(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    layer_module: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    features: Sequence[int],
+    ablation: Ablation,
+    k: int,
+    valid: torch.Tensor,
+    batch_size: int = 32,
+    cached: torch.Tensor | None = None,
+) -> FeatureTally:
+    """Importance of ``features`` by full forward passes of ``forward`` with a hook on ``layer_module``.
+
+    ``images`` (N, 3, S, S) in [0, 1]; ``labels`` (N,) model output indices. With ``cached``
+    (N, C, H, W) the hook also substitutes the cached activation for the live one, so the result is
+    relative to the same cache as the fast paths (needed when the cache is float16).
+    """
+    tally = FeatureTally(np.asarray(list(features), dtype=np.int64))
+    tally.n_images = len(images)
+    state: dict[str, object] = {"feature": None, "rows": None}
+
+    def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> torch.Tensor:
+        if cached is not None:
+            rows = state["rows"]
+            out = cached[rows].to(out)  # type: ignore[index]
+        feature = state["feature"]
+        if feature is None:
+            return out
+        return ablation.apply(out, int(feature))  # type: ignore[arg-type]
+
+    handle = layer_module.register_forward_hook(hook)
+    try:
+        base_correct, base_lp = [], []
+        for s in range(0, len(images), batch_size):
+            state.update(feature=None, rows=slice(s, s + batch_size))
+            z = forward(images[s : s + batch_size]).float()
+            base_correct.append(topk_correct(z, labels[s : s + batch_size], k, valid))
+            base_lp.append(true_logprob(z, labels[s : s + batch_size], valid))
+        bc, blp = torch.cat(base_correct), torch.cat(base_lp)
+        for fi, feature in enumerate(tally.features.tolist()):
+            for s in range(0, len(images), batch_size):
+                state.update(feature=feature, rows=slice(s, s + batch_size))
+                lab = labels[s : s + batch_size]
+                z = forward(images[s : s + batch_size]).float()
+                after = topk_correct(z, lab, k, valid)
+                f_idx = torch.full((len(lab),), fi, dtype=torch.long)
+                tally.add_flips(bc[s : s + batch_size], after, f_idx)
+                tally.sum_delta_logprob[fi] += float((true_logprob(z, lab, valid) - blp[s : s + batch_size]).sum())
+                tally.n_exact[fi] += len(lab)
+    finally:
+        handle.remove()
+    return tally

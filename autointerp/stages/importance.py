@@ -1,0 +1,470 @@
+"""Stage 2: mean-ablation importance of every feature, from the cached activations.
+
+``importance(c)`` = number of images whose true class is in the model's top-k (valid outputs only)
+minus the same number when channel ``c`` of the layer is replaced by its dataset mean (per channel,
+or per channel and position: ``importance.mean_scope``). Methods (``importance.method``):
+
+* ``exact`` (default): cached activations through the adapter's tail only, many ablations per
+  pass, skipping (image, feature) pairs that a sound bound proves cannot change the count. For
+  InceptionV1 ``mixed5a`` a rank-1 path through ``mixed5b`` is used; any other model/layer uses the
+  generic batched tail path (with a Lipschitz skip bound when the tail is a simple chain).
+* ``attribution``: first-order estimate for all features from one backward pass (fast, approximate);
+  compared with ``importance_exact.csv`` / ``importance_naive.csv`` when present.
+* ``naive``: one full forward pass of the model per feature with a hook (reference; slow).
+
+Writes ``RUN/importance/``: ``importance_<method>.csv`` and ``importance.csv`` (the configured
+method's table), ``summary.json``, ``cumulative_ablation.csv`` (exact/naive), and per-chunk results in
+``chunks/<method>/`` so an interrupted run resumes where it stopped and ends with identical output.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from autointerp.atomic import atomic_path, write_json, write_text
+from autointerp.errors import DataError, UserError
+from autointerp.progress import Progress
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from autointerp.importance.ablation import Ablation, FeatureTally
+    from autointerp.runfolder import RunContext
+
+STUDY_COLUMNS = ["model", "layer", "feature_ind", "importance"]
+EXACT_COLUMNS = STUDY_COLUMNS + [
+    "correct_to_wrong", "wrong_to_correct", "mean_delta_logprob_true", "n_skipped", "n_bounded", "n_exact", "method",
+]  # fmt: skip
+ATTRIBUTION_COLUMNS = STUDY_COLUMNS + ["mean_delta_logprob_true", "method"]
+METHODS = ("exact", "attribution", "naive")
+
+
+# -- inputs --------------------------------------------------------------------------------------
+class ImportanceInputs:
+    """The activation cache the stage reads (validated, memory-mapped)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        folder = ctx.paths.activations
+        meta_path = folder / "meta.json"
+        if not meta_path.exists():
+            raise UserError(f"{meta_path} not found: run `autointerp activations {ctx.root}` first")
+        self.folder = folder
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        self.acts = _load(folder / "acts.npy", mmap=True)
+        if self.acts.ndim != 4:
+            raise DataError(f"{folder / 'acts.npy'}: expected (N, C, H, W), got shape {self.acts.shape}")
+        n, c, h, w = self.acts.shape
+        self.labels = _load(folder / "labels.npy").astype(np.int64)
+        if self.labels.shape != (n,):
+            raise DataError(f"{folder / 'labels.npy'}: expected shape ({n},), got {self.labels.shape}")
+        self.mean = _load(folder / "mean.npy").astype(np.float32)
+        if self.mean.shape != (c,):
+            raise DataError(f"{folder / 'mean.npy'}: expected shape ({c},), got {self.mean.shape}")
+        pos = folder / "mean_position.npy"
+        self.mean_position = _load(pos).astype(np.float32) if pos.exists() else None
+        if self.mean_position is not None and self.mean_position.shape != (c, h, w):
+            raise DataError(f"{pos}: expected shape ({c}, {h}, {w}), got {self.mean_position.shape}")
+        self.shape = (n, c, h, w)
+
+    def fingerprint(self) -> str:
+        """Identifies the cache contents (size, mtime of every input file)."""
+        parts = []
+        for name in ("acts.npy", "labels.npy", "mean.npy", "mean_position.npy", "meta.json"):
+            p = self.folder / name
+            if p.exists():
+                st = p.stat()
+                parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+        return "|".join(parts)
+
+
+def _load(path: Path, mmap: bool = False) -> np.ndarray:
+    if not path.exists():
+        raise DataError(f"{path} not found: rerun `autointerp activations --overwrite`")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npy file ({exc})") from None
+
+
+def resolve_features(requested: list[int] | None, n_channels: int, source: str) -> list[int]:
+    """Sorted unique feature indices (all when None); out-of-range indices are a one-line error."""
+    if requested is None:
+        return list(range(n_channels))
+    feats = sorted({int(f) for f in requested})
+    bad = [f for f in feats if not 0 <= f < n_channels]
+    if bad:
+        raise UserError(f"{source}: feature index {bad[0]} out of range (the layer has {n_channels} channels)")
+    if not feats:
+        raise UserError(f"{source}: empty feature list")
+    return feats
+
+
+# -- chunk store ---------------------------------------------------------------------------------
+class ChunkStore:
+    """Per-chunk result files under ``chunks/<method>/``, valid only for one settings key."""
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder = folder
+        self.key = key
+        key_file = folder / "key.txt"
+        if folder.exists() and (not key_file.exists() or key_file.read_text() != key):
+            shutil.rmtree(folder)  # made with other inputs/settings: stale
+        folder.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            write_text(key_file, key)
+
+    def path(self, chunk: list[int]) -> Path:
+        return self.folder / f"chunk_{chunk[0]:05d}_{chunk[-1]:05d}_{len(chunk)}.npz"
+
+    def has(self, chunk: list[int]) -> bool:
+        return self.path(chunk).exists()
+
+    def save(self, chunk: list[int], arrays: dict[str, np.ndarray]) -> None:
+        with atomic_path(self.path(chunk), suffix=".npz") as tmp:
+            np.savez(tmp, features=np.asarray(chunk, np.int64), **arrays)
+
+    def load(self, chunk: list[int]) -> dict[str, np.ndarray]:
+        with np.load(self.path(chunk)) as data:
+            out = {k: data[k] for k in data.files}
+        if out["features"].tolist() != chunk:
+            raise DataError(f"{self.path(chunk)}: holds other features; delete {self.folder} and rerun")
+        return out
+
+
+def _chunks(features: list[int], size: int) -> list[list[int]]:
+    return [features[i : i + size] for i in range(0, len(features), size)]
+
+
+def _settings_key(ctx: RunContext, inputs: ImportanceInputs, method: str, features: list[int]) -> str:
+    cfg = ctx.config.importance
+    text = json.dumps(
+        {
+            "method": method,
+            "k": cfg.k,
+            "mean_scope": cfg.mean_scope,
+            "chunk_size": cfg.chunk_size,
+            "batch_size": cfg.batch_size,
+            "features": features,
+            "model": ctx.config.model.model_dump(mode="json"),
+            "layer": ctx.config.layer,
+            "cache": inputs.fingerprint(),
+            "version": 1,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- the stage -----------------------------------------------------------------------------------
+def run_importance(
+    ctx: RunContext, overwrite: bool = False, features: list[int] | None = None, method: str | None = None
+) -> Path:
+    """Compute (or resume, or skip) importance; returns ``RUN/importance/importance.csv``.
+
+    ``features`` (default: ``importance.features`` from the config, else all) limits the features;
+    ``method`` overrides ``importance.method``. The output is skipped when it exists, unless
+    ``overwrite``; results of finished chunks are reused after an interruption either way.
+    """
+    import torch
+
+    from autointerp.importance.ablation import Ablation
+
+    cfg = ctx.config.importance
+    method = method or cfg.method
+    if method not in METHODS:
+        raise UserError(f"importance method {method!r} is not known; expected one of {', '.join(METHODS)}")
+    out_csv = ctx.paths.importance_csv
+    method_csv = ctx.paths.importance / f"importance_{method}.csv"
+    # importance.csv holds the configured method's table (or the first one computed)
+    primary = method == cfg.method or not out_csv.exists()
+    if method_csv.exists() and not overwrite:
+        if primary:
+            write_text(out_csv, method_csv.read_text(encoding="utf-8"))
+        return out_csv if primary else method_csv
+    inputs = ImportanceInputs(ctx)
+    n, c, h, w = inputs.shape
+    source = "--features" if features is not None else "config key 'importance.features'"
+    feats = resolve_features(features if features is not None else cfg.features, c, source)
+    model = ctx.model
+    layer = ctx.config.layer
+    n_model = model.check_layer(layer)
+    if n_model != c:
+        raise DataError(f"{inputs.folder / 'acts.npy'}: has {c} channels but layer {layer!r} has {n_model}")
+    if cfg.mean_scope == "position" and inputs.mean_position is None:
+        raise DataError(f"{inputs.folder / 'mean_position.npy'} not found (needed by importance.mean_scope=position)")
+    ablation = Ablation.from_means(inputs.mean, inputs.mean_position, cfg.mean_scope, (c, h, w))
+    valid = model.valid_outputs.detach().cpu().bool()
+    if inputs.labels.min(initial=0) < 0 or inputs.labels.max(initial=0) >= len(valid):
+        raise DataError(f"{inputs.folder / 'labels.npy'}: labels must be model output indices 0..{len(valid) - 1}")
+    t0 = time.perf_counter()
+    key = _settings_key(ctx, inputs, method, feats)
+    chunk_dir = ctx.paths.importance / "chunks" / method
+    if overwrite and chunk_dir.exists():
+        shutil.rmtree(chunk_dir)
+    store = ChunkStore(chunk_dir, key)
+    device = next(iter(model.module.parameters()), torch.zeros(0)).device
+    model.to("cpu")  # the cache is read on the CPU; the engine works there
+    try:
+        if method == "attribution":
+            table, summary = _run_attribution(ctx, inputs, feats, ablation, valid, store)
+        else:
+            table, summary = _run_counts(ctx, inputs, feats, ablation, valid, store, method)
+    finally:
+        model.to(device)
+    for row in table:
+        row["model"] = str(inputs.meta.get("model", ctx.config.model.name))
+        row["layer"] = str(inputs.meta.get("layer", ctx.config.layer))
+    summary.update(
+        method=method,
+        k=cfg.k,
+        mean_scope=cfg.mean_scope,
+        n_images=n,
+        n_features=len(feats),
+        seconds=round(time.perf_counter() - t0, 3),
+        peak_rss_mb=peak_rss_mb(),
+    )
+    _write_csv(method_csv, table)
+    if primary:
+        _write_csv(out_csv, table)
+    summaries = _read_json(ctx.paths.importance / "summary.json")
+    summaries[method] = summary
+    write_json(ctx.paths.importance / "summary.json", summaries)
+    return out_csv if primary else method_csv
+
+
+def _run_counts(
+    ctx: RunContext,
+    inputs: ImportanceInputs,
+    feats: list[int],
+    ablation: Ablation,
+    valid: torch.Tensor,
+    store: ChunkStore,
+    method: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    cfg = ctx.config.importance
+    chunks = _chunks(feats, cfg.chunk_size)
+    todo = [ch for ch in chunks if not store.has(ch)]
+    summary: dict[str, Any] = {}
+    if todo:
+        if method == "naive":
+            summary.update(_naive_chunks(ctx, inputs, todo, ablation, valid, store))
+        else:
+            summary.update(_exact_chunks(ctx, inputs, todo, ablation, valid, store))
+    rows: list[dict[str, Any]] = []
+    totals = {"n_skipped": 0, "n_bounded": 0, "n_exact": 0}
+    for ch in chunks:
+        data = store.load(ch)
+        for i, f in enumerate(ch):
+            c2w, w2c = int(data["correct_to_wrong"][i]), int(data["wrong_to_correct"][i])
+            row = {
+                "feature_ind": f,
+                "importance": c2w - w2c,
+                "correct_to_wrong": c2w,
+                "wrong_to_correct": w2c,
+                "mean_delta_logprob_true": float(data["mean_delta_logprob"][i]),
+                "n_skipped": int(data["n_skipped"][i]),
+                "n_bounded": int(data["n_bounded"][i]),
+                "n_exact": int(data["n_exact"][i]),
+                "method": method,
+            }
+            for t in totals:
+                totals[t] += row[t]
+            rows.append(row)
+    pairs = max(sum(totals.values()), 1)
+    summary.update(totals)
+    summary["skipped_fraction"] = totals["n_skipped"] / pairs
+    summary["not_exactly_evaluated_fraction"] = (totals["n_skipped"] + totals["n_bounded"]) / pairs
+    if not (ctx.paths.importance / "cumulative_ablation.csv").exists() or todo:
+        _write_cumulative(ctx, inputs, rows, ablation, valid)
+    return rows, summary
+
+
+def _tally_arrays(t: FeatureTally) -> dict[str, np.ndarray]:
+    return {
+        "correct_to_wrong": t.correct_to_wrong,
+        "wrong_to_correct": t.wrong_to_correct,
+        "mean_delta_logprob": t.mean_delta_logprob,
+        "n_skipped": t.n_skipped,
+        "n_bounded": t.n_bounded,
+        "n_exact": t.n_exact,
+    }
+
+
+def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
+    """The fastest exact path for the run's model and layer (see :mod:`autointerp.importance`)."""
+    import torch
+
+    from autointerp.importance.inception import InceptionMixed5aPath, supports_inception_mixed5a
+    from autointerp.importance.paths import TailPath
+
+    n, c, h, w = inputs.shape
+    if supports_inception_mixed5a(ctx.model.module, ctx.config.layer, (h, w)):
+        return InceptionMixed5aPath(ctx.model.module, (h, w))
+    example = torch.from_numpy(np.array(inputs.acts[:1], dtype=np.float32))
+    return TailPath(ctx.model.tail(ctx.config.layer), example=example)
+
+
+def _exact_chunks(
+    ctx: RunContext,
+    inputs: ImportanceInputs,
+    todo: list[list[int]],
+    ablation: Ablation,
+    valid: torch.Tensor,
+    store: ChunkStore,
+) -> dict[str, Any]:
+    from autointerp.importance.engine import bound_pass, evaluate_chunk
+
+    cfg = ctx.config.importance
+    path = choose_path(ctx, inputs)
+    remaining = [f for ch in todo for f in ch]
+    n = inputs.shape[0]
+    with Progress("importance: bounds", n, "images") as bar:
+        bp = bound_pass(path, inputs.acts, inputs.labels, remaining, ablation, cfg.k, valid, cfg.batch_size,
+                        on_batch=bar.advance)  # fmt: skip
+    fallback = 0
+    with Progress(f"importance ({path.name})", len(remaining), "features") as bar:
+        for ch in todo:
+            tally, stats = evaluate_chunk(path, inputs.acts, inputs.labels, bp, ch, ablation, cfg.k, valid,
+                                          batch_size=cfg.batch_size)  # fmt: skip
+            fallback += stats["fallback"]
+            store.save(ch, _tally_arrays(tally))
+            bar.advance(len(ch))
+    info: dict[str, Any] = {"path": path.name, "boundary_fallbacks": fallback}
+    reason = getattr(path, "bound_reason", None)
+    if reason is not None:
+        info["bound"] = reason
+    return info
+
+
+def _naive_chunks(
+    ctx: RunContext,
+    inputs: ImportanceInputs,
+    todo: list[list[int]],
+    ablation: Ablation,
+    valid: torch.Tensor,
+    store: ChunkStore,
+) -> dict[str, Any]:
+    import torch
+
+    from autointerp.importance.naive import naive_importance
+
+    cfg = ctx.config.importance
+    model = ctx.model
+    index_path = inputs.folder / "dataset_index.npy"
+    index = np.load(index_path) if index_path.exists() else np.arange(inputs.shape[0])
+    images = ctx.dataset.batch(index.tolist(), ctx.image_size())
+    cached = torch.from_numpy(np.asarray(inputs.acts, dtype=np.float32))
+    layer_module = dict(model.module.named_modules()).get(ctx.config.layer)
+    if layer_module is None:
+        raise UserError(f"method 'naive' needs layer {ctx.config.layer!r} to be a named module of the model")
+    with Progress("importance (naive full forward)", sum(map(len, todo)), "features") as bar:
+        for ch in todo:
+            tally = naive_importance(model.forward, layer_module, images, torch.as_tensor(inputs.labels), ch, ablation,
+                                     cfg.k, valid, batch_size=cfg.batch_size, cached=cached)  # fmt: skip
+            store.save(ch, _tally_arrays(tally))
+            bar.advance(len(ch))
+    return {"path": "naive_full_forward"}
+
+
+def _run_attribution(
+    ctx: RunContext,
+    inputs: ImportanceInputs,
+    feats: list[int],
+    ablation: Ablation,
+    valid: torch.Tensor,
+    store: ChunkStore,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from autointerp.importance.attribution import agreement, attribution_importance
+
+    cfg = ctx.config.importance
+    path = choose_path(ctx, inputs)
+    tail = path.tail
+    whole = [feats]
+    if not store.has(feats):
+        with Progress("importance (attribution)", inputs.shape[0], "images") as bar:
+            res = attribution_importance(tail, inputs.acts, inputs.labels, feats, ablation, cfg.k, valid,
+                                         batch_size=cfg.batch_size, on_batch=bar.advance)  # fmt: skip
+        store.save(feats, {"importance": res.importance, "mean_delta_logprob": res.mean_delta_logprob,
+                           "temperature": np.asarray(res.temperature)})  # fmt: skip
+    data = store.load(whole[0])
+    rows = [
+        {"feature_ind": f, "importance": float(data["importance"][i]),
+         "mean_delta_logprob_true": float(data["mean_delta_logprob"][i]), "method": "attribution"}
+        for i, f in enumerate(feats)
+    ]  # fmt: skip
+    summary: dict[str, Any] = {"temperature": float(data["temperature"])}
+    for ref in ("exact", "naive"):
+        exact = _read_importance(ctx.paths.importance / f"importance_{ref}.csv")
+        common = [f for f in feats if f in exact]
+        if len(common) >= 3:
+            est = np.array([r["importance"] for r in rows if r["feature_ind"] in exact])
+            summary[f"agreement_with_{ref}"] = agreement(est, np.array([exact[f] for f in common]))
+            break
+    return rows, summary
+
+
+def _read_importance(path: Path) -> dict[int, float]:
+    if not path.exists():
+        return {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        return {int(r["feature_ind"]): float(r["importance"]) for r in csv.DictReader(fh)}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Study columns first, then the method's extra columns; byte-identical for identical inputs."""
+    columns = EXACT_COLUMNS if rows and "correct_to_wrong" in rows[0] else ATTRIBUTION_COLUMNS
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow([_fmt(r[c]) for c in columns])
+    write_text(path, buf.getvalue())
+
+
+def _write_cumulative(
+    ctx: RunContext, inputs: ImportanceInputs, rows: list[dict[str, Any]], ablation: Ablation, valid: torch.Tensor
+) -> None:
+    from autointerp.importance.cumulative import cumulative_ablation
+
+    cfg = ctx.config.importance
+    ranked = [r["feature_ind"] for r in sorted(rows, key=lambda r: (-r["importance"], r["feature_ind"]))]
+    tail = ctx.model.tail(ctx.config.layer)
+    table = cumulative_ablation(tail, inputs.acts, inputs.labels, ranked, ablation, cfg.k, valid, cfg.batch_size)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(list(table[0].keys()))
+    for r in table:
+        writer.writerow([_fmt(v) for v in r.values()])
+    write_text(ctx.paths.importance / "cumulative_ablation.csv", buf.getvalue())
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(usage / (1024 * 1024) if sys.platform == "darwin" else usage / 1024, 1)
+
+
