@@ -18,6 +18,7 @@ from scipy import stats
 from autointerp.rating import RATERS, create_rater
 
 demo = pytest.importorskip("autointerp.demo")
+purity = pytest.importorskip("autointerp.demo.purity").purity  # the function (the package attribute may be the module)
 
 SIMILARITY = ["clip_coherence", "clip_vis_match", "clip_label", "fid", "mis", "auto_I"]
 
@@ -35,7 +36,7 @@ def demo_world(tmp_path_factory):
     match[planted, 0] = True
     world = make_world(tmp_path_factory.mktemp("demo_world"), n_features=n, dataset=base, match=match)
     ctx = world.context()
-    world.purity = np.array([demo.purity(base.concepts, ctx.example_dataset_indices(f)) for f in world.features])
+    world.purity = np.array([purity(base.concepts, ctx.example_dataset_indices(f)) for f in world.features])
     assert world.purity[0] == 1.0 and world.purity[1:].max() < 1.0
     return world
 
