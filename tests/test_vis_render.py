@@ -11,7 +11,7 @@ import torch
 from test_vis_world import RED, blob_images, planted_adapter  # tests/ helper module
 from torch import nn
 
-from autointerp.vis.kernels import FastRedirectedReLU, render_mode
+from autointerp.vis.kernels import FastRedirectedReLU, LucidRedirectedReLU, render_mode
 from autointerp.vis.objectives import gram_similarity, job_losses
 from autointerp.vis.param import ImageParam
 from autointerp.vis.render import Job, RenderSettings, channel_activation, job_seed, optimise, render
@@ -82,6 +82,35 @@ def test_fast_redirected_relu_has_lucent_gradient_and_is_restored() -> None:
         assert "forward" in vars(model[1])
     assert all(p.requires_grad for p in model.parameters())
     assert "forward" not in vars(model[1])
+
+
+def test_lucid_redirected_relu_gradient_rule() -> None:
+    """Per image: the ordinary ReLU gradient if any of it is non-zero, else the incoming gradient
+    except where it would push a negative input lower (Lucid's redirected_relu_grad)."""
+    x = torch.tensor([[1.0, -1.0, -2.0], [-1.0, -2.0, -3.0]], requires_grad=True)
+    g = torch.tensor([[0.5, -0.5, 0.5], [-0.5, 0.5, -2.0]])
+    (grad,) = torch.autograd.grad(LucidRedirectedReLU.apply(x), x, g)
+    torch.testing.assert_close(grad, torch.tensor([[0.5, 0.0, 0.0], [-0.5, 0.0, -2.0]]))
+    torch.testing.assert_close(LucidRedirectedReLU.apply(x), x.clamp(min=0))
+
+
+def test_render_mode_folds_batchnorm_redirects_relu_and_restores() -> None:
+    torch.manual_seed(0)
+    conv, bn, relu = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 2)
+    model = nn.Sequential(conv, bn, relu).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        ref = model(x)
+    with render_mode(model):
+        assert isinstance(model[1], nn.Identity) and model[0] is not conv  # folded
+        assert "forward" in vars(relu)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
+    assert model[0] is conv and model[1] is bn and "forward" not in vars(relu)
+    assert all(p.requires_grad for p in model.parameters())
 
 
 # -- transforms ----------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ class RenderSettings:
     max_retries: int = 2
     retry_lr_factor: float = 0.1
     channels_last: bool | None = None  # None: on CUDA only (on CPU it is not faster for InceptionV1)
-    fast_kernels: bool = True
+    fast_kernels: bool = True  # faster equivalent kernels: lucent's redirected ReLU, conv+BN folding
+    redirect_relu: bool = True  # Lucid's relu_gradient_override for plain nn.ReLU modules
 
     def to_json(self) -> dict:
         """Plain-JSON form (for index files)."""
@@ -162,7 +163,8 @@ def render(
     device = torch.device(device)
     channels_last = settings.channels_last if settings.channels_last is not None else device.type == "cuda"
     results: dict[Job, RenderResult] = {}
-    with render_mode(head, channels_last=channels_last, fast_kernels=settings.fast_kernels):
+    with render_mode(head, channels_last=channels_last, fast_kernels=settings.fast_kernels,
+                     redirect_relu=settings.redirect_relu):
         pending = list(jobs)
         lr = settings.lr
         for attempt in range(settings.max_retries + 1):
