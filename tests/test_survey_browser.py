@@ -78,7 +78,10 @@ def _step2(page, number: int) -> None:  # noqa: ANN001
         assert page.locator("#phrases li").all_inner_texts() == phrases  # Q2 stays visible next to Q3
     else:
         assert page.is_visible("#no-phrases") and page.is_checked("#q3-1") and page.is_disabled("#q3-2")
-    assert page.is_disabled("#q1-1") and page.input_value("#q2") == ", ".join(phrases)  # step 1 is locked
+    # step 1 is locked and summarised, so the visualisations stay next to the examples
+    assert page.is_disabled("#q1-1") and page.is_hidden("#step1") and page.is_visible("#vis img >> nth=3")
+    summary = page.inner_text("#step1-summary")
+    assert f"question 1 = {q1}" in summary and (", ".join(phrases) or "(no phrases)") in summary
     for key, value in (("q3", q3), ("q4", q4), ("q5", q5), ("q6", q6)):
         if not (key == "q3" and not phrases):
             page.check(f"#{key}-{value}")

@@ -157,6 +157,8 @@ function render(newState) {
   }
   const form1 = $("step1");
   if (cur.step === 1) {
+    form1.hidden = false;
+    $("step1-summary").hidden = true;
     setDisabled(form1, false);
     $("reveal").hidden = true;
     $("examples").replaceChildren();
@@ -164,6 +166,11 @@ function render(newState) {
     setRadio("q1", cur.q1);
     $("q2").value = cur.q2;
     setDisabled(form1, true);
+    // Step 1 is locked: a one-line summary keeps the visualizations next to the examples.
+    form1.hidden = true;
+    $("step1-summary").textContent =
+      `Your answers: question 1 = ${cur.q1}; question 2 = ${cur.phrases.length ? cur.phrases.join(", ") : "(no phrases)"}`;
+    $("step1-summary").hidden = false;
     if (key !== previous) {
       images($("examples"), cur.examples, "Dataset example");
       const list = $("phrases");
@@ -184,7 +191,7 @@ function render(newState) {
       }
     }
     $("reveal").hidden = false;
-    if (!newFeature && key !== previous) $("reveal").scrollIntoView({ block: "start" });
+    if (!newFeature && key !== previous) $("feature-title").scrollIntoView({ block: "start" });
   }
   if (newFeature) window.scrollTo(0, 0);
 }
