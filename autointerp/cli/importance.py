@@ -16,17 +16,18 @@ def register(app: typer.Typer) -> None:
     def importance(
         run_dir: RunDir,
         features: Annotated[
-            str | None, typer.Option(help="Only these features, e.g. 0,5,10-20 (default: importance.features or all).")
+            str | None,
+            typer.Option(help="Only these features, e.g. 0,5,10-20 (default: importance.features or all)."),
         ] = None,
         method: Annotated[
             str | None,
-            typer.Option(help="exact (default: fast and exact), attribution (first-order estimate), naive (reference)."),
+            typer.Option(help="exact (fast, exact), attribution (first-order estimate), naive (reference)."),
         ] = None,
         k: Annotated[int | None, typer.Option("--k", help="Top-k used for correctness (importance.k).")] = None,
         overrides: Overrides = None,
         overwrite: Overwrite = False,
     ) -> None:
-        """Stage 2: importance = #images with the true class in the top-k minus the same with the feature mean-ablated."""
+        """Stage 2: importance = #images correct in the top-k minus the same with the feature mean-ablated."""
         with handle_errors():
             from autointerp.stages.importance import run_importance
 
@@ -37,7 +38,8 @@ def register(app: typer.Typer) -> None:
             path = run_importance(ctx, overwrite=overwrite, features=parse_features(features), method=method)
             import json
 
-            summary = json.loads((path.parent / "summary.json").read_text()).get(method or ctx.config.importance.method, {})
+            summaries = json.loads((path.parent / "summary.json").read_text())
+            summary = summaries.get(method or ctx.config.importance.method, {})
             bits = [f"{summary.get('n_features', '?')} features", f"{summary.get('seconds', 0):.1f}s"]
             if "skipped_fraction" in summary:
                 bits.append(f"skipped {summary['skipped_fraction']:.1%} of pairs by the bound")

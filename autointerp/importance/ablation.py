@@ -20,7 +20,9 @@ class Ablation:
     values: torch.Tensor | None
 
     @classmethod
-    def from_means(cls, mean: np.ndarray, mean_position: np.ndarray | None, scope: str, shape: tuple[int, int, int]) -> Ablation:
+    def from_means(
+        cls, mean: np.ndarray, mean_position: np.ndarray | None, scope: str, shape: tuple[int, int, int]
+    ) -> Ablation:
         """Build from ``mean.npy`` (C,) / ``mean_position.npy`` (C, H, W) and ``mean_scope``."""
         c, h, w = shape
         if scope == "channel":

@@ -56,7 +56,7 @@ def reference_tail(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     q3 = relu(m.mixed5b_3x3_pre_relu_conv(F.pad(b3, (1, 1, 1, 1))))
     q5 = relu(m.mixed5b_5x5_pre_relu_conv(F.pad(b5, (2, 2, 2, 2))))
     cat = torch.cat((b1, q3, q5, bp), 1)
-    pooled = F.avg_pool2d(cat, kernel_size=(7, 7), stride=(1, 1), padding=(0,), ceil_mode=False, count_include_pad=False)
+    pooled = F.avg_pool2d(cat, kernel_size=(7, 7), stride=(1, 1), padding=(0,), count_include_pad=False)
     return m.softmax2_pre_activation_matmul(torch.reshape(pooled, (-1, 1024)))
 
 

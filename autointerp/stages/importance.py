@@ -189,7 +189,7 @@ def run_importance(
     # importance.csv holds the configured method's table (or the first one computed)
     primary = method == cfg.method or not out_csv.exists()
     if method_csv.exists() and not overwrite:
-        if primary:
+        if primary and (not out_csv.exists() or out_csv.read_bytes() != method_csv.read_bytes()):
             write_text(out_csv, method_csv.read_text(encoding="utf-8"))
         return out_csv if primary else method_csv
     inputs = ImportanceInputs(ctx)
@@ -364,7 +364,7 @@ def _naive_chunks(
     index_path = inputs.folder / "dataset_index.npy"
     index = np.load(index_path) if index_path.exists() else np.arange(inputs.shape[0])
     images = ctx.dataset.batch(index.tolist(), ctx.image_size())
-    cached = torch.from_numpy(np.asarray(inputs.acts, dtype=np.float32))
+    cached = torch.from_numpy(np.array(inputs.acts, dtype=np.float32))
     layer_module = dict(model.module.named_modules()).get(ctx.config.layer)
     if layer_module is None:
         raise UserError(f"method 'naive' needs layer {ctx.config.layer!r} to be a named module of the model")

@@ -1,0 +1,151 @@
+"""InceptionV1 mixed5a rank-1 path: same counts as naive full forward passes; the skip bounds are sound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from autointerp.importance.ablation import Ablation
+from autointerp.importance.engine import bound_pass, evaluate_chunk
+from autointerp.importance.inception import InceptionMixed5aPath, reference_tail, supports_inception_mixed5a
+from autointerp.importance.naive import naive_importance
+from autointerp.importance.synthetic import rescaled_inceptionv1
+from autointerp.importance.topk import boundary_radius, topk_correct
+
+torch.set_num_threads(2)
+K = 10
+VALID = torch.zeros(1008, dtype=torch.bool)
+VALID[1:1001] = True
+
+
+def _setup(model: torch.nn.Module, n: int = 4, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, 224, 224, generator=gen)
+    cap: list[torch.Tensor] = []
+    handle = model.mixed5a.register_forward_hook(lambda _m, _i, out: cap.append(out))
+    with torch.no_grad():
+        model(images * 255 - 117)
+    handle.remove()
+    acts = cap[0]
+    with torch.no_grad():
+        z = reference_tail(model, acts)
+    # labels at ranks K-2..K: every image sits at its top-k boundary, so ablations can flip it
+    order = z.masked_fill(~VALID, float("-inf")).argsort(1, descending=True)
+    ranks = torch.as_tensor(np.random.default_rng(seed).integers(K - 2, K + 1, size=n))
+    labels = order[torch.arange(n), ranks]
+    return images, acts, labels
+
+
+@pytest.fixture(scope="module")
+def perturbed():
+    """A random InceptionV1 with trained-like activation and logit scales (see autointerp.importance.synthetic)."""
+    model = rescaled_inceptionv1(seed=0, example=torch.rand(2, 3, 224, 224) * 255 - 117)
+    return (model, *_setup(model, n=3))
+
+
+def forward_logits(model):
+    return lambda x: reference_tail_forward(model, x)
+
+
+def reference_tail_forward(model, x01):
+    cap: list[torch.Tensor] = []
+    handle = model.mixed5a.register_forward_hook(lambda _m, _i, out: cap.append(out))
+    try:
+        model(x01 * 255 - 117)
+    finally:
+        handle.remove()
+    # the hook in naive_importance replaced the output: rerun the tail on what mixed5a returned
+    return reference_tail(model, cap[0])
+
+
+def fast_counts(model, acts, labels, feats, ablation):
+    path = InceptionMixed5aPath(model)
+    bp = bound_pass(path, acts.numpy(), labels.numpy(), feats, ablation, K, VALID, batch_size=4)
+    tally, _ = evaluate_chunk(path, acts.numpy(), labels.numpy(), bp, feats, ablation, K, VALID, pair_batch=64)
+    return tally, bp, path
+
+
+def strongest_features(path, acts, ablation, n):
+    rho = path.tier1(acts, ablation, torch.arange(acts.shape[1])).amax(0)
+    return sorted(torch.argsort(rho, descending=True)[:n].tolist())
+
+
+def test_supports_only_mixed5a_of_lucent_inception(perturbed):
+    model = perturbed[0]
+    assert supports_inception_mixed5a(model, "mixed5a", (7, 7))
+    assert not supports_inception_mixed5a(model, "mixed4e", (7, 7))
+    assert not supports_inception_mixed5a(torch.nn.Linear(2, 2), "mixed5a", (7, 7))
+
+
+def test_reference_tail_matches_lucent_forward(perturbed):
+    model, images, acts, _ = perturbed
+    with torch.no_grad():
+        probs = model(images * 255 - 117)
+        z = reference_tail(model, acts)
+    torch.testing.assert_close(torch.softmax(z, 1), probs, atol=1e-6, rtol=1e-4)
+
+
+def test_rank1_path_equals_naive_on_perturbed_inceptionv1(perturbed):
+    model, images, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    images, acts, labels = images[:2], acts[:2], labels[:2]
+    feats = strongest_features(InceptionMixed5aPath(model), acts, ablation, 2) + [411]
+    naive = naive_importance(forward_logits(model), model.mixed5a, images, labels, feats, ablation, K, VALID,
+                             batch_size=2, cached=acts)  # fmt: skip
+    tally, _, _ = fast_counts(model, acts, labels, feats, ablation)
+    assert tally.correct_to_wrong.tolist() == naive.correct_to_wrong.tolist()
+    assert tally.wrong_to_correct.tolist() == naive.wrong_to_correct.tolist()
+    assert (naive.correct_to_wrong + naive.wrong_to_correct).sum() > 0  # planted boundary images do flip
+    np.testing.assert_allclose(tally.mean_delta_logprob, naive.mean_delta_logprob, atol=1e-3)
+
+
+def test_rank1_path_equals_naive_on_random_init_inceptionv1():
+    from lucent.modelzoo.inceptionv1 import InceptionV1
+
+    torch.manual_seed(0)
+    model = InceptionV1(pretrained=False).eval()
+    images, acts, labels = _setup(model, n=2, seed=1)
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), acts.mean(0).numpy(), "position", (832, 7, 7))
+    feats = [3, 500, 831]
+    naive = naive_importance(forward_logits(model), model.mixed5a, images, labels, feats, ablation, K, VALID,
+                             batch_size=2, cached=acts)  # fmt: skip
+    tally, _, _ = fast_counts(model, acts, labels, feats, ablation)
+    assert tally.correct_to_wrong.tolist() == naive.correct_to_wrong.tolist()
+    assert tally.wrong_to_correct.tolist() == naive.wrong_to_correct.tolist()
+
+
+def test_skip_bounds_are_sound_on_perturbed_inceptionv1(perturbed):
+    """Pairs skipped by the cheap bound, or decided by the finer one, never differ from an exact evaluation.
+
+    Checks the skipped pairs closest to their bound (ρ/τ largest), where an unsound bound would show.
+    """
+    model, _, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    path = InceptionMixed5aPath(model)
+    feats = list(range(832))
+    bp = bound_pass(path, acts.numpy(), labels.numpy(), feats, ablation, K, VALID, batch_size=3)
+    assert 0.0 < bp.skipped_fraction < 1.0
+    rho = path.tier1(acts, ablation, torch.arange(832))
+    tau = boundary_radius(bp.logits, labels, path.W, K, VALID)
+    ratio = (rho / tau[:, None]).masked_fill(bp.candidate, -1.0)
+    pick = torch.argsort(ratio.flatten(), descending=True)[:48]
+    b, c = pick // 832, pick % 832
+    assert bool((~bp.candidate[b, c]).all())
+    xa = acts[b].clone()
+    xa[torch.arange(len(b)), c] = ablation.values[c]
+    with torch.no_grad():
+        after = topk_correct(reference_tail(model, xa), labels[b], K, VALID)
+    assert torch.equal(after, bp.base_correct[b])
+    # tier 2: pairs the finer bound decides agree with the exact evaluation
+    state = path.prepare(acts)
+    cand = torch.nonzero(bp.candidate)[::7][:80]
+    res = path.evaluate(state, acts, bp.logits, labels, cand[:, 0], cand[:, 1], ablation, K, VALID)
+    decided = torch.nonzero(res.bounded)[:, 0]
+    assert len(decided) > 0
+    bi, ci = cand[decided, 0], cand[decided, 1]
+    xa = acts[bi].clone()
+    xa[torch.arange(len(bi)), ci] = ablation.values[ci]
+    with torch.no_grad():
+        exact = topk_correct(reference_tail(model, xa), labels[bi], K, VALID)
+    assert torch.equal(res.after_correct[decided], exact)
