@@ -119,6 +119,8 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
         print(f"visualize: {len(stale)} feature(s) (e.g. {stale[0]}) were rendered with other settings; "
               "kept — use --overwrite to redo them", file=sys.stderr)
 
+    if not pending and (out / "index.json").exists():
+        return out  # every requested feature is done: the stage is skipped, nothing is rewritten
     measure_size = int(meta.get("image_size") or ctx.image_size())
     reduce = meta.get("reduce", "max")
     seed = ctx.config.seed
