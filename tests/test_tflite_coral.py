@@ -16,7 +16,7 @@ from autointerp.models.base import create_model
 from autointerp.models.tflite import TFLiteAdapter, run_tflite_interpreter
 
 REPO = Path(__file__).resolve().parents[1]
-N_PARITY = 120  # images, one every ~8 classes
+N_PARITY = 100  # images, one every ~10 classes
 
 
 @pytest.fixture(scope="module")
