@@ -208,14 +208,18 @@ class InceptionMixed5aPath:
         undecided = torch.ones(p, dtype=torch.bool)
         after = torch.zeros(p, dtype=torch.bool)
         if self.tier2:
-            db3 = torch.linalg.vector_norm((b3 - F.relu(state.p3[b_idx])).double(), dim=(1, 2, 3))
-            db5 = torch.linalg.vector_norm((b5 - F.relu(state.p5[b_idx])).double(), dim=(1, 2, 3))
-            rho35 = torch.sqrt((self.l3 * db3) ** 2 + (self.l5 * db5) ** 2) / math.sqrt(self.hw) * _SAFETY
+            diff3 = (b3 - F.relu(state.p3[b_idx])).double()
+            diff5 = (b5 - F.relu(state.p5[b_idx])).double()
+            sqrt_hw = math.sqrt(self.hw)
+            rho3 = torch.linalg.vector_norm(diff3, dim=(1, 2, 3)) * self.l3 / sqrt_hw * _SAFETY
+            rho5 = torch.linalg.vector_norm(diff5, dim=(1, 2, 3)) * self.l5 / sqrt_hw * _SAFETY
             dh1p = torch.cat((h1 - state.h1[b_idx], hp - state.hp[b_idx]), 1).double()
             zt = z[b_idx].double() + dh1p @ self.W[:, self.cols1p].double().T
             d = zt.gather(1, lab[:, None]) - zt
             tol = float_tolerance(zt, zt.gather(1, lab[:, None]))
-            slack = pair_norms(self.W[:, self.cols35], lab) * rho35[:, None] + tol
+            # |Δd_j| from the 3x3 and 5x5 branches, bounded per branch (never looser than one joint L2 bound)
+            w35 = self.W[:, self.cols35]
+            slack = pair_norms(w35[:, :384], lab) * rho3[:, None] + pair_norms(w35[:, 384:], lab) * rho5[:, None] + tol
             surely_correct = (((d - slack) < 0) & others).sum(1) < k
             surely_wrong = (((d + slack) < 0) & others).sum(1) >= k
             surely_correct &= valid[lab]

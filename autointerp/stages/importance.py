@@ -409,7 +409,11 @@ def _run_attribution(
         common = [f for f in feats if f in exact]
         if len(common) >= 3:
             est = np.array([r["importance"] for r in rows if r["feature_ind"] in exact])
-            summary[f"agreement_with_{ref}"] = agreement(est, np.array([exact[f] for f in common]))
+            ex = np.array([exact[f] for f in common])
+            agree = agreement(est, ex)
+            if len(common) < 160:  # top-40 of few features says little: also the top quarter
+                agree.update(agreement(est, ex, top=max(len(common) // 4, 1)))
+            summary[f"agreement_with_{ref}"] = agree
             break
     return rows, summary
 
