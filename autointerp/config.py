@@ -74,7 +74,8 @@ class VisualizeConfig(_Section):
     """Feature visualisations and dataset examples."""
 
     enabled: bool = True
-    features: list[int] | None = None
+    # None = every feature; a list of indices; or "groups" = the report's top and middle groups by importance
+    features: list[int] | Literal["groups"] | None = None
     n_images: int = Field(default=4, ge=1)
     steps: int = Field(default=512, ge=1)
     size: int = Field(default=128, ge=16)

@@ -24,7 +24,7 @@ from autointerp.errors import DataError, UserError
 from autointerp.progress import Progress
 from autointerp.runfolder import RunContext, feature_dirname
 from autointerp.stages.activations import load_meta
-from autointerp.vis.selection import select_features
+from autointerp.vis.selection import configured_features, select_features
 
 
 def load_topk(ctx: RunContext) -> dict[str, np.ndarray]:
@@ -56,7 +56,7 @@ def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] |
     meta = load_meta(ctx)
     topk = load_topk(ctx)
     channels = int(meta["channels"])
-    feats = select_features(features, cfg.features, channels, ctx.config.layer)
+    feats = select_features(features, configured_features(ctx), channels, ctx.config.layer)
     k = cfg.n_examples
     available = topk["top_idx"].shape[1]
     if k > available:

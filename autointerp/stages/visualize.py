@@ -36,7 +36,7 @@ from autointerp.errors import DataError
 from autointerp.runfolder import RunContext, feature_dirname
 from autointerp.stages.activations import load_meta
 from autointerp.stages.examples import load_topk, read_feature_entries, run_examples
-from autointerp.vis.selection import chunks, select_features
+from autointerp.vis.selection import chunks, configured_features, select_features
 
 
 def render_settings(ctx: RunContext):  # noqa: ANN201 - RenderSettings (torch import deferred)
@@ -100,7 +100,7 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
     layer = ctx.config.layer
     model = ctx.model
     channels = model.check_layer(layer)
-    feats = select_features(features, cfg.features, channels, layer)
+    feats = select_features(features, configured_features(ctx), channels, layer)
     if int(meta["channels"]) != channels:
         raise DataError(f"{ctx.paths.activations / 'meta.json'}: cache has {meta['channels']} channels but layer "
                         f"{layer!r} has {channels}; rerun activations with --overwrite")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from autointerp.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autointerp.runfolder import RunContext
 
 
 def select_features(requested: Sequence[int] | None, configured: Sequence[int] | None, channels: int,
@@ -21,6 +25,30 @@ def select_features(requested: Sequence[int] | None, configured: Sequence[int] |
     if not feats:
         raise UserError("no features selected (visualize.features / --features is empty)")
     return feats
+
+
+def configured_features(ctx: RunContext) -> list[int] | None:
+    """``visualize.features`` resolved: ``"groups"`` means the report's two groups (``report.top_n`` most
+    important and ``report.middle_n`` around the median, same rule as the report and the survey),
+    read from ``RUN/importance/importance.csv``."""
+    configured = ctx.config.visualize.features
+    if configured != "groups":
+        return configured
+    import csv
+
+    import numpy as np
+
+    from autointerp.analysis.groups import select_groups
+
+    path = ctx.paths.importance_csv
+    if not path.exists():
+        raise UserError(f"visualize.features = 'groups' needs {path}: run the importance stage first")
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    ids = np.array([int(r["feature_ind"]) for r in rows])
+    values = np.array([float(r["importance"]) for r in rows])
+    groups = select_groups(ids, values, ctx.config.report.top_n, ctx.config.report.middle_n)
+    return sorted(set(groups.top.tolist()) | set(groups.middle.tolist()))
 
 
 def chunks(items: Sequence[int], size: int) -> list[list[int]]:
