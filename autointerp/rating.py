@@ -334,7 +334,7 @@ def _same_definition(a: type, b: type) -> bool:
 
 
 BUILTIN_RATER_MODULES = ("human", "clip_coherence", "clip_vis_match", "clip_label", "fid", "mis", "auto_i",
-                         "random_rater")
+                         "random_rater", "concept_purity")
 
 
 def _load_builtin_raters() -> None:

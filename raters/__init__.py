@@ -10,8 +10,20 @@
 | ``mis`` | MIS | Machine Interpretability Score: simulated 2-AFC tasks (Zimmermann et al.) |
 | ``auto_I`` | Î = (q̂1·q̂3 + q̂4)/2 | combines components; calibrated to human answers with cross-validation |
 | ``random`` | q1, q3, q4, I | seeded uniform noise: the baseline every useful rater must beat |
+| ``concept_purity`` | I | reference answer key: graded concept purity of the top-k images (needs known concepts) |
 """
 
-from raters import auto_i, clip_coherence, clip_label, clip_vis_match, fid, human, mis, random_rater
+from raters import (
+    auto_i,
+    clip_coherence,
+    clip_label,
+    clip_vis_match,
+    concept_purity,
+    fid,
+    human,
+    mis,
+    random_rater,
+)
 
-__all__ = ["auto_i", "clip_coherence", "clip_label", "clip_vis_match", "fid", "human", "mis", "random_rater"]
+__all__ = ["auto_i", "clip_coherence", "clip_label", "clip_vis_match", "concept_purity", "fid", "human", "mis",
+           "random_rater"]
