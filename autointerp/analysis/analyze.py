@@ -45,8 +45,13 @@ class Analysis:
         return [r.name for r in self.raters if r.is_human]
 
     @property
+    def reference_raters(self) -> list[str]:
+        """What automatic raters are compared with: human raters and reference answer keys."""
+        return [r.name for r in self.raters if r.is_target]
+
+    @property
     def auto_raters(self) -> list[str]:
-        return [r.name for r in self.raters if not r.is_human]
+        return [r.name for r in self.raters if not r.is_target]
 
 
 def _id_list(ids: list[int] | np.ndarray, limit: int = 20) -> str:
@@ -147,6 +152,7 @@ def analyze(importance: Importance, raters: list[RaterScores], settings: Analysi
     for r in raters:
         summary["raters"][r.name] = {
             "human": r.is_human,
+            "reference": r.is_reference,
             "n_scored": int(np.isfinite(scores[r.name]).sum()),
             "higher_is_better": r.higher_is_better,
             "calibrated": r.calibrated,
@@ -198,10 +204,11 @@ def analyze(importance: Importance, raters: list[RaterScores], settings: Analysi
         correlations[name] = entry
     summary["correlations"] = correlations
 
-    # Human vs automatic agreement and the noise ceiling -----------------------------------------
+    # Automatic vs human (and reference answer key) agreement, and the noise ceiling ---------------
     humans = [r for r in raters if r.is_human]
-    autos = [r for r in raters if not r.is_human]
-    summary["agreement"] = {a.name: {h.name: rater_agreement(a, h, features) for h in humans} for a in autos}
+    targets = [r for r in raters if r.is_target]
+    autos = [r for r in raters if not r.is_target]
+    summary["agreement"] = {a.name: {h.name: rater_agreement(a, h, features) for h in targets} for a in autos}
     if len(humans) >= 2:  # human raters against each other, too
         summary["human_agreement"] = {
             h1.name: {h2.name: rater_agreement(h1, h2, features) for h2 in humans if h2 is not h1} for h1 in humans

@@ -55,7 +55,9 @@ class RaterScores:
 
     ``components`` holds q1/q3/q4/... when the rater has them; ``oof`` holds out-of-fold
     predictions (``<component>_oof`` columns) of calibrated raters; ``answers`` the per-answer
-    table of a human rater when known (for the noise ceiling).
+    table of a human rater when known (for the noise ceiling). ``is_reference`` marks a ground-truth
+    answer key (``"reference": true`` in ``<rater>.json``, e.g. ``concept_purity`` on the demo): it is
+    not a person, but automatic raters are compared with it as with human answers (:attr:`is_target`).
     """
 
     name: str
@@ -69,6 +71,12 @@ class RaterScores:
     meta: dict[str, Any] = field(default_factory=dict)
     answers: AnswerTable | None = None
     issues: list[Issue] = field(default_factory=list)
+    is_reference: bool = False
+
+    @property
+    def is_target(self) -> bool:
+        """Whether automatic raters are compared with this one: a human rater or a reference answer key."""
+        return self.is_human or self.is_reference
 
     def values(self, component: str, out_of_fold: bool = False) -> np.ndarray | None:
         """Scores of ``component`` ('I', 'q1', ...), the out-of-fold ones when asked and available."""
@@ -219,7 +227,8 @@ def read_rating_csv(path: str | Path, meta_path: str | Path | None = None, name:
     features, kept, issues, _ = _columns_by_feature(path, header, rows, numeric, "rating")
     rater_name = name or path.stem
     kind = str(meta.get("rater", rater_name))
-    is_human = kind.lower().startswith("human") or rater_name.lower().startswith("human")
+    is_reference = meta.get("reference") in (True, 1, "true", "True")
+    is_human = not is_reference and (kind.lower().startswith("human") or rater_name.lower().startswith("human"))
     if is_human:  # a survey covers some features only: NaN rows are coverage, reported by the analysis
         issues = [i for i in issues if i.kind != "not_numeric"]
     components = {c: v for c, v in kept.items() if c != "i" and not c.endswith("_oof")}
@@ -231,6 +240,7 @@ def read_rating_csv(path: str | Path, meta_path: str | Path | None = None, name:
         components=components,
         oof=oof,
         is_human=is_human,
+        is_reference=is_reference,
         higher_is_better=bool(meta.get("higher_is_better", True)),
         calibrated=bool(meta.get("calibrated", False)) or bool(oof),
         meta=meta,

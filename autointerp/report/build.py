@@ -16,7 +16,7 @@ import numpy as np
 from autointerp.analysis.analyze import Analysis
 from autointerp.atomic import atomic_dir
 from autointerp.errors import DataError, UserError
-from autointerp.report.html import FeatureMedia, render_page
+from autointerp.report.html import FeatureMedia, render_page, target_label
 from autointerp.report.plots import make_plots
 
 
@@ -76,12 +76,14 @@ def render_markdown(summary: dict[str, Any], title: str) -> str:
                      f"{_f(c['p'], 4) if c['p'] is not None else 'n/a'} | {_f(c['kendall']['value'])} | "
                      f"{_f(c['pearson']['value'])} |")
     if s["agreement"]:
-        lines += ["", "## Human vs automatic (I)", "", "| automatic | human | n | Spearman | Krippendorff α | MAE |",
+        lines += ["", "## Human vs automatic (I)", "",
+                  "| automatic | human / reference | n | Spearman | Krippendorff α | MAE |",
                   "|---|---|---|---|---|---|"]
         for auto, by_human in s["agreement"].items():
+            lower = " (lower is better)" if s["raters"].get(auto, {}).get("higher_is_better") is False else ""
             for human, res in by_human.items():
                 r = res.get("I", {"n": 0, "spearman": None, "krippendorff_alpha": None, "mae": None})
-                lines.append(f"| {auto} | {human} | {r['n']} | {_f(r['spearman'])} | "
+                lines.append(f"| {auto}{lower} | {target_label(s, human)} | {r['n']} | {_f(r['spearman'])} | "
                              f"{_f(r['krippendorff_alpha'])} | {_f(r['mae'])} |")
     if s["issues"]:
         lines += ["", "## Data notes", ""] + [f"- **{i['kind']}**: {i['message']}" for i in s["issues"]]

@@ -208,24 +208,34 @@ def _correlation_table(s: dict[str, Any]) -> str:
             f"<tr>{sub}</tr>" + "".join(rows) + "</table>")
 
 
+def target_label(s: dict[str, Any], name: str) -> str:
+    """``name`` of a rater automatic raters are compared with, marked ``(ground truth)`` for a reference answer key."""
+    return f"{name} (ground truth)" if s["raters"].get(name, {}).get("reference") else name
+
+
 def _agreement_table(s: dict[str, Any]) -> str:
     rows = []
     for auto, by_human in s["agreement"].items():
+        lower = s["raters"].get(auto, {}).get("higher_is_better") is False
         for human, res in by_human.items():
             for comp in ("q1", "q3", "q4", "I"):
                 if comp not in res:
                     continue
                 r = res[comp]
                 oof = {True: "out-of-fold", False: "in-sample"}.get(r.get("out_of_fold"), "")
+                if lower and comp == "I":
+                    oof = "; ".join(x for x in (oof, "lower is better: agreement shows as ρ < 0") if x)
                 rows.append(
-                    f'<tr><td class="l">{_e(auto)}</td><td class="l">{_e(human)}</td><td class="l">{comp}</td>'
+                    f'<tr><td class="l">{_e(auto)}</td><td class="l">{_e(target_label(s, human))}</td>'
+                    f'<td class="l">{comp}</td>'
                     f'<td>{r["n"]}</td><td>{_num(r["spearman"])}</td><td>{_num(r["kendall"])}</td>'
-                    f'<td>{_num(r["krippendorff_alpha"])}</td><td>{_num(r["mae"])}</td><td class="l">{oof}'
+                    f'<td>{_num(r["krippendorff_alpha"])}</td><td>{_num(r["mae"])}</td><td class="l">{_e(oof)}'
                     f"{_why(r)}</td></tr>"
                 )
     if not rows:
-        return "<p>No automatic rater and human rater to compare.</p>"
-    return ('<table><tr><th class="l">automatic</th><th class="l">human</th><th class="l">component</th><th>n</th>'
+        return "<p>No automatic rater and human (or reference) rater to compare.</p>"
+    return ('<table><tr><th class="l">automatic</th><th class="l">human / reference</th><th class="l">component</th>'
+            "<th>n</th>"
             "<th>Spearman</th><th>Kendall</th><th>Krippendorff α (interval)</th><th>MAE</th><th></th></tr>"
             + "".join(rows) + "</table>")
 
@@ -335,7 +345,9 @@ raters: {_e(', '.join(s['raters']) or 'none')}</p></header><main>
 <h2>Importance vs interpretability</h2>{_correlation_table(s)}
 <p>Confidence intervals: percentile bootstrap over features ({s['settings']['bootstrap']} resamples);
 p-values: two-sided permutation tests ({s['settings']['permutations']} permutations).</p>
-<h2>Human vs automatic agreement</h2>{_agreement_table(s)}
+<h2>Human vs automatic agreement</h2>
+<p>Automatic raters against human answers and against reference answer keys (ground truth, e.g. the demo's
+concept purity).</p>{_agreement_table(s)}
 <h2>Noise ceiling</h2>{_ceiling_table(s)}
 <h2>Figures</h2>{figures}
 <h2>Feature gallery</h2>{_gallery(analysis, media)}

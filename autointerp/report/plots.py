@@ -146,7 +146,7 @@ def importance_scatter(analysis: Analysis, out_dir: Path, name: str) -> Plot | N
 
 
 def agreement_scatter(analysis: Analysis, out_dir: Path, auto: str, human: str) -> Plot | None:
-    """Human I vs automatic I, with the identity line."""
+    """Human (or reference answer key) I vs automatic I, with the identity line."""
     a, h = analysis.scores[auto], analysis.scores[human]
     ok = np.isfinite(a) & np.isfinite(h)
     if ok.sum() == 0:
@@ -162,12 +162,14 @@ def agreement_scatter(analysis: Analysis, out_dir: Path, auto: str, human: str) 
     res = analysis.summary["agreement"].get(auto, {}).get(human, {}).get("I", {})
     ax.set_title(f"ρ = {_fmt(res.get('spearman'))}, α = {_fmt(res.get('krippendorff_alpha'))}, "
                  f"MAE = {_fmt(res.get('mae'))} (n={int(ok.sum())})", fontsize=10)
-    ax.set_xlabel(f"I ({human})")
+    reference = next((r.is_reference for r in analysis.raters if r.name == human), False)
+    ax.set_xlabel(f"I ({human}, ground truth)" if reference else f"I ({human})")
     ax.set_ylabel(f"I ({auto})")
     ax.legend(frameon=False, fontsize=8)
     file = f"agreement_{safe_name(auto)}_vs_{safe_name(human)}"
     _save(fig, out_dir, file)
-    return Plot(file, f"{auto} vs {human}", "Each dot is a feature rated by both; dashed: perfect agreement.")
+    title = f"{auto} vs {human} (ground truth)" if reference else f"{auto} vs {human}"
+    return Plot(file, title, "Each dot is a feature rated by both; dashed: perfect agreement.")
 
 
 def rater_heatmap(analysis: Analysis, out_dir: Path) -> Plot | None:
@@ -219,7 +221,8 @@ def make_plots(analysis: Analysis, out_dir: Path, ablation: dict[str, list[float
     """Draw every figure the data allows; returns them in page order."""
     plots: list[Plot | None] = [importance_histogram(analysis, out_dir), group_histograms(analysis, out_dir)]
     plots += [importance_scatter(analysis, out_dir, name) for name in analysis.scores]
-    plots += [agreement_scatter(analysis, out_dir, a, h) for a in analysis.auto_raters for h in analysis.human_raters]
+    plots += [agreement_scatter(analysis, out_dir, a, h) for a in analysis.auto_raters
+              for h in analysis.reference_raters]
     plots.append(rater_heatmap(analysis, out_dir))
     if ablation:
         plots.append(ablation_curve(ablation, out_dir))
