@@ -20,3 +20,23 @@ def shared_dir() -> Path:
     if not (SHARED / "README.md").exists():
         pytest.skip(f"needs the shared data folder {SHARED} (present for developers and CI only)")
     return SHARED
+
+
+# ---------------------------------------------------------------- headless Chromium (Debian's package)
+CHROMIUM = Path(os.environ.get("AUTOINTERP_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+#: mark for browser tests: skipped with a reason where Debian's chromium is absent (.ci/run installs it)
+requires_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"needs Debian chromium ({CHROMIUM}): apt-get install chromium"
+)
+
+
+@pytest.fixture(scope="module")
+def browser():  # noqa: ANN201
+    """A headless Chromium driven by Playwright (its own browser download fails offline)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

@@ -3,33 +3,18 @@ the gallery sorts and filters, a card opens."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from autointerp.stages.report import run_report
+from tests.conftest import requires_chromium
 from tests.report_fixtures import N_FEATURES, build_run
-
-CHROMIUM = Path(os.environ.get("AUTOINTERP_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="needs Debian chromium (/usr/bin/chromium): apt-get install chromium"),
+    requires_chromium,
 ]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def _column_values(page, col: int) -> list[str]:  # noqa: ANN001

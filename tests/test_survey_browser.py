@@ -8,39 +8,20 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from autointerp.survey.testing import REPO, make_fake_run, running_server
-
-CHROMIUM = Path(os.environ.get("AUTOINTERP_CHROMIUM", "/usr/bin/chromium"))
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.conftest import requires_chromium
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"needs Debian chromium ({CHROMIUM}): apt-get install chromium"),
+    requires_chromium,
 ]
 
 # answers by position in the participant's order: (q1, q2, q3, q4, q5, q6)
 PLAN = {1: (4, "dog faces, fur", 5, 4, 2, 1), 2: (2, "", 1, 3, 1, 1), 3: (5, "wheels,cars , road", 3, 5, 4, 2)}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def _images_loaded(page, selector: str) -> list[str]:  # noqa: ANN001
