@@ -311,8 +311,14 @@ def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
     n, c, h, w = inputs.shape
     if supports_inception_mixed5a(ctx.model.module, ctx.config.layer, (h, w)):
         return InceptionMixed5aPath(ctx.model.module, (h, w))
-    example = torch.from_numpy(np.array(inputs.acts[:1], dtype=np.float32))
-    return TailPath(ctx.model.tail(ctx.config.layer), example=example)
+    from autointerp.importance.affine import AffineTailPath, affine_jacobian
+
+    example = torch.from_numpy(np.array(inputs.acts[:4], dtype=np.float32))
+    tail = ctx.model.tail(ctx.config.layer)
+    jacobian = affine_jacobian(tail, example)
+    if jacobian is not None:  # pool + linear tails: no pass through the tail except at ties
+        return AffineTailPath(tail, jacobian, example=example[:1])
+    return TailPath(tail, example=example[:1])
 
 
 def _exact_chunks(
