@@ -43,16 +43,13 @@ def world(tmp_path_factory):
 
 
 def readme_example() -> str:
-    """The custom-rater code shown in README.md under '## Writing your own rater' (else the docs file)."""
-    readme = REPO / "README.md"
-    if readme.exists():
-        text = readme.read_text(encoding="utf-8")
-        m = re.search(r"^## Writing your own rater\s*$(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
-        if m:
-            block = re.search(r"```python\n(.*?)```", m.group(1), flags=re.S)
-            assert block, "README section 'Writing your own rater' has no ```python block"
-            return block.group(1)
-    return (REPO / "docs" / "custom_rater_example.py").read_text(encoding="utf-8")
+    """The custom-rater code shown in README.md under '## Writing your own rater'."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"^## Writing your own rater\s*$(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    assert m, "README.md has no section '## Writing your own rater'"
+    block = re.search(r"```python\n(.*?)```", m.group(1), flags=re.S)
+    assert block, "README section 'Writing your own rater' has no ```python block"
+    return block.group(1)
 
 
 # ------------------------------------------------------------------------------------- score tables
