@@ -149,9 +149,15 @@ def evaluate_chunk(
     k: int,
     valid: torch.Tensor,
     batch_size: int = 256,
-    pair_batch: int = 256,
+    pair_batch: int | None = None,
 ) -> tuple[FeatureTally, dict[str, int]]:
-    """Step 2 for the features ``chunk`` (a subset of ``bp.features``): exact tallies for these features."""
+    """Step 2 for the features ``chunk`` (a subset of ``bp.features``): exact tallies for these features.
+
+    ``pair_batch``: pairs per :meth:`AblationPath.evaluate` call; default the path's ``pair_batch``
+    attribute when it has one (larger batches amortise per-call overhead), else 256.
+    """
+    if pair_batch is None:
+        pair_batch = int(getattr(path, "pair_batch", 256))
     n = len(acts)
     pos = {int(f): i for i, f in enumerate(bp.features.tolist())}
     cols = torch.as_tensor([pos[int(f)] for f in chunk], dtype=torch.long)
