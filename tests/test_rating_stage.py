@@ -132,18 +132,22 @@ def test_cli_lists_every_builtin(cli):
         assert len(line.split(None, 1)) == 2  # name + description on one line
 
 
-def test_cli_rate_with_a_local_rater_file(cli, world, monkeypatch):
+def test_cli_rate_with_a_local_rater_file(cli, world, monkeypatch, tmp_path):
+    from test_rating_contract import readme_example
+
+    rater_file = tmp_path / "my_rater.py"  # the README's example, as a user would save it
+    rater_file.write_text(readme_example())
     before = set(RATERS.names())
     (world.root / "config.yaml").write_text("seed: 0\nrate:\n  embedder: {type: handcrafted}\n")
     try:
         res = CliRunner().invoke(cli, ["rate", str(world.root), "--raters", "brightness,random",
-                                       "--rater-path", str(REPO / "docs" / "custom_rater_example.py")])
+                                       "--rater-path", str(rater_file)])
         assert res.exit_code == 0, res.output
         table = ScoreTable.read_csv(world.root / "ratings" / "brightness.csv")
         assert list(table.feature_ind) == world.features and np.all((table.I > 0) & (table.I < 1))
         assert (world.root / "ratings" / "random.csv").exists()
         listed = CliRunner().invoke(cli, ["raters", "list", "--rater-path",
-                                          str(REPO / "docs" / "custom_rater_example.py")])
+                                          str(rater_file)])
         assert "brightness" in listed.output
     finally:
         for name in set(RATERS.names()) - before:
