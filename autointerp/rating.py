@@ -26,7 +26,7 @@ import json
 import math
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -632,41 +632,26 @@ class RatingContext:
 
     def embed_paths(self, paths: Sequence[str | Path]) -> np.ndarray:
         """Embeddings (n, D) of image files, each image embedded at most once (content-keyed cache)."""
-        paths = [Path(p) for p in paths]
-        cache = self.embedder
-        todo_imgs: list[np.ndarray] = []
-        todo_keys: list[str] = []
-        seen: set[str] = set()
-        keys: list[str] = []
-        for p in paths:
-            key = self._path_keys.get(p)
-            if key is None:
-                img = self.load_image(p)
-                key = cache.key(img)
-                self._path_keys[p] = key
-                if not cache.has(key) and key not in seen:
-                    todo_imgs.append(img)
-                    todo_keys.append(key)
-                    seen.add(key)
-            keys.append(key)
-        if todo_imgs:
-            cache.embed(todo_imgs, todo_keys)
-        return cache.get(keys)
+        return self._embed_cached([Path(p) for p in paths], self._path_keys, self.load_image)
 
     def embed_dataset(self, indices: Sequence[int]) -> np.ndarray:
         """Embeddings (n, D) of dataset images (cached like :meth:`embed_paths`)."""
+        return self._embed_cached([int(i) for i in indices], self._dataset_keys, self.dataset_image)
+
+    def _embed_cached(self, items: list, memo: dict, load: Callable[[Any], np.ndarray]) -> np.ndarray:
+        """Embed ``items`` (loaded with ``load``) through the content-keyed cache; ``memo`` remembers each
+        item's content key so an image is read and hashed once per context."""
         cache = self.embedder
         keys: list[str] = []
         todo_imgs: list[np.ndarray] = []
         todo_keys: list[str] = []
         seen: set[str] = set()
-        for i in indices:
-            i = int(i)
-            key = self._dataset_keys.get(i)
+        for item in items:
+            key = memo.get(item)
             if key is None:
-                img = self.dataset_image(i)
+                img = load(item)
                 key = cache.key(img)
-                self._dataset_keys[i] = key
+                memo[item] = key
                 if not cache.has(key) and key not in seen:
                     todo_imgs.append(img)
                     todo_keys.append(key)
