@@ -17,15 +17,15 @@ import torch
 from torch import nn
 
 from autointerp.errors import UserError, WeightsError
-from autointerp.models.base import ModelAdapter, register_model
+from autointerp.models.base import register_model
 from autointerp.models.inceptionv1 import offline
-from autointerp.models.split import HookHead
+from autointerp.models.split import HookFxAdapter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ModuleAdapter(ModelAdapter):
+class ModuleAdapter(HookFxAdapter):
     """Wrap any classifier ``nn.Module`` taking normalised images and returning logits."""
 
     def __init__(
@@ -46,7 +46,6 @@ class ModuleAdapter(ModelAdapter):
         self.register_std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.max_depth = max_depth
         self._layers: dict[str, int] | None = None
-        self._tails: dict[str, nn.Module] = {}
         if num_outputs is None:
             p = next(module.parameters())
             with torch.no_grad():
@@ -71,22 +70,6 @@ class ModuleAdapter(ModelAdapter):
             self._layers = {n: s[1] for n, s in shapes.items() if len(s) == 4}
         return self._layers
 
-    def head(self, layer: str) -> nn.Module:
-        self.check_layer(layer)
-        return HookHead(self.module, layer, self.preprocess)
-
-    def tail(self, layer: str) -> nn.Module:
-        self.check_layer(layer)
-        if layer not in self._tails:
-            from autointerp.models.fxsplit import split_module
-
-            self._tails[layer] = split_module(self.module, layer)[1]
-        return self._tails[layer]
-
-    def to(self, device: str | torch.device) -> ModuleAdapter:
-        super().to(device)
-        self._tails = {k: v.to(device) for k, v in self._tails.items()}
-        return self
 
 
 @contextmanager

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from autointerp.errors import WeightsError
-from autointerp.models.base import ModelAdapter, register_model
-from autointerp.models.split import HookHead
+from autointerp.models.base import register_model
+from autointerp.models.split import HookFxAdapter
 
 WEIGHTS_URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth"
 WEIGHTS_FILE = "inception5h.pth"
@@ -59,12 +59,13 @@ def fetch_weights(url: str, dest: Path, timeout: float = 10.0) -> Path:
     return dest
 
 
-class InceptionV1Adapter(ModelAdapter):
+class InceptionV1Adapter(HookFxAdapter):
     """Lucid's InceptionV1 (inception5h) via torch-lucent."""
 
     name = "inceptionv1"
     input_size = 224
     num_outputs = 1008
+    tail_output = LOGITS_NODE
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__(module, name="inceptionv1")
@@ -72,7 +73,6 @@ class InceptionV1Adapter(ModelAdapter):
         mask[1:1001] = True
         self._valid_outputs = mask
         self._layers: dict[str, int] | None = None
-        self._tails: dict[str, nn.Module] = {}
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Lucid's InceptionV1 takes pixel values in [-117, 138]."""
@@ -92,18 +92,6 @@ class InceptionV1Adapter(ModelAdapter):
             self._layers = {n: shapes[n][1] for n in BLOCK_LAYERS if n in shapes}
         return self._layers
 
-    def head(self, layer: str) -> nn.Module:
-        self.check_layer(layer)
-        return HookHead(self.module, layer, self.preprocess)
-
-    def tail(self, layer: str) -> nn.Module:
-        self.check_layer(layer)
-        if layer not in self._tails:
-            from autointerp.models.fxsplit import split_module
-
-            _, tail = split_module(self.module, layer, output=LOGITS_NODE)
-            self._tails[layer] = tail
-        return self._tails[layer]
 
 
 def load_inceptionv1(weights: str | None = None, pretrained: bool = True) -> nn.Module:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from autointerp.models.base import ModelAdapter
+
 
 class _StopForward(Exception):
     """Raised inside a forward hook to end the pass at the studied layer."""
@@ -57,3 +59,32 @@ class Normalized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.module(self._preprocess(x))
+
+
+class HookFxAdapter(ModelAdapter):
+    """Adapter whose head stops the original module at the layer (:class:`HookHead`) and whose tail is
+    cut out of the traced graph (:func:`~autointerp.models.fxsplit.split_module`), cached per layer.
+
+    ``tail_output`` names the graph node the tail returns when the module's own output is not the
+    logits (e.g. lucent's InceptionV1 returns softmax probabilities).
+    """
+
+    tail_output: str | None = None
+
+    def head(self, layer: str) -> nn.Module:
+        self.check_layer(layer)
+        return HookHead(self.module, layer, self.preprocess)
+
+    def tail(self, layer: str) -> nn.Module:
+        self.check_layer(layer)
+        tails = self.__dict__.setdefault("_tails", {})
+        if layer not in tails:
+            from autointerp.models.fxsplit import split_module
+
+            tails[layer] = split_module(self.module, layer, output=self.tail_output)[1]
+        return tails[layer]
+
+    def to(self, device: str | torch.device) -> HookFxAdapter:
+        super().to(device)
+        self._tails = {k: v.to(device) for k, v in self.__dict__.get("_tails", {}).items()}
+        return self
