@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="optimisation steps timed per feature")
     ap.add_argument("--lucent-features", type=int, default=2)
     ap.add_argument("--features", type=int, default=8, help="features rendered by ours per trial")
-    ap.add_argument("--batch-features", type=int, default=8)
+    ap.add_argument("--batch-features", type=int, default=4, help="features per batch (the config default)")
     ap.add_argument("--trials", type=int, default=2)
     ap.add_argument("--sweep", action="store_true", help="also time ours at other batch sizes / without fast kernels")
     args = ap.parse_args()
