@@ -34,6 +34,7 @@ import numpy as np
 
 from autointerp.atomic import atomic_path, write_json, write_text
 from autointerp.errors import DataError, UserError
+from autointerp.features import select_features
 from autointerp.progress import Progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,19 +96,6 @@ def _load(path: Path, mmap: bool = False) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None)
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: not a readable .npy file ({exc})") from None
-
-
-def resolve_features(requested: list[int] | None, n_channels: int, source: str) -> list[int]:
-    """Sorted unique feature indices (all when None); out-of-range indices are a one-line error."""
-    if requested is None:
-        return list(range(n_channels))
-    feats = sorted({int(f) for f in requested})
-    bad = [f for f in feats if not 0 <= f < n_channels]
-    if bad:
-        raise UserError(f"{source}: feature index {bad[0]} out of range (the layer has {n_channels} channels)")
-    if not feats:
-        raise UserError(f"{source}: empty feature list")
-    return feats
 
 
 # -- chunk store ---------------------------------------------------------------------------------
@@ -194,8 +182,7 @@ def run_importance(
         return out_csv if primary else method_csv
     inputs = ImportanceInputs(ctx)
     n, c, h, w = inputs.shape
-    source = "--features" if features is not None else "config key 'importance.features'"
-    feats = resolve_features(features if features is not None else cfg.features, c, source)
+    feats = select_features(features, cfg.features, c, ctx.config.layer)
     model = ctx.model
     layer = ctx.config.layer
     n_model = model.check_layer(layer)

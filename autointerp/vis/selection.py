@@ -6,25 +6,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from autointerp.errors import UserError
+from autointerp.features import select_features  # noqa: F401  (re-exported for the stages)
 
 if TYPE_CHECKING:  # pragma: no cover
     from autointerp.runfolder import RunContext
-
-
-def select_features(requested: Sequence[int] | None, configured: Sequence[int] | None, channels: int,
-                    layer: str) -> list[int]:
-    """``requested`` (e.g. ``--features``), else ``configured`` (``visualize.features``), else all channels;
-    sorted, without duplicates. An index outside ``0..channels-1`` is a :class:`UserError`."""
-    chosen = requested if requested is not None else configured
-    if chosen is None:
-        return list(range(channels))
-    feats = sorted({int(f) for f in chosen})
-    bad = [f for f in feats if not 0 <= f < channels]
-    if bad:
-        raise UserError(f"channel index {bad[0]} out of range for layer {layer!r} (valid: 0..{channels - 1})")
-    if not feats:
-        raise UserError("no features selected (visualize.features / --features is empty)")
-    return feats
 
 
 def configured_features(ctx: RunContext) -> list[int] | None:
