@@ -535,16 +535,9 @@ class RatingContext:
 
     def load_image(self, path: str | Path) -> np.ndarray:
         """Read an image file as uint8 (H, W, 3) RGB (one-line error when missing or unreadable)."""
-        from PIL import Image, UnidentifiedImageError
+        from autointerp.data.imagefile import read_rgb
 
-        path = Path(path)
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except FileNotFoundError:
-            raise DataError(f"{path}: image listed in the run's index.json is missing") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{path}: cannot read image ({exc})") from None
+        return read_rgb(path, missing="image listed in the run's index.json is missing")
 
     # -- activations, importance, human answers -------------------------------------------
     @functools.cached_property

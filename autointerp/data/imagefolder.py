@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from autointerp.data.base import ImageDataset
+from autointerp.data.imagefile import read_rgb
 from autointerp.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -41,13 +42,4 @@ class ImageFolderDataset(ImageDataset):
 
     def image(self, index: int) -> np.ndarray:
         """The image as RGB uint8; a missing or corrupt file is a one-line DataError naming it."""
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.files[index]
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except FileNotFoundError:
-            raise DataError(f"{path}: image file missing") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{path}: cannot read image ({exc.__class__.__name__}: corrupt or not an image)") from None
+        return read_rgb(self.files[index])
