@@ -40,3 +40,14 @@ def browser():  # noqa: ANN201
         b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():  # noqa: ANN201
+    """Tiny torch problems: one thread avoids OpenMP overhead on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

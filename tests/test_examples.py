@@ -9,20 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from test_vis_world import GREEN, N_IMAGES, RED, blob_images, make_run  # tests/ helper module
 
 from autointerp.errors import UserError
 from autointerp.stages.examples import run_examples
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _png(path: Path) -> np.ndarray:

@@ -17,14 +17,7 @@ from autointerp.vis.param import ImageParam
 from autointerp.vis.render import Job, RenderSettings, channel_activation, job_seed, optimise, render
 from autointerp.vis.transforms import TransformSettings, affine_thetas, apply_transforms
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: one thread avoids OpenMP overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = RenderSettings(steps=12, size=32)

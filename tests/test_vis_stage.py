@@ -19,13 +19,7 @@ from autointerp.runfolder import RunContext
 from autointerp.stages.visualize import run_visualize
 from autointerp.vis.compose import card_caption
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
