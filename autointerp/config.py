@@ -68,6 +68,8 @@ class ImportanceConfig(_Section):
     features: list[int] | None = None
     chunk_size: int = Field(default=32, ge=1)
     batch_size: int = Field(default=256, ge=1)
+    # torch.compile the fast path's elementwise core (falls back to eager PyTorch with a warning)
+    compile: bool = True
 
 
 class VisualizeConfig(_Section):

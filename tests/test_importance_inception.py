@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -59,8 +61,8 @@ def reference_tail_forward(model, x01):
     return reference_tail(model, cap[0])
 
 
-def fast_counts(model, acts, labels, feats, ablation):
-    path = InceptionMixed5aPath(model)
+def fast_counts(model, acts, labels, feats, ablation, compile=False):
+    path = InceptionMixed5aPath(model, compile=compile)
     bp = bound_pass(path, acts.numpy(), labels.numpy(), feats, ablation, K, VALID, batch_size=4)
     tally, _ = evaluate_chunk(path, acts.numpy(), labels.numpy(), bp, feats, ablation, K, VALID, pair_batch=64)
     return tally, bp, path
@@ -149,3 +151,21 @@ def test_skip_bounds_are_sound_on_perturbed_inceptionv1(perturbed):
     with torch.no_grad():
         exact = topk_correct(reference_tail(model, xa), labels[bi], K, VALID)
     assert torch.equal(res.after_correct[decided], exact)
+
+
+def test_compiled_core_gives_the_same_counts_as_eager(perturbed):
+    """torch.compile of the elementwise core changes speed only: same tallies as eager PyTorch."""
+    model, _, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    feats = list(range(0, 832, 3))
+    eager, bp, _ = fast_counts(model, acts, labels, feats, ablation)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled, _, path = fast_counts(model, acts, labels, feats, ablation, compile=True)
+    if not path._core.is_compiled():
+        pytest.skip(f"torch.compile unavailable here: {[str(w.message) for w in caught]}")
+    assert int(bp.candidate.sum()) > 0
+    assert compiled.correct_to_wrong.tolist() == eager.correct_to_wrong.tolist()
+    assert compiled.wrong_to_correct.tolist() == eager.wrong_to_correct.tolist()
+    assert compiled.n_bounded.tolist() == eager.n_bounded.tolist()
+    np.testing.assert_allclose(compiled.mean_delta_logprob, eager.mean_delta_logprob, atol=1e-6)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autointerp.importance.ablation import Ablation
+from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.engine import PairResult
 from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.topk import competitors, float_tolerance, pair_norms, topk_correct, true_logprob
@@ -75,6 +76,37 @@ def _maxpool3(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(F.pad(x, (1, 1, 1, 1), value=float("-inf")), (3, 3), stride=(1, 1), padding=0)
 
 
+def _rank1_core(
+    p1: torch.Tensor,
+    pr: torch.Tensor,
+    p3: torch.Tensor,
+    p5: torch.Tensor,
+    b_idx: torch.Tensor,
+    w1: torch.Tensor,
+    wpr: torch.Tensor,
+    w3b: torch.Tensor,
+    w5b: torch.Tensor,
+    delta: torch.Tensor,
+    d_mp: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Rank-1 updates of the ``mixed5b`` branch inputs for a batch of pairs (all elementwise).
+
+    ``p*`` (B, out, H, W) baseline pre-activations, ``b_idx`` (P,) image of each pair, ``w*`` (P, out)
+    the ablated channel's weight column, ``delta`` / ``d_mp`` (P, H, W) the change of the channel and
+    of its max-pool. Returns the pooled 1×1 and pool branches (P, out), the ablated 3×3 / 5×5
+    bottleneck activations (P, out, H, W) and the squared norms of their changes (P,).
+    """
+    d = delta[:, None]
+    h1 = torch.relu(p1[b_idx] + w1[:, :, None, None] * d).mean((2, 3))
+    hp = torch.relu(pr[b_idx] + wpr[:, :, None, None] * d_mp[:, None]).mean((2, 3))
+    base3, base5 = p3[b_idx], p5[b_idx]
+    b3 = torch.relu(base3 + w3b[:, :, None, None] * d)
+    b5 = torch.relu(base5 + w5b[:, :, None, None] * d)
+    n3 = (b3 - torch.relu(base3)).square().sum((1, 2, 3))
+    n5 = (b5 - torch.relu(base5)).square().sum((1, 2, 3))
+    return h1, hp, b3, b5, n3, n5
+
+
 @dataclass
 class _State:
     p1: torch.Tensor  # (B, 384, H, W) pre-activations
@@ -92,12 +124,16 @@ class InceptionMixed5aPath:
     name = "inception_mixed5a_rank1"
     pair_batch = 1024  # pairs per evaluate call: the 7×7 convolutions run faster on large batches
 
-    def __init__(self, module: nn.Module, spatial: tuple[int, int] = (7, 7), tier2: bool = True) -> None:
+    def __init__(
+        self, module: nn.Module, spatial: tuple[int, int] = (7, 7), tier2: bool = True, compile: bool = False
+    ) -> None:
         m = module
         self.module = m
         self.tail = ReferenceTail(m)
         self.tier2 = tier2
         self.hw = spatial[0] * spatial[1]
+        self._core = compiled_or_eager(_rank1_core) if compile else _rank1_core
+        self._pooled: tuple[int, torch.Tensor] | None = None
 
         def w2(conv: nn.Conv2d) -> torch.Tensor:
             return conv.weight.detach().float()[:, :, 0, 0]
@@ -106,6 +142,8 @@ class InceptionMixed5aPath:
         self.w3b = w2(m.mixed5b_3x3_bottleneck_pre_relu_conv)
         self.w5b = w2(m.mixed5b_5x5_bottleneck_pre_relu_conv)
         self.wpr = w2(m.mixed5b_pool_reduce_pre_relu_conv)
+        self.w1t, self.wprt = self.w1.T.contiguous(), self.wpr.T.contiguous()  # (C, out): one row per channel
+        self.w3bt, self.w5bt = self.w3b.T.contiguous(), self.w5b.T.contiguous()
         self.k3 = m.mixed5b_3x3_pre_relu_conv
         self.k5 = m.mixed5b_5x5_pre_relu_conv
         self.fc = m.softmax2_pre_activation_matmul
@@ -131,6 +169,29 @@ class InceptionMixed5aPath:
         k5abs = self.k5.weight.detach().double().abs().sum((2, 3))  # (128, 48)
         self.a3_abs = col(k3abs @ self.w3b.double().abs())  # × mean|δ|
         self.a5_abs = col(k5abs @ self.w5b.double().abs())
+
+    def _pooled_targets(self, ablation: Ablation) -> torch.Tensor:
+        """(C, H, W) max-pooled imputed values (image-independent), cached per ablation."""
+        assert ablation.values is not None
+        if self._pooled is None or self._pooled[0] != id(ablation.values):
+            self._pooled = (id(ablation.values), _maxpool3(ablation.values.float()[None])[0])
+        return self._pooled[1]
+
+    def _branches_3x3_5x5(
+        self, b3: torch.Tensor, b5: torch.Tensor, block: int = 128
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled ``mixed5b`` 3×3 and 5×5 branch outputs of bottleneck activations, in cache-sized blocks.
+
+        The convolutions' own zero padding (faster than padding first); rounding differences from
+        the reference are covered by the caller's tolerance and reference-tail fallback.
+        """
+        q3 = torch.empty(len(b3), self.k3.out_channels)
+        q5 = torch.empty(len(b5), self.k5.out_channels)
+        for s in range(0, len(b3), block):
+            e = s + block
+            q3[s:e] = F.relu(F.conv2d(b3[s:e], self.k3.weight, self.k3.bias, padding=1)).mean((2, 3))
+            q5[s:e] = F.relu(F.conv2d(b5[s:e], self.k5.weight, self.k5.bias, padding=2)).mean((2, 3))
+        return q3, q5
 
     # -- engine protocol -------------------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,30 +256,28 @@ class InceptionMixed5aPath:
         valid: torch.Tensor,
     ) -> PairResult:
         p = len(b_idx)
-        ar = torch.arange(p)
         a_c = x[b_idx, channels]  # (P, H, W)
-        target = a_c if ablation.values is None else ablation.values[channels].to(x)
+        if ablation.values is None:
+            target = a_c
+            mp_t = _maxpool3(target[:, None])[:, 0]
+        else:
+            target = ablation.values[channels].to(x)
+            mp_t = self._pooled_targets(ablation)[channels]
         delta = target - a_c
-        mp_t = _maxpool3(target[:, None])[:, 0]
         d_mp = mp_t - state.mp[b_idx, channels]
-        # tier 2: exact 1x1 and pool branches
-        p1 = state.p1[b_idx] + self.w1.T[channels][:, :, None, None] * delta[:, None]
-        pr = state.pr[b_idx] + self.wpr.T[channels][:, :, None, None] * d_mp[:, None]
-        h1 = F.relu(p1).mean((2, 3))
-        hp = F.relu(pr).mean((2, 3))
-        p3 = state.p3[b_idx] + self.w3b.T[channels][:, :, None, None] * delta[:, None]
-        p5 = state.p5[b_idx] + self.w5b.T[channels][:, :, None, None] * delta[:, None]
-        b3, b5 = F.relu(p3), F.relu(p5)
+        h1, hp, b3, b5, n3, n5 = self._core(
+            state.p1, state.pr, state.p3, state.p5, b_idx.clone(), self.w1t[channels], self.wprt[channels],
+            self.w3bt[channels], self.w5bt[channels], delta, d_mp,
+        )  # fmt: skip
         lab = labels[b_idx]
         others = competitors(lab, valid, z.shape[1])
         undecided = torch.ones(p, dtype=torch.bool)
         after = torch.zeros(p, dtype=torch.bool)
         if self.tier2:
-            diff3 = (b3 - F.relu(state.p3[b_idx])).double()
-            diff5 = (b5 - F.relu(state.p5[b_idx])).double()
             sqrt_hw = math.sqrt(self.hw)
-            rho3 = torch.linalg.vector_norm(diff3, dim=(1, 2, 3)) * self.l3 / sqrt_hw * _SAFETY
-            rho5 = torch.linalg.vector_norm(diff5, dim=(1, 2, 3)) * self.l5 / sqrt_hw * _SAFETY
+            # squared norms summed in float32: relative rounding ≪ _SAFETY - 1 for these sizes
+            rho3 = n3.double().sqrt() * self.l3 / sqrt_hw * _SAFETY**2
+            rho5 = n5.double().sqrt() * self.l5 / sqrt_hw * _SAFETY**2
             dh1p = torch.cat((h1 - state.h1[b_idx], hp - state.hp[b_idx]), 1).double()
             zt = z[b_idx].double() + dh1p @ self.w1p_t
             d = zt.gather(1, lab[:, None]) - zt
@@ -236,10 +295,7 @@ class InceptionMixed5aPath:
         fallback = 0
         idx = torch.nonzero(undecided)[:, 0]
         if len(idx):
-            # the convolutions' own zero padding (faster than padding first; rounding differences are
-            # covered by the tolerance below and the reference-tail fallback)
-            q3 = F.relu(F.conv2d(b3[idx], self.k3.weight, self.k3.bias, padding=1)).mean((2, 3))
-            q5 = F.relu(F.conv2d(b5[idx], self.k5.weight, self.k5.bias, padding=2)).mean((2, 3))
+            q3, q5 = self._branches_3x3_5x5(b3[idx], b5[idx])
             h = torch.cat((h1[idx], q3, q5, hp[idx]), 1)
             za = self.fc(h).float()
             li = lab[idx]
@@ -261,5 +317,4 @@ class InceptionMixed5aPath:
                 lp[ambiguous] = true_logprob(zr, lab[amb], valid)
             after[idx] = res
             lp_after[idx] = lp
-        del ar
         return PairResult(after_correct=after, logprob_after=lp_after, bounded=~undecided, fallback=fallback)

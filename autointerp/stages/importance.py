@@ -297,7 +297,7 @@ def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
 
     n, c, h, w = inputs.shape
     if supports_inception_mixed5a(ctx.model.module, ctx.config.layer, (h, w)):
-        return InceptionMixed5aPath(ctx.model.module, (h, w))
+        return InceptionMixed5aPath(ctx.model.module, (h, w), compile=ctx.config.importance.compile)
     from autointerp.importance.affine import AffineTailPath, affine_jacobian
 
     example = torch.from_numpy(np.array(inputs.acts[:4], dtype=np.float32))
