@@ -27,7 +27,7 @@ def compiled_or_eager(fn: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 import torch
 
-                compiled = torch.compile(fn, dynamic=True)
+                compiled = _without_duck_shapes(torch.compile(fn, dynamic=True))
                 out = compiled(*args)
             except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly
                 warnings.warn(
@@ -44,3 +44,19 @@ def compiled_or_eager(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     wrapper.is_compiled = lambda: state.get("impl") not in (None, fn)  # type: ignore[attr-defined]
     return wrapper
+
+
+def _without_duck_shapes(compiled: Callable[..., Any]) -> Callable[..., Any]:
+    """Trace without "duck shaping": otherwise a batch that happens to have as many pairs as a layer
+    has channels (e.g. 192) adds an equality guard, and the next batch size recompiles."""
+    try:
+        from torch.fx.experimental import _config as fx_config
+    except ImportError:  # pragma: no cover - older/newer PyTorch without the knob
+        return compiled
+
+    @functools.wraps(compiled)
+    def call(*args: Any) -> Any:
+        with fx_config.patch(use_duck_shape=False):
+            return compiled(*args)
+
+    return call

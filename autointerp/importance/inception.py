@@ -178,7 +178,7 @@ class InceptionMixed5aPath:
         return self._pooled[1]
 
     def _branches_3x3_5x5(
-        self, b3: torch.Tensor, b5: torch.Tensor, block: int = 128
+        self, b3: torch.Tensor, b5: torch.Tensor, block: int = 64
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled ``mixed5b`` 3×3 and 5×5 branch outputs of bottleneck activations, in cache-sized blocks.
 

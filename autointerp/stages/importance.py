@@ -6,8 +6,9 @@ or per channel and position: ``importance.mean_scope``). Methods (``importance.m
 
 * ``exact`` (default): cached activations through the adapter's tail only, many ablations per
   pass, skipping (image, feature) pairs that a sound bound proves cannot change the count. For
-  InceptionV1 ``mixed5a`` a rank-1 path through ``mixed5b`` is used; any other model/layer uses the
-  generic batched tail path (with a Lipschitz skip bound when the tail is a simple chain).
+  InceptionV1 ``mixed5a`` a rank-1 path through ``mixed5b`` is used (its elementwise core compiled
+  with ``torch.compile`` when ``importance.compile``); any other model/layer uses the generic
+  batched tail path (with a Lipschitz skip bound when the tail is a simple chain).
 * ``attribution``: first-order estimate for all features from one backward pass (fast, approximate);
   compared with ``importance_exact.csv`` / ``importance_naive.csv`` when present.
 * ``naive``: one full forward pass of the model per feature with a hook (reference; slow).
