@@ -153,3 +153,68 @@ def test_real_inceptionv1_on_shared_images(shared_dir: Path, tmp_path: Path) -> 
     with torch.no_grad():
         ref = ctx.model.head("mixed5a")(x).numpy()
     np.testing.assert_allclose(acts[4].astype(np.float32), ref[0], rtol=2e-3, atol=2e-3)
+
+
+def test_real_inceptionv1_config_importance_stage_uses_rank1_path_and_equals_naive(
+    shared_dir: Path, tmp_path: Path
+) -> None:
+    """The study config end to end through the importance stage (rank-1 path, compiled core) = naive."""
+    import csv
+
+    from autointerp.config import load_config
+    from autointerp.stages.importance import run_importance
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs/inceptionv1_mixed5a.yaml", [
+        "model.pretrained=false", f"dataset.path={shared_dir / 'data/imagenet_sample_64.npz'}",
+        "dataset.max_images=8", f"label_mapping.map_clsloc={shared_dir / 'reference/imagenet/map_clsloc.txt'}",
+        "activations.batch_size=3", "device=cpu",
+    ])  # fmt: skip
+    from autointerp.importance.synthetic import rescaled_inceptionv1
+
+    torch.manual_seed(0)
+    ctx = RunContext.create(cfg, tmp_path / "run")
+    # trained-like activation and logit scales (default init gives near-constant logits: nothing flips)
+    ctx.model.module.load_state_dict(rescaled_inceptionv1(seed=0).state_dict())
+    act_stage.run_activations(ctx)
+    # plant known answers: pick an image and a k that put it at its top-k boundary (k = its true class's
+    # rank, or rank + 1) such that some channels' mean ablations flip it (found with the reference tail)
+    from autointerp.importance.inception import reference_tail
+    from autointerp.importance.topk import topk_correct
+
+    module, valid = ctx.model.module, ctx.model.valid_outputs.bool()
+    all_acts = torch.from_numpy(np.load(ctx.paths.activations / "acts.npy").astype(np.float32))
+    mean = torch.from_numpy(np.load(ctx.paths.activations / "mean.npy").astype(np.float32))
+    labels = torch.as_tensor(np.load(ctx.paths.activations / "labels.npy").astype(np.int64))
+    flips = torch.zeros(0, dtype=torch.long)
+    with torch.no_grad():
+        for i in range(len(all_acts)):
+            z = reference_tail(module, all_acts[i : i + 1])[0].masked_fill(~valid, float("-inf"))
+            rank = int((z > z[labels[i]]).sum())
+            ablated = all_acts[i : i + 1].repeat(832, 1, 1, 1)
+            ablated[torch.arange(832), torch.arange(832)] = mean[:, None, None]
+            za = reference_tail(module, ablated)
+            for k in (rank, rank + 1):
+                if k >= 1:
+                    flips = torch.nonzero(topk_correct(za, labels[i].expand(832), k, valid) != (rank < k))[:, 0]
+                if len(flips):
+                    break
+            if len(flips):
+                break
+    assert len(flips) > 0, "no image/k with a flipping channel: the planted case needs another seed"
+    planted = sorted({*flips[:3].tolist(), 0, 411, 831})
+    ctx.config.importance.k = k
+    ctx.config.importance.features = planted
+    run_importance(ctx)
+    run_importance(ctx, method="naive")
+    summary = json.loads((ctx.paths.importance / "summary.json").read_text())
+    assert summary["exact"]["path"] == "inception_mixed5a_rank1"
+
+    def counts(name: str) -> list[tuple[str, str, str]]:
+        with open(ctx.paths.importance / name, newline="") as fh:
+            return [(r["feature_ind"], r["correct_to_wrong"], r["wrong_to_correct"]) for r in csv.DictReader(fh)]
+
+    assert counts("importance_exact.csv") == counts("importance_naive.csv")
+    assert [int(f) for f, _, _ in counts("importance_exact.csv")] == planted
+    flipped = {int(f) for f, c2w, w2c in counts("importance_naive.csv") if int(c2w) + int(w2c) > 0}
+    assert set(flips[:3].tolist()) <= flipped
