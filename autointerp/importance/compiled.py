@@ -4,8 +4,9 @@ The rank-1 importance path spends most of its non-convolution time in chains of 
 operations over ``(pairs, channels, 7, 7)`` tensors. Eager PyTorch materialises every intermediate;
 ``torch.compile`` (inductor, needs a C++ compiler) fuses each chain into one loop, about 7× faster
 on a 2-core CPU. Compilation happens on the first call (seconds, cached on disk by PyTorch). When it
-fails (no compiler, unsupported platform) the eager function is used for the rest of the process
-and one warning says why; results are the same up to float rounding either way.
+fails (no compiler, unsupported platform), now or on a later recompilation, the eager function is
+used for the rest of the process and one warning says why; results are the same up to float
+rounding either way.
 """
 
 from __future__ import annotations
@@ -17,32 +18,31 @@ from typing import Any
 
 
 def compiled_or_eager(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` compiled with dynamic shapes on first use; ``fn`` itself if compiling fails."""
+    """``fn`` compiled with dynamic shapes on first use; ``fn`` itself once compiling has failed."""
     state: dict[str, Any] = {}
 
     @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
-        impl = state.get("impl")
-        if impl is None:
-            try:
+        if state.get("eager"):
+            return fn(*args)
+        try:
+            if "compiled" not in state:
                 import torch
 
-                compiled = _without_duck_shapes(torch.compile(fn, dynamic=True))
-                out = compiled(*args)
-            except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly
-                warnings.warn(
-                    f"torch.compile of {fn.__name__} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                    "running it eagerly (slower, same results)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                state["impl"] = fn
-                return fn(*args)
-            state["impl"] = compiled
-            return out
-        return impl(*args)
+                state["compiled"] = _without_duck_shapes(torch.compile(fn, dynamic=True))
+            return state["compiled"](*args)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly
+            state["eager"] = True
+            first_line = (str(exc).splitlines() or [""])[0][:200]
+            warnings.warn(
+                f"torch.compile of {fn.__name__} failed ({type(exc).__name__}: {first_line}); "
+                "running it eagerly (slower, same results)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return fn(*args)  # a genuine error in fn raises again here, uncompiled
 
-    wrapper.is_compiled = lambda: state.get("impl") not in (None, fn)  # type: ignore[attr-defined]
+    wrapper.is_compiled = lambda: "compiled" in state and not state.get("eager")  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -51,7 +51,7 @@ def _without_duck_shapes(compiled: Callable[..., Any]) -> Callable[..., Any]:
     has channels (e.g. 192) adds an equality guard, and the next batch size recompiles."""
     try:
         from torch.fx.experimental import _config as fx_config
-    except ImportError:  # pragma: no cover - older/newer PyTorch without the knob
+    except ImportError:  # pragma: no cover - PyTorch without the knob
         return compiled
 
     @functools.wraps(compiled)

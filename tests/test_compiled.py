@@ -1,0 +1,37 @@
+"""compiled_or_eager: a compiler failure falls back to eager PyTorch with one warning, same results."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autointerp.importance.compiled import compiled_or_eager
+
+
+def _fused(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return torch.relu(a + w[:, None]).mean(1)
+
+
+def test_compiler_failure_falls_back_to_eager_once(monkeypatch):
+    calls = []
+
+    def broken_compile(fn, **kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("no C++ compiler found\nlong traceback")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    f = compiled_or_eager(_fused)
+    a, w = torch.randn(5, 7), torch.randn(5)
+    with pytest.warns(RuntimeWarning, match="torch.compile of _fused failed .*no C\\+\\+ compiler found\\); running"):
+        out = f(a, w)
+    torch.testing.assert_close(out, _fused(a, w))
+    torch.testing.assert_close(f(a * 2, w), _fused(a * 2, w))  # no second attempt, no second warning
+    assert len(calls) == 1 and calls[0] == {"dynamic": True}
+    assert not f.is_compiled()
+
+
+def test_genuine_errors_still_raise(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)  # "compiles" to itself
+    f = compiled_or_eager(_fused)
+    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="size"):
+        f(torch.randn(5, 7), torch.randn(4))  # shape mismatch: raised again by the eager function
