@@ -118,6 +118,7 @@ def main() -> None:
     warm = bound_pass(path, acts[:64], labels[:64].numpy(), few, ablation, K, valid, batch_size=64, use_bound=False)
     evaluate_chunk(path, acts[:64], labels[:64].numpy(), warm, few, ablation, K, valid, batch_size=64)
     t_warm = time.perf_counter() - t0
+    path.seconds = dict.fromkeys(path.seconds, 0.0)
     t0, c0 = time.perf_counter(), time.process_time()
     feats = list(range(832))
     bp = bound_pass(path, acts, labels.numpy(), feats, ablation, K, valid, batch_size=64)
@@ -149,6 +150,9 @@ def main() -> None:
     print(f"fast: 832 features x {len(images)} images in {t_fast:.1f}s (bound pass {t_bound:.1f}s); pairs: "
           f"{1 - bp.candidate.float().mean():.3f} skipped by the cheap bound, {bounded / pairs:.3f} decided by the "
           f"finer bound, {exact / pairs:.3f} evaluated exactly ({fallback} boundary fallbacks)")  # fmt: skip
+    parts = ", ".join(f"{k} {v:.1f}s" for k, v in path.seconds.items())
+    print(f"fast path time by part: bound pass {t_bound:.1f}s, {parts}, rest (cache reads, per-chunk state, "
+          f"tallies) {t_fast - t_bound - sum(path.seconds.values()):.1f}s")  # fmt: skip
     print(f"flips found: {int(c2w.sum())} correct->wrong, {int(w2c.sum())} wrong->correct over {pairs} pairs")
     # CPU time is steadier than wall time on a shared machine (other processes do not inflate it as much)
     print(f"cpu time: naive {c_naive:.1f}s, fast {c_fast:.1f}s; cpu-time speedup "

@@ -19,6 +19,7 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in three tiers
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -134,6 +135,8 @@ class InceptionMixed5aPath:
         self.hw = spatial[0] * spatial[1]
         self._core = compiled_or_eager(_rank1_core) if compile else _rank1_core
         self._pooled: tuple[int, torch.Tensor] | None = None
+        #: wall seconds spent per part of :meth:`evaluate` (for benchmarks and profiling)
+        self.seconds = {"rank1_core": 0.0, "bounds": 0.0, "exact_convs": 0.0}
 
         def w2(conv: nn.Conv2d) -> torch.Tensor:
             return conv.weight.detach().float()[:, :, 0, 0]
@@ -265,10 +268,13 @@ class InceptionMixed5aPath:
             mp_t = self._pooled_targets(ablation)[channels]
         delta = target - a_c
         d_mp = mp_t - state.mp[b_idx, channels]
+        t0 = time.perf_counter()
         h1, hp, b3, b5, n3, n5 = self._core(
             state.p1, state.pr, state.p3, state.p5, b_idx.clone(), self.w1t[channels], self.wprt[channels],
             self.w3bt[channels], self.w5bt[channels], delta, d_mp,
         )  # fmt: skip
+        t1 = time.perf_counter()
+        self.seconds["rank1_core"] += t1 - t0
         lab = labels[b_idx]
         others = competitors(lab, valid, z.shape[1])
         undecided = torch.ones(p, dtype=torch.bool)
@@ -294,8 +300,11 @@ class InceptionMixed5aPath:
         lp_after = torch.full((p,), float("nan"), dtype=torch.float64)
         fallback = 0
         idx = torch.nonzero(undecided)[:, 0]
+        t2 = time.perf_counter()
+        self.seconds["bounds"] += t2 - t1
         if len(idx):
             q3, q5 = self._branches_3x3_5x5(b3[idx], b5[idx])
+            self.seconds["exact_convs"] += time.perf_counter() - t2
             h = torch.cat((h1[idx], q3, q5, hp[idx]), 1)
             za = self.fc(h).float()
             li = lab[idx]
