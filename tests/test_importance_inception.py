@@ -169,3 +169,22 @@ def test_compiled_core_gives_the_same_counts_as_eager(perturbed):
     assert compiled.wrong_to_correct.tolist() == eager.wrong_to_correct.tolist()
     assert compiled.n_bounded.tolist() == eager.n_bounded.tolist()
     np.testing.assert_allclose(compiled.mean_delta_logprob, eager.mean_delta_logprob, atol=1e-6)
+
+
+def test_one_path_serves_several_ablations(perturbed):
+    """Per-ablation caches inside the path never leak from one ablation into the next."""
+    model, _, acts, labels = perturbed
+    by_channel = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    by_position = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), acts.mean(0).numpy(), "position", (832, 7, 7))
+    feats = list(range(0, 832, 5))
+
+    def tallies(path, ablation):
+        bp = bound_pass(path, acts.numpy(), labels.numpy(), feats, ablation, K, VALID, batch_size=3, use_bound=False)
+        tally, _ = evaluate_chunk(path, acts.numpy(), labels.numpy(), bp, feats, ablation, K, VALID, pair_batch=256)
+        return tally.correct_to_wrong.tolist(), tally.wrong_to_correct.tolist(), tally.mean_delta_logprob.tolist()
+
+    shared = InceptionMixed5aPath(model)
+    results = [tallies(shared, a) for a in (by_channel, by_position, by_channel)]
+    assert results[0] == results[2] == tallies(InceptionMixed5aPath(model), by_channel)
+    assert results[1] == tallies(InceptionMixed5aPath(model), by_position)
+    assert results[0] != results[1]

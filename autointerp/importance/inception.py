@@ -134,7 +134,7 @@ class InceptionMixed5aPath:
         self.tier2 = tier2
         self.hw = spatial[0] * spatial[1]
         self._core = compiled_or_eager(_rank1_core) if compile else _rank1_core
-        self._pooled: tuple[int, torch.Tensor] | None = None
+        self._pooled: tuple[torch.Tensor, torch.Tensor] | None = None
         #: wall seconds spent per part of :meth:`evaluate` (for benchmarks and profiling)
         self.seconds = {"rank1_core": 0.0, "bounds": 0.0, "exact_convs": 0.0}
 
@@ -176,8 +176,9 @@ class InceptionMixed5aPath:
     def _pooled_targets(self, ablation: Ablation) -> torch.Tensor:
         """(C, H, W) max-pooled imputed values (image-independent), cached per ablation."""
         assert ablation.values is not None
-        if self._pooled is None or self._pooled[0] != id(ablation.values):
-            self._pooled = (id(ablation.values), _maxpool3(ablation.values.float()[None])[0])
+        # keyed on the tensor itself (held here, so a new tensor can never be mistaken for it)
+        if self._pooled is None or self._pooled[0] is not ablation.values:
+            self._pooled = (ablation.values, _maxpool3(ablation.values.float()[None])[0])
         return self._pooled[1]
 
     def _branches_3x3_5x5(
