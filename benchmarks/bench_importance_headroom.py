@@ -1,0 +1,120 @@
+"""Headroom analysis for exact importance on InceptionV1 ``mixed5a``: how tight must a new bound be?
+
+The fast path's time is almost all exact 3×3/5×5 ``mixed5b`` convolutions for the (image, feature)
+pairs that the cheap bounds leave undecided (see ``bench_importance.py``). Any faster exact method
+must decide most of those pairs without the convolutions. This script measures what a bound would
+have to achieve, on the same synthetic set-up as ``bench_importance.py``.
+
+For each undecided pair it computes the exact change of every logit and splits the 3×3/5×5 branch
+changes into the part that is linear in the bottleneck change (``mean_pos([q > 0] ⊙ conv(Δb))``, which
+costs about a ninth of the convolution via a per-image adjoint) and the ReLU-crossing remainder. It
+then counts the pairs that would be decided if the linear part were known exactly and the remainder
+were bounded by ``f ×`` its true size, for several looseness factors ``f``. The baseline in the same
+run is the existing finer bound (tier 2).
+
+    python benchmarks/bench_importance_headroom.py [--images 32]
+
+Last line: ``undecided_pairs: N tier2_decided: T decided_at_1x: … decided_at_1000x: …`` (fractions of
+the pairs that the cheap bound did not skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from autointerp.importance.ablation import Ablation
+from autointerp.importance.inception import InceptionMixed5aPath, reference_tail
+from autointerp.importance.synthetic import rescaled_inceptionv1, trained_like_labels
+from autointerp.importance.topk import boundary_radius, competitors
+
+FACTORS = (1, 10, 30, 100, 300, 1000)
+K = 10
+
+
+def _decided(margin: torch.Tensor, slack: torch.Tensor, others: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """Pairs whose top-k correctness is certain when each margin may move by ``slack``."""
+    surely_correct = ((((margin - slack) < 0) & others).sum(1) < K) & ok
+    surely_wrong = ((((margin + slack) < 0) & others).sum(1) >= K) | ~ok
+    return surely_correct | surely_wrong
+
+
+def main() -> None:
+    import bench_importance
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    images, source = bench_importance.load_images(args.images, args.seed)
+    model = rescaled_inceptionv1(args.seed, example=images[:8] * 255 - 117)
+    valid = torch.zeros(1008, dtype=torch.bool)
+    valid[1:1001] = True
+    cap: list[torch.Tensor] = []
+    hook = model.mixed5a.register_forward_hook(lambda _m, _i, out: cap.append(out))
+    with torch.no_grad():
+        for s in range(0, len(images), 16):
+            model(images[s : s + 16] * 255 - 117)
+    hook.remove()
+    acts = torch.cat(cap).half().float()  # the stage's float16 cache
+    with torch.no_grad():
+        z = reference_tail(model, acts)
+    labels = trained_like_labels(z, valid, args.seed)
+    ablation = Ablation.from_means(acts.double().mean((0, 2, 3)).float().numpy(), None, "channel", (832, 7, 7))
+    path = InceptionMixed5aPath(model)
+    state = path.prepare(acts)
+    tau = boundary_radius(z, labels, path.W, K, valid)
+    b_all, c_all = torch.nonzero(~(path.tier1(acts, ablation, torch.arange(832)) < tau[:, None]), as_tuple=True)
+    with torch.no_grad():
+        q3 = F.conv2d(F.relu(state.p3), path.k3.weight, path.k3.bias, padding=1)
+        q5 = F.conv2d(F.relu(state.p5), path.k5.weight, path.k5.bias, padding=2)
+    w = path.W.double()
+    n_cand = len(b_all)
+    tier2 = 0
+    decided = dict.fromkeys(FACTORS, 0)
+    for s in range(0, n_cand, 256):
+        b, c = b_all[s : s + 256], c_all[s : s + 256]
+        res = path.evaluate(state, acts, z, labels, b, c, ablation, K, valid)
+        tier2 += int(res.bounded.sum())
+        keep = ~res.bounded
+        b, c = b[keep], c[keep]
+        if not len(b):
+            continue
+        with torch.no_grad():
+            delta = ablation.values[c] - acts[b, c]
+            db3 = F.relu(state.p3[b] + path.w3b.T[c][:, :, None, None] * delta[:, None]) - F.relu(state.p3[b])
+            db5 = F.relu(state.p5[b] + path.w5b.T[c][:, :, None, None] * delta[:, None]) - F.relu(state.p5[b])
+            dq3 = F.conv2d(db3, path.k3.weight, None, padding=1)
+            dq5 = F.conv2d(db5, path.k5.weight, None, padding=2)
+            lin3, lin5 = ((q3[b] > 0) * dq3).mean((2, 3)), ((q5[b] > 0) * dq5).mean((2, 3))
+            rem3 = (F.relu(q3[b] + dq3) - F.relu(q3[b])).mean((2, 3)) - lin3
+            rem5 = (F.relu(q5[b] + dq5) - F.relu(q5[b])).mean((2, 3)) - lin5
+            p1 = state.p1[b] + path.w1.T[c][:, :, None, None] * delta[:, None]
+            mp_t = F.max_pool2d(F.pad(ablation.values[c][:, None], (1, 1, 1, 1), value=float("-inf")), 3, 1)[:, 0]
+            pr = state.pr[b] + path.wpr.T[c][:, :, None, None] * (mp_t - state.mp[b, c])[:, None]
+            dh1, dhp = F.relu(p1).mean((2, 3)) - state.h1[b], F.relu(pr).mean((2, 3)) - state.hp[b]
+        lab = labels[b]
+        z_lin = z[b].double() + torch.cat((dh1, lin3, lin5, dhp), 1).double() @ w.T
+        z_rem = torch.cat((torch.zeros_like(dh1), rem3, rem5, torch.zeros_like(dhp)), 1).double() @ w.T
+        margin = z_lin.gather(1, lab[:, None]) - z_lin
+        true_rem = (z_rem.gather(1, lab[:, None]) - z_rem).abs()
+        others, ok = competitors(lab, valid, z.shape[1]), valid[lab]
+        for f in FACTORS:
+            decided[f] += int(_decided(margin, true_rem * f + 1e-9, others, ok).sum())
+    undecided = n_cand - tier2
+    print(f"images: {args.images} from {source}; model: rescaled random InceptionV1 (as bench_importance.py)")
+    print(f"pairs: {args.images * 832}; not skipped by the cheap bound: {n_cand}; decided by tier 2: {tier2}; "
+          f"left for the exact convolutions: {undecided}")  # fmt: skip
+    for f in FACTORS:
+        print(f"exact linear part + remainder bound {f}x its true size: decides {decided[f] / max(undecided, 1):.4f}")
+    figures = " ".join(f"decided_at_{f}x: {decided[f] / max(undecided, 1):.4f}" for f in FACTORS)
+    print(f"undecided_pairs: {undecided} tier2_decided: {tier2 / max(n_cand, 1):.4f} {figures}")
+
+
+if __name__ == "__main__":
+    main()
