@@ -109,6 +109,19 @@ def _rank1_core(
 
 
 @dataclass
+class Rank1Update:
+    """What :func:`_rank1_core` gives for a batch of pairs, with the imputed values."""
+
+    target: torch.Tensor  # (P, H, W) values imputed into the ablated channel
+    h1: torch.Tensor  # (P, 384) pooled 1x1 branch after the ablation
+    hp: torch.Tensor  # (P, 128) pooled pool branch
+    b3: torch.Tensor  # (P, 192, H, W) 3x3 bottleneck activations after the ablation
+    b5: torch.Tensor  # (P, 48, H, W) 5x5 bottleneck activations
+    n3: torch.Tensor  # (P,) squared norm of the 3x3 bottleneck change
+    n5: torch.Tensor  # (P,) squared norm of the 5x5 bottleneck change
+
+
+@dataclass
 class _State:
     p1: torch.Tensor  # (B, 384, H, W) pre-activations
     p3: torch.Tensor  # (B, 192, H, W)
@@ -197,6 +210,23 @@ class InceptionMixed5aPath:
             q5[s:e] = F.relu(F.conv2d(b5[s:e], self.k5.weight, self.k5.bias, padding=2)).mean((2, 3))
         return q3, q5
 
+    def rank1_update(
+        self, state: _State, x: torch.Tensor, b_idx: torch.Tensor, channels: torch.Tensor, ablation: Ablation
+    ) -> Rank1Update:
+        """The ``mixed5b`` branch inputs after ablating ``channels`` of images ``b_idx`` (no convolutions)."""
+        a_c = x[b_idx, channels]  # (P, H, W)
+        if ablation.values is None:
+            target = a_c
+            mp_t = _maxpool3(target[:, None])[:, 0]
+        else:
+            target = ablation.values[channels].to(x)
+            mp_t = self._pooled_targets(ablation)[channels]
+        outputs = self._core(
+            state.p1, state.pr, state.p3, state.p5, b_idx, self.w1t[channels], self.wprt[channels],
+            self.w3bt[channels], self.w5bt[channels], target - a_c, mp_t - state.mp[b_idx, channels],
+        )  # fmt: skip
+        return Rank1Update(target, *outputs)
+
     # -- engine protocol -------------------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -260,22 +290,11 @@ class InceptionMixed5aPath:
         valid: torch.Tensor,
     ) -> PairResult:
         p = len(b_idx)
-        a_c = x[b_idx, channels]  # (P, H, W)
-        if ablation.values is None:
-            target = a_c
-            mp_t = _maxpool3(target[:, None])[:, 0]
-        else:
-            target = ablation.values[channels].to(x)
-            mp_t = self._pooled_targets(ablation)[channels]
-        delta = target - a_c
-        d_mp = mp_t - state.mp[b_idx, channels]
         t0 = time.perf_counter()
-        h1, hp, b3, b5, n3, n5 = self._core(
-            state.p1, state.pr, state.p3, state.p5, b_idx.clone(), self.w1t[channels], self.wprt[channels],
-            self.w3bt[channels], self.w5bt[channels], delta, d_mp,
-        )  # fmt: skip
+        u = self.rank1_update(state, x, b_idx, channels, ablation)
         t1 = time.perf_counter()
         self.seconds["rank1_core"] += t1 - t0
+        target, h1, hp, b3, b5, n3, n5 = u.target, u.h1, u.hp, u.b3, u.b5, u.n3, u.n5
         lab = labels[b_idx]
         others = competitors(lab, valid, z.shape[1])
         undecided = torch.ones(p, dtype=torch.bool)
