@@ -24,6 +24,7 @@ import glob
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,33 +53,28 @@ def load_images(n: int, seed: int) -> tuple[torch.Tensor, str]:
     return torch.rand(n, 3, 224, 224, generator=gen), "random images (../shared absent)"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=64)
-    ap.add_argument("--naive-features", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--chunk-size", type=int, default=104, help="features per chunk (configs/inceptionv1_mixed5a.yaml)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-compile", action="store_true", help="eager PyTorch only (no torch.compile)")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+@dataclass
+class SyntheticCase:
+    """The benchmark's images, model, float16 memory-mapped activation cache, labels and ablation."""
 
-    images, source = load_images(args.images, args.seed)
-    model = rescaled_inceptionv1(args.seed, example=images[:8] * 255 - 117)
+    images: torch.Tensor
+    source: str
+    model: torch.nn.Module
+    valid: torch.Tensor
+    acts: np.ndarray  # (N, 832, 7, 7) float16, memory-mapped
+    acts32: torch.Tensor  # the same values as float32
+    logits: torch.Tensor
+    labels: torch.Tensor
+    ablation: Ablation
+
+
+def synthetic_case(n_images: int, seed: int) -> SyntheticCase:
+    """Rescaled random InceptionV1, its ``mixed5a`` cache as the activations stage writes it (float16,
+    memory-mapped), trained-like labels and the channel-mean ablation (see the module doc)."""
+    images, source = load_images(n_images, seed)
+    model = rescaled_inceptionv1(seed, example=images[:8] * 255 - 117)
     valid = torch.zeros(1008, dtype=torch.bool)
     valid[1:1001] = True
-
-    def forward(x01: torch.Tensor) -> torch.Tensor:
-        cap: list[torch.Tensor] = []
-        h = model.mixed5a.register_forward_hook(lambda _m, _i, out: cap.append(out))
-        try:
-            model(x01 * 255 - 117)
-        finally:
-            h.remove()
-        return reference_tail(model, cap[0])
-
-    # the activation cache: float16, memory-mapped (as the activations stage writes it)
     tmp = tempfile.mkdtemp(prefix="bench_importance_")
     cache = np.lib.format.open_memmap(os.path.join(tmp, "acts.npy"), mode="w+", dtype=np.float16,
                                       shape=(len(images), 832, 7, 7))  # fmt: skip
@@ -95,8 +91,36 @@ def main() -> None:
     acts32 = torch.from_numpy(np.array(acts, dtype=np.float32))
     with torch.no_grad():
         z = reference_tail(model, acts32)
-    labels = trained_like_labels(z, valid, args.seed)
+    labels = trained_like_labels(z, valid, seed)
     ablation = Ablation.from_means(acts32.double().mean((0, 2, 3)).float().numpy(), None, "channel", (832, 7, 7))
+    return SyntheticCase(images, source, model, valid, acts, acts32, z, labels, ablation)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--naive-features", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chunk-size", type=int, default=104, help="features per chunk (configs/inceptionv1_mixed5a.yaml)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-compile", action="store_true", help="eager PyTorch only (no torch.compile)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    case = synthetic_case(args.images, args.seed)
+    images, model, valid, acts, acts32 = case.images, case.model, case.valid, case.acts, case.acts32
+    z, labels, ablation, source = case.logits, case.labels, case.ablation, case.source
+
+    def forward(x01: torch.Tensor) -> torch.Tensor:
+        cap: list[torch.Tensor] = []
+        h = model.mixed5a.register_forward_hook(lambda _m, _i, out: cap.append(out))
+        try:
+            model(x01 * 255 - 117)
+        finally:
+            h.remove()
+        return reference_tail(model, cap[0])
+
     ranked = z.masked_fill(~valid, -1e9).argsort(1, descending=True)
     top10 = float((ranked[:, :K] == labels[:, None]).any(1).float().mean())
 

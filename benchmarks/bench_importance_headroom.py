@@ -25,9 +25,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from autointerp.importance.ablation import Ablation
-from autointerp.importance.inception import InceptionMixed5aPath, reference_tail
-from autointerp.importance.synthetic import rescaled_inceptionv1, trained_like_labels
+from autointerp.importance.inception import InceptionMixed5aPath
 from autointerp.importance.topk import boundary_radius, competitors
 
 FACTORS = (1, 10, 30, 100, 300, 1000)
@@ -42,7 +40,7 @@ def _decided(margin: torch.Tensor, slack: torch.Tensor, others: torch.Tensor, ok
 
 
 def main() -> None:
-    import bench_importance
+    import bench_importance  # the same synthetic case as the speed benchmark
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=32)
@@ -51,21 +49,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    images, source = bench_importance.load_images(args.images, args.seed)
-    model = rescaled_inceptionv1(args.seed, example=images[:8] * 255 - 117)
-    valid = torch.zeros(1008, dtype=torch.bool)
-    valid[1:1001] = True
-    cap: list[torch.Tensor] = []
-    hook = model.mixed5a.register_forward_hook(lambda _m, _i, out: cap.append(out))
-    with torch.no_grad():
-        for s in range(0, len(images), 16):
-            model(images[s : s + 16] * 255 - 117)
-    hook.remove()
-    acts = torch.cat(cap).half().float()  # the stage's float16 cache
-    with torch.no_grad():
-        z = reference_tail(model, acts)
-    labels = trained_like_labels(z, valid, args.seed)
-    ablation = Ablation.from_means(acts.double().mean((0, 2, 3)).float().numpy(), None, "channel", (832, 7, 7))
+    case = bench_importance.synthetic_case(args.images, args.seed)
+    model, valid, acts, z = case.model, case.valid, case.acts32, case.logits
+    labels, ablation = case.labels, case.ablation
     path = InceptionMixed5aPath(model)
     state = path.prepare(acts)
     tau = boundary_radius(z, labels, path.W, K, valid)
@@ -86,18 +72,13 @@ def main() -> None:
         if not len(b):
             continue
         with torch.no_grad():
-            delta = ablation.values[c] - acts[b, c]
-            db3 = F.relu(state.p3[b] + path.w3b.T[c][:, :, None, None] * delta[:, None]) - F.relu(state.p3[b])
-            db5 = F.relu(state.p5[b] + path.w5b.T[c][:, :, None, None] * delta[:, None]) - F.relu(state.p5[b])
-            dq3 = F.conv2d(db3, path.k3.weight, None, padding=1)
-            dq5 = F.conv2d(db5, path.k5.weight, None, padding=2)
+            u = path.rank1_update(state, acts, b, c, ablation)  # the path's own rank-1 step
+            dq3 = F.conv2d(u.b3 - F.relu(state.p3[b]), path.k3.weight, None, padding=1)
+            dq5 = F.conv2d(u.b5 - F.relu(state.p5[b]), path.k5.weight, None, padding=2)
             lin3, lin5 = ((q3[b] > 0) * dq3).mean((2, 3)), ((q5[b] > 0) * dq5).mean((2, 3))
             rem3 = (F.relu(q3[b] + dq3) - F.relu(q3[b])).mean((2, 3)) - lin3
             rem5 = (F.relu(q5[b] + dq5) - F.relu(q5[b])).mean((2, 3)) - lin5
-            p1 = state.p1[b] + path.w1.T[c][:, :, None, None] * delta[:, None]
-            mp_t = F.max_pool2d(F.pad(ablation.values[c][:, None], (1, 1, 1, 1), value=float("-inf")), 3, 1)[:, 0]
-            pr = state.pr[b] + path.wpr.T[c][:, :, None, None] * (mp_t - state.mp[b, c])[:, None]
-            dh1, dhp = F.relu(p1).mean((2, 3)) - state.h1[b], F.relu(pr).mean((2, 3)) - state.hp[b]
+            dh1, dhp = u.h1 - state.h1[b], u.hp - state.hp[b]
         lab = labels[b]
         z_lin = z[b].double() + torch.cat((dh1, lin3, lin5, dhp), 1).double() @ w.T
         z_rem = torch.cat((torch.zeros_like(dh1), rem3, rem5, torch.zeros_like(dhp)), 1).double() @ w.T
@@ -107,7 +88,7 @@ def main() -> None:
         for f in FACTORS:
             decided[f] += int(_decided(margin, true_rem * f + 1e-9, others, ok).sum())
     undecided = n_cand - tier2
-    print(f"images: {args.images} from {source}; model: rescaled random InceptionV1 (as bench_importance.py)")
+    print(f"images: {args.images} from {case.source}; model: rescaled random InceptionV1 (as bench_importance.py)")
     print(f"pairs: {args.images * 832}; not skipped by the cheap bound: {n_cand}; decided by tier 2: {tier2}; "
           f"left for the exact convolutions: {undecided}")  # fmt: skip
     for f in FACTORS:
