@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from autointerp.importance.ablation import Ablation
+from autointerp.importance.engine import read_cache
 from autointerp.importance.topk import competitors, true_logprob
 
 
@@ -61,7 +62,7 @@ def attribution_importance(
     lab_all = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     dm_rows, m_rows, dlp_rows = [], [], []
     for s in range(0, len(acts), batch_size):
-        x = torch.from_numpy(np.array(acts[s : s + batch_size], dtype=np.float32)).requires_grad_(True)
+        x = read_cache(acts, slice(s, s + batch_size)).requires_grad_(True)
         lab = lab_all[s : s + batch_size]
         with torch.enable_grad():
             z = tail(x).float()

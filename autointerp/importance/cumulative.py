@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from autointerp.importance.ablation import Ablation
+from autointerp.importance.engine import read_cache
 from autointerp.importance.topk import topk_correct
 
 
@@ -38,7 +39,7 @@ def cumulative_ablation(
     sizes = ablation_sizes(len(ranked_features))
     hits = np.zeros((len(sizes), 3), dtype=np.int64)
     for s in range(0, len(acts), batch_size):
-        x = torch.from_numpy(np.array(acts[s : s + batch_size], dtype=np.float32))
+        x = read_cache(acts, slice(s, s + batch_size))
         lab = lab_all[s : s + batch_size]
         for row, n in enumerate(sizes):
             z = tail(ablation.apply_many(x, list(ranked_features[:n]))).float()

@@ -85,8 +85,9 @@ class BoundPass:
         return 1.0 - float(self.candidate.float().mean()) if self.candidate.numel() else 0.0
 
 
-def _batch(acts: np.ndarray, s: int, e: int) -> torch.Tensor:
-    return torch.from_numpy(np.array(acts[s:e], dtype=np.float32))
+def read_cache(acts: np.ndarray, index: slice | np.ndarray) -> torch.Tensor:
+    """Rows ``index`` of an activation cache (e.g. a float16 memmap) as a float32 tensor in memory."""
+    return torch.from_numpy(np.array(acts[index], dtype=np.float32))
 
 
 def bound_pass(
@@ -108,7 +109,7 @@ def bound_pass(
     weight = path.final_weight() if use_bound else None
     out_correct, out_lp, out_z, out_cand, out_fo = [], [], [], [], []
     for s in range(0, n, batch_size):
-        x = _batch(acts, s, s + batch_size)
+        x = read_cache(acts, slice(s, s + batch_size))
         lab = lab_all[s : s + batch_size]
         with torch.no_grad():
             z = path.logits(x).float()
@@ -174,7 +175,7 @@ def evaluate_chunk(
     rows_with_work = torch.nonzero(cand.any(1))[:, 0]
     for s in range(0, len(rows_with_work), batch_size):
         rows = rows_with_work[s : s + batch_size]
-        x = torch.from_numpy(np.array(acts[rows.numpy()], dtype=np.float32))
+        x = read_cache(acts, rows.numpy())
         z = bp.logits[rows]
         lab = lab_all[rows]
         b_idx, f_idx = torch.nonzero(cand[rows], as_tuple=True)

@@ -291,8 +291,7 @@ def _tally_arrays(t: FeatureTally) -> dict[str, np.ndarray]:
 
 def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
     """The fastest exact path for the run's model and layer (see :mod:`autointerp.importance`)."""
-    import torch
-
+    from autointerp.importance.engine import read_cache
     from autointerp.importance.inception import InceptionMixed5aPath, supports_inception_mixed5a
     from autointerp.importance.paths import TailPath
 
@@ -301,7 +300,7 @@ def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
         return InceptionMixed5aPath(ctx.model.module, (h, w), compile=ctx.config.importance.compile)
     from autointerp.importance.affine import AffineTailPath, affine_jacobian
 
-    example = torch.from_numpy(np.array(inputs.acts[:4], dtype=np.float32))
+    example = read_cache(inputs.acts, slice(0, 4))
     tail = ctx.model.tail(ctx.config.layer)
     jacobian = affine_jacobian(tail, example)
     if jacobian is not None:  # pool + linear tails: no pass through the tail except at ties
@@ -351,6 +350,7 @@ def _naive_chunks(
 ) -> dict[str, Any]:
     import torch
 
+    from autointerp.importance.engine import read_cache
     from autointerp.importance.naive import naive_importance
 
     cfg = ctx.config.importance
@@ -358,7 +358,7 @@ def _naive_chunks(
     index_path = inputs.folder / "dataset_index.npy"
     index = np.load(index_path) if index_path.exists() else np.arange(inputs.shape[0])
     images = ctx.dataset.batch(index.tolist(), ctx.image_size())
-    cached = torch.from_numpy(np.array(inputs.acts, dtype=np.float32))
+    cached = read_cache(inputs.acts, slice(None))
     layer_module = dict(model.module.named_modules()).get(ctx.config.layer)
     if layer_module is None:
         raise UserError(f"method 'naive' needs layer {ctx.config.layer!r} to be a named module of the model")
