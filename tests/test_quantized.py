@@ -1,0 +1,98 @@
+"""Int8 tier (autointerp.importance.quantized): its bounds hold against float64 references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autointerp.importance.quantized import Int8Conv, _im2col, int8_matmul_is_exact
+
+torch.set_num_threads(2)
+
+needs_int8 = pytest.mark.skipif(not int8_matmul_is_exact(), reason="torch._int_mm is missing or inexact here")
+
+
+@needs_int8
+@pytest.mark.parametrize(("k", "pad", "channels"), [(3, 1, 16), (5, 2, 8)])
+def test_im2col_rows_are_the_unfolded_patches(k, pad, channels):
+    q = torch.randint(-127, 128, (3, 7, 7, channels), dtype=torch.int8)
+    rows = _im2col(q, k, pad)  # (P*49, k*k*C), columns ordered (dy, dx, c)
+    ref = F.unfold(q.permute(0, 3, 1, 2).double(), k, padding=pad)  # (P, C*k*k, 49), ordered (c, dy, dx)
+    ref = ref.reshape(3, channels, k * k, 49).permute(0, 3, 2, 1).reshape(3 * 49, k * k * channels)
+    assert torch.equal(rows.double(), ref)
+
+
+def _case(k: int, pad: int, seed: int, crossing_scale: float, outlier: float = 0.0, exact_weights: bool = False):
+    """A conv, baseline bottleneck activations, and changed ones whose outputs cross zero in places.
+
+    ``outlier``: one element per pair this many times larger than the rest, so that int8 rounds most
+    of the change to zero and the rounding residual dominates the error bounds. ``exact_weights``:
+    weights that int8 with per-channel power-of-two scales represents exactly (no weight error at all).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(24, 40, k, padding=pad)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.1)
+        if exact_weights:  # 127 * 2**-10 is each channel's largest magnitude: its scale is exactly 2**-10
+            w = torch.round(conv.weight / conv.weight.abs().amax((1, 2, 3), keepdim=True) * 127)
+            conv.weight.copy_(w * 2.0**-10)
+        conv.bias.copy_(torch.randn(40, generator=gen) * 0.2)
+    before = torch.randn(4, 24, 7, 7, generator=gen)  # pre-ReLU baseline bottleneck
+    b_idx = torch.tensor([0, 1, 2, 3, 0, 2])
+    # bottleneck changes of very different sizes (one scale per pair), sparse like a real ablation
+    dq = torch.randn(6, 24, 7, 7, generator=gen) * torch.tensor([1e-3, 1e-2, 0.1, 1.0, 3.0, 0.3])[:, None, None, None]
+    dq = dq * (torch.rand(6, 24, 7, 7, generator=gen) > 0.4)
+    if outlier:
+        dq[:, 5, 3, 3] = dq.abs().amax((1, 2, 3)) * outlier
+    after = F.relu(before[b_idx]) + dq * crossing_scale
+    with torch.no_grad():
+        r = conv(F.relu(before)).double()  # (B, O, 7, 7) baseline pre-activation
+        r_after = F.conv2d(after.double(), conv.weight.double(), conv.bias.double(), padding=pad)
+    return conv, before, after, b_idx, r, r_after
+
+
+@needs_int8
+@pytest.mark.parametrize(("k", "pad"), [(3, 1), (5, 2)])
+@pytest.mark.parametrize(
+    ("crossing_scale", "outlier", "exact_weights"),
+    [(0.05, 0.0, False), (1.0, 0.0, False), (20.0, 0.0, False), (1.0, 3000.0, False), (1.0, 3000.0, True)],
+)
+def test_branch_change_bounds_hold_against_float64(k, pad, crossing_scale, outlier, exact_weights):
+    conv, before, after, b_idx, r, r_after = _case(k, pad, k, crossing_scale, outlier, exact_weights)
+    tier = Int8Conv(conv, pad, (7, 7))
+    if exact_weights:
+        assert tier.op_l == 0.0 and float(tier.row_l.max()) == 0.0
+    mask = (r > 0).double().flatten(2).transpose(1, 2).float().contiguous()
+    change = tier.change(after, before, b_idx, mask, r.abs().flatten(2).transpose(1, 2).float().contiguous(), block=4)
+    rb = r[b_idx]
+    m = (rb > 0).double()
+    lin_true = (m * (r_after - rb)).mean((2, 3))  # (P, O)
+    pooled_true = (F.relu(r_after) - F.relu(rb)).mean((2, 3))
+    remainder = pooled_true - lin_true
+    assert bool((remainder >= -1e-12).all())
+    # the remainder is bounded channel by channel; some pairs really do cross zero here
+    assert bool((remainder <= change.rem.double() + 1e-9).all())
+    if crossing_scale >= 1.0:
+        assert float(remainder.max()) > 0
+    # the linear part's error along random directions stays inside ||v ⊙ mask|| × lin_err
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        v = torch.randn(40, generator=gen, dtype=torch.float64)
+        err = (lin_true - change.lin.double()) @ v
+        vm = ((v[None, :, None, None] ** 2) * m).sum((1, 2, 3)).sqrt()
+        assert bool((err.abs() <= vm * change.lin_err + 1e-9).all())
+    # and, without an outlier, the estimate is close, so the bounds can decide pairs (not vacuous)
+    if not outlier:
+        scale = (r_after - rb).abs().mean((2, 3)).amax(1, keepdim=True)
+        assert float(((lin_true - change.lin.double()).abs() / scale).max()) < 0.05
+
+
+@needs_int8
+def test_no_pairs_gives_an_empty_change():
+    conv, before, after, b_idx, r, _ = _case(3, 1, seed=0, crossing_scale=1.0)
+    tier = Int8Conv(conv, 1, (7, 7))
+    mask = (r > 0).float().flatten(2).transpose(1, 2).contiguous()
+    change = tier.change(after[:0], before, b_idx[:0], mask, mask.clone())
+    assert change.lin.shape == (0, 40) and change.rem.shape == (0, 40) and change.lin_err.shape == (0,)
