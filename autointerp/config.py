@@ -70,6 +70,9 @@ class ImportanceConfig(_Section):
     batch_size: int = Field(default=256, ge=1)
     # torch.compile the fast path's elementwise core (falls back to eager PyTorch with a warning)
     compile: bool = True
+    # InceptionV1 mixed5a: decide most pairs from int8 convolutions with sound error bounds before
+    # any float32 convolution (same counts; off by itself where int8 products are not exact)
+    int8: bool = True
 
 
 class VisualizeConfig(_Section):

@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=104, help="features per chunk (configs/inceptionv1_mixed5a.yaml)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-compile", action="store_true", help="eager PyTorch only (no torch.compile)")
+    ap.add_argument("--no-int8", action="store_true", help="without the int8 tier (float32 convolutions only)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -136,13 +137,14 @@ def main() -> None:
     # fast: bound pass + rank-1 path over all 832 features, chunk by chunk as the stage does.
     # torch.compile happens once per process (cached on disk by PyTorch): warmed up before timing,
     # reported separately (a one-off cost, negligible against 832 x 50,000)
-    path = InceptionMixed5aPath(model, compile=not args.no_compile)
+    path = InceptionMixed5aPath(model, compile=not args.no_compile, int8=not args.no_int8)
     t0 = time.perf_counter()
     few = [0, 1, 2]  # warm-up on the timed run's batch shape, so no recompilation happens while timing
     warm = bound_pass(path, acts[:64], labels[:64].numpy(), few, ablation, K, valid, batch_size=64, use_bound=False)
     evaluate_chunk(path, acts[:64], labels[:64].numpy(), warm, few, ablation, K, valid, batch_size=64)
     t_warm = time.perf_counter() - t0
     path.seconds = dict.fromkeys(path.seconds, 0.0)
+    path.pairs = dict.fromkeys(path.pairs, 0)
     t0, c0 = time.perf_counter(), time.process_time()
     feats = list(range(832))
     bp = bound_pass(path, acts, labels.numpy(), feats, ablation, K, valid, batch_size=64)
@@ -174,6 +176,7 @@ def main() -> None:
     print(f"fast: 832 features x {len(images)} images in {t_fast:.1f}s (bound pass {t_bound:.1f}s); pairs: "
           f"{1 - bp.candidate.float().mean():.3f} skipped by the cheap bound, {bounded / pairs:.3f} decided by the "
           f"finer bound, {exact / pairs:.3f} evaluated exactly ({fallback} boundary fallbacks)")  # fmt: skip
+    print("pairs per tier of the rank-1 path: " + ", ".join(f"{k} {v}" for k, v in path.pairs.items()))
     parts = ", ".join(f"{k} {v:.1f}s" for k, v in path.seconds.items())
     print(f"fast path time by part: bound pass {t_bound:.1f}s, {parts}, rest (cache reads, per-chunk state, "
           f"tallies) {t_fast - t_bound - sum(path.seconds.values()):.1f}s")  # fmt: skip

@@ -61,8 +61,8 @@ def reference_tail_forward(model, x01):
     return reference_tail(model, cap[0])
 
 
-def fast_counts(model, acts, labels, feats, ablation, compile=False):
-    path = InceptionMixed5aPath(model, compile=compile)
+def fast_counts(model, acts, labels, feats, ablation, compile=False, int8=True):
+    path = InceptionMixed5aPath(model, compile=compile, int8=int8)
     bp = bound_pass(path, acts.numpy(), labels.numpy(), feats, ablation, K, VALID, batch_size=4)
     tally, _ = evaluate_chunk(path, acts.numpy(), labels.numpy(), bp, feats, ablation, K, VALID, pair_batch=64)
     return tally, bp, path
@@ -169,6 +169,80 @@ def test_compiled_core_gives_the_same_counts_as_eager(perturbed):
     assert compiled.wrong_to_correct.tolist() == eager.wrong_to_correct.tolist()
     assert compiled.n_bounded.tolist() == eager.n_bounded.tolist()
     np.testing.assert_allclose(compiled.mean_delta_logprob, eager.mean_delta_logprob, atol=1e-6)
+
+
+def test_int8_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed):
+    """The int8 tier only changes which pairs need float32 convolutions: same tallies without it, and
+    every pair it decides agrees with the reference tail on the ablated activations."""
+    from autointerp.importance.quantized import int8_matmul_is_exact
+
+    if not int8_matmul_is_exact():
+        pytest.skip("torch._int_mm is missing or inexact here: the path runs without the int8 tier")
+    model, _, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    feats = list(range(1, 832, 2))
+    with_int8, bp, path = fast_counts(model, acts, labels, feats, ablation)
+    without, _, plain = fast_counts(model, acts, labels, feats, ablation, int8=False)
+    assert path.pairs["int8"] > 0 and plain.pairs["int8"] == 0
+    assert plain.pairs["exact"] == path.pairs["int8"] + path.pairs["exact"]
+    assert with_int8.correct_to_wrong.tolist() == without.correct_to_wrong.tolist()
+    assert with_int8.wrong_to_correct.tolist() == without.wrong_to_correct.tolist()
+    assert int((with_int8.correct_to_wrong + with_int8.wrong_to_correct).sum()) > 0
+    # pair by pair: what the int8 tier decided is what the reference tail computes
+    state = path.prepare(acts)
+    cand = torch.nonzero(bp.candidate)
+    b, c = cand[:, 0], torch.as_tensor(feats)[cand[:, 1]]
+    before = path.pairs["int8"]
+    res = path.evaluate(state, acts, bp.logits, labels, b, c, ablation, K, VALID)
+    assert path.pairs["int8"] > before
+    xa = acts[b].clone()
+    xa[torch.arange(len(b)), c] = ablation.values[c]
+    with torch.no_grad():
+        exact = topk_correct(reference_tail(model, xa), labels[b], K, VALID)
+    assert torch.equal(res.after_correct, exact)
+
+
+def test_int8_tier_is_sound_at_planted_margins(perturbed):
+    """Margins planted just beside each pair's exact 3x3/5x5 logit change: whatever the int8 tier
+    decides must match the exact outcome, so its error bounds (not luck) carry the decisions."""
+    from autointerp.importance.quantized import int8_matmul_is_exact
+    from autointerp.importance.topk import competitors, float_tolerance
+
+    if not int8_matmul_is_exact():
+        pytest.skip("torch._int_mm is missing or inexact here: the path runs without the int8 tier")
+    model, _, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    path = InceptionMixed5aPath(model)
+    state = path.prepare(acts)
+    gen = torch.Generator().manual_seed(0)
+    b = torch.arange(len(acts)).repeat_interleave(40)
+    c = torch.randint(0, 832, (len(b),), generator=gen)
+    u = path.rank1_update(state, acts, b, c, ablation)
+    xa = acts[b].clone()
+    xa[torch.arange(len(b)), c] = ablation.values[c]
+    with torch.no_grad():
+        z_after = reference_tail(model, xa).double()
+        z = reference_tail(model, acts).double()[b]
+    lab = labels[b]
+    # the 1x1/pool branches' change (exact in the path) vs the 3x3/5x5 branches' (the tier's job)
+    dh1p = torch.cat((u.h1 - state.h1[b], u.hp - state.hp[b]), 1).double()
+    z_mid = z + dh1p @ path.w1p_t
+    diff = lambda v: v.gather(1, lab[:, None]) - v  # noqa: E731 - d_j = z_t - z_j
+    move = diff(z_after) - diff(z_mid)
+    # float32 rounding between two computations of the logits (what the path allows for, too)
+    tol = float_tolerance(z_mid, z_mid.gather(1, lab[:, None]))
+    # 30 outputs per pair sit just beside the boundary: the exact change crosses or misses it by
+    # 2-50 % of itself (plus twice the rounding allowance); the others are far away on either side
+    sign = torch.randint(0, 2, move.shape, generator=gen).double() * 2 - 1
+    near = torch.rand(move.shape, generator=gen).argsort(1) < 30
+    gap = torch.empty(move.shape, dtype=torch.float64).uniform_(0.02, 0.5, generator=gen) * move.abs() + 2 * tol
+    d = torch.where(near, -move + sign * gap, sign * (move.abs() * 100 + 1))
+    others = competitors(lab, VALID, 1008)
+    k = int((((d + move) < 0) & others).sum(1).median()) + 1  # the boundary sits among the planted ones
+    truth = (((d + move) < 0) & others).sum(1) < k
+    decided, correct = path._int8_tier(state, labels, b, u, d, tol, others, k, VALID)
+    assert 0 < int(decided.sum()) < len(b)
+    assert torch.equal(correct[decided], truth[decided])
 
 
 def test_one_path_serves_several_ablations(perturbed):

@@ -11,7 +11,11 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in three tiers
    update, the 3×3/5×5 bottleneck changes ``Δb`` exactly, and ``||Δh_3x3|| ≤ ||conv3||·||Δb3||_F / √HW``
    with a sound operator-norm bound; the logits' change is then exact in the 1×1/pool coordinates and
    interval-bounded in the rest, which decides most remaining pairs;
-3. the remaining pairs: the 3×3 and 5×5 convolutions of the updated bottlenecks, exactly as the
+3. (when ``int8``) the 3×3 and 5×5 branch changes from int8 convolutions in exact integer arithmetic,
+   with sound error bounds (:mod:`autointerp.importance.quantized`): the linear part of each branch's
+   pooled change is known to a small error and the ReLU-crossing remainder is bounded elementwise,
+   which decides nearly all pairs tier 2 leaves, at about a third of the float32 convolutions' cost;
+4. the remaining pairs: the 3×3 and 5×5 convolutions of the updated bottlenecks, exactly as the
    network computes them. A pair whose ablated logits sit within float rounding of the top-k boundary
    is recomputed by the reference tail on the ablated activation, so counts equal the reference's.
 """
@@ -30,6 +34,7 @@ from autointerp.importance.ablation import Ablation
 from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.engine import PairResult
 from autointerp.importance.lipschitz import conv_operator_norm
+from autointerp.importance.quantized import Int8Conv, int8_matmul_is_exact
 from autointerp.importance.topk import competitors, float_tolerance, pair_norms, topk_correct, true_logprob
 
 _SAFETY = 1.0 + 1e-3
@@ -130,6 +135,13 @@ class _State:
     pr: torch.Tensor  # (B, 128, H, W)
     h1: torch.Tensor  # (B, 384) pooled 1x1 branch
     hp: torch.Tensor  # (B, 128) pooled pool branch
+    # int8 tier only: [r > 0] and |r| of the 3x3 / 5x5 outputs' pre-activations r, (B, H*W, out)
+    mask3: torch.Tensor | None = None
+    abs3: torch.Tensor | None = None
+    mask5: torch.Tensor | None = None
+    abs5: torch.Tensor | None = None
+    # ||(W_t - W_j) ⊙ [r > 0]|| over the 3x3 / 5x5 columns per (image, j), for the batch's labels
+    vm: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 class InceptionMixed5aPath:
@@ -139,7 +151,12 @@ class InceptionMixed5aPath:
     pair_batch = 1024  # pairs per evaluate call: the 7×7 convolutions run faster on large batches
 
     def __init__(
-        self, module: nn.Module, spatial: tuple[int, int] = (7, 7), tier2: bool = True, compile: bool = False
+        self,
+        module: nn.Module,
+        spatial: tuple[int, int] = (7, 7),
+        tier2: bool = True,
+        compile: bool = False,
+        int8: bool = True,
     ) -> None:
         m = module
         self.module = m
@@ -149,7 +166,9 @@ class InceptionMixed5aPath:
         self._core = compiled_or_eager(_rank1_core) if compile else _rank1_core
         self._pooled: tuple[torch.Tensor, torch.Tensor] | None = None
         #: wall seconds spent per part of :meth:`evaluate` (for benchmarks and profiling)
-        self.seconds = {"rank1_core": 0.0, "bounds": 0.0, "exact_convs": 0.0}
+        self.seconds = {"rank1_core": 0.0, "bounds": 0.0, "int8_tier": 0.0, "exact_convs": 0.0}
+        #: pairs decided by each tier of :meth:`evaluate` (tier 2, the int8 tier, exact convolutions)
+        self.pairs = {"tier2": 0, "int8": 0, "exact": 0}
 
         def w2(conv: nn.Conv2d) -> torch.Tensor:
             return conv.weight.detach().float()[:, :, 0, 0]
@@ -185,6 +204,13 @@ class InceptionMixed5aPath:
         k5abs = self.k5.weight.detach().double().abs().sum((2, 3))  # (128, 48)
         self.a3_abs = col(k3abs @ self.w3b.double().abs())  # × mean|δ|
         self.a5_abs = col(k5abs @ self.w5b.double().abs())
+        # int8 tier (module doc, step 3); off where int8 matrix products are not exact here
+        self.int8 = int8 and int8_matmul_is_exact()
+        if self.int8:
+            self.q3 = Int8Conv(self.k3, 1, spatial, compile)
+            self.q5 = Int8Conv(self.k5, 2, spatial, compile)
+            self.w35 = self.W[:, 384:896].contiguous()  # float32 (the tier's products are float32)
+            self.w35_abs = self.w35.abs()
 
     def _pooled_targets(self, ablation: Ablation) -> torch.Tensor:
         """(C, H, W) max-pooled imputed values (image-independent), cached per ablation."""
@@ -264,17 +290,65 @@ class InceptionMixed5aPath:
         with torch.no_grad():
             m = self.module
             p1 = m.mixed5b_1x1_pre_relu_conv(x)
+            p3 = m.mixed5b_3x3_bottleneck_pre_relu_conv(x)
+            p5 = m.mixed5b_5x5_bottleneck_pre_relu_conv(x)
             mp = _maxpool3(x)
             pr = m.mixed5b_pool_reduce_pre_relu_conv(mp)
+            extra = {}
+            if self.int8:  # the 3x3 / 5x5 outputs' pre-activations, channels last
+                for name, conv, pre, pad in (("3", self.k3, p3, 1), ("5", self.k5, p5, 2)):
+                    r = F.conv2d(F.relu(pre), conv.weight, conv.bias, padding=pad).flatten(2).transpose(1, 2)
+                    extra["mask" + name] = (r > 0).float().contiguous()
+                    extra["abs" + name] = r.abs().contiguous()
             return _State(
-                p1=p1,
-                p3=m.mixed5b_3x3_bottleneck_pre_relu_conv(x),
-                p5=m.mixed5b_5x5_bottleneck_pre_relu_conv(x),
-                mp=mp,
-                pr=pr,
-                h1=F.relu(p1).mean((2, 3)),
-                hp=F.relu(pr).mean((2, 3)),
+                p1=p1, p3=p3, p5=p5, mp=mp, pr=pr, h1=F.relu(p1).mean((2, 3)), hp=F.relu(pr).mean((2, 3)), **extra
             )
+
+    def _active_norms(self, state: _State, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, O) ``||(W_t - W_j) ⊙ [r > 0]||`` over the 3x3 and the 5x5 columns, per image and output ``j``."""
+        if state.vm is None or state.vm[0] is not labels:
+            assert state.mask3 is not None and state.mask5 is not None
+            counts = torch.cat((state.mask3.sum(1), state.mask5.sum(1)), 1).double()  # (B, 512) active positions
+            w3, w5 = self.w35[:, :384].double(), self.w35[:, 384:].double()
+            n3 = torch.stack([((w3[t] - w3) ** 2) @ c[:384] for t, c in zip(labels.tolist(), counts, strict=True)])
+            n5 = torch.stack([((w5[t] - w5) ** 2) @ c[384:] for t, c in zip(labels.tolist(), counts, strict=True)])
+            state.vm = (labels, n3.sqrt() * _SAFETY, n5.sqrt() * _SAFETY)
+        return state.vm[1], state.vm[2]
+
+    def _int8_tier(
+        self,
+        state: _State,
+        labels: torch.Tensor,
+        b_idx: torch.Tensor,
+        u: Rank1Update,
+        d: torch.Tensor,
+        tol: torch.Tensor,
+        others: torch.Tensor,
+        k: int,
+        valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decided, correct after) for pairs ``b_idx`` with updates ``u`` and margins ``d`` (module doc, step 3)."""
+        c3 = self.q3.change(u.b3, state.p3, b_idx, state.mask3, state.abs3)
+        c5 = self.q5.change(u.b5, state.p5, b_idx, state.mask5, state.abs5)
+        lab = labels[b_idx]
+        lin = torch.cat((c3.lin, c5.lin), 1)
+        rem = torch.cat((c3.rem, c5.rem), 1)
+        w_t = self.w35[lab]
+        # change of d_j = z_t - z_j from the linear parts, in float32: its rounding is at most
+        # 1e-4·(|W_t| + |W_j|)·|lin| (512-term sums), added to the remainder's weight below
+        moved = (w_t * lin).sum(1, keepdim=True) - lin @ self.w35.T
+        rem = rem + 1e-4 * lin.abs()
+        # |v_j|·rem <= (|W_t| + |W_j|)·rem (sums of non-negative terms: float32 rounding ≪ _SAFETY);
+        # linear parts' error <= ||v_j ⊙ [r>0]|| × lin_err per branch
+        vm3, vm5 = self._active_norms(state, labels)
+        slack = (
+            (w_t.abs() * rem).sum(1, keepdim=True) + rem @ self.w35_abs.T
+        ).double() * _SAFETY + (vm3[b_idx] * c3.lin_err[:, None] + vm5[b_idx] * c5.lin_err[:, None]) * _SAFETY + tol
+        moved = moved.double()
+        lo, hi = d + moved - slack, d + moved + slack
+        surely_correct = ((((lo < 0) & others).sum(1) < k) & valid[lab])
+        surely_wrong = ((((hi < 0) & others).sum(1) >= k) | ~valid[lab])
+        return surely_correct | surely_wrong, surely_correct
 
     @torch.no_grad()
     def evaluate(
@@ -299,15 +373,18 @@ class InceptionMixed5aPath:
         others = competitors(lab, valid, z.shape[1])
         undecided = torch.ones(p, dtype=torch.bool)
         after = torch.zeros(p, dtype=torch.bool)
+        d = tol = None
+        if self.tier2 or self.int8:
+            # logits with the 1x1 / pool branches' exact change; margins d_j = z_t - z_j
+            dh1p = torch.cat((h1 - state.h1[b_idx], hp - state.hp[b_idx]), 1).double()
+            zt = z[b_idx].double() + dh1p @ self.w1p_t
+            d = zt.gather(1, lab[:, None]) - zt
+            tol = float_tolerance(zt, zt.gather(1, lab[:, None]))
         if self.tier2:
             sqrt_hw = math.sqrt(self.hw)
             # squared norms summed in float32: relative rounding ≪ _SAFETY - 1 for these sizes
             rho3 = n3.double().sqrt() * self.l3 / sqrt_hw * _SAFETY**2
             rho5 = n5.double().sqrt() * self.l5 / sqrt_hw * _SAFETY**2
-            dh1p = torch.cat((h1 - state.h1[b_idx], hp - state.hp[b_idx]), 1).double()
-            zt = z[b_idx].double() + dh1p @ self.w1p_t
-            d = zt.gather(1, lab[:, None]) - zt
-            tol = float_tolerance(zt, zt.gather(1, lab[:, None]))
             # |Δd_j| from the 3x3 and 5x5 branches, bounded per branch (never looser than one joint L2 bound)
             slack = self.pn3[lab] * rho3[:, None] + self.pn5[lab] * rho5[:, None] + tol
             surely_correct = (((d - slack) < 0) & others).sum(1) < k
@@ -317,12 +394,24 @@ class InceptionMixed5aPath:
             decided = surely_correct | surely_wrong
             after = surely_correct.clone()
             undecided = ~decided
+            self.pairs["tier2"] += int(decided.sum())
         lp_after = torch.full((p,), float("nan"), dtype=torch.float64)
         fallback = 0
         idx = torch.nonzero(undecided)[:, 0]
         t2 = time.perf_counter()
         self.seconds["bounds"] += t2 - t1
+        if self.int8 and len(idx):
+            sub = Rank1Update(target[idx], h1[idx], hp[idx], b3[idx], b5[idx], n3[idx], n5[idx])
+            decided, correct = self._int8_tier(state, labels, b_idx[idx], sub, d[idx], tol[idx], others[idx], k, valid)
+            after[idx[decided]] = correct[decided]
+            undecided[idx[decided]] = False
+            idx = idx[~decided]
+            self.pairs["int8"] += int(decided.sum())
+            t3 = time.perf_counter()
+            self.seconds["int8_tier"] += t3 - t2
+            t2 = t3
         if len(idx):
+            self.pairs["exact"] += len(idx)
             q3, q5 = self._branches_3x3_5x5(b3[idx], b5[idx])
             self.seconds["exact_convs"] += time.perf_counter() - t2
             h = torch.cat((h1[idx], q3, q5, hp[idx]), 1)

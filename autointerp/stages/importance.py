@@ -297,7 +297,8 @@ def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
 
     n, c, h, w = inputs.shape
     if supports_inception_mixed5a(ctx.model.module, ctx.config.layer, (h, w)):
-        return InceptionMixed5aPath(ctx.model.module, (h, w), compile=ctx.config.importance.compile)
+        cfg = ctx.config.importance
+        return InceptionMixed5aPath(ctx.model.module, (h, w), compile=cfg.compile, int8=cfg.int8)
     from autointerp.importance.affine import AffineTailPath, affine_jacobian
 
     example = read_cache(inputs.acts, slice(0, 4))
