@@ -226,7 +226,7 @@ def test_int8_tier_is_sound_at_planted_margins(perturbed):
     lab = labels[b]
     # the 1x1/pool branches' change (exact in the path) vs the 3x3/5x5 branches' (the tier's job)
     dh1p = torch.cat((u.h1 - state.h1[b], u.hp - state.hp[b]), 1).double()
-    z_mid = z + dh1p @ path.w1p_t
+    z_mid = z + dh1p @ path.w1p_t.double()
     diff = lambda v: v.gather(1, lab[:, None]) - v  # noqa: E731 - d_j = z_t - z_j
     move = diff(z_after) - diff(z_mid)
     # float32 rounding between two computations of the logits (what the path allows for, too)

@@ -189,7 +189,8 @@ class InceptionMixed5aPath:
         all_outputs = torch.arange(self.W.shape[0])
         self.pn3 = pair_norms(self.W[:, 384:768], all_outputs)
         self.pn5 = pair_norms(self.W[:, 768:896], all_outputs)
-        self.w1p_t = self.W[:, self.cols1p].double().T.contiguous()
+        self.w1p_t = self.W[:, self.cols1p].T.contiguous()  # (512, O) float32
+        self.w1p_norms = torch.linalg.vector_norm(self.w1p_t.double(), dim=0)  # (O,) ||W_j|| over those columns
         # operator norms of the 3x3 / 5x5 convolutions on zero-padded H×W maps
         self.l3 = conv_operator_norm(self.k3.weight, spatial, (1, 1)) * _SAFETY
         self.l5 = conv_operator_norm(self.k5.weight, spatial, (2, 2)) * _SAFETY
@@ -315,6 +316,29 @@ class InceptionMixed5aPath:
             state.vm = (labels, n3.sqrt() * _SAFETY, n5.sqrt() * _SAFETY)
         return state.vm[1], state.vm[2]
 
+    def _branch_interval(
+        self, branch: str, u: Rank1Update, state: _State, labels: torch.Tensor, b_idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Change of every ``d_j = z_t - z_j`` from one branch ("3" or "5") by the int8 tier: estimate
+        and sound half-width, (P, O) float64 each."""
+        if branch == "3":
+            change = self.q3.change(u.b3, state.p3, b_idx, state.mask3, state.abs3)
+            cols, vm = slice(0, 384), self._active_norms(state, labels)[0]
+        else:
+            change = self.q5.change(u.b5, state.p5, b_idx, state.mask5, state.abs5)
+            cols, vm = slice(384, 512), self._active_norms(state, labels)[1]
+        w, w_abs = self.w35[:, cols], self.w35_abs[:, cols]
+        lab = labels[b_idx]
+        w_t = w[lab]
+        # the linear part's contribution in float32: its rounding is at most 1e-4·(|W_t| + |W_j|)·|lin|
+        # (sums of <= 384 terms), added to the remainder's weight below
+        moved = (w_t * change.lin).sum(1, keepdim=True) - change.lin @ w.T
+        rem = change.rem + 1e-4 * change.lin.abs()
+        # |v_j|·rem <= (|W_t| + |W_j|)·rem (non-negative terms: float32 rounding ≪ _SAFETY); the linear
+        # part's error along v_j is at most ||v_j ⊙ [r > 0]|| × lin_err
+        slack = ((w_t.abs() * rem).sum(1, keepdim=True) + rem @ w_abs.T).double() + vm[b_idx] * change.lin_err[:, None]
+        return moved.double(), slack * _SAFETY
+
     def _int8_tier(
         self,
         state: _State,
@@ -327,28 +351,31 @@ class InceptionMixed5aPath:
         k: int,
         valid: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(decided, correct after) for pairs ``b_idx`` with updates ``u`` and margins ``d`` (module doc, step 3)."""
-        c3 = self.q3.change(u.b3, state.p3, b_idx, state.mask3, state.abs3)
-        c5 = self.q5.change(u.b5, state.p5, b_idx, state.mask5, state.abs5)
+        """(decided, correct after) for pairs ``b_idx`` with updates ``u`` and margins ``d`` (module doc, step 3).
+
+        The 3×3 branch first, with the 5×5 branch's tier-2 bound (it carries a fifth of the cost);
+        the 5×5 branch's int8 change only for the pairs that leaves open.
+        """
         lab = labels[b_idx]
-        lin = torch.cat((c3.lin, c5.lin), 1)
-        rem = torch.cat((c3.rem, c5.rem), 1)
-        w_t = self.w35[lab]
-        # change of d_j = z_t - z_j from the linear parts, in float32: its rounding is at most
-        # 1e-4·(|W_t| + |W_j|)·|lin| (512-term sums), added to the remainder's weight below
-        moved = (w_t * lin).sum(1, keepdim=True) - lin @ self.w35.T
-        rem = rem + 1e-4 * lin.abs()
-        # |v_j|·rem <= (|W_t| + |W_j|)·rem (sums of non-negative terms: float32 rounding ≪ _SAFETY);
-        # linear parts' error <= ||v_j ⊙ [r>0]|| × lin_err per branch
-        vm3, vm5 = self._active_norms(state, labels)
-        slack = (
-            (w_t.abs() * rem).sum(1, keepdim=True) + rem @ self.w35_abs.T
-        ).double() * _SAFETY + (vm3[b_idx] * c3.lin_err[:, None] + vm5[b_idx] * c5.lin_err[:, None]) * _SAFETY + tol
-        moved = moved.double()
-        lo, hi = d + moved - slack, d + moved + slack
-        surely_correct = ((((lo < 0) & others).sum(1) < k) & valid[lab])
-        surely_wrong = ((((hi < 0) & others).sum(1) >= k) | ~valid[lab])
-        return surely_correct | surely_wrong, surely_correct
+        ok = valid[lab]
+
+        def decide(lo: torch.Tensor, hi: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            correct = ((((lo < 0) & others[rows]).sum(1) < k) & ok[rows])
+            wrong = ((((hi < 0) & others[rows]).sum(1) >= k) | ~ok[rows])
+            return correct | wrong, correct
+
+        moved3, slack3 = self._branch_interval("3", u, state, labels, b_idx)
+        rho5 = u.n5.double().sqrt() * self.l5 / math.sqrt(self.hw) * _SAFETY**2
+        slack = slack3 + self.pn5[lab] * rho5[:, None] + tol
+        decided, correct = decide(d + moved3 - slack, d + moved3 + slack, torch.arange(len(b_idx)))
+        rest = torch.nonzero(~decided)[:, 0]
+        if len(rest):
+            sub = Rank1Update(u.target[rest], u.h1[rest], u.hp[rest], u.b3[rest], u.b5[rest], u.n3[rest], u.n5[rest])
+            moved5, slack5 = self._branch_interval("5", sub, state, labels, b_idx[rest])
+            mid = d[rest] + moved3[rest] + moved5
+            slack = slack3[rest] + slack5 + tol[rest]
+            decided[rest], correct[rest] = decide(mid - slack, mid + slack, rest)
+        return decided, correct
 
     @torch.no_grad()
     def evaluate(
@@ -376,10 +403,13 @@ class InceptionMixed5aPath:
         d = tol = None
         if self.tier2 or self.int8:
             # logits with the 1x1 / pool branches' exact change; margins d_j = z_t - z_j
-            dh1p = torch.cat((h1 - state.h1[b_idx], hp - state.hp[b_idx]), 1).double()
-            zt = z[b_idx].double() + dh1p @ self.w1p_t
+            dh1p = torch.cat((h1 - state.h1[b_idx], hp - state.hp[b_idx]), 1)
+            zt = z[b_idx].double() + (dh1p @ self.w1p_t).double()
             d = zt.gather(1, lab[:, None]) - zt
-            tol = float_tolerance(zt, zt.gather(1, lab[:, None]))
+            # float32 product: each logit's rounding is at most 4e-5·||dh1p||·||W_j|| (512-term sums)
+            gamma = 4e-5 * torch.linalg.vector_norm(dh1p.double(), dim=1, keepdim=True)
+            rounding = gamma * (self.w1p_norms[lab][:, None] + self.w1p_norms[None, :])
+            tol = float_tolerance(zt, zt.gather(1, lab[:, None])) + rounding
         if self.tier2:
             sqrt_hw = math.sqrt(self.hw)
             # squared norms summed in float32: relative rounding ≪ _SAFETY - 1 for these sizes
