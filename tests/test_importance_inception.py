@@ -80,6 +80,16 @@ def test_supports_only_mixed5a_of_lucent_inception(perturbed):
     assert not supports_inception_mixed5a(torch.nn.Linear(2, 2), "mixed5a", (7, 7))
 
 
+def test_separable_maxpool_equals_max_pool2d():
+    from autointerp.importance.inception import _maxpool3
+
+    x = torch.randn(3, 5, 7, 7, generator=torch.Generator().manual_seed(0))
+    x[0, 0] = -1.0  # constant negative map: the -inf padding must never win
+    ref = torch.nn.functional.max_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), value=float("-inf")), 3, 1)
+    assert torch.equal(_maxpool3(x), ref)
+    assert torch.equal(_maxpool3(x[0]), ref[0])
+
+
 def test_reference_tail_matches_lucent_forward(perturbed):
     model, images, acts, _ = perturbed
     with torch.no_grad():
@@ -240,7 +250,7 @@ def test_int8_tier_is_sound_at_planted_margins(perturbed):
     others = competitors(lab, VALID, 1008)
     k = int((((d + move) < 0) & others).sum(1).median()) + 1  # the boundary sits among the planted ones
     truth = (((d + move) < 0) & others).sum(1) < k
-    decided, correct = path._int8_tier(state, labels, b, u, d, tol, others, k, VALID)
+    decided, correct = path._int8_tier(state, labels, b, u, d, tol, k, VALID)
     assert 0 < int(decided.sum()) < len(b)
     assert torch.equal(correct[decided], truth[decided])
 
