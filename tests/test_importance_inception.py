@@ -252,6 +252,12 @@ def test_int8_tier_is_sound_at_planted_margins(perturbed):
     truth = (((d + move) < 0) & others).sum(1) < k
     decided, correct = path._int8_tier(state, labels, b, u, d, tol, k, VALID)
     assert 0 < int(decided.sum()) < len(b)
+    # the per-image norms ||(W_t - W_j) ⊙ [r > 0]|| it uses, against the direct sum
+    vm3, _ = path._active_norms(state, labels)
+    w3 = path.W[:, 384:768].double()
+    direct = torch.stack([((w3[t] - w3) ** 2) @ state.mask3[i].sum(0).double() for i, t in enumerate(labels.tolist())])
+    assert bool((vm3 >= direct.sqrt()).all())
+    torch.testing.assert_close(vm3, direct.sqrt(), rtol=2e-3, atol=1e-5)  # atol: the cancellation guard
     assert torch.equal(correct[decided], truth[decided])
 
 

@@ -393,22 +393,30 @@ class InceptionMixed5aPath:
         if state.vm is None or state.vm[0] is not labels:
             assert state.mask3 is not None and state.mask5 is not None
             counts = torch.cat((state.mask3.sum(1), state.mask5.sum(1)), 1).double()  # (B, 512) active positions
-            w3, w5 = self.w35[:, :384].double(), self.w35[:, 384:].double()
-            n3 = torch.stack([((w3[t] - w3) ** 2) @ c[:384] for t, c in zip(labels.tolist(), counts, strict=True)])
-            n5 = torch.stack([((w5[t] - w5) ** 2) @ c[384:] for t, c in zip(labels.tolist(), counts, strict=True)])
-            state.vm = (labels, n3.sqrt() * _SAFETY, n5.sqrt() * _SAFETY)
+            # Σ_o (W_t,o - W_j,o)² n_o expanded into three products (float64); like pair_norms, a
+            # 1e-12 share of the expanded terms keeps cancellation from making it smaller
+            w = self.w35.double()
+            wt_n = w[labels] * counts  # (B, 512)
+            norms = []
+            for cols in (slice(0, 384), slice(384, 512)):
+                a = counts[:, cols] @ (w[:, cols] ** 2).T  # Σ n W_j²
+                c = (wt_n[:, cols] * w[labels][:, cols]).sum(1, keepdim=True)  # Σ n W_t²
+                sq = a + c - 2.0 * (wt_n[:, cols] @ w[:, cols].T)
+                norms.append((sq.clamp_min(0) + 1e-12 * (a + c)).sqrt() * _SAFETY)
+            n3, n5 = norms
+            state.vm = (labels, n3, n5)
         return state.vm[1], state.vm[2]
 
     def _branch_interval(
-        self, branch: str, u: Rank1Update, state: _State, labels: torch.Tensor, b_idx: torch.Tensor
+        self, branch: str, u: Rank1Update, rows: torch.Tensor, state: _State, labels: torch.Tensor, b_idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Change of every ``d_j = z_t - z_j`` from one branch ("3" or "5") by the int8 tier: estimate
-        and sound half-width, (P, O) float64 each."""
+        """Change of every ``d_j = z_t - z_j`` from one branch ("3" or "5") by the int8 tier, for the
+        pairs ``rows`` of ``u`` (images ``b_idx``): estimate and sound half-width, (P, O) float64 each."""
         if branch == "3":
-            change = self.q3.change(u.b3, state.p3, b_idx, state.mask3, state.abs3)
+            change = self.q3.change(u.b3, state.p3, b_idx, state.mask3, state.abs3, rows)
             cols, vm = slice(0, 384), self._active_norms(state, labels)[0]
         else:
-            change = self.q5.change(u.b5, state.p5, b_idx, state.mask5, state.abs5)
+            change = self.q5.change(u.b5, state.p5, b_idx, state.mask5, state.abs5, rows)
             cols, vm = slice(384, 512), self._active_norms(state, labels)[1]
         w, w_abs = self.w35[:, cols], self.w35_abs[:, cols]
         w_t = w[labels[b_idx]]
@@ -430,20 +438,23 @@ class InceptionMixed5aPath:
         tol: torch.Tensor,
         k: int,
         valid: torch.Tensor,
+        rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(decided, correct after) for pairs ``b_idx`` with updates ``u`` and margins ``d`` (module doc, step 3).
+        """(decided, correct after) for the pairs ``rows`` of ``u`` (default all), of images ``b_idx``,
+        with margins ``d`` (module doc, step 3).
 
         The 3×3 branch first, with the 5×5 branch's tier-2 bound (it carries a fifth of the cost);
         the 5×5 branch's int8 change only for the pairs that leaves open.
         """
+        if rows is None:
+            rows = torch.arange(len(b_idx))
         lab = labels[b_idx]
-        moved3, slack3 = self._branch_interval("3", u, state, labels, b_idx)
-        rho5 = u.n5.double().sqrt() * self.l5 / math.sqrt(self.hw) * _SAFETY**2
+        moved3, slack3 = self._branch_interval("3", u, rows, state, labels, b_idx)
+        rho5 = u.n5[rows].double().sqrt() * self.l5 / math.sqrt(self.hw) * _SAFETY**2
         decided, correct = self._int8_decide(d, tol, lab, valid, k, moved3, slack3, self.pn5, rho5)
         rest = torch.nonzero(~decided)[:, 0]
         if len(rest):
-            sub = Rank1Update(u.target[rest], u.h1[rest], u.hp[rest], u.b3[rest], u.b5[rest], u.n3[rest], u.n5[rest])
-            moved5, slack5 = self._branch_interval("5", sub, state, labels, b_idx[rest])
+            moved5, slack5 = self._branch_interval("5", u, rows[rest], state, labels, b_idx[rest])
             decided[rest], correct[rest] = self._int8_decide(
                 d[rest], tol[rest], lab[rest], valid, k, moved3[rest] + moved5, slack3[rest] + slack5, self.pn5,
                 torch.zeros(len(rest), dtype=torch.float64),
@@ -493,8 +504,7 @@ class InceptionMixed5aPath:
         t2 = time.perf_counter()
         self.seconds["bounds"] += t2 - t1
         if self.int8 and len(idx):
-            sub = Rank1Update(target[idx], h1[idx], hp[idx], b3[idx], b5[idx], n3[idx], n5[idx])
-            decided, correct = self._int8_tier(state, labels, b_idx[idx], sub, d[idx], tol[idx], k, valid)
+            decided, correct = self._int8_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid, idx)
             after[idx[decided]] = correct[decided]
             undecided[idx[decided]] = False
             idx = idx[~decided]

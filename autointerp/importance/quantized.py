@@ -73,12 +73,12 @@ class BranchChange:
 
 
 def _quantize(
-    after: torch.Tensor, before: torch.Tensor, b_idx: torch.Tensor, k: int, pad: int
+    after: torch.Tensor, rows: torch.Tensor, before: torch.Tensor, b_idx: torch.Tensor, k: int, pad: int
 ) -> tuple[torch.Tensor, ...]:
-    """Per-pair int8 quantisation of ``dq = after - relu(before[b_idx])`` (P, C, H, W), channels last:
-    ``Q`` (P, H, W, C) and ``s_p`` (P,); the per-position k×k patch norms of ``dq`` and of the residual
-    ``lo``, and their totals."""
-    dq = after - torch.relu(before[b_idx])
+    """Per-pair int8 quantisation of ``dq = after[rows] - relu(before[b_idx])`` (P, C, H, W), channels
+    last: ``Q`` (P, H, W, C) and ``s_p`` (P,); the per-position k×k patch norms of ``dq`` and of the
+    residual ``lo``, and their totals."""
+    dq = after[rows] - torch.relu(before[b_idx])
     p, c, h, w = dq.shape
     sp = dq.abs().amax((1, 2, 3)).clamp_min(1e-30) / 127.0
     q = torch.round(dq / sp[:, None, None, None]).clamp(-127.0, 127.0)
@@ -153,16 +153,20 @@ class Int8Conv:
         b_idx: torch.Tensor,
         mask: torch.Tensor,
         r_abs: torch.Tensor,
+        rows: torch.Tensor | None = None,
         block: int = 64,
     ) -> BranchChange:
         """The branch's pooled change for pairs of images ``b_idx`` whose input (the bottleneck's ReLU
-        output) changes from ``relu(before[b_idx])`` to ``after`` (P, C, H, W).
+        output) changes from ``relu(before[b_idx])`` to ``after[rows]`` (``after`` (N, C, H, W);
+        ``rows`` defaults to all of it, in order).
 
         ``mask`` / ``r_abs``: (B, H·W, O) float ``[r > 0]`` and ``|r|`` of the batch's baseline
         pre-activations ``r`` (channels last). Works in blocks of ``block`` pairs, which keeps the
         patch matrix cache-resident (about 1.4× faster than one large product).
         """
-        parts = [self._change_block(after[s : s + block], before, b_idx[s : s + block], mask, r_abs)
+        if rows is None:
+            rows = torch.arange(len(b_idx))
+        parts = [self._change_block(after, rows[s : s + block], before, b_idx[s : s + block], mask, r_abs)
                  for s in range(0, len(b_idx), block)]  # fmt: skip
         if not parts:
             empty = torch.zeros(0, self.out_channels)
@@ -170,9 +174,15 @@ class Int8Conv:
         return BranchChange(*(torch.cat(t) for t in zip(*((c.lin, c.rem, c.lin_err) for c in parts), strict=True)))
 
     def _change_block(
-        self, after: torch.Tensor, before: torch.Tensor, b_idx: torch.Tensor, mask: torch.Tensor, r_abs: torch.Tensor
+        self,
+        after: torch.Tensor,
+        rows: torch.Tensor,
+        before: torch.Tensor,
+        b_idx: torch.Tensor,
+        mask: torch.Tensor,
+        r_abs: torch.Tensor,
     ) -> BranchChange:
-        q, sp, patch_dq, patch_lo, n_dq, n_lo = self._quantize(after, before, b_idx, self.k, self.pad)
+        q, sp, patch_dq, patch_lo, n_dq, n_lo = self._quantize(after, rows, before, b_idx, self.k, self.pad)
         acc = torch._int_mm(_im2col(q, self.k, self.pad), self.weight_q)
         lin, rem = self._pooled(acc, sp, self.scale, b_idx, mask, r_abs, patch_dq, patch_lo, self.row_l, self.row_q)
         n_dq = n_dq.double() * (1 + _REL)
