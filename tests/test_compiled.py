@@ -35,3 +35,24 @@ def test_genuine_errors_still_raise(monkeypatch):
     f = compiled_or_eager(_fused)
     with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="size"):
         f(torch.randn(5, 7), torch.randn(4))  # shape mismatch: raised again by the eager function
+
+
+def test_one_row_calls_run_eagerly_without_compiling(monkeypatch):
+    """Sizes 0 and 1 are specialised by PyTorch: such calls must not trigger (slow) recompilation."""
+    compiled_calls = []
+
+    def recording_compile(fn, **kwargs):
+        def run(*args):
+            compiled_calls.append(len(args[0]))
+            return fn(*args)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    f = compiled_or_eager(_fused, batch_args=(0, 1))
+    a, w = torch.randn(5, 7), torch.randn(5)
+    torch.testing.assert_close(f(a[:1], w[:1]), _fused(a[:1], w[:1]))
+    torch.testing.assert_close(f(a[:0], w[:0]), _fused(a[:0], w[:0]))
+    assert compiled_calls == []
+    torch.testing.assert_close(f(a, w), _fused(a, w))
+    assert compiled_calls == [5]

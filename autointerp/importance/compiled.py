@@ -17,13 +17,18 @@ from collections.abc import Callable
 from typing import Any
 
 
-def compiled_or_eager(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` compiled with dynamic shapes on first use; ``fn`` itself once compiling has failed."""
+def compiled_or_eager(fn: Callable[..., Any], batch_args: tuple[int, ...] = (0,)) -> Callable[..., Any]:
+    """``fn`` compiled with dynamic shapes on first use; ``fn`` itself once compiling has failed.
+
+    Calls where a tensor among the positional arguments ``batch_args`` has fewer than 2 rows run
+    eagerly: PyTorch specialises dynamic sizes 0 and 1, so such a call would compile another graph
+    (seconds) for microseconds of work.
+    """
     state: dict[str, Any] = {}
 
     @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
-        if state.get("eager"):
+        if state.get("eager") or any(len(args[i]) < 2 for i in batch_args):
             return fn(*args)
         try:
             if "compiled" not in state:

@@ -243,15 +243,18 @@ class InceptionMixed5aPath:
         self.tail = ReferenceTail(m)
         self.tier2 = tier2
         self.hw = spatial[0] * spatial[1]
-        maybe = compiled_or_eager if compile else (lambda fn: fn)
-        self._core = maybe(_rank1_core)
+        def maybe(fn, batch_args=(0,)):  # noqa: ANN001, ANN202
+            return compiled_or_eager(fn, batch_args) if compile else fn
+
+        self._core = maybe(_rank1_core, (0, 4))
         self._margins, self._tier2_decide = maybe(_margins), maybe(_tier2_decide)
-        self._branch_bounds, self._int8_decide = maybe(_branch_bounds), maybe(_int8_decide)
+        self._branch_bounds, self._int8_decide = maybe(_branch_bounds, (0, 4)), maybe(_int8_decide)
         self._pooled: tuple[torch.Tensor, torch.Tensor] | None = None
         #: wall seconds spent per part of :meth:`evaluate` (for benchmarks and profiling)
         self.seconds = {"rank1_core": 0.0, "bounds": 0.0, "int8_tier": 0.0, "exact_convs": 0.0}
-        #: pairs decided by each tier of :meth:`evaluate` (tier 2, the int8 tier, exact convolutions)
-        self.pairs = {"tier2": 0, "int8": 0, "exact": 0}
+        #: pairs decided by each tier of :meth:`evaluate` (tier 2, the int8 tier, exact convolutions),
+        #: and how many pairs the int8 tier evaluated the 5x5 branch for
+        self.pairs = {"tier2": 0, "int8": 0, "exact": 0, "int8_with_5x5": 0}
 
         def w2(conv: nn.Conv2d) -> torch.Tensor:
             return conv.weight.detach().float()[:, :, 0, 0]
@@ -453,6 +456,7 @@ class InceptionMixed5aPath:
         rho5 = u.n5[rows].double().sqrt() * self.l5 / math.sqrt(self.hw) * _SAFETY**2
         decided, correct = self._int8_decide(d, tol, lab, valid, k, moved3, slack3, self.pn5, rho5)
         rest = torch.nonzero(~decided)[:, 0]
+        self.pairs["int8_with_5x5"] += len(rest)
         if len(rest):
             moved5, slack5 = self._branch_interval("5", u, rows[rest], state, labels, b_idx[rest])
             decided[rest], correct[rest] = self._int8_decide(

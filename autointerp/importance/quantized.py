@@ -143,8 +143,8 @@ class Int8Conv:
         self.op_q = conv_operator_norm(w_q, spatial, (padding, padding)) * _SAFETY
         self.row_l = (torch.linalg.vector_norm(w_l.flatten(1), dim=1) * _SAFETY).float()
         self.row_q = (torch.linalg.vector_norm(w_q.flatten(1), dim=1) * _SAFETY).float()
-        self._quantize = compiled_or_eager(_quantize) if compile else _quantize
-        self._pooled = compiled_or_eager(_pooled_change) if compile else _pooled_change
+        self._quantize = compiled_or_eager(_quantize, (0, 1, 2)) if compile else _quantize
+        self._pooled = compiled_or_eager(_pooled_change, (0, 3, 4)) if compile else _pooled_change
 
     def change(
         self,
