@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--naive-features", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--chunk-size", type=int, default=104, help="features per chunk (configs/inceptionv1_mixed5a.yaml)")
+    ap.add_argument("--chunk-size", type=int, default=208, help="features per chunk (configs/inceptionv1_mixed5a.yaml)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-compile", action="store_true", help="eager PyTorch only (no torch.compile)")
     ap.add_argument("--no-int8", action="store_true", help="without the int8 tier (float32 convolutions only)")

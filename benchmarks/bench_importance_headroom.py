@@ -52,7 +52,7 @@ def main() -> None:
     case = bench_importance.synthetic_case(args.images, args.seed)
     model, valid, acts, z = case.model, case.valid, case.acts32, case.logits
     labels, ablation = case.labels, case.ablation
-    path = InceptionMixed5aPath(model)
+    path = InceptionMixed5aPath(model, int8=False)  # tier 2 alone: the baseline this analysis refers to
     state = path.prepare(acts)
     tau = boundary_radius(z, labels, path.W, K, valid)
     b_all, c_all = torch.nonzero(~(path.tier1(acts, ablation, torch.arange(832)) < tau[:, None]), as_tuple=True)

@@ -209,6 +209,9 @@ def test_real_inceptionv1_config_importance_stage_uses_rank1_path_and_equals_nai
     run_importance(ctx, method="naive")
     summary = json.loads((ctx.paths.importance / "summary.json").read_text())
     assert summary["exact"]["path"] == "inception_mixed5a_rank1"
+    tiers = summary["exact"]["pairs_by_tier"]
+    assert set(tiers) >= {"tier2", "int8", "exact"} and all(v >= 0 for v in tiers.values())
+    assert sum(tiers[t] for t in ("tier2", "int8", "exact")) > 0
 
     def counts(name: str) -> list[tuple[str, str, str]]:
         with open(ctx.paths.importance / name, newline="") as fh:

@@ -335,6 +335,9 @@ def _exact_chunks(
             store.save(ch, _tally_arrays(tally))
             bar.advance(len(ch))
     info: dict[str, Any] = {"path": path.name, "boundary_fallbacks": fallback}
+    tiers = getattr(path, "pairs", None)  # pairs decided per tier of the path (this run's chunks only)
+    if tiers is not None:
+        info["pairs_by_tier"] = dict(tiers)
     reason = getattr(path, "bound_reason", None)
     if reason is not None:
         info["bound"] = reason
