@@ -252,6 +252,12 @@ def test_int8_tier_is_sound_at_planted_margins(perturbed):
     truth = (((d + move) < 0) & others).sum(1) < k
     decided, correct = path._int8_tier(state, labels, b, u, d, tol, k, VALID)
     assert 0 < int(decided.sum()) < len(b)
+    # its stored |r| is a lower bound (bfloat16 rounded down) and its mask is r > 0
+    with torch.no_grad():
+        r3 = torch.nn.functional.conv2d(torch.relu(state.p3), path.k3.weight, path.k3.bias, padding=1)
+    r3 = r3.flatten(2).transpose(1, 2)
+    assert bool((state.abs3.float() <= r3.abs()).all()) and torch.equal(state.mask3, r3 > 0)
+    assert float((state.abs3.float() / r3.abs().clamp_min(1e-30)).min()) > 0.98
     # the per-image norms ||(W_t - W_j) ⊙ [r > 0]|| it uses, against the direct sum
     vm3, _ = path._active_norms(state, labels)
     w3 = path.W[:, 384:768].double()

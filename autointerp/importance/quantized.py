@@ -114,14 +114,15 @@ def _pooled_change(
     row_l: torch.Tensor,
     row_q: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``lin`` and ``rem`` (P, O) from the int32 products ``acc`` (P·HW, O); ``mask``/``r_abs`` (B, HW, O)."""
+    """``lin`` and ``rem`` (P, O) from the int32 products ``acc`` (P·HW, O); ``mask``/``r_abs`` (B, HW, O)
+    (any dtypes: e.g. bool and a bfloat16 lower bound of ``|r|``, which keeps ``rem`` an upper bound)."""
     p, hw = patch_dq.shape
     dr = acc.float().reshape(p, hw, -1) * (sp[:, None, None] * s_out[None, None, :])
     a = dr.abs()
     # patch norms of dq and lo; lo's float rounding is covered by a 1e-6 share of dq's
     eps = row_l * patch_dq[:, :, None] + row_q * (patch_lo + 1e-6 * patch_dq)[:, :, None] + _REL * a
-    lin = (mask[b_idx] * dr).sum(1) / hw
-    rem = (a + eps - r_abs[b_idx]).clamp_min(0.0).sum(1) / hw + _REL * a.sum(1) / hw
+    lin = (mask[b_idx].to(dr.dtype) * dr).sum(1) / hw
+    rem = (a + eps - r_abs[b_idx].to(dr.dtype)).clamp_min(0.0).sum(1) / hw + _REL * a.sum(1) / hw
     return lin, rem
 
 
@@ -160,8 +161,8 @@ class Int8Conv:
         output) changes from ``relu(before[b_idx])`` to ``after[rows]`` (``after`` (N, C, H, W);
         ``rows`` defaults to all of it, in order).
 
-        ``mask`` / ``r_abs``: (B, H·W, O) float ``[r > 0]`` and ``|r|`` of the batch's baseline
-        pre-activations ``r`` (channels last). Works in blocks of ``block`` pairs, which keeps the
+        ``mask`` / ``r_abs``: (B, H·W, O) ``[r > 0]`` and ``|r|`` (or a lower bound of it) of the
+        batch's baseline pre-activations ``r`` (channels last). Works in blocks of ``block`` pairs, which keeps the
         patch matrix cache-resident (about 1.4× faster than one large product).
         """
         if rows is None:
