@@ -7,8 +7,11 @@ or per channel and position: ``importance.mean_scope``). Methods (``importance.m
 * ``exact`` (default): cached activations through the adapter's tail only, many ablations per
   pass, skipping (image, feature) pairs that a sound bound proves cannot change the count. For
   InceptionV1 ``mixed5a`` a rank-1 path through ``mixed5b`` is used (its elementwise core compiled
-  with ``torch.compile`` when ``importance.compile``); any other model/layer uses the generic
-  batched tail path (with a Lipschitz skip bound when the tail is a simple chain).
+  with ``torch.compile`` when ``importance.compile``; pairs its cheap bounds leave open decided from
+  int8 convolutions with sound error bounds when ``importance.int8``); any other model/layer uses the
+  generic batched tail path (with a Lipschitz skip bound when the tail is a simple chain). Counts are
+  exact either way; the ``mean_delta_logprob_true`` column is exact only for pairs evaluated exactly
+  (``n_exact``) and a first-order estimate for skipped or bound-decided pairs.
 * ``attribution``: first-order estimate for all features from one backward pass (fast, approximate);
   compared with ``importance_exact.csv`` / ``importance_naive.csv`` when present.
 * ``naive``: one full forward pass of the model per feature with a hook (reference; slow).
