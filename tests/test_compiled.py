@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autointerp.importance import compiled
 from autointerp.importance.compiled import compiled_or_eager
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reports(monkeypatch):
+    monkeypatch.setattr(compiled, "_reported", set())
 
 
 def _fused(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -28,6 +34,17 @@ def test_compiler_failure_falls_back_to_eager_once(monkeypatch):
     torch.testing.assert_close(f(a * 2, w), _fused(a * 2, w))  # no second attempt, no second warning
     assert len(calls) == 1 and calls[0] == {"dynamic": True}
     assert not f.is_compiled()
+
+
+def test_the_same_failure_is_reported_once_for_all_functions(monkeypatch, recwarn):
+    def broken_compile(fn, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    a, w = torch.randn(5, 7), torch.randn(5)
+    for _ in range(3):
+        torch.testing.assert_close(compiled_or_eager(_fused)(a, w), _fused(a, w))
+    assert [type(r.message) for r in recwarn.list] == [RuntimeWarning]
 
 
 def test_genuine_errors_still_raise(monkeypatch):

@@ -5,8 +5,8 @@ operations over ``(pairs, channels, 7, 7)`` tensors. Eager PyTorch materialises 
 ``torch.compile`` (inductor, needs a C++ compiler) fuses each chain into one loop, about 7× faster
 on a 2-core CPU. Compilation happens on the first call (seconds, cached on disk by PyTorch). When it
 fails (no compiler, unsupported platform), now or on a later recompilation, the eager function is
-used for the rest of the process and one warning says why; results are the same up to float
-rounding either way.
+used for the rest of the process and a warning says why (once per distinct failure, not once per
+function); results are the same up to float rounding either way.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+#: failures already reported (exception type and first line): a missing compiler fails every compiled
+#: function the same way, and one warning says it
+_reported: set[tuple[str, str]] = set()
 
 
 def compiled_or_eager(fn: Callable[..., Any], batch_args: tuple[int, ...] = (0,)) -> Callable[..., Any]:
@@ -39,12 +43,14 @@ def compiled_or_eager(fn: Callable[..., Any], batch_args: tuple[int, ...] = (0,)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly
             state["eager"] = True
             first_line = (str(exc).splitlines() or [""])[0][:200]
-            warnings.warn(
-                f"torch.compile of {fn.__name__} failed ({type(exc).__name__}: {first_line}); "
-                "running it eagerly (slower, same results)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            if (type(exc).__name__, first_line) not in _reported:
+                _reported.add((type(exc).__name__, first_line))
+                warnings.warn(
+                    f"torch.compile of {fn.__name__} failed ({type(exc).__name__}: {first_line}); "
+                    "running it eagerly (slower, same results; the same failure elsewhere is not repeated)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             return fn(*args)  # a genuine error in fn raises again here, uncompiled
 
     wrapper.is_compiled = lambda: "compiled" in state and not state.get("eager")  # type: ignore[attr-defined]
