@@ -26,17 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from autointerp.importance.inception import InceptionMixed5aPath
-from autointerp.importance.topk import boundary_radius, competitors
+from autointerp.importance.topk import boundary_radius, decide_interval
 
 FACTORS = (1, 10, 30, 100, 300, 1000)
 K = 10
-
-
-def _decided(margin: torch.Tensor, slack: torch.Tensor, others: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
-    """Pairs whose top-k correctness is certain when each margin may move by ``slack``."""
-    surely_correct = ((((margin - slack) < 0) & others).sum(1) < K) & ok
-    surely_wrong = ((((margin + slack) < 0) & others).sum(1) >= K) | ~ok
-    return surely_correct | surely_wrong
 
 
 def main() -> None:
@@ -84,9 +77,9 @@ def main() -> None:
         z_rem = torch.cat((torch.zeros_like(dh1), rem3, rem5, torch.zeros_like(dhp)), 1).double() @ w.T
         margin = z_lin.gather(1, lab[:, None]) - z_lin
         true_rem = (z_rem.gather(1, lab[:, None]) - z_rem).abs()
-        others, ok = competitors(lab, valid, z.shape[1]), valid[lab]
         for f in FACTORS:
-            decided[f] += int(_decided(margin, true_rem * f + 1e-9, others, ok).sum())
+            slack = true_rem * f + 1e-9  # what each margin may move by
+            decided[f] += int(decide_interval(margin - slack, margin + slack, lab, valid, K)[0].sum())
     undecided = n_cand - tier2
     print(f"images: {args.images} from {case.source}; model: rescaled random InceptionV1 (as bench_importance.py)")
     print(f"pairs: {args.images * 832}; not skipped by the cheap bound: {n_cand}; decided by tier 2: {tier2}; "

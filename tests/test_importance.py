@@ -16,7 +16,7 @@ from autointerp.importance.engine import bound_pass, evaluate_chunk
 from autointerp.importance.lipschitz import analyse_tail, conv_operator_norm
 from autointerp.importance.naive import naive_importance
 from autointerp.importance.paths import TailPath
-from autointerp.importance.topk import boundary_radius, topk_correct
+from autointerp.importance.topk import boundary_radius, decide_interval, topk_correct
 
 torch.set_num_threads(2)
 
@@ -37,6 +37,31 @@ def test_topk_correct_matches_brute_force_with_ties_and_dummies():
         got = topk_correct(torch.tensor(z), torch.tensor(labels), k, torch.tensor(valid)).numpy()
         want = [brute_correct(z[i], labels[i], k, valid) for i in range(200)]
         assert got.tolist() == want
+
+
+def test_decide_interval_agrees_with_every_point_of_the_interval():
+    """Decided means every logit vector with margins inside [lo, hi] gives the same (stated) answer."""
+    rng = np.random.default_rng(1)
+    z = rng.integers(-3, 4, size=(300, 12)).astype(np.float64)
+    labels = rng.integers(0, 12, size=300)
+    valid = np.ones(12, bool)
+    valid[[0, 11]] = False
+    d = z[np.arange(300), labels][:, None] - z  # margins d_j = z_t - z_j
+    half = rng.choice([0.0, 0.5, 2.0], size=(300, 12))
+    half[np.arange(300), labels] = 0.0  # d_t = 0 by definition
+    lab, ok = torch.tensor(labels), torch.tensor(valid)
+    for k in (1, 3):
+        decided, correct = decide_interval(torch.tensor(d - half), torch.tensor(d + half), lab, ok, k)
+        assert 0 < int(decided.sum()) < 300
+        for _ in range(20):  # margins drawn from the interval (endpoints included); logits z' = -margins
+            pick = d + half * rng.choice([-1.0, 0.0, 1.0], size=d.shape)
+            want = [brute_correct(-pick[i], labels[i], k, valid) for i in range(300)]
+            got = np.array(want)[decided.numpy()]
+            assert got.tolist() == correct[decided].tolist()
+        # zero width: always decided, and the same as topk_correct on the logits
+        same, at_d = decide_interval(torch.tensor(d), torch.tensor(d), lab, ok, k)
+        assert bool(same.all())
+        assert at_d.tolist() == topk_correct(torch.tensor(z), lab, k, ok).tolist()
 
 
 def test_boundary_radius_is_sound_and_tight():

@@ -3,7 +3,7 @@
 The first operation of every ``mixed5b`` branch reads ``mixed5a`` through a 1×1 convolution (the
 1×1, 3×3-bottleneck and 5×5-bottleneck branches) or a per-channel 3×3 max-pool (the pool branch), so
 ablating channel ``c`` with change ``δ = target - a_c`` (H, W) is a rank-1 update of the branch
-pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in three tiers:
+pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
 
 1. (in the engine's bound pass) a scalar bound ``ρ ≥ ||Δh||`` from per-channel constants and the
    statistics ``mean|δ|``, ``||δ||₂``, ``mean|Δmaxpool|`` — no network evaluation at all;
@@ -14,7 +14,7 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in three tiers
 3. (when ``int8``) the 3×3 and 5×5 branch changes from int8 convolutions in exact integer arithmetic,
    with sound error bounds (:mod:`autointerp.importance.quantized`): the linear part of each branch's
    pooled change is known to a small error and the ReLU-crossing remainder is bounded elementwise,
-   which decides nearly all pairs tier 2 leaves, at about a third of the float32 convolutions' cost;
+   which decides nearly all pairs tier 2 leaves, at about half the float32 convolutions' cost;
 4. the remaining pairs: the 3×3 and 5×5 convolutions of the updated bottlenecks, exactly as the
    network computes them. A pair whose ablated logits sit within float rounding of the top-k boundary
    is recomputed by the reference tail on the ablated activation, so counts equal the reference's.
@@ -35,7 +35,7 @@ from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.engine import PairResult
 from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.quantized import Int8Conv, int8_matmul_is_exact
-from autointerp.importance.topk import competitors, float_tolerance, pair_norms, topk_correct, true_logprob
+from autointerp.importance.topk import decide_interval, float_tolerance, pair_norms, topk_correct, true_logprob
 
 _SAFETY = 1.0 + 1e-3
 
@@ -99,18 +99,6 @@ def _margins(
     return zt_t - zt, float_tolerance(zt, zt_t) + rounding
 
 
-def _count_decide(
-    lo: torch.Tensor, hi: torch.Tensor, lab: torch.Tensor, valid: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(decided, correct after) when each margin ``d_j`` lies in ``[lo_j, hi_j]``: surely correct while
-    fewer than ``k`` valid competitors can be above, surely wrong while at least ``k`` surely are."""
-    others = valid[None, : lo.shape[1]] & (torch.arange(lo.shape[1], device=lo.device)[None, :] != lab[:, None])
-    ok = valid[lab]
-    correct = (((lo < 0) & others).sum(1) < k) & ok
-    wrong = (((hi < 0) & others).sum(1) >= k) | ~ok
-    return correct | wrong, correct
-
-
 def _tier2_decide(
     d: torch.Tensor,
     tol: torch.Tensor,
@@ -124,7 +112,7 @@ def _tier2_decide(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tier 2: ``|Δd_j| <= ||W_t - W_j||·ρ`` per branch (3x3 and 5x5 columns), plus ``tol``."""
     slack = pn3[lab] * rho3[:, None] + pn5[lab] * rho5[:, None] + tol
-    return _count_decide(d - slack, d + slack, lab, valid, k)
+    return decide_interval(d - slack, d + slack, lab, valid, k)
 
 
 def _branch_bounds(
@@ -156,10 +144,10 @@ def _int8_decide(
     rho5: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The int8 tier's decision: ``d + moved ± (slack + ||W_t - W_j||·ρ5 + tol)`` (``rho5`` 0 once the
-    5x5 branch is in ``moved`` / ``slack`` too)."""
+    5x5 branch is in ``moved`` / ``slack`` too; one compiled graph serves both stages)."""
     mid = d + moved
     half = slack + pn5[lab] * rho5[:, None] + tol
-    return _count_decide(mid - half, mid + half, lab, valid, k)
+    return decide_interval(mid - half, mid + half, lab, valid, k)
 
 
 def _rank1_core(
@@ -244,6 +232,7 @@ class InceptionMixed5aPath:
         self.tail = ReferenceTail(m)
         self.tier2 = tier2
         self.hw = spatial[0] * spatial[1]
+
         def maybe(fn, batch_args=(0,)):  # noqa: ANN001, ANN202
             return compiled_or_eager(fn, batch_args) if compile else fn
 
@@ -299,6 +288,11 @@ class InceptionMixed5aPath:
             self.q5 = Int8Conv(self.k5, 2, spatial, compile)
             self.w35 = self.W[:, 384:896].contiguous()  # float32 (the tier's products are float32)
             self.w35_abs = self.w35.abs()
+
+    def _radius(self, sq_norm: torch.Tensor, lipschitz: float) -> torch.Tensor:
+        """Tier-2 bound ``ρ >= ||Δh||`` on a branch's pooled change from the squared norm (float32 sums:
+        relative rounding ≪ _SAFETY - 1 for these sizes) of its bottleneck change."""
+        return sq_norm.double().sqrt() * lipschitz / math.sqrt(self.hw) * _SAFETY**2
 
     def _pooled_targets(self, ablation: Ablation) -> torch.Tensor:
         """(C, H, W) max-pooled imputed values (image-independent), cached per ablation."""
@@ -402,11 +396,12 @@ class InceptionMixed5aPath:
             # Σ_o (W_t,o - W_j,o)² n_o expanded into three products (float64); like pair_norms, a
             # 1e-12 share of the expanded terms keeps cancellation from making it smaller
             w = self.w35.double()
-            wt_n = w[labels] * counts  # (B, 512)
+            w_t = w[labels]
+            wt_n = w_t * counts  # (B, 512)
             norms = []
             for cols in (slice(0, 384), slice(384, 512)):
                 a = counts[:, cols] @ (w[:, cols] ** 2).T  # Σ n W_j²
-                c = (wt_n[:, cols] * w[labels][:, cols]).sum(1, keepdim=True)  # Σ n W_t²
+                c = (wt_n[:, cols] * w_t[:, cols]).sum(1, keepdim=True)  # Σ n W_t²
                 sq = a + c - 2.0 * (wt_n[:, cols] @ w[:, cols].T)
                 norms.append((sq.clamp_min(0) + 1e-12 * (a + c)).sqrt() * _SAFETY)
             n3, n5 = norms
@@ -456,7 +451,7 @@ class InceptionMixed5aPath:
             rows = torch.arange(len(b_idx))
         lab = labels[b_idx]
         moved3, slack3 = self._branch_interval("3", u, rows, state, labels, b_idx)
-        rho5 = u.n5[rows].double().sqrt() * self.l5 / math.sqrt(self.hw) * _SAFETY**2
+        rho5 = self._radius(u.n5[rows], self.l5)
         decided, correct = self._int8_decide(d, tol, lab, valid, k, moved3, slack3, self.pn5, rho5)
         rest = torch.nonzero(~decided)[:, 0]
         self.pairs["int8_with_5x5"] += len(rest)
@@ -497,10 +492,7 @@ class InceptionMixed5aPath:
             dh_norm = torch.linalg.vector_norm(dh1p.double(), dim=1)
             d, tol = self._margins(z[b_idx], dh1p @ self.w1p_t, lab, dh_norm, self.w1p_norms)
         if self.tier2:
-            sqrt_hw = math.sqrt(self.hw)
-            # squared norms summed in float32: relative rounding ≪ _SAFETY - 1 for these sizes
-            rho3 = n3.double().sqrt() * self.l3 / sqrt_hw * _SAFETY**2
-            rho5 = n5.double().sqrt() * self.l5 / sqrt_hw * _SAFETY**2
+            rho3, rho5 = self._radius(n3, self.l3), self._radius(n5, self.l5)
             # |Δd_j| from the 3x3 and 5x5 branches, bounded per branch (never looser than one joint L2 bound)
             decided, after = self._tier2_decide(d, tol, lab, valid, k, self.pn3, rho3, self.pn5, rho5)
             undecided = ~decided
@@ -526,14 +518,11 @@ class InceptionMixed5aPath:
             h = torch.cat((h1[idx], q3, q5, hp[idx]), 1)
             za = self.fc(h).float()
             li = lab[idx]
-            others = competitors(li, valid, z.shape[1])
             zt = za.double().gather(1, li[:, None])
             d = zt - za.double()
             tol = float_tolerance(za.double(), zt)
-            lo = ((((d - tol) < 0) & others).sum(1) < k) & valid[li]
-            hi = ((((d + tol) < 0) & others).sum(1) < k) & valid[li]
-            ambiguous = torch.nonzero(lo != hi)[:, 0]
-            res = lo.clone()
+            decided, res = decide_interval(d - tol, d + tol, li, valid, k)
+            ambiguous = torch.nonzero(~decided)[:, 0]
             lp = true_logprob(za, li, valid)
             if len(ambiguous):  # on the boundary within rounding: ask the reference tail
                 fallback = len(ambiguous)

@@ -131,7 +131,7 @@ class Int8Conv:
 
     def __init__(self, conv: nn.Conv2d, padding: int, spatial: tuple[int, int], compile: bool = False) -> None:
         w = conv.weight.detach().double()
-        self.out_channels, self.in_channels, self.k = w.shape[0], w.shape[1], w.shape[2]
+        self.out_channels, self.k = w.shape[0], w.shape[2]
         self.pad = padding
         s = w.abs().amax((1, 2, 3)).clamp_min(1e-30) / 127.0
         s32 = s.float()
@@ -162,8 +162,8 @@ class Int8Conv:
         ``rows`` defaults to all of it, in order).
 
         ``mask`` / ``r_abs``: (B, H·W, O) ``[r > 0]`` and ``|r|`` (or a lower bound of it) of the
-        batch's baseline pre-activations ``r`` (channels last). Works in blocks of ``block`` pairs, which keeps the
-        patch matrix cache-resident (about 1.4× faster than one large product).
+        batch's baseline pre-activations ``r`` (channels last). Works in blocks of ``block`` pairs,
+        which keeps the patch matrix cache-resident (about 1.4× faster than one large product).
         """
         if rows is None:
             rows = torch.arange(len(b_idx))

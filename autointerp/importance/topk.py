@@ -51,6 +51,21 @@ def competitors(labels: torch.Tensor, valid: torch.Tensor, n_outputs: int) -> to
     return others
 
 
+
+def decide_interval(
+    lo: torch.Tensor, hi: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(decided, correct) (N,) bool when each margin ``d_j = z_t - z_j`` is known to lie in ``[lo_j, hi_j]``
+    (N, O): surely correct while fewer than ``k`` valid competitors can be above the true output
+    (``lo_j < 0``), surely wrong while at least ``k`` surely are (``hi_j < 0``) or ``t`` is invalid.
+    ``correct`` is meaningful where ``decided``; ``lo = hi = d`` gives :func:`topk_correct`."""
+    n = lo.shape[1]
+    others = valid[None, :n] & (torch.arange(n, device=lo.device)[None, :] != labels[:, None])
+    ok = valid[labels]
+    correct = (((lo < 0) & others).sum(1) < k) & ok
+    wrong = (((hi < 0) & others).sum(1) >= k) | ~ok
+    return correct | wrong, correct
+
 def boundary_radius(
     logits: torch.Tensor,
     labels: torch.Tensor,
