@@ -34,7 +34,7 @@ from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import bound_pass, evaluate_chunk
 from autointerp.importance.inception import InceptionMixed5aPath, reference_tail
 from autointerp.importance.naive import naive_importance
-from autointerp.importance.synthetic import rescaled_inceptionv1, trained_like_labels
+from autointerp.importance.synthetic import hooked_forward_logits, rescaled_inceptionv1, trained_like_labels
 from autointerp.stages.importance import peak_rss_mb
 
 SHARED = Path(os.environ.get("AUTOINTERP_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -113,20 +113,12 @@ def main() -> None:
     images, model, valid, acts, acts32 = case.images, case.model, case.valid, case.acts, case.acts32
     z, labels, ablation, source = case.logits, case.labels, case.ablation, case.source
 
-    def forward(x01: torch.Tensor) -> torch.Tensor:
-        cap: list[torch.Tensor] = []
-        h = model.mixed5a.register_forward_hook(lambda _m, _i, out: cap.append(out))
-        try:
-            model(x01 * 255 - 117)
-        finally:
-            h.remove()
-        return reference_tail(model, cap[0])
-
     ranked = z.masked_fill(~valid, -1e9).argsort(1, descending=True)
     top10 = float((ranked[:, :K] == labels[:, None]).any(1).float().mean())
 
     # naive: full forward per feature (with the cache substituted so both use identical activations)
     naive_feats = [int(f) for f in np.random.default_rng(args.seed).choice(832, args.naive_features, replace=False)]
+    forward = hooked_forward_logits(model)
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         naive = naive_importance(forward, model.mixed5a, images, labels, naive_feats, ablation, K, valid,

@@ -12,7 +12,7 @@ from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import bound_pass, evaluate_chunk
 from autointerp.importance.inception import InceptionMixed5aPath, reference_tail, supports_inception_mixed5a
 from autointerp.importance.naive import naive_importance
-from autointerp.importance.synthetic import rescaled_inceptionv1
+from autointerp.importance.synthetic import hooked_forward_logits, rescaled_inceptionv1
 from autointerp.importance.topk import boundary_radius, topk_correct
 
 torch.set_num_threads(2)
@@ -44,21 +44,6 @@ def perturbed():
     """A random InceptionV1 with trained-like activation and logit scales (see autointerp.importance.synthetic)."""
     model = rescaled_inceptionv1(seed=0, example=torch.rand(2, 3, 224, 224) * 255 - 117)
     return (model, *_setup(model, n=3))
-
-
-def forward_logits(model):
-    return lambda x: reference_tail_forward(model, x)
-
-
-def reference_tail_forward(model, x01):
-    cap: list[torch.Tensor] = []
-    handle = model.mixed5a.register_forward_hook(lambda _m, _i, out: cap.append(out))
-    try:
-        model(x01 * 255 - 117)
-    finally:
-        handle.remove()
-    # the hook in naive_importance replaced the output: rerun the tail on what mixed5a returned
-    return reference_tail(model, cap[0])
 
 
 def fast_counts(model, acts, labels, feats, ablation, compile=False, int8=True):
@@ -103,7 +88,7 @@ def test_rank1_path_equals_naive_on_perturbed_inceptionv1(perturbed):
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     images, acts, labels = images[:2], acts[:2], labels[:2]
     feats = strongest_features(InceptionMixed5aPath(model), acts, ablation, 2) + [411]
-    naive = naive_importance(forward_logits(model), model.mixed5a, images, labels, feats, ablation, K, VALID,
+    naive = naive_importance(hooked_forward_logits(model), model.mixed5a, images, labels, feats, ablation, K, VALID,
                              batch_size=2, cached=acts)  # fmt: skip
     tally, _, _ = fast_counts(model, acts, labels, feats, ablation)
     assert tally.correct_to_wrong.tolist() == naive.correct_to_wrong.tolist()
@@ -120,7 +105,7 @@ def test_rank1_path_equals_naive_on_random_init_inceptionv1():
     images, acts, labels = _setup(model, n=2, seed=1)
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), acts.mean(0).numpy(), "position", (832, 7, 7))
     feats = [3, 500, 831]
-    naive = naive_importance(forward_logits(model), model.mixed5a, images, labels, feats, ablation, K, VALID,
+    naive = naive_importance(hooked_forward_logits(model), model.mixed5a, images, labels, feats, ablation, K, VALID,
                              batch_size=2, cached=acts)  # fmt: skip
     tally, _, _ = fast_counts(model, acts, labels, feats, ablation)
     assert tally.correct_to_wrong.tolist() == naive.correct_to_wrong.tolist()

@@ -11,6 +11,8 @@ so margins to the top-k boundary look like a trained network's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -82,3 +84,22 @@ def trained_like_labels(logits: torch.Tensor, valid: torch.Tensor, seed: int = 0
         ranks[sel] = rng.integers(lo_rank + 1, min(hi_rank, n_valid - 1) + 1, size=int(sel.sum()))
         lo_rank, lo_p = hi_rank, hi_p
     return order[torch.arange(n), torch.as_tensor(ranks)]
+
+
+def hooked_forward_logits(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``images01 -> logits`` for lucent's InceptionV1: the full forward pass on [0, 1] images, with the
+    logits computed by :func:`~autointerp.importance.inception.reference_tail` from what ``mixed5a``
+    returned, so a hook that replaces ``mixed5a``'s output (the naive ablation) is seen. For
+    :func:`~autointerp.importance.naive.naive_importance` in tests and benchmarks."""
+    from autointerp.importance.inception import reference_tail
+
+    def forward(images01: torch.Tensor) -> torch.Tensor:
+        cap: list[torch.Tensor] = []
+        handle = model.mixed5a.register_forward_hook(lambda _m, _i, out: cap.append(out))
+        try:
+            model(images01 * 255 - 117)
+        finally:
+            handle.remove()
+        return reference_tail(model, cap[0])
+
+    return forward
