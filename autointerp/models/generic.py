@@ -71,7 +71,6 @@ class ModuleAdapter(HookFxAdapter):
         return self._layers
 
 
-
 @contextmanager
 def _network_timeout(seconds: float = 15.0):
     old = socket.getdefaulttimeout()

@@ -93,7 +93,6 @@ class InceptionV1Adapter(HookFxAdapter):
         return self._layers
 
 
-
 def load_inceptionv1(weights: str | None = None, pretrained: bool = True) -> nn.Module:
     """The lucent InceptionV1 module with weights from ``weights``, the hub cache or the published URL."""
     from lucent.modelzoo.inceptionv1 import InceptionV1

@@ -71,20 +71,23 @@ class HookFxAdapter(ModelAdapter):
 
     tail_output: str | None = None
 
+    def __init__(self, module: nn.Module, *, name: str | None = None) -> None:
+        super().__init__(module, name=name)
+        self._tails: dict[str, nn.Module] = {}
+
     def head(self, layer: str) -> nn.Module:
         self.check_layer(layer)
         return HookHead(self.module, layer, self.preprocess)
 
     def tail(self, layer: str) -> nn.Module:
         self.check_layer(layer)
-        tails = self.__dict__.setdefault("_tails", {})
-        if layer not in tails:
+        if layer not in self._tails:
             from autointerp.models.fxsplit import split_module
 
-            tails[layer] = split_module(self.module, layer, output=self.tail_output)[1]
-        return tails[layer]
+            self._tails[layer] = split_module(self.module, layer, output=self.tail_output)[1]
+        return self._tails[layer]
 
     def to(self, device: str | torch.device) -> HookFxAdapter:
         super().to(device)
-        self._tails = {k: v.to(device) for k, v in self.__dict__.get("_tails", {}).items()}
+        self._tails = {k: v.to(device) for k, v in self._tails.items()}
         return self

@@ -21,10 +21,11 @@ import numpy as np
 
 from autointerp.atomic import atomic_dir, write_json
 from autointerp.errors import DataError, UserError
+from autointerp.features import select_features
 from autointerp.progress import Progress
 from autointerp.runfolder import RunContext, feature_dirname
 from autointerp.stages.activations import load_meta
-from autointerp.vis.selection import configured_features, select_features
+from autointerp.vis.selection import configured_features
 
 
 def load_topk(ctx: RunContext) -> dict[str, np.ndarray]:

@@ -33,10 +33,11 @@ import numpy as np
 
 from autointerp.atomic import atomic_dir, write_bytes, write_json
 from autointerp.errors import DataError
+from autointerp.features import select_features
 from autointerp.runfolder import RunContext, feature_dirname
 from autointerp.stages.activations import load_meta
 from autointerp.stages.examples import load_topk, read_feature_entries, run_examples
-from autointerp.vis.selection import chunks, configured_features, select_features
+from autointerp.vis.selection import chunks, configured_features
 
 
 def render_settings(ctx: RunContext):  # noqa: ANN201 - RenderSettings (torch import deferred)

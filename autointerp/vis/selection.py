@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from autointerp.errors import UserError
-from autointerp.features import select_features  # noqa: F401  (re-exported for the stages)
 
 if TYPE_CHECKING:  # pragma: no cover
     from autointerp.runfolder import RunContext
