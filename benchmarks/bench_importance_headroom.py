@@ -50,8 +50,8 @@ def main() -> None:
     tau = boundary_radius(z, labels, path.W, K, valid)
     b_all, c_all = torch.nonzero(~(path.tier1(acts, ablation, torch.arange(832)) < tau[:, None]), as_tuple=True)
     with torch.no_grad():
-        q3 = F.conv2d(F.relu(state.p3), path.k3.weight, path.k3.bias, padding=1)
-        q5 = F.conv2d(F.relu(state.p5), path.k5.weight, path.k5.bias, padding=2)
+        q3 = F.conv2d(F.relu(state.p3.permute(0, 3, 1, 2)), path.k3.weight, path.k3.bias, padding=1)
+        q5 = F.conv2d(F.relu(state.p5.permute(0, 3, 1, 2)), path.k5.weight, path.k5.bias, padding=2)
     w = path.W.double()
     n_cand = len(b_all)
     tier2 = 0
@@ -66,8 +66,8 @@ def main() -> None:
             continue
         with torch.no_grad():
             u = path.rank1_update(state, acts, b, c, ablation)  # the path's own rank-1 step
-            dq3 = F.conv2d(u.b3 - F.relu(state.p3[b]), path.k3.weight, None, padding=1)
-            dq5 = F.conv2d(u.b5 - F.relu(state.p5[b]), path.k5.weight, None, padding=2)
+            dq3 = F.conv2d((u.b3 - F.relu(state.p3[b])).permute(0, 3, 1, 2), path.k3.weight, None, padding=1)
+            dq5 = F.conv2d((u.b5 - F.relu(state.p5[b])).permute(0, 3, 1, 2), path.k5.weight, None, padding=2)
             lin3, lin5 = ((q3[b] > 0) * dq3).mean((2, 3)), ((q5[b] > 0) * dq5).mean((2, 3))
             rem3 = (F.relu(q3[b] + dq3) - F.relu(q3[b])).mean((2, 3)) - lin3
             rem5 = (F.relu(q5[b] + dq5) - F.relu(q5[b])).mean((2, 3)) - lin5

@@ -221,7 +221,7 @@ def test_int8_tier_is_sound_at_planted_margins(perturbed):
     lab = labels[b]
     # the 1x1/pool branches' change (exact in the path) vs the 3x3/5x5 branches' (the tier's job)
     dh1p = torch.cat((u.h1 - state.h1[b], u.hp - state.hp[b]), 1).double()
-    z_mid = z + dh1p @ path.w1p_t.double()
+    z_mid = z + dh1p @ path.W[:, path.cols1p].T.double()
     diff = lambda v: v.gather(1, lab[:, None]) - v  # noqa: E731 - d_j = z_t - z_j
     move = diff(z_after) - diff(z_mid)
     # float32 rounding between two computations of the logits (what the path allows for, too)
@@ -239,9 +239,10 @@ def test_int8_tier_is_sound_at_planted_margins(perturbed):
     assert 0 < int(decided.sum()) < len(b)
     # its stored |r| is a lower bound (bfloat16 rounded down) and its mask is r > 0
     with torch.no_grad():
-        r3 = torch.nn.functional.conv2d(torch.relu(state.p3), path.k3.weight, path.k3.bias, padding=1)
+        b3 = torch.relu(state.p3.permute(0, 3, 1, 2).contiguous())  # stored channels last; NCHW as prepare convolves
+        r3 = torch.nn.functional.conv2d(b3, path.k3.weight, path.k3.bias, padding=1)
     r3 = r3.flatten(2).transpose(1, 2)
-    assert bool((state.abs3.float() <= r3.abs()).all()) and torch.equal(state.mask3, r3 > 0)
+    assert bool((state.abs3.float() <= r3.abs()).all()) and torch.equal(state.mask3, (r3 > 0).to(torch.uint8))
     assert float((state.abs3.float() / r3.abs().clamp_min(1e-30)).min()) > 0.98
     # the per-image norms ||(W_t - W_j) ⊙ [r > 0]|| it uses, against the direct sum
     vm3, _ = path._active_norms(state, labels)

@@ -34,6 +34,7 @@ from autointerp.importance.ablation import Ablation
 from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.engine import PairResult
 from autointerp.importance.lipschitz import conv_operator_norm
+from autointerp.importance.products import BoundedProduct, UpperProduct
 from autointerp.importance.quantized import Int8Conv, int8_matmul_is_exact
 from autointerp.importance.topk import decide_interval, float_tolerance, pair_norms, topk_correct, true_logprob
 
@@ -88,14 +89,19 @@ def _maxpool3(x: torch.Tensor) -> torch.Tensor:
 
 
 def _margins(
-    z_b: torch.Tensor, dz: torch.Tensor, lab: torch.Tensor, dh_norm: torch.Tensor, w_norms: torch.Tensor
+    z_b: torch.Tensor,
+    dz: torch.Tensor,
+    lab: torch.Tensor,
+    dh_norm: torch.Tensor,
+    w_norms: torch.Tensor,
+    dz_rel: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Margins ``d_j = z_t - z_j`` (float64) of logits ``z_b + dz`` and their tolerance: two float32
-    computations' rounding (:func:`float_tolerance`) plus that of the float32 product ``dz`` (512-term
-    sums: at most ``4e-5·||Δh||·||W_j||`` per logit)."""
+    computations' rounding (:func:`float_tolerance`) plus that of the product ``dz = Δh @ W.T``, at most
+    ``dz_rel·|Δh|·|W_j| <= dz_rel·||Δh||·||W_j||`` per logit."""
     zt = z_b.double() + dz.double()
     zt_t = zt.gather(1, lab[:, None])
-    rounding = 4e-5 * dh_norm[:, None] * (w_norms[lab][:, None] + w_norms[None, :])
+    rounding = dz_rel * dh_norm[:, None] * (w_norms[lab][:, None] + w_norms[None, :])
     return zt_t - zt, float_tolerance(zt, zt_t) + rounding
 
 
@@ -165,17 +171,18 @@ def _rank1_core(
 ) -> tuple[torch.Tensor, ...]:
     """Rank-1 updates of the ``mixed5b`` branch inputs for a batch of pairs (all elementwise).
 
-    ``p*`` (B, out, H, W) baseline pre-activations, ``b_idx`` (P,) image of each pair, ``w*`` (P, out)
-    the ablated channel's weight column, ``delta`` / ``d_mp`` (P, H, W) the change of the channel and
-    of its max-pool. Returns the pooled 1×1 and pool branches (P, out), the ablated 3×3 / 5×5
-    bottleneck activations (P, out, H, W) and the squared norms of their changes (P,).
+    ``p1`` / ``pr`` (B, out, H, W) and ``p3`` / ``p5`` (B, H, W, out), channels last: baseline
+    pre-activations; ``b_idx`` (P,) image of each pair, ``w*`` (P, out) the ablated channel's weight
+    column, ``delta`` / ``d_mp`` (P, H, W) the change of the channel and of its max-pool. Returns the
+    pooled 1×1 and pool branches (P, out), the ablated 3×3 / 5×5 bottleneck activations (P, H, W, out),
+    channels last like the int8 tier reads them, and the squared norms of their changes (P,).
     """
     d = delta[:, None]
     h1 = torch.relu(p1[b_idx] + w1[:, :, None, None] * d).mean((2, 3))
     hp = torch.relu(pr[b_idx] + wpr[:, :, None, None] * d_mp[:, None]).mean((2, 3))
     base3, base5 = p3[b_idx], p5[b_idx]
-    b3 = torch.relu(base3 + w3b[:, :, None, None] * d)
-    b5 = torch.relu(base5 + w5b[:, :, None, None] * d)
+    b3 = torch.relu(base3 + w3b[:, None, None, :] * delta[..., None])
+    b5 = torch.relu(base5 + w5b[:, None, None, :] * delta[..., None])
     n3 = (b3 - torch.relu(base3)).square().sum((1, 2, 3))
     n5 = (b5 - torch.relu(base5)).square().sum((1, 2, 3))
     return h1, hp, b3, b5, n3, n5
@@ -188,8 +195,8 @@ class Rank1Update:
     target: torch.Tensor  # (P, H, W) values imputed into the ablated channel
     h1: torch.Tensor  # (P, 384) pooled 1x1 branch after the ablation
     hp: torch.Tensor  # (P, 128) pooled pool branch
-    b3: torch.Tensor  # (P, 192, H, W) 3x3 bottleneck activations after the ablation
-    b5: torch.Tensor  # (P, 48, H, W) 5x5 bottleneck activations
+    b3: torch.Tensor  # (P, H, W, 192) 3x3 bottleneck activations after the ablation (channels last)
+    b5: torch.Tensor  # (P, H, W, 48) 5x5 bottleneck activations
     n3: torch.Tensor  # (P,) squared norm of the 3x3 bottleneck change
     n5: torch.Tensor  # (P,) squared norm of the 5x5 bottleneck change
 
@@ -197,14 +204,14 @@ class Rank1Update:
 @dataclass
 class _State:
     p1: torch.Tensor  # (B, 384, H, W) pre-activations
-    p3: torch.Tensor  # (B, 192, H, W)
-    p5: torch.Tensor  # (B, 48, H, W)
+    p3: torch.Tensor  # (B, H, W, 192) channels last (the int8 tier's layout: about 3x faster to quantise)
+    p5: torch.Tensor  # (B, H, W, 48)
     mp: torch.Tensor  # (B, 832, H, W) max-pooled input
     pr: torch.Tensor  # (B, 128, H, W)
     h1: torch.Tensor  # (B, 384) pooled 1x1 branch
     hp: torch.Tensor  # (B, 128) pooled pool branch
-    # int8 tier only: [r > 0] (bool) and |r| (bfloat16, rounded down) of the 3x3 / 5x5 outputs'
-    # pre-activations r, (B, H*W, out)
+    # int8 tier only: [r > 0] (uint8: compiled kernels read it about 2x faster than bool) and |r|
+    # (bfloat16, rounded down) of the 3x3 / 5x5 outputs' pre-activations r, (B, H*W, out)
     mask3: torch.Tensor | None = None
     abs3: torch.Tensor | None = None
     mask5: torch.Tensor | None = None
@@ -217,6 +224,7 @@ class InceptionMixed5aPath:
     """Rank-1 + bounds path for lucent's InceptionV1 at ``mixed5a`` (see module doc)."""
 
     name = "inception_mixed5a_rank1"
+    _COLS = {"3": slice(0, 384), "5": slice(384, 512)}  # the 3x3 / 5x5 branches' columns of ``w35``
     pair_batch = 1024  # pairs per evaluate call: the 7×7 convolutions run faster on large batches
 
     def __init__(
@@ -265,8 +273,11 @@ class InceptionMixed5aPath:
         all_outputs = torch.arange(self.W.shape[0])
         self.pn3 = pair_norms(self.W[:, 384:768], all_outputs)
         self.pn5 = pair_norms(self.W[:, 768:896], all_outputs)
-        self.w1p_t = self.W[:, self.cols1p].T.contiguous()  # (512, O) float32
-        self.w1p_norms = torch.linalg.vector_norm(self.w1p_t.double(), dim=0)  # (O,) ||W_j|| over those columns
+        # the 1x1 / pool branches' logit change, in float32 (512-term sums round by at most 4e-5 relative):
+        # bfloat16's bound, in the Cauchy-Schwarz form tier 2 needs, sent 11 % more pairs to the float32
+        # convolutions, which cost more than the product saved
+        self.w1p_product = BoundedProduct(self.W[:, self.cols1p].T, float32_rel=4e-5, bf16=False)
+        self.w1p_norms = torch.linalg.vector_norm(self.W[:, self.cols1p].double(), dim=1)  # (O,) ||W_j|| over them
         # operator norms of the 3x3 / 5x5 convolutions on zero-padded H×W maps
         self.l3 = conv_operator_norm(self.k3.weight, spatial, (1, 1)) * _SAFETY
         self.l5 = conv_operator_norm(self.k5.weight, spatial, (2, 2)) * _SAFETY
@@ -286,8 +297,11 @@ class InceptionMixed5aPath:
         if self.int8:
             self.q3 = Int8Conv(self.k3, 1, spatial, compile)
             self.q5 = Int8Conv(self.k5, 2, spatial, compile)
-            self.w35 = self.W[:, 384:896].contiguous()  # float32 (the tier's products are float32)
-            self.w35_abs = self.w35.abs()
+            self.w35 = self.W[:, 384:896].contiguous()
+            # products of the branch changes with the classifier columns: ``lin @ W.T`` within
+            # rel·|lin| @ |W|.T (float32: 1e-4 for <= 384-term sums), ``rem @ |W|.T`` from above
+            self.lin_products = {b: BoundedProduct(self.w35[:, c].T, float32_rel=1e-4) for b, c in self._COLS.items()}
+            self.rem_products = {b: UpperProduct(self.w35[:, c].T.abs()) for b, c in self._COLS.items()}
 
     def _radius(self, sq_norm: torch.Tensor, lipschitz: float) -> torch.Tensor:
         """Tier-2 bound ``ρ >= ||Δh||`` on a branch's pooled change from the squared norm (float32 sums:
@@ -305,7 +319,8 @@ class InceptionMixed5aPath:
     def _branches_3x3_5x5(
         self, b3: torch.Tensor, b5: torch.Tensor, block: int = 64
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled ``mixed5b`` 3×3 and 5×5 branch outputs of bottleneck activations, in cache-sized blocks.
+        """Pooled ``mixed5b`` 3×3 and 5×5 branch outputs of bottleneck activations (channels last), in
+        cache-sized blocks.
 
         The convolutions' own zero padding (faster than padding first); rounding differences from
         the reference are covered by the caller's tolerance and reference-tail fallback.
@@ -314,8 +329,9 @@ class InceptionMixed5aPath:
         q5 = torch.empty(len(b5), self.k5.out_channels)
         for s in range(0, len(b3), block):
             e = s + block
-            q3[s:e] = F.relu(F.conv2d(b3[s:e], self.k3.weight, self.k3.bias, padding=1)).mean((2, 3))
-            q5[s:e] = F.relu(F.conv2d(b5[s:e], self.k5.weight, self.k5.bias, padding=2)).mean((2, 3))
+            x3, x5 = b3[s:e].permute(0, 3, 1, 2), b5[s:e].permute(0, 3, 1, 2)  # NCHW views, channels-last memory
+            q3[s:e] = F.relu(F.conv2d(x3, self.k3.weight, self.k3.bias, padding=1)).mean((2, 3))
+            q5[s:e] = F.relu(F.conv2d(x5, self.k5.weight, self.k5.bias, padding=2)).mean((2, 3))
         return q3, q5
 
     def rank1_update(
@@ -380,10 +396,11 @@ class InceptionMixed5aPath:
             if self.int8:  # the 3x3 / 5x5 outputs' pre-activations, channels last
                 for name, conv, pre, pad in (("3", self.k3, p3, 1), ("5", self.k5, p5, 2)):
                     r = F.conv2d(F.relu(pre), conv.weight, conv.bias, padding=pad).flatten(2).transpose(1, 2)
-                    extra["mask" + name] = (r > 0).contiguous()
+                    extra["mask" + name] = (r > 0).to(torch.uint8).contiguous()
                     # bfloat16 rounded down (|r|·(1 - 2⁻⁷), then to nearest: below |r|): a smaller |r| only
                     # enlarges the remainder bound, and the tier reads a third of the bytes
                     extra["abs" + name] = (r.abs() * (1 - 2.0**-7)).to(torch.bfloat16).contiguous()
+            p3, p5 = p3.permute(0, 2, 3, 1).contiguous(), p5.permute(0, 2, 3, 1).contiguous()
             return _State(
                 p1=p1, p3=p3, p5=p5, mp=mp, pr=pr, h1=F.relu(p1).mean((2, 3)), hp=F.relu(pr).mean((2, 3)), **extra
             )
@@ -415,17 +432,17 @@ class InceptionMixed5aPath:
         pairs ``rows`` of ``u`` (images ``b_idx``): estimate and sound half-width, (P, O) float64 each."""
         if branch == "3":
             change = self.q3.change(u.b3, state.p3, b_idx, state.mask3, state.abs3, rows)
-            cols, vm = slice(0, 384), self._active_norms(state, labels)[0]
+            vm = self._active_norms(state, labels)[0]
         else:
             change = self.q5.change(u.b5, state.p5, b_idx, state.mask5, state.abs5, rows)
-            cols, vm = slice(384, 512), self._active_norms(state, labels)[1]
-        w, w_abs = self.w35[:, cols], self.w35_abs[:, cols]
-        w_t = w[labels[b_idx]]
-        # float32 products: the linear part's rounding is at most 1e-4·(|W_t| + |W_j|)·|lin| (<= 384-term
-        # sums), so it joins the remainder's weight; sums of non-negative terms round by ≪ _SAFETY - 1
-        rem = change.rem + 1e-4 * change.lin.abs()
+            vm = self._active_norms(state, labels)[1]
+        lin_products, rem_products = self.lin_products[branch], self.rem_products[branch]
+        w_t = self.w35[:, self._COLS[branch]][labels[b_idx]]
+        # the products' error along W_j (at most rel·|lin|·|W_j|; float32 true-class sums: 1e-4) joins
+        # the remainder's weight (|W_t| + |W_j|)·rem
+        rem = change.rem + max(lin_products.rel, 1e-4) * change.lin.abs()
         return self._branch_bounds(
-            change.lin @ w.T, (w_t * change.lin).sum(1, keepdim=True), rem @ w_abs.T,
+            lin_products(change.lin), (w_t * change.lin).sum(1, keepdim=True), rem_products(rem),
             (w_t.abs() * rem).sum(1, keepdim=True), vm, b_idx, change.lin_err,
         )  # fmt: skip
 
@@ -490,7 +507,9 @@ class InceptionMixed5aPath:
             # logits with the 1x1 / pool branches' exact change; margins d_j = z_t - z_j
             dh1p = torch.cat((h1 - state.h1[b_idx], hp - state.hp[b_idx]), 1)
             dh_norm = torch.linalg.vector_norm(dh1p.double(), dim=1)
-            d, tol = self._margins(z[b_idx], dh1p @ self.w1p_t, lab, dh_norm, self.w1p_norms)
+            d, tol = self._margins(
+                z[b_idx], self.w1p_product(dh1p), lab, dh_norm, self.w1p_norms, self.w1p_product.rel
+            )
         if self.tier2:
             rho3, rho5 = self._radius(n3, self.l3), self._radius(n5, self.l5)
             # |Δd_j| from the 3x3 and 5x5 branches, bounded per branch (never looser than one joint L2 bound)

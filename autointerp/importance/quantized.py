@@ -75,21 +75,21 @@ class BranchChange:
 def _quantize(
     after: torch.Tensor, rows: torch.Tensor, before: torch.Tensor, b_idx: torch.Tensor, k: int, pad: int
 ) -> tuple[torch.Tensor, ...]:
-    """Per-pair int8 quantisation of ``dq = after[rows] - relu(before[b_idx])`` (P, C, H, W), channels
+    """Per-pair int8 quantisation of ``dq = after[rows] - relu(before[b_idx])`` (P, H, W, C), channels
     last: ``Q`` (P, H, W, C) and ``s_p`` (P,); the per-position k×k patch norms of ``dq`` and of the
     residual ``lo``, and their totals."""
     dq = after[rows] - torch.relu(before[b_idx])
-    p, c, h, w = dq.shape
+    p, h, w, c = dq.shape
     sp = dq.abs().amax((1, 2, 3)).clamp_min(1e-30) / 127.0
     q = torch.round(dq / sp[:, None, None, None]).clamp(-127.0, 127.0)
     lo = dq - q * sp[:, None, None, None]
-    s_dq = F.pad(dq.square().sum(1), (pad, pad, pad, pad))
-    s_lo = F.pad(lo.square().sum(1), (pad, pad, pad, pad))
+    s_dq = F.pad(dq.square().sum(3), (pad, pad, pad, pad))
+    s_lo = F.pad(lo.square().sum(3), (pad, pad, pad, pad))
     box_dq = sum(s_dq[:, y : y + h, x : x + w] for y in range(k) for x in range(k))
     box_lo = sum(s_lo[:, y : y + h, x : x + w] for y in range(k) for x in range(k))
     patch_dq, patch_lo = box_dq.sqrt().reshape(p, h * w), box_lo.sqrt().reshape(p, h * w)
     n_dq, n_lo = dq.square().sum((1, 2, 3)).sqrt(), lo.square().sum((1, 2, 3)).sqrt()
-    return q.to(torch.int8).permute(0, 2, 3, 1).contiguous(), sp, patch_dq, patch_lo, n_dq, n_lo
+    return q.to(torch.int8), sp, patch_dq, patch_lo, n_dq, n_lo
 
 
 def _im2col(q: torch.Tensor, k: int, pad: int) -> torch.Tensor:
@@ -158,8 +158,8 @@ class Int8Conv:
         block: int = 64,
     ) -> BranchChange:
         """The branch's pooled change for pairs of images ``b_idx`` whose input (the bottleneck's ReLU
-        output) changes from ``relu(before[b_idx])`` to ``after[rows]`` (``after`` (N, C, H, W);
-        ``rows`` defaults to all of it, in order).
+        output) changes from ``relu(before[b_idx])`` to ``after[rows]`` (``after`` (N, H, W, C) and
+        ``before`` (B, H, W, C), channels last; ``rows`` defaults to all of ``after``, in order).
 
         ``mask`` / ``r_abs``: (B, H·W, O) ``[r > 0]`` and ``|r|`` (or a lower bound of it) of the
         batch's baseline pre-activations ``r`` (channels last). Works in blocks of ``block`` pairs,
