@@ -197,6 +197,26 @@ def test_int8_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed):
     assert torch.equal(res.after_correct, exact)
 
 
+def test_bfloat16_products_give_the_same_counts_as_float32(perturbed, monkeypatch):
+    """The int8 tier's classifier products in bfloat16 (with their wider bound) or float32: same tallies."""
+    from autointerp.importance import products
+    from autointerp.importance.quantized import int8_matmul_is_exact
+
+    if not (int8_matmul_is_exact() and products.bf16_matmul_is_accurate()):
+        pytest.skip("int8 or bfloat16 products are inexact here: nothing to compare")
+    model, _, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    feats = list(range(0, 832, 3))
+    low, _, path_low = fast_counts(model, acts, labels, feats, ablation)
+    monkeypatch.setattr(products, "bf16_matmul_is_accurate", lambda: False)
+    full, _, path_full = fast_counts(model, acts, labels, feats, ablation)
+    assert path_low.lin_products["3"].bf16 and path_low.rem_products["5"].bf16
+    assert not path_full.lin_products["3"].bf16 and path_full.lin_products["3"].rel == 1e-4
+    assert path_low.pairs["int8"] > 0 and path_full.pairs["int8"] > 0
+    assert low.correct_to_wrong.tolist() == full.correct_to_wrong.tolist()
+    assert low.wrong_to_correct.tolist() == full.wrong_to_correct.tolist()
+
+
 def test_int8_tier_is_sound_at_planted_margins(perturbed):
     """Margins planted just beside each pair's exact 3x3/5x5 logit change: whatever the int8 tier
     decides must match the exact outcome, so its error bounds (not luck) carry the decisions."""

@@ -14,7 +14,9 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
 3. (when ``int8``) the 3×3 and 5×5 branch changes from int8 convolutions in exact integer arithmetic,
    with sound error bounds (:mod:`autointerp.importance.quantized`): the linear part of each branch's
    pooled change is known to a small error and the ReLU-crossing remainder is bounded elementwise,
-   which decides nearly all pairs tier 2 leaves, at about half the float32 convolutions' cost;
+   which decides nearly all pairs tier 2 leaves, at about half the float32 convolutions' cost (their
+   products with the classifier run in bfloat16, also with sound bounds:
+   :mod:`autointerp.importance.products`);
 4. the remaining pairs: the 3×3 and 5×5 convolutions of the updated bottlenecks, exactly as the
    network computes them. A pair whose ablated logits sit within float rounding of the top-k boundary
    is recomputed by the reference tail on the ablated activation, so counts equal the reference's.
