@@ -205,7 +205,9 @@ def test_generic_path_equals_naive_hooks_on_small_cnn(scope):
     labels = boundary_labels(z, valid, k)
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), acts.mean(0).numpy(), scope, tuple(acts.shape[1:]))
     feats = list(range(6))
-    naive = naive_importance(full, full[0], images, labels, feats, ablation, k, valid, batch_size=16)
+    seconds: dict[str, float] = {}
+    naive = naive_importance(full, full[0], images, labels, feats, ablation, k, valid, batch_size=16, seconds=seconds)
+    assert set(seconds) == {"baseline", "ablated"} and seconds["ablated"] > seconds["baseline"] > 0  # 6 passes vs 1
     fast, _ = run_fast(tail, acts, labels, feats, ablation, k, valid)
     assert fast["c2w"] == naive.correct_to_wrong.tolist()
     assert fast["w2c"] == naive.wrong_to_correct.tolist()

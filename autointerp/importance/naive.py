@@ -6,6 +6,7 @@ head is recomputed for every feature) and exists to check the fast paths and to 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -28,12 +29,15 @@ def naive_importance(
     valid: torch.Tensor,
     batch_size: int = 32,
     cached: torch.Tensor | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> FeatureTally:
     """Importance of ``features`` by full forward passes of ``forward`` with a hook on ``layer_module``.
 
     ``images`` (N, 3, S, S) in [0, 1]; ``labels`` (N,) model output indices. With ``cached``
     (N, C, H, W) the hook also substitutes the cached activation for the live one, so the result is
-    relative to the same cache as the fast paths (needed when the cache is float16).
+    relative to the same cache as the fast paths (needed when the cache is float16). ``seconds``, when
+    given, receives the wall time of the baseline (unablated) passes and of the ablated ones
+    (``"baseline"``, ``"ablated"``): a per-ablation rate must not count the one-off baseline.
     """
     tally = FeatureTally(np.asarray(list(features), dtype=np.int64))
     tally.n_images = len(images)
@@ -49,6 +53,7 @@ def naive_importance(
         return ablation.apply(out, int(feature))  # type: ignore[arg-type]
 
     handle = layer_module.register_forward_hook(hook)
+    t0 = time.perf_counter()
     try:
         base_correct, base_lp = [], []
         for s in range(0, len(images), batch_size):
@@ -57,6 +62,7 @@ def naive_importance(
             base_correct.append(topk_correct(z, labels[s : s + batch_size], k, valid))
             base_lp.append(true_logprob(z, labels[s : s + batch_size], valid))
         bc, blp = torch.cat(base_correct), torch.cat(base_lp)
+        t1 = time.perf_counter()
         for fi, feature in enumerate(tally.features.tolist()):
             for s in range(0, len(images), batch_size):
                 state.update(feature=feature, rows=slice(s, s + batch_size))
@@ -69,4 +75,6 @@ def naive_importance(
                 tally.n_exact[fi] += len(lab)
     finally:
         handle.remove()
+    if seconds is not None:
+        seconds.update(baseline=t1 - t0, ablated=time.perf_counter() - t1)
     return tally
