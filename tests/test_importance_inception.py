@@ -261,7 +261,7 @@ def test_int8_tier_is_sound_at_planted_margins(perturbed):
     with torch.no_grad():
         b3 = torch.relu(state.p3.permute(0, 3, 1, 2).contiguous())  # stored channels last; NCHW as prepare convolves
         r3 = torch.nn.functional.conv2d(b3, path.k3.weight, path.k3.bias, padding=1)
-    r3 = r3.flatten(2).transpose(1, 2)
+    r3 = r3.flatten(2)[:, :, path.q3.positions].transpose(1, 2)  # in the tier's position order
     assert bool((state.abs3.float() <= r3.abs()).all()) and torch.equal(state.mask3, (r3 > 0).to(torch.uint8))
     assert float((state.abs3.float() / r3.abs().clamp_min(1e-30)).min()) > 0.98
     # the per-image norms ||(W_t - W_j) ⊙ [r > 0]|| it uses, against the direct sum

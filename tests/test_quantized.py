@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autointerp.importance.quantized import Int8Conv, _im2col, int8_matmul_is_exact
+from autointerp.importance.quantized import Int8Conv, int8_matmul_is_exact
 
 torch.set_num_threads(2)
 
@@ -15,13 +15,26 @@ needs_int8 = pytest.mark.skipif(not int8_matmul_is_exact(), reason="torch._int_m
 
 
 @needs_int8
-@pytest.mark.parametrize(("k", "pad", "channels"), [(3, 1, 16), (5, 2, 8)])
-def test_im2col_rows_are_the_unfolded_patches(k, pad, channels):
-    q = torch.randint(-127, 128, (3, 7, 7, channels), dtype=torch.int8)
-    rows = _im2col(q, k, pad)  # (P*49, k*k*C), columns ordered (dy, dx, c)
-    ref = F.unfold(q.permute(0, 3, 1, 2).double(), k, padding=pad)  # (P, C*k*k, 49), ordered (c, dy, dx)
-    ref = ref.reshape(3, channels, k * k, 49).permute(0, 3, 2, 1).reshape(3 * 49, k * k * channels)
-    assert torch.equal(rows.double(), ref)
+@pytest.mark.parametrize(("k", "pad", "spatial"), [(3, 1, (7, 7)), (5, 2, (7, 7)), (3, 1, (4, 6)), (5, 2, (3, 5))])
+def test_grouped_products_are_the_exact_integer_convolution(k, pad, spatial):
+    """Patch groups skip the taps that land in the zero padding: the int32 products must still be the
+    whole convolution, position by position (in the tier's order), including at the borders."""
+    gen = torch.Generator().manual_seed(k)
+    conv = nn.Conv2d(16, 24, k, padding=pad, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+    tier = Int8Conv(conv, pad, spatial)
+    h, w = spatial
+    assert sorted(tier.positions.tolist()) == list(range(h * w))
+    q = torch.randint(-127, 128, (3, h, w, 16), generator=gen, dtype=torch.int8)
+    acc = tier._products(q)  # (H*W*P, O), rows (position, pair)
+    kq = tier.weight_dy.double().reshape(k, k, 16, 24).permute(3, 2, 0, 1)  # back to (O, C, k, k)
+    ref = F.conv2d(q.permute(0, 3, 1, 2).double(), kq, padding=pad).flatten(2)  # (P, O, H*W)
+    ref = ref[:, :, tier.positions].permute(2, 0, 1).reshape(h * w * 3, 24)
+    assert acc.dtype == torch.int32 and torch.equal(acc.double(), ref)
+    # the groups really skip work: fewer multiply-adds than zero-padded patches
+    used = sum((g.y1 - g.y0) * (g.x1 - g.x0) * (g.taps[1] - g.taps[0]) * k for g in tier.groups)
+    assert used < h * w * k * k
 
 
 def _case(k: int, pad: int, seed: int, crossing_scale: float, outlier: float = 0.0, exact_weights: bool = False):
@@ -64,8 +77,9 @@ def test_branch_change_bounds_hold_against_float64(k, pad, crossing_scale, outli
     tier = Int8Conv(conv, pad, (7, 7))
     if exact_weights:
         assert tier.op_l == 0.0 and float(tier.row_l.max()) == 0.0
-    mask = (r > 0).double().flatten(2).transpose(1, 2).float().contiguous()
-    r_abs = r.abs().flatten(2).transpose(1, 2).float().contiguous()
+    order = tier.positions  # the tier's position order
+    mask = (r > 0).double().flatten(2)[:, :, order].transpose(1, 2).float().contiguous()
+    r_abs = r.abs().flatten(2)[:, :, order].transpose(1, 2).float().contiguous()
     change = tier.change(after.permute(0, 2, 3, 1), before.permute(0, 2, 3, 1), b_idx, mask, r_abs, block=4)
     rb = r[b_idx]
     m = (rb > 0).double()

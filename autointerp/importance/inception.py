@@ -212,8 +212,8 @@ class _State:
     pr: torch.Tensor  # (B, 128, H, W)
     h1: torch.Tensor  # (B, 384) pooled 1x1 branch
     hp: torch.Tensor  # (B, 128) pooled pool branch
-    # int8 tier only: [r > 0] (uint8: compiled kernels read it about 2x faster than bool) and |r|
-    # (bfloat16, rounded down) of the 3x3 / 5x5 outputs' pre-activations r, (B, H*W, out)
+    # int8 tier only: [r > 0] (uint8) and |r| (bfloat16, rounded down) of the 3x3 / 5x5 outputs'
+    # pre-activations r, (B, H*W, out), positions in q3 / q5.positions order (Int8Conv.baseline)
     mask3: torch.Tensor | None = None
     abs3: torch.Tensor | None = None
     mask5: torch.Tensor | None = None
@@ -395,13 +395,10 @@ class InceptionMixed5aPath:
             mp = _maxpool3(x)
             pr = m.mixed5b_pool_reduce_pre_relu_conv(mp)
             extra = {}
-            if self.int8:  # the 3x3 / 5x5 outputs' pre-activations, channels last
-                for name, conv, pre, pad in (("3", self.k3, p3, 1), ("5", self.k5, p5, 2)):
-                    r = F.conv2d(F.relu(pre), conv.weight, conv.bias, padding=pad).flatten(2).transpose(1, 2)
-                    extra["mask" + name] = (r > 0).to(torch.uint8).contiguous()
-                    # bfloat16 rounded down (|r|·(1 - 2⁻⁷), then to nearest: below |r|): a smaller |r| only
-                    # enlarges the remainder bound, and the tier reads a third of the bytes
-                    extra["abs" + name] = (r.abs() * (1 - 2.0**-7)).to(torch.bfloat16).contiguous()
+            if self.int8:  # [r > 0] and |r| of the 3x3 / 5x5 outputs' pre-activations r, as the tier reads them
+                for name, conv, pre, pad, tier in (("3", self.k3, p3, 1, self.q3), ("5", self.k5, p5, 2, self.q5)):
+                    r = F.conv2d(F.relu(pre), conv.weight, conv.bias, padding=pad)
+                    extra["mask" + name], extra["abs" + name] = tier.baseline(r)
             p3, p5 = p3.permute(0, 2, 3, 1).contiguous(), p5.permute(0, 2, 3, 1).contiguous()
             return _State(
                 p1=p1, p3=p3, p5=p5, mp=mp, pr=pr, h1=F.relu(p1).mean((2, 3)), hp=F.relu(pr).mean((2, 3)), **extra
