@@ -1,0 +1,39 @@
+"""Keep freed memory in the process, so the importance engine's large temporaries are not page-faulted in again.
+
+The exact path allocates and frees tensors of megabytes thousands of times per chunk (rank-1
+updates of the bottleneck maps, int8 patch matrices and products, (pairs × outputs) margins). glibc
+serves such sizes with ``mmap`` and returns them to the system on ``free``, so every allocation
+touches fresh pages: about 290,000 minor page faults per 64 images × 832 features, and 12 % of the
+CPU time, measured on the 2-core developer VM. Raising glibc's mmap threshold to its 32 MiB maximum
+and its trim threshold to 1 GiB makes ``free`` keep that memory for the next allocation (65 faults
+for the same work). Freed memory up to the trim threshold then stays in the process's resident set.
+
+:func:`keep_freed_memory` applies this once per process where the C library is glibc (Linux); it
+is a no-op returning False elsewhere, and results never depend on it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import sys
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest accepted value on 64-bit systems
+TRIM_THRESHOLD = 1024 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Set glibc's mmap / trim thresholds (module doc) once; True when both were accepted."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
