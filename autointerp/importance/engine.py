@@ -10,8 +10,9 @@
 The delta-log-probability column is exact for exactly evaluated pairs and first-order for pairs whose
 correctness was decided by a bound (their change is provably small).
 
-Both steps first call :func:`~autointerp.importance.memory.keep_freed_memory` (glibc keeps freed
-memory for reuse instead of page-faulting it in again: about 12 % of the exact path's time).
+Importing this module, and both steps, call :func:`~autointerp.importance.memory.keep_freed_memory`
+(glibc keeps freed memory for reuse instead of page-faulting it in again: about 12 % of the exact
+path's time; it must happen before worker threads start allocating, hence at import).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import torch
 from autointerp.importance.ablation import Ablation, FeatureTally
 from autointerp.importance.memory import keep_freed_memory
 from autointerp.importance.topk import boundary_radius, topk_correct, true_logprob
+
+keep_freed_memory()  # at import: before worker threads start allocating (module doc)
 
 
 @dataclass
