@@ -34,7 +34,6 @@ import torch
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import bound_pass, evaluate_chunk
 from autointerp.importance.inception import InceptionMixed5aPath, reference_tail
-from autointerp.importance.memory import keep_freed_memory
 from autointerp.importance.naive import naive_importance
 from autointerp.importance.synthetic import hooked_forward_logits, rescaled_inceptionv1, trained_like_labels
 from autointerp.stages.importance import peak_rss_mb
@@ -119,9 +118,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    # the engine sets glibc's allocator to keep freed memory (autointerp.importance.memory); set it
-    # before the naive method too, so both methods run under the same allocator
-    keep_freed_memory()
+    # importing the engine (above) already set glibc's allocator to keep freed memory
+    # (autointerp.importance.memory), so the naive method runs under the same allocator as the fast one
 
     case = synthetic_case(args.images, args.seed)
     images, model, valid, acts, acts32 = case.images, case.model, case.valid, case.acts, case.acts32

@@ -10,9 +10,9 @@
 The delta-log-probability column is exact for exactly evaluated pairs and first-order for pairs whose
 correctness was decided by a bound (their change is provably small).
 
-Importing this module, and both steps, call :func:`~autointerp.importance.memory.keep_freed_memory`
-(glibc keeps freed memory for reuse instead of page-faulting it in again: about 12 % of the exact
-path's time; it must happen before worker threads start allocating, hence at import).
+Importing this module calls :func:`~autointerp.importance.memory.keep_freed_memory` (glibc keeps
+freed memory for reuse instead of page-faulting it in again: about 12 % of the exact path's time; it
+must happen before worker threads start allocating, hence at import rather than in either step).
 """
 
 from __future__ import annotations
@@ -110,7 +110,6 @@ def bound_pass(
     on_batch: Callable[[int], None] | None = None,
 ) -> BoundPass:
     """Step 1 (see module doc) over ``acts`` (N, C, H, W), e.g. a read-only memmap."""
-    keep_freed_memory()
     n = len(acts)
     feats = torch.as_tensor(np.asarray(features, dtype=np.int64))
     lab_all = torch.as_tensor(np.asarray(labels, dtype=np.int64))
@@ -165,7 +164,6 @@ def evaluate_chunk(
     ``pair_batch``: pairs per :meth:`AblationPath.evaluate` call; default the path's ``pair_batch``
     attribute when it has one (larger batches amortise per-call overhead), else 256.
     """
-    keep_freed_memory()
     if pair_batch is None:
         pair_batch = int(getattr(path, "pair_batch", 256))
     n = len(acts)

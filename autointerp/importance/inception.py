@@ -415,7 +415,7 @@ class InceptionMixed5aPath:
             w_t = w[labels]
             wt_n = w_t * counts  # (B, 512)
             norms = []
-            for cols in (slice(0, 384), slice(384, 512)):
+            for cols in self._COLS.values():
                 a = counts[:, cols] @ (w[:, cols] ** 2).T  # Σ n W_j²
                 c = (wt_n[:, cols] * w_t[:, cols]).sum(1, keepdim=True)  # Σ n W_t²
                 sq = a + c - 2.0 * (wt_n[:, cols] @ w[:, cols].T)

@@ -31,7 +31,8 @@ TRIM_THRESHOLD = 1024 * 1024 * 1024
 
 @functools.lru_cache(maxsize=1)
 def keep_freed_memory() -> bool:
-    """Set glibc's mmap / trim thresholds (module doc) once; True when both were accepted."""
+    """Set glibc's arena count and mmap / trim thresholds (module doc) once; True when both thresholds
+    were accepted (the arena count is a best effort: glibc may already have more arenas)."""
     if not sys.platform.startswith("linux"):
         return False
     try:

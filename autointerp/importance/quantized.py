@@ -132,13 +132,9 @@ def _group_patches(padded: torch.Tensor, g: _PatchGroup, k: int) -> torch.Tensor
     p, hp, wp, c = padded.shape
     n_taps = g.taps[1] - g.taps[0]
     sy, sx, sp = wp * c, c, hp * wp * c
-    if g.major == "dy":
-        size, stride = (n_taps, k), (sy, sx)
-        offset = (g.y0 + g.taps[0]) * sy + g.x0 * sx
-    else:
-        size, stride = (n_taps, k), (sx, sy)
-        offset = g.y0 * sy + (g.x0 + g.taps[0]) * sx
-    view = padded.as_strided((g.y1 - g.y0, g.x1 - g.x0, p, *size, c), (sy, sx, sp, *stride, 1), offset)
+    major, minor = (sy, sx) if g.major == "dy" else (sx, sy)  # strides of the restricted offset and the other
+    offset = g.y0 * sy + g.x0 * sx + g.taps[0] * major
+    view = padded.as_strided((g.y1 - g.y0, g.x1 - g.x0, p, n_taps, k, c), (sy, sx, sp, major, minor, 1), offset)
     return view.reshape(-1, n_taps * k * c)
 
 

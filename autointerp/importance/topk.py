@@ -45,11 +45,10 @@ def count_above(d: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
 
 
 def competitors(labels: torch.Tensor, valid: torch.Tensor, n_outputs: int) -> torch.Tensor:
-    """(N, O) bool: valid outputs other than each image's true output."""
-    others = valid[None, :n_outputs].expand(len(labels), -1).clone()
-    others.scatter_(1, labels.long()[:, None], False)
-    return others
-
+    """(N, O) bool: valid outputs other than each image's true output (one broadcast comparison, which
+    compiled callers fuse into their own loops)."""
+    outputs = torch.arange(n_outputs, device=labels.device)
+    return valid[None, :n_outputs] & (outputs[None, :] != labels.long()[:, None])
 
 
 def decide_interval(
@@ -59,12 +58,12 @@ def decide_interval(
     (N, O): surely correct while fewer than ``k`` valid competitors can be above the true output
     (``lo_j < 0``), surely wrong while at least ``k`` surely are (``hi_j < 0``) or ``t`` is invalid.
     ``correct`` is meaningful where ``decided``; ``lo = hi = d`` gives :func:`topk_correct`."""
-    n = lo.shape[1]
-    others = valid[None, :n] & (torch.arange(n, device=lo.device)[None, :] != labels[:, None])
+    others = competitors(labels, valid, lo.shape[1])
     ok = valid[labels]
-    correct = (((lo < 0) & others).sum(1) < k) & ok
-    wrong = (((hi < 0) & others).sum(1) >= k) | ~ok
+    correct = (count_above(lo, others) < k) & ok
+    wrong = (count_above(hi, others) >= k) | ~ok
     return correct | wrong, correct
+
 
 def boundary_radius(
     logits: torch.Tensor,
