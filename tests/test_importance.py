@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from autointerp.importance.ablation import Ablation
+from autointerp.importance.ablation import Ablation, FeatureTally
 from autointerp.importance.attribution import agreement, attribution_importance
 from autointerp.importance.cumulative import ablation_sizes, cumulative_ablation
-from autointerp.importance.engine import bound_pass, evaluate_chunk
+from autointerp.importance.engine import bound_pass, evaluate_chunk, evaluate_segment
 from autointerp.importance.lipschitz import analyse_tail, conv_operator_norm
 from autointerp.importance.naive import naive_importance
 from autointerp.importance.paths import TailPath
@@ -328,3 +328,34 @@ def test_cumulative_ablation_sizes_and_monotone_planted():
     # images 0-3 are correct until their channel is ablated (then all-zero logits tie: still correct
     # under the strictly-larger rule); images 4-7 are wrong until theirs is ablated
     assert [r["top1"] for r in rows] == [0.5, 0.625, 0.75, 1.0]
+
+
+def test_segments_of_images_add_up_to_the_whole(tmp_path):
+    """evaluate_segment over two halves of the images, added, equals one segment of all of them."""
+    gen = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)  # the tail's initial weights
+    tail = nn.Sequential(nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, 12))  # fmt: skip
+    acts = torch.rand(20, 6, 5, 5, generator=gen) * 4
+    with torch.no_grad():  # true class = the top-1 or runner-up output: top-1 flips when channels go
+        labels = tail(acts).topk(2).indices[torch.arange(20), torch.arange(20) % 2].numpy()
+    valid = torch.ones(12, dtype=torch.bool)
+    feats = list(range(6))
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (6, 5, 5))
+    path = TailPath(tail, example=acts[:1])
+    whole, _ = evaluate_segment(path, acts.numpy(), labels, feats, ablation, 1, valid, batch_size=8)
+    done = []
+    halves = FeatureTally(np.asarray(feats))
+    for s, e in ((0, 9), (9, 20)):
+        part, stats = evaluate_segment(path, acts[s:e].numpy(), labels[s:e], feats, ablation, 1, valid, batch_size=8,
+                                       on_batch=done.append)  # fmt: skip
+        halves.add(part)
+        assert stats["bound_pass_seconds"] >= 0.0
+    assert sum(done) == 20  # progress counts every image once
+    assert halves.n_images == whole.n_images == 20
+    for name in ("correct_to_wrong", "wrong_to_correct", "n_skipped", "n_bounded", "n_exact"):
+        assert np.array_equal(getattr(halves, name), getattr(whole, name)), name
+    assert np.allclose(halves.mean_delta_logprob, whole.mean_delta_logprob, atol=1e-12)
+    assert int((whole.correct_to_wrong + whole.wrong_to_correct).sum()) > 0  # some ablation flips an image
+    with pytest.raises(ValueError, match="different features"):
+        halves.add(FeatureTally(np.asarray(feats[:3])))

@@ -17,7 +17,7 @@ from autointerp.stages.activations import run_activations
 from autointerp.stages.importance import run_importance
 
 
-def make_run(root, dtype="float32", chunk_size=8, **importance):
+def make_run(root, dtype="float32", chunk_size=8, segment_images=16, **importance):
     cfg = config_from_dict(
         {
             "name": "imp",
@@ -27,7 +27,8 @@ def make_run(root, dtype="float32", chunk_size=8, **importance):
             "layer": "conv3",
             "dataset": {"type": "synthetic", "options": {"n_images": 48, "seed": 2}},
             "activations": {"batch_size": 16, "top_k": 4, "dtype": dtype},
-            "importance": {"k": 8, "chunk_size": chunk_size, "batch_size": 16, **importance},
+            "importance": {"k": 8, "chunk_size": chunk_size, "segment_images": segment_images, "batch_size": 16,
+                           **importance},
         }
     )
     ctx = RunContext.create(cfg, root)
@@ -104,7 +105,7 @@ def test_interrupted_run_resumes_to_identical_result(base_run, tmp_path, monkeyp
     shutil.copytree(base_run.root / "activations", root / "activations")
     shutil.copy(base_run.paths.config, root / "config.yaml")
     ctx = RunContext.open(root)
-    real = engine.evaluate_chunk
+    real = engine.evaluate_segment
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -113,14 +114,34 @@ def test_interrupted_run_resumes_to_identical_result(base_run, tmp_path, monkeyp
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate_chunk", flaky)
+    monkeypatch.setattr(engine, "evaluate_segment", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_importance(ctx)
     assert not ctx.paths.importance_csv.exists()
-    assert len(list((root / "importance" / "chunks" / "exact").glob("chunk_*.npz"))) == 2
-    monkeypatch.setattr(engine, "evaluate_chunk", real)
+    # 48 images in segments of 16: the first two were saved, the third was interrupted
+    assert len(list((root / "importance" / "chunks" / "exact").glob("segment_*.npz"))) == 2
+    monkeypatch.setattr(engine, "evaluate_segment", real)
     run_importance(ctx)
+    assert calls["n"] == 3  # the resumed run evaluated the third segment only
     assert ctx.paths.importance_csv.read_bytes() == base_run.paths.importance_csv.read_bytes()
+    resumed = json.loads((ctx.paths.importance / "summary.json").read_text())["exact"]
+    whole = json.loads((base_run.paths.importance / "summary.json").read_text())["exact"]
+    assert resumed["segments"] == whole["segments"] == 3
+    for key in ("boundary_fallbacks", "n_skipped", "n_bounded", "n_exact"):  # over all segments, not this run's
+        assert resumed[key] == whole[key]
+
+
+def test_segment_size_does_not_change_the_counts(base_run, tmp_path):
+    """One segment of all 48 images against the base run's three: the same counts per feature (the
+    mean log-probability change adds the same terms in another order)."""
+    ctx = make_run(tmp_path / "run", segment_images=48)
+    run_importance(ctx)
+    one, three = read_rows(ctx.paths.importance_csv), read_rows(base_run.paths.importance_csv)
+    cols = ["feature_ind", "importance", "correct_to_wrong", "wrong_to_correct", "n_skipped", "n_bounded", "n_exact"]
+    assert [[r[c] for c in cols] for r in one] == [[r[c] for c in cols] for r in three]
+    for a, b in zip(one, three, strict=True):
+        assert float(a["mean_delta_logprob_true"]) == pytest.approx(float(b["mean_delta_logprob_true"]), abs=1e-9)
+    assert json.loads((ctx.paths.importance / "summary.json").read_text())["exact"]["segments"] == 1
 
 
 def test_float16_cache_and_position_scope_match_naive(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -74,6 +75,10 @@ class FeatureTally:
     n_bounded: np.ndarray = field(init=False)  # decided by the finer bound (partial evaluation)
     n_exact: np.ndarray = field(init=False)  # evaluated exactly
     n_images: int = 0
+    #: the per-feature arrays, all sums over images
+    SUMS: ClassVar[tuple[str, ...]] = (
+        "correct_to_wrong", "wrong_to_correct", "sum_delta_logprob", "n_skipped", "n_bounded", "n_exact",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         f = len(self.features)
@@ -83,6 +88,14 @@ class FeatureTally:
         self.n_skipped = np.zeros(f, np.int64)
         self.n_bounded = np.zeros(f, np.int64)
         self.n_exact = np.zeros(f, np.int64)
+
+    def add(self, other: FeatureTally) -> None:
+        """Add the tallies of the same features over other images (e.g. the next segment)."""
+        if not np.array_equal(self.features, other.features):
+            raise ValueError("tallies of different features cannot be added")
+        for name in self.SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.n_images += other.n_images
 
     @property
     def importance(self) -> np.ndarray:

@@ -5,7 +5,10 @@
    the path's cheap per-pair bound ``ρ`` on ``||Δh||``, and a first-order estimate of each pair's change in
    true-class log-probability. Pairs with ``ρ < τ`` provably keep their correctness and are skipped.
 2. **Chunks of features**: the remaining pairs are evaluated by the path (which may decide some by a
-   finer bound and evaluates the rest exactly). Each chunk's tally is handed to ``on_chunk``.
+   finer bound and evaluates the rest exactly).
+
+The stage runs both steps segment by segment over the images, all features at once
+(:func:`evaluate_segment`), and saves each segment's tallies so an interrupted run resumes.
 
 The delta-log-probability column is exact for exactly evaluated pairs and first-order for pairs whose
 correctness was decided by a bound (their change is provably small).
@@ -17,6 +20,7 @@ must happen before worker threads start allocating, hence at import rather than 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -158,11 +162,13 @@ def evaluate_chunk(
     valid: torch.Tensor,
     batch_size: int = 256,
     pair_batch: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[FeatureTally, dict[str, int]]:
     """Step 2 for the features ``chunk`` (a subset of ``bp.features``): exact tallies for these features.
 
     ``pair_batch``: pairs per :meth:`AblationPath.evaluate` call; default the path's ``pair_batch``
-    attribute when it has one (larger batches amortise per-call overhead), else 256.
+    attribute when it has one (larger batches amortise per-call overhead), else 256. ``on_batch``
+    is called with the number of images done after each batch (images with no pair left count at the end).
     """
     if pair_batch is None:
         pair_batch = int(getattr(path, "pair_batch", 256))
@@ -198,4 +204,33 @@ def evaluate_chunk(
             tally.sum_delta_logprob += torch.bincount(fi, weights=dlp, minlength=len(chunk)).numpy()
             tally.n_exact += torch.bincount(fi, weights=exact.double(), minlength=len(chunk)).long().numpy()
             tally.n_bounded += torch.bincount(fi, weights=res.bounded.double(), minlength=len(chunk)).long().numpy()
+        if on_batch is not None:
+            on_batch(len(rows))
+    if on_batch is not None and n > len(rows_with_work):
+        on_batch(n - len(rows_with_work))
     return tally, stats
+
+
+def evaluate_segment(
+    path: AblationPath,
+    acts: np.ndarray,
+    labels: np.ndarray,
+    features: Sequence[int],
+    ablation: Ablation,
+    k: int,
+    valid: torch.Tensor,
+    batch_size: int = 256,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[FeatureTally, dict[str, float]]:
+    """Both steps for the images ``acts`` (e.g. a slice of the cache) and all ``features`` at once.
+
+    Working through every feature of an image batch before the next batch computes the path's
+    per-image state (:meth:`AblationPath.prepare`) once per image, not once per chunk of features
+    (about 10 % of the InceptionV1 path's time with four chunks). Tallies add up over segments of
+    images, so a run resumes segment by segment. ``stats``: boundary fallbacks and bound-pass seconds.
+    """
+    t0 = time.perf_counter()
+    bp = bound_pass(path, acts, labels, features, ablation, k, valid, batch_size)
+    seconds = time.perf_counter() - t0
+    tally, stats = evaluate_chunk(path, acts, labels, bp, features, ablation, k, valid, batch_size, on_batch=on_batch)
+    return tally, {"fallback": stats["fallback"], "bound_pass_seconds": seconds}

@@ -17,8 +17,10 @@ or per channel and position: ``importance.mean_scope``). Methods (``importance.m
 * ``naive``: one full forward pass of the model per feature with a hook (reference; slow).
 
 Writes ``RUN/importance/``: ``importance_<method>.csv`` and ``importance.csv`` (the configured
-method's table), ``summary.json``, ``cumulative_ablation.csv`` (exact/naive), and per-chunk results in
-``chunks/<method>/`` so an interrupted run resumes where it stopped and ends with identical output.
+method's table), ``summary.json``, ``cumulative_ablation.csv`` (exact/naive), and the results of
+finished units of work in ``chunks/<method>/`` (segments of ``importance.segment_images`` images with
+all features for ``exact``, chunks of ``importance.chunk_size`` features for ``naive``) so an
+interrupted run resumes where it stopped and ends with identical output.
 """
 
 from __future__ import annotations
@@ -102,9 +104,10 @@ def _load(path: Path, mmap: bool = False) -> np.ndarray:
         raise DataError(f"{path}: not a readable .npy file ({exc})") from None
 
 
-# -- chunk store ---------------------------------------------------------------------------------
+# -- result store --------------------------------------------------------------------------------
 class ChunkStore:
-    """Per-chunk result files under ``chunks/<method>/``, valid only for one settings key."""
+    """Result files of finished units of work under ``chunks/<method>/`` (chunks of features, or
+    segments of images for the exact method), valid only for one settings key."""
 
     def __init__(self, folder: Path, key: str) -> None:
         self.folder = folder
@@ -119,18 +122,22 @@ class ChunkStore:
     def path(self, chunk: list[int]) -> Path:
         return self.folder / f"chunk_{chunk[0]:05d}_{chunk[-1]:05d}_{len(chunk)}.npz"
 
+    def segment_path(self, start: int, end: int) -> Path:
+        return self.folder / f"segment_{start:08d}_{end:08d}.npz"
+
     def has(self, chunk: list[int]) -> bool:
         return self.path(chunk).exists()
 
-    def save(self, chunk: list[int], arrays: dict[str, np.ndarray]) -> None:
-        with atomic_path(self.path(chunk), suffix=".npz") as tmp:
+    def save(self, chunk: list[int], arrays: dict[str, np.ndarray], path: Path | None = None) -> None:
+        with atomic_path(path or self.path(chunk), suffix=".npz") as tmp:
             np.savez(tmp, features=np.asarray(chunk, np.int64), **arrays)
 
-    def load(self, chunk: list[int]) -> dict[str, np.ndarray]:
-        with np.load(self.path(chunk)) as data:
+    def load(self, chunk: list[int], path: Path | None = None) -> dict[str, np.ndarray]:
+        path = path or self.path(chunk)
+        with np.load(path) as data:
             out = {k: data[k] for k in data.files}
         if out["features"].tolist() != chunk:
-            raise DataError(f"{self.path(chunk)}: holds other features; delete {self.folder} and rerun")
+            raise DataError(f"{path}: holds other features; delete {self.folder} and rerun")
         return out
 
 
@@ -146,12 +153,13 @@ def _settings_key(ctx: RunContext, inputs: ImportanceInputs, method: str, featur
             "k": cfg.k,
             "mean_scope": cfg.mean_scope,
             "chunk_size": cfg.chunk_size,
+            "segment_images": cfg.segment_images,
             "batch_size": cfg.batch_size,
             "features": features,
             "model": ctx.config.model.model_dump(mode="json"),
             "layer": ctx.config.layer,
             "cache": inputs.fingerprint(),
-            "version": 1,
+            "version": 2,
         },
         sort_keys=True,
     )
@@ -243,53 +251,42 @@ def _run_counts(
     store: ChunkStore,
     method: str,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    cfg = ctx.config.importance
-    chunks = _chunks(feats, cfg.chunk_size)
-    todo = [ch for ch in chunks if not store.has(ch)]
-    summary: dict[str, Any] = {}
-    if todo:
-        if method == "naive":
-            summary.update(_naive_chunks(ctx, inputs, todo, ablation, valid, store))
-        else:
-            summary.update(_exact_chunks(ctx, inputs, todo, ablation, valid, store))
+    if method == "naive":
+        arrays, summary, computed = _naive_chunks(ctx, inputs, feats, ablation, valid, store)
+    else:
+        arrays, summary, computed = _exact_segments(ctx, inputs, feats, ablation, valid, store)
     rows: list[dict[str, Any]] = []
     totals = {"n_skipped": 0, "n_bounded": 0, "n_exact": 0}
-    for ch in chunks:
-        data = store.load(ch)
-        for i, f in enumerate(ch):
-            c2w, w2c = int(data["correct_to_wrong"][i]), int(data["wrong_to_correct"][i])
-            row = {
-                "feature_ind": f,
-                "importance": c2w - w2c,
-                "correct_to_wrong": c2w,
-                "wrong_to_correct": w2c,
-                "mean_delta_logprob_true": float(data["mean_delta_logprob"][i]),
-                "n_skipped": int(data["n_skipped"][i]),
-                "n_bounded": int(data["n_bounded"][i]),
-                "n_exact": int(data["n_exact"][i]),
-                "method": method,
-            }
-            for t in totals:
-                totals[t] += row[t]
-            rows.append(row)
+    for i, f in enumerate(feats):
+        c2w, w2c = int(arrays["correct_to_wrong"][i]), int(arrays["wrong_to_correct"][i])
+        row = {
+            "feature_ind": f,
+            "importance": c2w - w2c,
+            "correct_to_wrong": c2w,
+            "wrong_to_correct": w2c,
+            "mean_delta_logprob_true": float(arrays["mean_delta_logprob"][i]),
+            "n_skipped": int(arrays["n_skipped"][i]),
+            "n_bounded": int(arrays["n_bounded"][i]),
+            "n_exact": int(arrays["n_exact"][i]),
+            "method": method,
+        }
+        for t in totals:
+            totals[t] += row[t]
+        rows.append(row)
     pairs = max(sum(totals.values()), 1)
     summary.update(totals)
     summary["skipped_fraction"] = totals["n_skipped"] / pairs
     summary["not_exactly_evaluated_fraction"] = (totals["n_skipped"] + totals["n_bounded"]) / pairs
-    if not (ctx.paths.importance / "cumulative_ablation.csv").exists() or todo:
+    if not (ctx.paths.importance / "cumulative_ablation.csv").exists() or computed:
         _write_cumulative(ctx, inputs, rows, ablation, valid)
     return rows, summary
 
 
+_TALLY_COLUMNS = ("correct_to_wrong", "wrong_to_correct", "mean_delta_logprob", "n_skipped", "n_bounded", "n_exact")
+
+
 def _tally_arrays(t: FeatureTally) -> dict[str, np.ndarray]:
-    return {
-        "correct_to_wrong": t.correct_to_wrong,
-        "wrong_to_correct": t.wrong_to_correct,
-        "mean_delta_logprob": t.mean_delta_logprob,
-        "n_skipped": t.n_skipped,
-        "n_bounded": t.n_bounded,
-        "n_exact": t.n_exact,
-    }
+    return {name: getattr(t, name) for name in _TALLY_COLUMNS}
 
 
 def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
@@ -312,70 +309,96 @@ def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
     return TailPath(tail, example=example[:1])
 
 
-def _exact_chunks(
+def _exact_segments(
     ctx: RunContext,
     inputs: ImportanceInputs,
-    todo: list[list[int]],
+    feats: list[int],
     ablation: Ablation,
     valid: torch.Tensor,
     store: ChunkStore,
-) -> dict[str, Any]:
-    from autointerp.importance.engine import bound_pass, evaluate_chunk
+) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    """The exact method over segments of ``importance.segment_images`` images, all features at once
+    (:func:`~autointerp.importance.engine.evaluate_segment`); finished segments are reused, and the
+    tallies are summed in segment order, so a resumed run gives identical output."""
+    from autointerp.importance.ablation import FeatureTally
+    from autointerp.importance.engine import evaluate_segment
 
     cfg = ctx.config.importance
-    path = choose_path(ctx, inputs)
-    remaining = [f for ch in todo for f in ch]
     n = inputs.shape[0]
-    with Progress("importance: bounds", n, "images") as bar:
-        bp = bound_pass(path, inputs.acts, inputs.labels, remaining, ablation, cfg.k, valid, cfg.batch_size,
-                        on_batch=bar.advance)  # fmt: skip
+    segments = [(s, min(s + cfg.segment_images, n)) for s in range(0, n, cfg.segment_images)]
+    todo = [(s, e) for s, e in segments if not store.segment_path(s, e).exists()]
+    info: dict[str, Any] = {}
+    if todo:
+        path = choose_path(ctx, inputs)
+        info["path"] = path.name
+        with Progress(f"importance ({path.name})", sum(e - s for s, e in todo), "images") as bar:
+            for s, e in todo:
+                tiers_before = dict(getattr(path, "pairs", {}))
+                tally, stats = evaluate_segment(path, inputs.acts[s:e], inputs.labels[s:e], feats, ablation, cfg.k,
+                                                valid, cfg.batch_size, on_batch=bar.advance)  # fmt: skip
+                tiers = {t: v - tiers_before.get(t, 0) for t, v in getattr(path, "pairs", {}).items()}
+                arrays = {name: getattr(tally, name) for name in tally.SUMS}
+                arrays["fallback"] = np.asarray(stats["fallback"], np.int64)
+                arrays["tier_names"] = np.asarray(list(tiers), dtype=str)
+                arrays["tier_pairs"] = np.asarray(list(tiers.values()), np.int64)
+                store.save(feats, arrays, store.segment_path(s, e))
+        reason = getattr(path, "bound_reason", None)
+        if reason is not None:
+            info["bound"] = reason
+    total = FeatureTally(np.asarray(feats, np.int64))
     fallback = 0
-    with Progress(f"importance ({path.name})", len(remaining), "features") as bar:
-        for ch in todo:
-            tally, stats = evaluate_chunk(path, inputs.acts, inputs.labels, bp, ch, ablation, cfg.k, valid,
-                                          batch_size=cfg.batch_size)  # fmt: skip
-            fallback += stats["fallback"]
-            store.save(ch, _tally_arrays(tally))
-            bar.advance(len(ch))
-    info: dict[str, Any] = {"path": path.name, "boundary_fallbacks": fallback}
-    tiers = getattr(path, "pairs", None)  # pairs decided per tier of the path (this run's chunks only)
-    if tiers is not None:
-        info["pairs_by_tier"] = dict(tiers)
-    reason = getattr(path, "bound_reason", None)
-    if reason is not None:
-        info["bound"] = reason
-    return info
+    tiers_total: dict[str, int] = {}
+    for s, e in segments:  # in order: the float sums add up the same way on every run
+        data = store.load(feats, store.segment_path(s, e))
+        part = FeatureTally(total.features, n_images=e - s)
+        for name in part.SUMS:
+            setattr(part, name, data[name])
+        total.add(part)
+        fallback += int(data["fallback"])
+        for t, v in zip(data["tier_names"].tolist(), data["tier_pairs"].tolist(), strict=True):
+            tiers_total[t] = tiers_total.get(t, 0) + int(v)
+    info["boundary_fallbacks"] = fallback
+    info["segments"] = len(segments)
+    if tiers_total:
+        info["pairs_by_tier"] = tiers_total  # pairs decided per tier of the path
+    return _tally_arrays(total), info, bool(todo)
 
 
 def _naive_chunks(
     ctx: RunContext,
     inputs: ImportanceInputs,
-    todo: list[list[int]],
+    feats: list[int],
     ablation: Ablation,
     valid: torch.Tensor,
     store: ChunkStore,
-) -> dict[str, Any]:
+) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    """The naive method in chunks of ``importance.chunk_size`` features (finished chunks are reused)."""
     import torch
 
     from autointerp.importance.engine import read_cache
     from autointerp.importance.naive import naive_importance
 
     cfg = ctx.config.importance
-    model = ctx.model
-    index_path = inputs.folder / "dataset_index.npy"
-    index = np.load(index_path) if index_path.exists() else np.arange(inputs.shape[0])
-    images = ctx.dataset.batch(index.tolist(), ctx.image_size())
-    cached = read_cache(inputs.acts, slice(None))
-    layer_module = dict(model.module.named_modules()).get(ctx.config.layer)
-    if layer_module is None:
-        raise UserError(f"method 'naive' needs layer {ctx.config.layer!r} to be a named module of the model")
-    with Progress("importance (naive full forward)", sum(map(len, todo)), "features") as bar:
-        for ch in todo:
-            tally = naive_importance(model.forward, layer_module, images, torch.as_tensor(inputs.labels), ch, ablation,
-                                     cfg.k, valid, batch_size=cfg.batch_size, cached=cached)  # fmt: skip
-            store.save(ch, _tally_arrays(tally))
-            bar.advance(len(ch))
-    return {"path": "naive_full_forward"}
+    chunks = _chunks(feats, cfg.chunk_size)
+    todo = [ch for ch in chunks if not store.has(ch)]
+    if todo:
+        model = ctx.model
+        index_path = inputs.folder / "dataset_index.npy"
+        index = np.load(index_path) if index_path.exists() else np.arange(inputs.shape[0])
+        images = ctx.dataset.batch(index.tolist(), ctx.image_size())
+        cached = read_cache(inputs.acts, slice(None))
+        layer_module = dict(model.module.named_modules()).get(ctx.config.layer)
+        if layer_module is None:
+            raise UserError(f"method 'naive' needs layer {ctx.config.layer!r} to be a named module of the model")
+        with Progress("importance (naive full forward)", sum(map(len, todo)), "features") as bar:
+            for ch in todo:
+                tally = naive_importance(model.forward, layer_module, images, torch.as_tensor(inputs.labels), ch,
+                                         ablation, cfg.k, valid, batch_size=cfg.batch_size, cached=cached)  # fmt: skip
+                store.save(ch, _tally_arrays(tally))
+                bar.advance(len(ch))
+    parts = [store.load(ch) for ch in chunks]
+    arrays = {name: np.concatenate([p[name] for p in parts]) for name in _TALLY_COLUMNS}
+    return arrays, {"path": "naive_full_forward"}, bool(todo)
 
 
 def _run_attribution(
