@@ -66,8 +66,8 @@ def main() -> None:
             continue
         with torch.no_grad():
             u = path.rank1_update(state, acts, b, c, ablation)  # the path's own rank-1 step
-            dq3 = F.conv2d((u.b3 - F.relu(state.p3[b])).permute(0, 3, 1, 2), path.k3.weight, None, padding=1)
-            dq5 = F.conv2d((u.b5 - F.relu(state.p5[b])).permute(0, 3, 1, 2), path.k5.weight, None, padding=2)
+            dq3 = F.conv2d(u.dq3.permute(0, 3, 1, 2), path.k3.weight, None, padding=1)
+            dq5 = F.conv2d(u.dq5.permute(0, 3, 1, 2), path.k5.weight, None, padding=2)
             lin3, lin5 = ((q3[b] > 0) * dq3).mean((2, 3)), ((q5[b] > 0) * dq5).mean((2, 3))
             rem3 = (F.relu(q3[b] + dq3) - F.relu(q3[b])).mean((2, 3)) - lin3
             rem5 = (F.relu(q5[b] + dq5) - F.relu(q5[b])).mean((2, 3)) - lin5

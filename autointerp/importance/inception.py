@@ -176,18 +176,19 @@ def _rank1_core(
     ``p1`` / ``pr`` (B, out, H, W) and ``p3`` / ``p5`` (B, H, W, out), channels last: baseline
     pre-activations; ``b_idx`` (P,) image of each pair, ``w*`` (P, out) the ablated channel's weight
     column, ``delta`` / ``d_mp`` (P, H, W) the change of the channel and of its max-pool. Returns the
-    pooled 1×1 and pool branches (P, out), the ablated 3×3 / 5×5 bottleneck activations (P, H, W, out),
-    channels last like the int8 tier reads them, and the squared norms of their changes (P,).
+    pooled 1×1 and pool branches (P, out), the changes of the 3×3 / 5×5 bottleneck activations
+    (P, H, W, out), channels last like the int8 tier reads them, and their squared norms and largest
+    magnitudes (P,).
     """
     d = delta[:, None]
     h1 = torch.relu(p1[b_idx] + w1[:, :, None, None] * d).mean((2, 3))
     hp = torch.relu(pr[b_idx] + wpr[:, :, None, None] * d_mp[:, None]).mean((2, 3))
     base3, base5 = p3[b_idx], p5[b_idx]
-    b3 = torch.relu(base3 + w3b[:, None, None, :] * delta[..., None])
-    b5 = torch.relu(base5 + w5b[:, None, None, :] * delta[..., None])
-    n3 = (b3 - torch.relu(base3)).square().sum((1, 2, 3))
-    n5 = (b5 - torch.relu(base5)).square().sum((1, 2, 3))
-    return h1, hp, b3, b5, n3, n5
+    dq3 = torch.relu(base3 + w3b[:, None, None, :] * delta[..., None]) - torch.relu(base3)
+    dq5 = torch.relu(base5 + w5b[:, None, None, :] * delta[..., None]) - torch.relu(base5)
+    n3, n5 = dq3.square().sum((1, 2, 3)), dq5.square().sum((1, 2, 3))
+    a3, a5 = dq3.abs().amax((1, 2, 3)), dq5.abs().amax((1, 2, 3))
+    return h1, hp, dq3, dq5, n3, n5, a3, a5
 
 
 @dataclass
@@ -197,10 +198,12 @@ class Rank1Update:
     target: torch.Tensor  # (P, H, W) values imputed into the ablated channel
     h1: torch.Tensor  # (P, 384) pooled 1x1 branch after the ablation
     hp: torch.Tensor  # (P, 128) pooled pool branch
-    b3: torch.Tensor  # (P, H, W, 192) 3x3 bottleneck activations after the ablation (channels last)
-    b5: torch.Tensor  # (P, H, W, 48) 5x5 bottleneck activations
+    dq3: torch.Tensor  # (P, H, W, 192) change of the 3x3 bottleneck activations (channels last)
+    dq5: torch.Tensor  # (P, H, W, 48) change of the 5x5 bottleneck activations
     n3: torch.Tensor  # (P,) squared norm of the 3x3 bottleneck change
     n5: torch.Tensor  # (P,) squared norm of the 5x5 bottleneck change
+    a3: torch.Tensor  # (P,) largest magnitude of the 3x3 bottleneck change
+    a5: torch.Tensor  # (P,) largest magnitude of the 5x5 bottleneck change
 
 
 @dataclass
@@ -336,6 +339,16 @@ class InceptionMixed5aPath:
             q5[s:e] = F.relu(F.conv2d(x5, self.k5.weight, self.k5.bias, padding=2)).mean((2, 3))
         return q3, q5
 
+    def _bottlenecks_after(
+        self, state: _State, x: torch.Tensor, b_idx: torch.Tensor, channels: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 3×3 / 5×5 bottleneck activations (P, H, W, out), channels last, after imputing ``target``
+        into ``channels`` of images ``b_idx``: ``relu(p + w_c ⊗ δ)`` as the network computes them."""
+        delta = (target - x[b_idx, channels])[..., None]
+        b3 = torch.relu(state.p3[b_idx] + self.w3bt[channels][:, None, None, :] * delta)
+        b5 = torch.relu(state.p5[b_idx] + self.w5bt[channels][:, None, None, :] * delta)
+        return b3, b5
+
     def rank1_update(
         self, state: _State, x: torch.Tensor, b_idx: torch.Tensor, channels: torch.Tensor, ablation: Ablation
     ) -> Rank1Update:
@@ -430,10 +443,10 @@ class InceptionMixed5aPath:
         """Change of every ``d_j = z_t - z_j`` from one branch ("3" or "5") by the int8 tier, for the
         pairs ``rows`` of ``u`` (images ``b_idx``): estimate and sound half-width, (P, O) float64 each."""
         if branch == "3":
-            change = self.q3.change(u.b3, state.p3, b_idx, state.mask3, state.abs3, rows)
+            change = self.q3.change(u.dq3, b_idx, state.mask3, state.abs3, rows, u.a3)
             vm = self._active_norms(state, labels)[0]
         else:
-            change = self.q5.change(u.b5, state.p5, b_idx, state.mask5, state.abs5, rows)
+            change = self.q5.change(u.dq5, b_idx, state.mask5, state.abs5, rows, u.a5)
             vm = self._active_norms(state, labels)[1]
         lin_products, rem_products = self.lin_products[branch], self.rem_products[branch]
         w_t = self.w35[:, self._COLS[branch]][labels[b_idx]]
@@ -497,7 +510,7 @@ class InceptionMixed5aPath:
         u = self.rank1_update(state, x, b_idx, channels, ablation)
         t1 = time.perf_counter()
         self.seconds["rank1_core"] += t1 - t0
-        target, h1, hp, b3, b5, n3, n5 = u.target, u.h1, u.hp, u.b3, u.b5, u.n3, u.n5
+        target, h1, hp, n3, n5 = u.target, u.h1, u.hp, u.n3, u.n5
         lab = labels[b_idx]
         undecided = torch.ones(p, dtype=torch.bool)
         after = torch.zeros(p, dtype=torch.bool)
@@ -531,7 +544,7 @@ class InceptionMixed5aPath:
             t2 = t3
         if len(idx):
             self.pairs["exact"] += len(idx)
-            q3, q5 = self._branches_3x3_5x5(b3[idx], b5[idx])
+            q3, q5 = self._branches_3x3_5x5(*self._bottlenecks_after(state, x, b_idx[idx], channels[idx], target[idx]))
             self.seconds["exact_convs"] += time.perf_counter() - t2
             h = torch.cat((h1[idx], q3, q5, hp[idx]), 1)
             za = self.fc(h).float()

@@ -73,20 +73,19 @@ class BranchChange:
 
 
 def _quantize(
-    after: torch.Tensor,
+    dq_all: torch.Tensor,
     rows: torch.Tensor,
-    before: torch.Tensor,
-    b_idx: torch.Tensor,
+    sp: torch.Tensor,
     k: int,
     pad: int,
     positions: torch.Tensor,
 ) -> tuple[torch.Tensor, ...]:
-    """Per-pair int8 quantisation of ``dq = after[rows] - relu(before[b_idx])`` (P, H, W, C), channels
-    last: ``Q`` (P, H, W, C) and ``s_p`` (P,); the per-position k×k patch norms of ``dq`` and of the
-    residual ``lo`` (P, H·W) in the order ``positions`` (flat indices), and their totals."""
-    dq = after[rows] - torch.relu(before[b_idx])
+    """Per-pair int8 quantisation of ``dq = dq_all[rows]`` (P, H, W, C), channels last, with scales
+    ``s_p`` (P,): ``Q`` (P, H, W, C); the per-position k×k patch norms of ``dq`` and of the residual
+    ``lo = dq - s_p·Q`` (P, H·W) in the order ``positions`` (flat indices), and their totals. Any
+    ``s_p > 0`` keeps the bounds sound (``lo`` is exact); ``max|dq| / 127`` uses the int8 range."""
+    dq = dq_all[rows]
     p, h, w, c = dq.shape
-    sp = dq.abs().amax((1, 2, 3)).clamp_min(1e-30) / 127.0
     q = torch.round(dq / sp[:, None, None, None]).clamp(-127.0, 127.0)
     lo = dq - q * sp[:, None, None, None]
     s_dq = F.pad(dq.square().sum(3), (pad, pad, pad, pad))
@@ -95,7 +94,7 @@ def _quantize(
     box_lo = sum(s_lo[:, y : y + h, x : x + w] for y in range(k) for x in range(k))
     patch_dq, patch_lo = box_dq.sqrt().reshape(p, h * w)[:, positions], box_lo.sqrt().reshape(p, h * w)[:, positions]
     n_dq, n_lo = dq.square().sum((1, 2, 3)).sqrt(), lo.square().sum((1, 2, 3)).sqrt()
-    return q.to(torch.int8), sp, patch_dq, patch_lo, n_dq, n_lo
+    return q.to(torch.int8), patch_dq, patch_lo, n_dq, n_lo
 
 
 @dataclass(frozen=True)
@@ -212,17 +211,17 @@ class Int8Conv:
 
     def change(
         self,
-        after: torch.Tensor,
-        before: torch.Tensor,
+        dq: torch.Tensor,
         b_idx: torch.Tensor,
         mask: torch.Tensor,
         r_abs: torch.Tensor,
         rows: torch.Tensor | None = None,
+        amax: torch.Tensor | None = None,
         block: int = 64,
     ) -> BranchChange:
         """The branch's pooled change for pairs of images ``b_idx`` whose input (the bottleneck's ReLU
-        output) changes from ``relu(before[b_idx])`` to ``after[rows]`` (``after`` (N, H, W, C) and
-        ``before`` (B, H, W, C), channels last; ``rows`` defaults to all of ``after``, in order).
+        output) changes by ``dq[rows]`` (``dq`` (N, H, W, C), channels last; ``rows`` defaults to all
+        of ``dq``, in order; ``amax`` (N,) its largest magnitudes per row, computed when not given).
 
         ``mask`` / ``r_abs``: (B, H·W, O) ``[r > 0]`` and ``|r|`` (or a lower bound of it) of the
         batch's baseline pre-activations ``r``, positions in :attr:`positions` order (:meth:`baseline`).
@@ -231,7 +230,10 @@ class Int8Conv:
         """
         if rows is None:
             rows = torch.arange(len(b_idx))
-        parts = [self._change_block(after, rows[s : s + block], before, b_idx[s : s + block], mask, r_abs)
+        if amax is None:
+            amax = dq.abs().amax((1, 2, 3))
+        scale = amax[rows].clamp_min(1e-30) / 127.0
+        parts = [self._change_block(dq, rows[s : s + block], scale[s : s + block], b_idx[s : s + block], mask, r_abs)
                  for s in range(0, len(b_idx), block)]  # fmt: skip
         if not parts:
             empty = torch.zeros(0, self.out_channels)
@@ -240,16 +242,14 @@ class Int8Conv:
 
     def _change_block(
         self,
-        after: torch.Tensor,
+        dq: torch.Tensor,
         rows: torch.Tensor,
-        before: torch.Tensor,
+        sp: torch.Tensor,
         b_idx: torch.Tensor,
         mask: torch.Tensor,
         r_abs: torch.Tensor,
     ) -> BranchChange:
-        q, sp, patch_dq, patch_lo, n_dq, n_lo = self._quantize(
-            after, rows, before, b_idx, self.k, self.pad, self.positions
-        )
+        q, patch_dq, patch_lo, n_dq, n_lo = self._quantize(dq, rows, sp, self.k, self.pad, self.positions)
         acc = self._products(q)
         lin, rem = self._pooled(acc, sp, self.scale, b_idx, mask, r_abs, patch_dq, patch_lo, self.row_l, self.row_q)
         n_dq = n_dq.double() * (1 + _REL)
