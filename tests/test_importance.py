@@ -359,3 +359,15 @@ def test_segments_of_images_add_up_to_the_whole(tmp_path):
     assert int((whole.correct_to_wrong + whole.wrong_to_correct).sum()) > 0  # some ablation flips an image
     with pytest.raises(ValueError, match="different features"):
         halves.add(FeatureTally(np.asarray(feats[:3])))
+
+
+def test_tail_path_logits_from_the_gradient_pass_equal_the_no_grad_tail():
+    torch.manual_seed(0)
+    tail = nn.Sequential(nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8).eval(), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 12))  # fmt: skip
+    x = torch.randn(5, 6, 5, 5)
+    path = TailPath(tail, example=x[:1])
+    z, grad = path.logits_and_grad(x, torch.tensor([0, 3, 5, 7, 11]), torch.ones(12, dtype=torch.bool))
+    with torch.no_grad():
+        assert torch.equal(z, tail(x).float())
+    assert grad.shape == x.shape and float(grad.abs().sum()) > 0

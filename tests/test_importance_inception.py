@@ -290,3 +290,15 @@ def test_one_path_serves_several_ablations(perturbed):
     assert results[0] == results[2] == tallies(InceptionMixed5aPath(model), by_channel)
     assert results[1] == tallies(InceptionMixed5aPath(model), by_position)
     assert results[0] != results[1]
+
+
+def test_bound_pass_logits_from_the_gradient_pass_equal_the_reference(perturbed):
+    """The bound pass takes the baseline logits from the forward pass of its gradient: they must be
+    the no-grad reference tail's, bit for bit (they decide each image's baseline correctness)."""
+    model, _, acts, labels = perturbed
+    path = InceptionMixed5aPath(model)
+    z, grad = path.logits_and_grad(acts, labels, VALID)
+    with torch.no_grad():
+        assert torch.equal(z, reference_tail(model, acts).float())
+    assert grad.shape == acts.shape and float(grad.abs().sum()) > 0
+    assert not z.requires_grad

@@ -50,11 +50,11 @@ class AblationPath(Protocol):
 
     name: str
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Reference logits (B, O) of activations ``x`` (B, C, H, W)."""
-
-    def logprob_grad(self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Gradient (B, C, H, W) of the true-class log-probability w.r.t. ``x``."""
+    def logits_and_grad(
+        self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference logits (B, O) of activations ``x`` (B, C, H, W) and the gradient (B, C, H, W) of the
+        true-class log-probability w.r.t. ``x``, from one forward pass."""
 
     def final_weight(self) -> torch.Tensor | None:
         """Weight (O, D) of the final linear layer whose input the bounds refer to, or None (no skipping)."""
@@ -122,10 +122,8 @@ def bound_pass(
     for s in range(0, n, batch_size):
         x = read_cache(acts, slice(s, s + batch_size))
         lab = lab_all[s : s + batch_size]
-        with torch.no_grad():
-            z = path.logits(x).float()
+        z, grad = path.logits_and_grad(x, lab, valid)
         correct = topk_correct(z, lab, k, valid)
-        grad = path.logprob_grad(x, lab, valid)
         delta = ablation.target(x, feats) - x[:, feats]
         out_fo.append((grad[:, feats] * delta).sum((2, 3)))
         cand = torch.ones(len(x), len(feats), dtype=torch.bool)

@@ -367,16 +367,14 @@ class InceptionMixed5aPath:
         return Rank1Update(target, *outputs)
 
     # -- engine protocol -------------------------------------------------------------------
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return reference_tail(self.module, x).float()
-
-    def logprob_grad(self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def logits_and_grad(
+        self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            lp = true_logprob(reference_tail(self.module, x).float(), labels, valid)
-            (grad,) = torch.autograd.grad(lp.sum(), x)
-        return grad
+            z = reference_tail(self.module, x).float()
+            (grad,) = torch.autograd.grad(true_logprob(z, labels, valid).sum(), x)
+        return z.detach(), grad
 
     def final_weight(self) -> torch.Tensor:
         return self.W

@@ -27,16 +27,14 @@ class TailPath:
         if example is not None:
             self.bound, self.bound_reason = analyse_tail(self.tail, example[:1].float())
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.tail(x).float()
-
-    def logprob_grad(self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def logits_and_grad(
+        self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            lp = true_logprob(self.tail(x).float(), labels, valid)
-            (grad,) = torch.autograd.grad(lp.sum(), x)
-        return grad
+            z = self.tail(x).float()
+            (grad,) = torch.autograd.grad(true_logprob(z, labels, valid).sum(), x)
+        return z.detach(), grad
 
     def final_weight(self) -> torch.Tensor | None:
         return None if self.bound is None else self.bound.weight
