@@ -66,8 +66,11 @@ def main() -> None:
             continue
         with torch.no_grad():
             u = path.rank1_update(state, acts, b, c, ablation)  # the path's own rank-1 step
-            dq3 = F.conv2d(u.dq3.permute(0, 3, 1, 2), path.k3.weight, None, padding=1)
-            dq5 = F.conv2d(u.dq5.permute(0, 3, 1, 2), path.k5.weight, None, padding=2)
+            # the bottleneck changes back in the network's channel order (the state keeps its own per image)
+            dq3, dq5 = (torch.empty_like(d).scatter_(3, o[b][:, None, None, :].expand_as(d), d)
+                        for d, o in ((u.dq3, state.order3), (u.dq5, state.order5)))  # fmt: skip
+            dq3 = F.conv2d(dq3.permute(0, 3, 1, 2), path.k3.weight, None, padding=1)
+            dq5 = F.conv2d(dq5.permute(0, 3, 1, 2), path.k5.weight, None, padding=2)
             lin3, lin5 = ((q3[b] > 0) * dq3).mean((2, 3)), ((q5[b] > 0) * dq5).mean((2, 3))
             rem3 = (F.relu(q3[b] + dq3) - F.relu(q3[b])).mean((2, 3)) - lin3
             rem5 = (F.relu(q5[b] + dq5) - F.relu(q5[b])).mean((2, 3)) - lin5

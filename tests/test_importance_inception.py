@@ -258,8 +258,17 @@ def test_int8_tier_is_sound_at_planted_margins(perturbed):
     decided, correct = path._int8_tier(state, labels, b, u, d, tol, k, VALID)
     assert 0 < int(decided.sum()) < len(b)
     # its stored |r| is a lower bound (bfloat16 rounded down) and its mask is r > 0
+    # p3 is stored channels last, each image's channels reordered: those positive somewhere first
+    order = state.order3[:, None, None, :].expand_as(state.p3)
+    p3 = torch.empty_like(state.p3).scatter_(3, order, state.p3)  # back in the network's channel order
     with torch.no_grad():
-        b3 = torch.relu(state.p3.permute(0, 3, 1, 2).contiguous())  # stored channels last; NCHW as prepare convolves
+        p3_ref = path.module.mixed5b_3x3_bottleneck_pre_relu_conv(acts).permute(0, 2, 3, 1)
+    assert torch.equal(p3, p3_ref)
+    live = (state.p3 > 0).flatten(1, 2).any(1)  # (B, C) in the stored order
+    assert torch.equal(live.sum(1), state.live3) and 0 < int(state.live3.min()) and int(state.live3.max()) < 192
+    assert all(bool(row[:n].all()) for row, n in zip(live, state.live3.tolist(), strict=True))
+    with torch.no_grad():
+        b3 = torch.relu(p3.permute(0, 3, 1, 2).contiguous())  # NCHW as prepare convolves
         r3 = torch.nn.functional.conv2d(b3, path.k3.weight, path.k3.bias, padding=1)
     r3 = r3.flatten(2)[:, :, path.q3.positions].transpose(1, 2)  # in the tier's position order
     assert bool((state.abs3.float() <= r3.abs()).all()) and torch.equal(state.mask3, (r3 > 0).to(torch.uint8))

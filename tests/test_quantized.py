@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autointerp.importance.quantized import Int8Conv, int8_matmul_is_exact
+from autointerp.importance.quantized import Int8Conv, image_blocks, int8_matmul_is_exact
 
 torch.set_num_threads(2)
 
@@ -69,19 +69,30 @@ def _case(k: int, pad: int, seed: int, crossing_scale: float, outlier: float = 0
 @needs_int8
 @pytest.mark.parametrize(("k", "pad"), [(3, 1), (5, 2)])
 @pytest.mark.parametrize(
-    ("crossing_scale", "outlier", "exact_weights"),
-    [(0.05, 0.0, False), (1.0, 0.0, False), (20.0, 0.0, False), (1.0, 3000.0, False), (1.0, 3000.0, True)],
-)
-def test_branch_change_bounds_hold_against_float64(k, pad, crossing_scale, outlier, exact_weights):
+    ("crossing_scale", "outlier", "exact_weights", "left_out"),
+    [(0.05, 0.0, False, False), (1.0, 0.0, False, False), (20.0, 0.0, False, False), (1.0, 3000.0, False, False),
+     (1.0, 3000.0, True, False), (1.0, 0.0, False, True), (20.0, 0.0, False, True)],
+)  # fmt: skip
+def test_branch_change_bounds_hold_against_float64(k, pad, crossing_scale, outlier, exact_weights, left_out):
+    """``left_out``: each image's channels reordered and the last five left out of the products
+    although they change a little (as where an ablation lifts a unit that is negative everywhere)."""
     conv, before, after, b_idx, r, r_after = _case(k, pad, k, crossing_scale, outlier, exact_weights)
+    if left_out:  # the change in the left-out channels is 3 % of the rest's: after and r_after follow it
+        dq, channels = _reordered(after - F.relu(before[b_idx]), b_idx, seed=5, dropped=5, residue=0.03)
+        dq_net = torch.empty_like(dq).scatter_(3, channels[0][b_idx][:, None, None, :].expand_as(dq), dq)
+        after = F.relu(before[b_idx]) + dq_net.permute(0, 3, 1, 2)
+        with torch.no_grad():
+            r_after = F.conv2d(after.double(), conv.weight.double(), conv.bias.double(), padding=pad)
     tier = Int8Conv(conv, pad, (7, 7))
     if exact_weights:
         assert tier.op_l == 0.0 and float(tier.row_l.max()) == 0.0
     order = tier.positions  # the tier's position order
     mask = (r > 0).double().flatten(2)[:, :, order].transpose(1, 2).float().contiguous()
     r_abs = r.abs().flatten(2)[:, :, order].transpose(1, 2).float().contiguous()
-    dq = (after - F.relu(before[b_idx])).permute(0, 2, 3, 1)
-    change = tier.change(dq, b_idx, mask, r_abs, block=4)
+    if left_out:
+        change = tier.change(dq, b_idx, mask, r_abs, channels=channels, block=4)
+    else:
+        change = tier.change((after - F.relu(before[b_idx])).permute(0, 2, 3, 1), b_idx, mask, r_abs, block=4)
     rb = r[b_idx]
     m = (rb > 0).double()
     lin_true = (m * (r_after - rb)).mean((2, 3))  # (P, O)
@@ -105,6 +116,40 @@ def test_branch_change_bounds_hold_against_float64(k, pad, crossing_scale, outli
         assert float(((lin_true - change.lin.double()).abs() / scale).max()) < 0.05
 
 
+def _reordered(dq: torch.Tensor, b_idx: torch.Tensor, seed: int, dropped: int, residue: float):
+    """``dq`` (P, C, H, W) channels last in a random per-image channel order, with ``dropped`` channels
+    at the end of each image's order scaled by ``residue`` (0: exactly zero), and that order."""
+    gen = torch.Generator().manual_seed(seed)
+    c = dq.shape[1]
+    order = torch.stack([torch.randperm(c, generator=gen) for _ in range(int(b_idx.max()) + 1)])
+    n_live = torch.full((len(order),), c - dropped)
+    last = dq.permute(0, 2, 3, 1)
+    last = last.gather(3, order[b_idx][:, None, None, :].expand_as(last)).clone()
+    last[..., c - dropped :] *= residue
+    return last, (order, n_live)
+
+
+@needs_int8
+@pytest.mark.parametrize(("k", "pad"), [(3, 1), (5, 2)])
+def test_leaving_out_unchanged_channels_gives_the_same_change(k, pad):
+    """Each image's channels in its own order, the last six unchanged by every pair: the products
+    leave them out, with exactly the results of the whole product in the network's order."""
+    conv, before, after, b_idx, r, _ = _case(k, pad, k, crossing_scale=1.0)
+    tier = Int8Conv(conv, pad, (7, 7))
+    mask = (r > 0).float().flatten(2)[:, :, tier.positions].transpose(1, 2).contiguous()
+    r_abs = r.abs().float().flatten(2)[:, :, tier.positions].transpose(1, 2).contiguous()
+    dq, channels = _reordered(after - F.relu(before[b_idx]), b_idx, seed=k, dropped=6, residue=0.0)
+    inverse = torch.empty_like(dq).scatter_(3, channels[0][b_idx][:, None, None, :].expand_as(dq), dq)
+    widths = []
+    gather = tier._weights_of_channels
+    tier._weights_of_channels = lambda ch: widths.append(len(ch)) or gather(ch)
+    left_out = tier.change(dq, b_idx, mask, r_abs, channels=channels, block=4)
+    assert widths == [18] * 4  # one gather per image, of its 24 - 6 channels
+    whole = tier.change(inverse, b_idx, mask, r_abs, block=4)  # the network's order, every channel
+    for a, b in zip((left_out.lin, left_out.rem, left_out.lin_err), (whole.lin, whole.rem, whole.lin_err), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+
+
 @needs_int8
 def test_no_pairs_gives_an_empty_change():
     conv, before, after, b_idx, r, _ = _case(3, 1, seed=0, crossing_scale=1.0)
@@ -112,3 +157,16 @@ def test_no_pairs_gives_an_empty_change():
     mask = (r > 0).float().flatten(2).transpose(1, 2).contiguous()
     change = tier.change((after[:0] - F.relu(before[:0])).permute(0, 2, 3, 1), b_idx[:0], mask, mask.clone())
     assert change.lin.shape == (0, 40) and change.rem.shape == (0, 40) and change.lin_err.shape == (0,)
+
+
+def test_image_blocks_keep_each_image_to_itself():
+    b_idx = torch.tensor([0] * 100 + [1] * 10 + [2] * 70 + [3] * 64)
+    # 100 pairs: two blocks of 50; 10 alone; 70: 35 + 35; 64 fits one block
+    assert image_blocks(b_idx, 64) == [(0, 50), (50, 100), (100, 110), (110, 145), (145, 180), (180, 244)]
+    assert image_blocks(b_idx[:0], 64) == []
+    gen = torch.Generator().manual_seed(0)
+    for block in (1, 7, 64):
+        b_idx = torch.randint(0, 30, (500,), generator=gen).sort().values
+        ranges = image_blocks(b_idx, block)
+        assert [s for s, _ in ranges] == [0, *(e for _, e in ranges[:-1])] and ranges[-1][1] == len(b_idx)
+        assert all(0 < e - s <= block and len(set(b_idx[s:e].tolist())) == 1 for s, e in ranges)

@@ -90,6 +90,16 @@ def _maxpool3(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.maximum(rows[..., 0:w], rows[..., 1 : w + 1]), rows[..., 2 : w + 2])
 
 
+def _live_first(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pre-activations (B, C, H, W) as channels-last (B, H, W, C) with each image's channels reordered:
+    those positive at some position first (stable order). Returns them, the order (B, C) and the
+    count (B,) of such channels."""
+    live = (pre > 0).flatten(2).any(2)
+    order = torch.argsort((~live).to(torch.int8), dim=1, stable=True)
+    last = pre.permute(0, 2, 3, 1)
+    return last.gather(3, order[:, None, None, :].expand_as(last)).contiguous(), order, live.sum(1)
+
+
 def _margins(
     z_b: torch.Tensor,
     dz: torch.Tensor,
@@ -209,8 +219,10 @@ class Rank1Update:
 @dataclass
 class _State:
     p1: torch.Tensor  # (B, 384, H, W) pre-activations
-    p3: torch.Tensor  # (B, H, W, 192) channels last (the int8 tier's layout: about 3x faster to quantise)
-    p5: torch.Tensor  # (B, H, W, 48)
+    # (B, H, W, 192) / (B, H, W, 48) channels last (the int8 tier's layout: about 3x faster to quantise),
+    # each image's channels in the order ``order3`` / ``order5``: those positive somewhere first
+    p3: torch.Tensor
+    p5: torch.Tensor
     mp: torch.Tensor  # (B, 832, H, W) max-pooled input
     pr: torch.Tensor  # (B, 128, H, W)
     h1: torch.Tensor  # (B, 384) pooled 1x1 branch
@@ -223,6 +235,13 @@ class _State:
     abs5: torch.Tensor | None = None
     # ||(W_t - W_j) ⊙ [r > 0]|| over the 3x3 / 5x5 columns per (image, j), for the batch's labels
     vm: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    # (B, C) each image's bottleneck channel order (``p3[..., j]`` is channel ``order3[j]``) and (B,) how
+    # many lead it with a positive pre-activation somewhere; the others stay zero after an ablation
+    # except where it lifts one above zero (:meth:`Int8Conv.change` leaves them out of its products)
+    order3: torch.Tensor | None = None
+    live3: torch.Tensor | None = None
+    order5: torch.Tensor | None = None
+    live5: torch.Tensor | None = None
 
 
 class InceptionMixed5aPath:
@@ -339,15 +358,29 @@ class InceptionMixed5aPath:
             q5[s:e] = F.relu(F.conv2d(x5, self.k5.weight, self.k5.bias, padding=2)).mean((2, 3))
         return q3, q5
 
+    def _bottleneck_columns(
+        self, state: _State, b_idx: torch.Tensor, channels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 3×3 / 5×5 bottleneck weight columns (P, out) of the ablated ``channels``, in the channel
+        order of ``state.p3`` / ``state.p5`` for each pair's image."""
+        assert state.order3 is not None and state.order5 is not None
+        w3b = self.w3bt[channels].gather(1, state.order3[b_idx])
+        w5b = self.w5bt[channels].gather(1, state.order5[b_idx])
+        return w3b, w5b
+
     def _bottlenecks_after(
         self, state: _State, x: torch.Tensor, b_idx: torch.Tensor, channels: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The 3×3 / 5×5 bottleneck activations (P, H, W, out), channels last, after imputing ``target``
-        into ``channels`` of images ``b_idx``: ``relu(p + w_c ⊗ δ)`` as the network computes them."""
+        """The 3×3 / 5×5 bottleneck activations (P, H, W, out), channels last in the network's channel
+        order, after imputing ``target`` into ``channels`` of images ``b_idx``: ``relu(p + w_c ⊗ δ)``."""
+        assert state.order3 is not None and state.order5 is not None
         delta = (target - x[b_idx, channels])[..., None]
-        b3 = torch.relu(state.p3[b_idx] + self.w3bt[channels][:, None, None, :] * delta)
-        b5 = torch.relu(state.p5[b_idx] + self.w5bt[channels][:, None, None, :] * delta)
-        return b3, b5
+        w3b, w5b = self._bottleneck_columns(state, b_idx, channels)
+        out = []
+        for pre, w, order in ((state.p3, w3b, state.order3), (state.p5, w5b, state.order5)):
+            after = torch.relu(pre[b_idx] + w[:, None, None, :] * delta)
+            out.append(torch.empty_like(after).scatter_(3, order[b_idx][:, None, None, :].expand_as(after), after))
+        return out[0], out[1]
 
     def rank1_update(
         self, state: _State, x: torch.Tensor, b_idx: torch.Tensor, channels: torch.Tensor, ablation: Ablation
@@ -360,9 +393,10 @@ class InceptionMixed5aPath:
         else:
             target = ablation.values[channels].to(x)
             mp_t = self._pooled_targets(ablation)[channels]
+        w3b, w5b = self._bottleneck_columns(state, b_idx, channels)
         outputs = self._core(
             state.p1, state.pr, state.p3, state.p5, b_idx, self.w1t[channels], self.wprt[channels],
-            self.w3bt[channels], self.w5bt[channels], target - a_c, mp_t - state.mp[b_idx, channels],
+            w3b, w5b, target - a_c, mp_t - state.mp[b_idx, channels],
         )  # fmt: skip
         return Rank1Update(target, *outputs)
 
@@ -410,7 +444,8 @@ class InceptionMixed5aPath:
                 for name, conv, pre, pad, tier in (("3", self.k3, p3, 1, self.q3), ("5", self.k5, p5, 2, self.q5)):
                     r = F.conv2d(F.relu(pre), conv.weight, conv.bias, padding=pad)
                     extra["mask" + name], extra["abs" + name] = tier.baseline(r)
-            p3, p5 = p3.permute(0, 2, 3, 1).contiguous(), p5.permute(0, 2, 3, 1).contiguous()
+            p3, extra["order3"], extra["live3"] = _live_first(p3)
+            p5, extra["order5"], extra["live5"] = _live_first(p5)
             return _State(
                 p1=p1, p3=p3, p5=p5, mp=mp, pr=pr, h1=F.relu(p1).mean((2, 3)), hp=F.relu(pr).mean((2, 3)), **extra
             )
@@ -441,10 +476,10 @@ class InceptionMixed5aPath:
         """Change of every ``d_j = z_t - z_j`` from one branch ("3" or "5") by the int8 tier, for the
         pairs ``rows`` of ``u`` (images ``b_idx``): estimate and sound half-width, (P, O) float64 each."""
         if branch == "3":
-            change = self.q3.change(u.dq3, b_idx, state.mask3, state.abs3, rows, u.a3)
+            change = self.q3.change(u.dq3, b_idx, state.mask3, state.abs3, rows, u.a3, (state.order3, state.live3))
             vm = self._active_norms(state, labels)[0]
         else:
-            change = self.q5.change(u.dq5, b_idx, state.mask5, state.abs5, rows, u.a5)
+            change = self.q5.change(u.dq5, b_idx, state.mask5, state.abs5, rows, u.a5, (state.order5, state.live5))
             vm = self._active_norms(state, labels)[1]
         lin_products, rem_products = self.lin_products[branch], self.rem_products[branch]
         w_t = self.w35[:, self._COLS[branch]][labels[b_idx]]
