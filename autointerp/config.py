@@ -66,9 +66,9 @@ class ImportanceConfig(_Section):
     k: int = Field(default=10, ge=1)
     mean_scope: Literal["channel", "position"] = "channel"
     features: list[int] | None = None
-    # method "naive": features per resumable chunk
+    # features per resumable chunk (exact: per-image work is repeated per chunk, so larger is faster)
     chunk_size: int = Field(default=32, ge=1)
-    # method "exact": images per resumable segment (all features at once: per-image work is done once)
+    # method "exact": each chunk works through the images in resumable segments of this many
     segment_images: int = Field(default=2048, ge=1)
     batch_size: int = Field(default=256, ge=1)
     # torch.compile the fast path's elementwise core (falls back to eager PyTorch with a warning)

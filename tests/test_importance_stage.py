@@ -118,30 +118,38 @@ def test_interrupted_run_resumes_to_identical_result(base_run, tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         run_importance(ctx)
     assert not ctx.paths.importance_csv.exists()
-    # 48 images in segments of 16: the first two were saved, the third was interrupted
-    assert len(list((root / "importance" / "chunks" / "exact").glob("segment_*.npz"))) == 2
-    monkeypatch.setattr(engine, "evaluate_segment", real)
+    # 4 chunks of 8 features x 3 segments of 16 images: two units were saved, the third was interrupted
+    assert len(list((root / "importance" / "chunks" / "exact").glob("chunk_*_images_*.npz"))) == 2
+    resumed = {"n": 0}
+
+    def counting(*args, **kwargs):
+        resumed["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate_segment", counting)
     run_importance(ctx)
-    assert calls["n"] == 3  # the resumed run evaluated the third segment only
+    assert resumed["n"] == 12 - 2  # the resumed run evaluated only the units not saved
     assert ctx.paths.importance_csv.read_bytes() == base_run.paths.importance_csv.read_bytes()
-    resumed = json.loads((ctx.paths.importance / "summary.json").read_text())["exact"]
+    after = json.loads((ctx.paths.importance / "summary.json").read_text())["exact"]
     whole = json.loads((base_run.paths.importance / "summary.json").read_text())["exact"]
-    assert resumed["segments"] == whole["segments"] == 3
-    for key in ("boundary_fallbacks", "n_skipped", "n_bounded", "n_exact"):  # over all segments, not this run's
-        assert resumed[key] == whole[key]
+    assert after["segments"] == whole["segments"] == 3
+    for key in ("boundary_fallbacks", "n_skipped", "n_bounded", "n_exact"):  # over all units, not this run's
+        assert after[key] == whole[key]
 
 
-def test_segment_size_does_not_change_the_counts(base_run, tmp_path):
-    """One segment of all 48 images against the base run's three: the same counts per feature (the
-    mean log-probability change adds the same terms in another order)."""
-    ctx = make_run(tmp_path / "run", segment_images=48)
+@pytest.mark.parametrize(("chunk_size", "segment_images"), [(8, 48), (32, 16), (32, 48)])
+def test_chunk_and_segment_sizes_do_not_change_the_counts(base_run, tmp_path, chunk_size, segment_images):
+    """Other chunks of features and segments of images than the base run's (8 and 16): the same counts
+    per feature (the mean log-probability change adds the same terms in another order)."""
+    ctx = make_run(tmp_path / "run", chunk_size=chunk_size, segment_images=segment_images)
     run_importance(ctx)
-    one, three = read_rows(ctx.paths.importance_csv), read_rows(base_run.paths.importance_csv)
+    other, base = read_rows(ctx.paths.importance_csv), read_rows(base_run.paths.importance_csv)
     cols = ["feature_ind", "importance", "correct_to_wrong", "wrong_to_correct", "n_skipped", "n_bounded", "n_exact"]
-    assert [[r[c] for c in cols] for r in one] == [[r[c] for c in cols] for r in three]
-    for a, b in zip(one, three, strict=True):
+    assert [[r[c] for c in cols] for r in other] == [[r[c] for c in cols] for r in base]
+    for a, b in zip(other, base, strict=True):
         assert float(a["mean_delta_logprob_true"]) == pytest.approx(float(b["mean_delta_logprob_true"]), abs=1e-9)
-    assert json.loads((ctx.paths.importance / "summary.json").read_text())["exact"]["segments"] == 1
+    files = list((ctx.paths.importance / "chunks" / "exact").glob("chunk_*_images_*.npz"))
+    assert len(files) == (32 // chunk_size) * (48 // segment_images)
 
 
 def test_float16_cache_and_position_scope_match_naive(tmp_path):

@@ -18,9 +18,9 @@ or per channel and position: ``importance.mean_scope``). Methods (``importance.m
 
 Writes ``RUN/importance/``: ``importance_<method>.csv`` and ``importance.csv`` (the configured
 method's table), ``summary.json``, ``cumulative_ablation.csv`` (exact/naive), and the results of
-finished units of work in ``chunks/<method>/`` (segments of ``importance.segment_images`` images with
-all features for ``exact``, chunks of ``importance.chunk_size`` features for ``naive``) so an
-interrupted run resumes where it stopped and ends with identical output.
+finished units of work in ``chunks/<method>/`` (chunks of ``importance.chunk_size`` features; for
+``exact`` each in segments of ``importance.segment_images`` images) so an interrupted run resumes
+where it stopped and ends with identical output.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _load(path: Path, mmap: bool = False) -> np.ndarray:
 
 # -- result store --------------------------------------------------------------------------------
 class ChunkStore:
-    """Result files of finished units of work under ``chunks/<method>/`` (chunks of features, or
+    """Result files of finished units of work under ``chunks/<method>/`` (chunks of features, each in
     segments of images for the exact method), valid only for one settings key."""
 
     def __init__(self, folder: Path, key: str) -> None:
@@ -122,8 +122,9 @@ class ChunkStore:
     def path(self, chunk: list[int]) -> Path:
         return self.folder / f"chunk_{chunk[0]:05d}_{chunk[-1]:05d}_{len(chunk)}.npz"
 
-    def segment_path(self, start: int, end: int) -> Path:
-        return self.folder / f"segment_{start:08d}_{end:08d}.npz"
+    def segment_path(self, chunk: list[int], start: int, end: int) -> Path:
+        """The file of ``chunk``'s results over images ``start:end``."""
+        return self.path(chunk).with_name(f"{self.path(chunk).stem}_images_{start:08d}_{end:08d}.npz")
 
     def has(self, chunk: list[int]) -> bool:
         return self.path(chunk).exists()
@@ -317,51 +318,60 @@ def _exact_segments(
     valid: torch.Tensor,
     store: ChunkStore,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
-    """The exact method over segments of ``importance.segment_images`` images, all features at once
-    (:func:`~autointerp.importance.engine.evaluate_segment`); finished segments are reused, and the
-    tallies are summed in segment order, so a resumed run gives identical output."""
+    """The exact method in chunks of ``importance.chunk_size`` features, each worked through the
+    images in segments of ``importance.segment_images`` (:func:`~autointerp.importance.engine.evaluate_segment`:
+    all of the chunk's features per image batch, so per-image work is done once per chunk). Every
+    finished (chunk, segment) is saved and reused; tallies add up in segment order, so a resumed
+    run gives identical output."""
     from autointerp.importance.ablation import FeatureTally
     from autointerp.importance.engine import evaluate_segment
 
     cfg = ctx.config.importance
     n = inputs.shape[0]
     segments = [(s, min(s + cfg.segment_images, n)) for s in range(0, n, cfg.segment_images)]
-    todo = [(s, e) for s, e in segments if not store.segment_path(s, e).exists()]
+    units = [(ch, s, e) for ch in _chunks(feats, cfg.chunk_size) for s, e in segments]
+    todo = [(ch, s, e) for ch, s, e in units if not store.segment_path(ch, s, e).exists()]
     info: dict[str, Any] = {}
     if todo:
         path = choose_path(ctx, inputs)
         info["path"] = path.name
-        with Progress(f"importance ({path.name})", sum(e - s for s, e in todo), "images") as bar:
-            for s, e in todo:
+        # progress in ablations (feature × image pairs): the bar's ETA covers every chunk and segment
+        with Progress(f"importance ({path.name})", sum(len(ch) * (e - s) for ch, s, e in todo), "ablations") as bar:
+            for ch, s, e in todo:
                 tiers_before = dict(getattr(path, "pairs", {}))
-                tally, stats = evaluate_segment(path, inputs.acts[s:e], inputs.labels[s:e], feats, ablation, cfg.k,
-                                                valid, cfg.batch_size, on_batch=bar.advance)  # fmt: skip
+                tally, stats = evaluate_segment(path, inputs.acts[s:e], inputs.labels[s:e], ch, ablation, cfg.k,
+                                                valid, cfg.batch_size,
+                                                on_batch=lambda images, f=len(ch): bar.advance(images * f))  # fmt: skip
                 tiers = {t: v - tiers_before.get(t, 0) for t, v in getattr(path, "pairs", {}).items()}
                 arrays = {name: getattr(tally, name) for name in tally.SUMS}
                 arrays["fallback"] = np.asarray(stats["fallback"], np.int64)
                 arrays["tier_names"] = np.asarray(list(tiers), dtype=str)
                 arrays["tier_pairs"] = np.asarray(list(tiers.values()), np.int64)
-                store.save(feats, arrays, store.segment_path(s, e))
+                store.save(ch, arrays, store.segment_path(ch, s, e))
         reason = getattr(path, "bound_reason", None)
         if reason is not None:
             info["bound"] = reason
-    total = FeatureTally(np.asarray(feats, np.int64))
+    chunk_tallies = []
     fallback = 0
     tiers_total: dict[str, int] = {}
-    for s, e in segments:  # in order: the float sums add up the same way on every run
-        data = store.load(feats, store.segment_path(s, e))
-        part = FeatureTally(total.features, n_images=e - s)
-        for name in part.SUMS:
-            setattr(part, name, data[name])
-        total.add(part)
-        fallback += int(data["fallback"])
-        for t, v in zip(data["tier_names"].tolist(), data["tier_pairs"].tolist(), strict=True):
-            tiers_total[t] = tiers_total.get(t, 0) + int(v)
+    for ch in _chunks(feats, cfg.chunk_size):
+        total = FeatureTally(np.asarray(ch, np.int64))
+        for s, e in segments:  # in order: the float sums add up the same way on every run
+            data = store.load(ch, store.segment_path(ch, s, e))
+            part = FeatureTally(total.features, n_images=e - s)
+            for name in part.SUMS:
+                setattr(part, name, data[name])
+            total.add(part)
+            fallback += int(data["fallback"])
+            for t, v in zip(data["tier_names"].tolist(), data["tier_pairs"].tolist(), strict=True):
+                tiers_total[t] = tiers_total.get(t, 0) + int(v)
+        chunk_tallies.append(_tally_arrays(total))
     info["boundary_fallbacks"] = fallback
     info["segments"] = len(segments)
     if tiers_total:
         info["pairs_by_tier"] = tiers_total  # pairs decided per tier of the path
-    return _tally_arrays(total), info, bool(todo)
+    arrays = {name: np.concatenate([t[name] for t in chunk_tallies]) for name in _TALLY_COLUMNS}
+    return arrays, info, bool(todo)
 
 
 def _naive_chunks(
