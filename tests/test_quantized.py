@@ -130,21 +130,21 @@ def _reordered(dq: torch.Tensor, b_idx: torch.Tensor, seed: int, dropped: int, r
 
 
 @needs_int8
-@pytest.mark.parametrize(("k", "pad"), [(3, 1), (5, 2)])
-def test_leaving_out_unchanged_channels_gives_the_same_change(k, pad):
-    """Each image's channels in its own order, the last six unchanged by every pair: the products
-    leave them out, with exactly the results of the whole product in the network's order."""
+@pytest.mark.parametrize(("k", "pad", "dropped"), [(3, 1, 6), (5, 2, 6), (3, 1, 24)])
+def test_leaving_out_unchanged_channels_gives_the_same_change(k, pad, dropped):
+    """Each image's channels in its own order, the last ``dropped`` unchanged by every pair (24: all
+    of them): the products leave them out, with the results of the whole product in the network's order."""
     conv, before, after, b_idx, r, _ = _case(k, pad, k, crossing_scale=1.0)
     tier = Int8Conv(conv, pad, (7, 7))
     mask = (r > 0).float().flatten(2)[:, :, tier.positions].transpose(1, 2).contiguous()
     r_abs = r.abs().float().flatten(2)[:, :, tier.positions].transpose(1, 2).contiguous()
-    dq, channels = _reordered(after - F.relu(before[b_idx]), b_idx, seed=k, dropped=6, residue=0.0)
+    dq, channels = _reordered(after - F.relu(before[b_idx]), b_idx, seed=k, dropped=dropped, residue=0.0)
     inverse = torch.empty_like(dq).scatter_(3, channels[0][b_idx][:, None, None, :].expand_as(dq), dq)
     widths = []
     gather = tier._weights_of_channels
     tier._weights_of_channels = lambda ch: widths.append(len(ch)) or gather(ch)
     left_out = tier.change(dq, b_idx, mask, r_abs, channels=channels, block=4)
-    assert widths == [18] * 4  # one gather per image, of its 24 - 6 channels
+    assert widths == [24 - dropped] * 4  # one gather per image, of the channels it keeps
     whole = tier.change(inverse, b_idx, mask, r_abs, block=4)  # the network's order, every channel
     for a, b in zip((left_out.lin, left_out.rem, left_out.lin_err), (whole.lin, whole.rem, whole.lin_err), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)

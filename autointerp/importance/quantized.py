@@ -308,6 +308,8 @@ class Int8Conv:
         ``group_weights``: the groups' weights for ``Q``'s channels (:meth:`_weights_of_channels`;
         default all input channels in order)."""
         p, h, w, c = q.shape
+        if c == 0:  # no channel kept (every bottleneck unit of the image negative everywhere)
+            return torch.zeros(h * w * p, self.out_channels, dtype=torch.int32)
         pad = self.pad
         padded = q.new_zeros(p, h + 2 * pad, w + 2 * pad, c)
         padded[:, pad : pad + h, pad : pad + w] = q
