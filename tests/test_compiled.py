@@ -73,3 +73,13 @@ def test_one_row_calls_run_eagerly_without_compiling(monkeypatch):
     assert compiled_calls == []
     torch.testing.assert_close(f(a, w), _fused(a, w))
     assert compiled_calls == [5]
+
+
+def test_compiling_turns_duck_shaping_off():
+    """Dynamic sizes that happen to be equal (pairs == channels) must not be tied by a guard."""
+    from torch.fx.experimental import _config as fx_config
+
+    f = compiled_or_eager(_fused)
+    a, w = torch.randn(6, 7), torch.randn(6)
+    torch.testing.assert_close(f(a, w), _fused(a, w))
+    assert fx_config.use_duck_shape is False
