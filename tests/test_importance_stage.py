@@ -190,3 +190,18 @@ def test_cli_subset_and_one_line_error(base_run, tmp_path):
     assert res.exit_code == 2
     assert "out of range" in res.output and "Traceback" not in res.output
     assert np.isfinite([float(r["mean_delta_logprob_true"]) for r in rows]).all()
+
+
+def test_segment_size_invalidates_exact_results_only(base_run, monkeypatch):
+    """Another segment_images changes what the exact method's files hold, not the naive method's."""
+    from autointerp.stages.importance import ImportanceInputs, _settings_key
+
+    inputs = ImportanceInputs(base_run)
+
+    def keys():
+        return {m: _settings_key(base_run, inputs, m, list(range(32))) for m in ("exact", "naive")}
+
+    before = keys()
+    monkeypatch.setattr(base_run.config.importance, "segment_images", 48)
+    after = keys()
+    assert before["exact"] != after["exact"] and before["naive"] == after["naive"]

@@ -154,13 +154,14 @@ def _settings_key(ctx: RunContext, inputs: ImportanceInputs, method: str, featur
             "k": cfg.k,
             "mean_scope": cfg.mean_scope,
             "chunk_size": cfg.chunk_size,
-            "segment_images": cfg.segment_images,
+            "segment_images": cfg.segment_images if method == "exact" else None,
             "batch_size": cfg.batch_size,
             "features": features,
             "model": ctx.config.model.model_dump(mode="json"),
             "layer": ctx.config.layer,
             "cache": inputs.fingerprint(),
-            "version": 2,
+            # 2: exact results per (chunk, segment of images); the other methods' files are unchanged
+            "version": 2 if method == "exact" else 1,
         },
         sort_keys=True,
     )
