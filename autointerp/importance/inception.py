@@ -38,7 +38,14 @@ from autointerp.importance.engine import PairResult
 from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.products import BoundedProduct, UpperProduct
 from autointerp.importance.quantized import Int8Conv, int8_matmul_is_exact
-from autointerp.importance.topk import decide_interval, float_tolerance, pair_norms, topk_correct, true_logprob
+from autointerp.importance.topk import (
+    decide_interval,
+    float_tolerance,
+    logits_and_logprob_grad,
+    pair_norms,
+    topk_correct,
+    true_logprob,
+)  # fmt: skip
 
 _SAFETY = 1.0 + 1e-3
 
@@ -404,11 +411,7 @@ class InceptionMixed5aPath:
     def logits_and_grad(
         self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            z = reference_tail(self.module, x).float()
-            (grad,) = torch.autograd.grad(true_logprob(z, labels, valid).sum(), x)
-        return z.detach(), grad
+        return logits_and_logprob_grad(self.tail, x, labels, valid)
 
     def final_weight(self) -> torch.Tensor:
         return self.W

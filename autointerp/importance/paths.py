@@ -8,7 +8,7 @@ from torch import nn
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import PairResult
 from autointerp.importance.lipschitz import TailBound, analyse_tail
-from autointerp.importance.topk import topk_correct, true_logprob
+from autointerp.importance.topk import logits_and_logprob_grad, topk_correct, true_logprob
 
 
 class TailPath:
@@ -30,11 +30,7 @@ class TailPath:
     def logits_and_grad(
         self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            z = self.tail(x).float()
-            (grad,) = torch.autograd.grad(true_logprob(z, labels, valid).sum(), x)
-        return z.detach(), grad
+        return logits_and_logprob_grad(self.tail, x, labels, valid)
 
     def final_weight(self) -> torch.Tensor | None:
         return None if self.bound is None else self.bound.weight

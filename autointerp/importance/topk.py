@@ -14,6 +14,8 @@ paths agree exactly):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -31,6 +33,18 @@ def true_logprob(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
     masked = logits.masked_fill(~valid[None, :], float("-inf"))
     lp = torch.log_softmax(masked.double(), dim=1)
     return lp.gather(1, labels.long()[:, None])[:, 0]
+
+
+def logits_and_logprob_grad(
+    tail: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``tail(x)`` (float32, no grad) and the gradient of the true-class log-probability
+    (:func:`true_logprob`) w.r.t. ``x``, from one forward pass."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        z = tail(x).float()
+        (grad,) = torch.autograd.grad(true_logprob(z, labels, valid).sum(), x)
+    return z.detach(), grad
 
 
 def float_tolerance(z: torch.Tensor, zt: torch.Tensor, rel_tol: float = 1e-4, abs_tol: float = 1e-5) -> torch.Tensor:
