@@ -259,10 +259,11 @@ class Int8Conv:
             ranges = [(s, min(s + block, len(b_idx))) for s in range(0, len(b_idx), block)]
         else:
             ranges = image_blocks(b_idx, block)
+        every_channel = (torch.tensor(dq.shape[-1]), self._group_weights)
         weights: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}  # per image: n_live, group weights
         parts = []
         for s, e in ranges:
-            n_live, group_weights = torch.tensor(dq.shape[-1]), self._group_weights
+            n_live, group_weights = every_channel
             if channels is not None:
                 image = int(b_idx[s])
                 if image not in weights:

@@ -330,7 +330,8 @@ def _exact_segments(
     cfg = ctx.config.importance
     n = inputs.shape[0]
     segments = [(s, min(s + cfg.segment_images, n)) for s in range(0, n, cfg.segment_images)]
-    units = [(ch, s, e) for ch in _chunks(feats, cfg.chunk_size) for s, e in segments]
+    chunks = _chunks(feats, cfg.chunk_size)
+    units = [(ch, s, e) for ch in chunks for s, e in segments]
     todo = [(ch, s, e) for ch, s, e in units if not store.segment_path(ch, s, e).exists()]
     info: dict[str, Any] = {}
     if todo:
@@ -355,7 +356,7 @@ def _exact_segments(
     chunk_tallies = []
     fallback = 0
     tiers_total: dict[str, int] = {}
-    for ch in _chunks(feats, cfg.chunk_size):
+    for ch in chunks:
         total = FeatureTally(np.asarray(ch, np.int64))
         for s, e in segments:  # in order: the float sums add up the same way on every run
             data = store.load(ch, store.segment_path(ch, s, e))
