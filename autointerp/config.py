@@ -74,8 +74,9 @@ class ImportanceConfig(_Section):
     # torch.compile the fast path's elementwise core (falls back to eager PyTorch with a warning)
     compile: bool = True
     # InceptionV1 mixed5a: decide most pairs from int8 convolutions with sound error bounds before
-    # any float32 convolution (same counts; off by itself where int8 products are not exact)
-    int8: bool = True
+    # any float32 convolution (same counts). "auto": where int8 products are exact and faster than
+    # float32 here (CPUs with VNNI; timed once); true: wherever exact, even if slower; false: never
+    int8: bool | Literal["auto"] = "auto"
 
 
 class VisualizeConfig(_Section):

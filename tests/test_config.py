@@ -30,6 +30,8 @@ def test_overrides_parse_yaml_values_and_nested_keys() -> None:
     assert cfg.rate.raters == ["random", "fid"]
     assert cfg.visualize.lr == pytest.approx(0.01)
     assert cfg.model.weights == "/x/y.pth"
+    assert cfg.importance.int8 == "auto"  # the default: the int8 tier where it is faster here
+    assert load_config(None, ["importance.int8=false"]).importance.int8 is False
 
 
 @pytest.mark.parametrize(
@@ -40,6 +42,7 @@ def test_overrides_parse_yaml_values_and_nested_keys() -> None:
         ("activations.top_k=0", "'activations.top_k'"),
         ("bogus=1", "allowed keys here: name, output_dir"),
         ("noequals", "expected KEY=VALUE"),
+        ("importance.int8=sometimes", "'importance.int8"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(override: str, needle: str) -> None:

@@ -33,7 +33,7 @@ def _operands(seed: int, k: int = 384, signed: bool = True) -> tuple[torch.Tenso
 @pytest.mark.parametrize("k", [384, 512, 1024])
 def test_bounded_product_error_is_within_its_bound(k):
     a, b = _operands(k, k)
-    prod = BoundedProduct(b, float32_rel=1e-4)
+    prod = BoundedProduct(b, float32_rel=1e-4, bf16=True)  # wherever accurate, fast or not
     assert prod.bf16 and prod.rel == BF16_REL
     exact = a.double() @ b.double()
     scale = a.double().abs() @ b.double().abs()
@@ -65,7 +65,7 @@ def test_upper_product_bounds_from_above():
     a, b = _operands(2, signed=False)
     # plant values that round-to-nearest would lower: every a just above a bfloat16 number
     a = a.bfloat16().float() * (1 + 2.0**-9)
-    prod = UpperProduct(b)
+    prod = UpperProduct(b, bf16=True)
     exact = a.double() @ b.double()
     got = prod(a).double()
     assert bool((got >= exact).all())
@@ -84,3 +84,19 @@ def test_accuracy_check_is_a_bool_and_consistent():
     if ok:  # float32 accumulation: a sum of 1,024 ones is exact (bfloat16 accumulation stops at 256)
         ones = torch.ones(1, 1024, dtype=torch.bfloat16)
         assert float(ones @ ones.T) == 1024.0
+
+
+def test_bf16_choice_auto_needs_speed_as_well_as_accuracy(monkeypatch):
+    from autointerp.importance import products
+
+    b = torch.ones(8, 4)
+    monkeypatch.setattr(products, "bf16_matmul_is_accurate", lambda: True)
+    monkeypatch.setattr(products, "bf16_matmul_is_fast", lambda: False)
+    assert not BoundedProduct(b, float32_rel=1e-4).bf16  # "auto": accurate but slow here
+    assert BoundedProduct(b, float32_rel=1e-4).rel == 1e-4
+    assert BoundedProduct(b, float32_rel=1e-4, bf16=True).bf16  # forced: accurate is enough
+    assert not UpperProduct(b, bf16=False).bf16
+    monkeypatch.setattr(products, "bf16_matmul_is_fast", lambda: True)
+    assert UpperProduct(b).bf16
+    with pytest.raises(ValueError, match="'auto'"):
+        BoundedProduct(b, float32_rel=1e-4, bf16="yes")

@@ -37,7 +37,7 @@ from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.engine import PairResult
 from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.products import BoundedProduct, UpperProduct
-from autointerp.importance.quantized import Int8Conv, int8_matmul_is_exact
+from autointerp.importance.quantized import Int8Conv, int8_matmul_is_exact, int8_matmul_is_fast
 from autointerp.importance.topk import (
     decide_interval,
     float_tolerance,
@@ -251,6 +251,17 @@ class _State:
     live5: torch.Tensor | None = None
 
 
+def _int8_choice(int8: bool | str) -> tuple[bool, str]:
+    """Whether the int8 tier runs, and a line saying why (for logs and the stage's summary)."""
+    if int8 is False:
+        return False, "off (importance.int8: false)"
+    if not int8_matmul_is_exact():
+        return False, "off: int8 matrix products are missing or inexact in this PyTorch"
+    if int8 == "auto" and not int8_matmul_is_fast():
+        return False, "off: int8 products are not faster than float32 on this CPU (no VNNI): float32 convolutions"
+    return True, "on" if int8 == "auto" else "on (importance.int8: true, even where not faster)"
+
+
 class InceptionMixed5aPath:
     """Rank-1 + bounds path for lucent's InceptionV1 at ``mixed5a`` (see module doc)."""
 
@@ -264,8 +275,13 @@ class InceptionMixed5aPath:
         spatial: tuple[int, int] = (7, 7),
         tier2: bool = True,
         compile: bool = False,
-        int8: bool = True,
+        int8: bool | str = "auto",
     ) -> None:
+        """``int8``: the int8 tier (module doc, step 3) on wherever int8 products are exact ("auto",
+        the default: and faster than float32 here, :func:`int8_matmul_is_fast`; True: even where slow)
+        or off (False). :attr:`int8_note` says which and why."""
+        if int8 not in (True, False, "auto"):
+            raise ValueError(f"int8: expected True, False or 'auto', got {int8!r}")
         m = module
         self.module = m
         self.tail = ReferenceTail(m)
@@ -323,8 +339,8 @@ class InceptionMixed5aPath:
         k5abs = self.k5.weight.detach().double().abs().sum((2, 3))  # (128, 48)
         self.a3_abs = col(k3abs @ self.w3b.double().abs())  # × mean|δ|
         self.a5_abs = col(k5abs @ self.w5b.double().abs())
-        # int8 tier (module doc, step 3); off where int8 matrix products are not exact here
-        self.int8 = int8 and int8_matmul_is_exact()
+        # the int8 tier (module doc, step 3)
+        self.int8, self.int8_note = _int8_choice(int8)
         if self.int8:
             self.q3 = Int8Conv(self.k3, 1, spatial, compile)
             self.q5 = Int8Conv(self.k5, 2, spatial, compile)

@@ -14,7 +14,9 @@ CPUs with AVX-512 BF16 or AMX) these products run about 2.4× faster, and their 
 
 :func:`bf16_matmul_is_accurate` checks once that bfloat16 products here really accumulate in float32
 (a sum of 1,024 ones, which bfloat16 accumulation leaves at 256, and random operands against the
-bound); where not, both classes compute in float32 with float32's bound instead.
+bound), and :func:`bf16_matmul_is_fast` that they are faster than float32 here (CPUs without
+bfloat16 instructions run them as slow reference loops); where not, both classes compute in float32
+with float32's bound instead.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import functools
 
 import torch
+
+from autointerp.importance.speed import speedup
 
 #: ``|bf16 product - exact| <= BF16_REL · |a| @ |b|``: 3·2⁻⁸ = 0.01172, plus float32 accumulation over
 #: at most 1,024 terms (6.1e-5) and second-order terms (1.6e-5), rounded up
@@ -48,20 +52,42 @@ def bf16_matmul_is_accurate() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def bf16_matmul_is_fast() -> bool:
+    """True when :func:`bf16_matmul_is_accurate` and a bfloat16 product of the classifier products'
+    shape ((pairs, 384) @ (384, 1008)) runs at least 1.3× faster than in float32 here (timed once)."""
+    if not bf16_matmul_is_accurate():
+        return False
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(128, 384, generator=gen), torch.randn(384, 1008, generator=gen)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    return speedup(lambda: a16 @ b16, lambda: a @ b) >= 1.3
+
+
 def round_up_bf16(x: torch.Tensor) -> torch.Tensor:
     """bfloat16 values ``>= x`` for non-negative ``x`` (relative excess below ``2⁻⁶``)."""
     return (x.float() * _UP + _TINY).bfloat16()
 
 
+def _use_bf16(bf16: bool | str) -> bool:
+    """``bf16``: True (wherever accurate), False, or "auto" (wherever accurate and faster)."""
+    if bf16 not in (True, False, "auto"):
+        raise ValueError(f"bf16: expected True, False or 'auto', got {bf16!r}")
+    if bf16 == "auto":
+        return bf16_matmul_is_fast()
+    return bool(bf16) and bf16_matmul_is_accurate()
+
+
 class BoundedProduct:
     """``a @ b`` for a fixed ``b`` (K, N), float32 result, error at most ``rel · (|a| @ |b|)`` elementwise.
 
-    bfloat16 when :func:`bf16_matmul_is_accurate` (``rel`` = :data:`BF16_REL`), else float32 with
+    bfloat16 when ``bf16`` and :func:`bf16_matmul_is_accurate` (``bf16="auto"``, the default: and
+    :func:`bf16_matmul_is_fast`), with ``rel`` = :data:`BF16_REL`; else float32 with
     ``rel = float32_rel`` (the caller's float32 bound for its sizes).
     """
 
-    def __init__(self, b: torch.Tensor, float32_rel: float, bf16: bool = True) -> None:
-        self.bf16 = bf16 and bf16_matmul_is_accurate()
+    def __init__(self, b: torch.Tensor, float32_rel: float, bf16: bool | str = "auto") -> None:
+        self.bf16 = _use_bf16(bf16)
         self.b = (b.bfloat16() if self.bf16 else b.float()).contiguous()
         self.rel = BF16_REL if self.bf16 else float32_rel
 
@@ -74,14 +100,14 @@ class BoundedProduct:
 class UpperProduct:
     """An upper bound of ``a @ b`` (float32) for non-negative ``a`` and a fixed non-negative ``b`` (K, N).
 
-    bfloat16 when :func:`bf16_matmul_is_accurate`; in float32 the caller's safety factor must cover
+    bfloat16 as :class:`BoundedProduct` chooses it; in float32 the caller's safety factor must cover
     the (relative ``K·2⁻²⁴``) rounding of its sums of non-negative terms.
     """
 
-    def __init__(self, b: torch.Tensor, bf16: bool = True) -> None:
+    def __init__(self, b: torch.Tensor, bf16: bool | str = "auto") -> None:
         if bool((b < 0).any()):
             raise ValueError("UpperProduct needs a non-negative matrix")
-        self.bf16 = bf16 and bf16_matmul_is_accurate()
+        self.bf16 = _use_bf16(bf16)
         self.b = (round_up_bf16(b) if self.bf16 else b.float()).contiguous()
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from torch import nn
 
 from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.lipschitz import conv_operator_norm
+from autointerp.importance.speed import speedup
 
 _SAFETY = 1.0 + 1e-3
 _REL = 1e-5  # float32 rounding of scaling, conversions and 49-term sums (relative)
@@ -61,6 +62,26 @@ def int8_matmul_is_exact() -> bool:
     except (RuntimeError, NotImplementedError):
         return False
     return True
+
+
+#: the int8 tier replaces float32 convolutions at about half their cost when int8 products run about
+#: 4x the float32 rate (AVX-512 VNNI); below this ratio it is not worth it
+INT8_MIN_SPEEDUP = 2.0
+
+
+@functools.lru_cache(maxsize=1)
+def int8_matmul_is_fast() -> bool:
+    """True when :func:`int8_matmul_is_exact` and an int8 product of the 3×3 branch's shape (patches of
+    1,728 taps, 384 outputs) runs at least :data:`INT8_MIN_SPEEDUP` times the float32 rate here (timed
+    once; :mod:`autointerp.importance.speed`). CPUs without int8 dot-product instructions (e.g. AVX2
+    only) run ``torch._int_mm`` as a slow reference loop."""
+    if not int8_matmul_is_exact():
+        return False
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (256, 1728), generator=gen, dtype=torch.int8)
+    b = torch.randint(-127, 128, (1728, 384), generator=gen, dtype=torch.int8)
+    af, bf = a.float(), b.float()
+    return speedup(lambda: torch._int_mm(a, b), lambda: af @ bf) >= INT8_MIN_SPEEDUP
 
 
 @dataclass

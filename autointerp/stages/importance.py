@@ -337,6 +337,9 @@ def _exact_segments(
     if todo:
         path = choose_path(ctx, inputs)
         info["path"] = path.name
+        if getattr(path, "int8_note", None):  # whether the int8 tier runs on this machine, and why
+            info["int8_tier"] = path.int8_note
+            print(f"[importance] int8 tier: {path.int8_note}", file=sys.stderr)
         # progress in ablations (feature × image pairs): the bar's ETA covers every chunk and segment
         with Progress(f"importance ({path.name})", sum(len(ch) * (e - s) for ch, s, e in todo), "ablations") as bar:
             for ch, s, e in todo:

@@ -1,0 +1,35 @@
+"""Whether a low-precision matrix product actually runs faster than float32 on this machine.
+
+The InceptionV1 ``mixed5a`` path trades float32 work for int8 products (:mod:`.quantized`) and
+bfloat16 products (:mod:`.products`). Both pay off only where the CPU has instructions for them
+(int8: AVX-512 VNNI or AVX-VNNI; bfloat16: AVX-512 BF16 or AMX). Elsewhere PyTorch falls back to
+reference loops: on an AVX2-only AMD EPYC (Zen 3) ``torch._int_mm`` ran at 2 GMAC/s and a
+bfloat16 product at 1 GMAC/s against float32's 88, i.e. 40–90× *slower*. So each is timed once
+against float32 on the shapes the path uses, before it is used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def _seconds(fn: Callable[[], object], budget: float) -> float:
+    """Best wall time of a few calls of ``fn`` (after one warm-up call), stopping once ``budget``
+    seconds have been spent: a slow candidate costs about one call, not many."""
+    start = time.perf_counter()
+    fn()
+    best = time.perf_counter() - start
+    for _ in range(4):
+        if time.perf_counter() - start > budget:
+            break
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def speedup(candidate: Callable[[], object], baseline: Callable[[], object], budget: float = 0.3) -> float:
+    """How many times faster ``candidate`` runs than ``baseline`` here (best of a few calls each;
+    above 1: faster). Each side stops repeating after ``budget`` seconds."""
+    return _seconds(baseline, budget) / max(_seconds(candidate, budget), 1e-9)
