@@ -52,6 +52,21 @@ def minor_faults() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; the platform's processor string elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        vnni = "VNNI" if "vnni" in info.get("flags", "") else "no VNNI"
+        return f"{info['model name']} (family {info.get('cpu family')} model {info.get('model')}, {vnni})"
+    except (OSError, KeyError):
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def load_images(n: int, seed: int) -> tuple[torch.Tensor, str]:
     files = sorted(glob.glob(str(SHARED / "data" / "imagenet_sample_224" / "*" / "*.JPEG")))
     if len(files) >= n:
@@ -116,7 +131,9 @@ def main() -> None:
                     help="images per segment, all features at once (configs/inceptionv1_mixed5a.yaml)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-compile", action="store_true", help="eager PyTorch only (no torch.compile)")
-    ap.add_argument("--no-int8", action="store_true", help="without the int8 tier (float32 convolutions only)")
+    ap.add_argument("--int8", choices=("auto", "true", "false"), default="auto",
+                    help="the int8 tier: auto (where faster than float32 here, as the stage), true (wherever "
+                         "exact, even where slow), false (float32 convolutions only)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -146,7 +163,8 @@ def main() -> None:
     # fast: bound pass + rank-1 path over all 832 features, segment by segment as the stage does.
     # torch.compile happens once per process (cached on disk by PyTorch): warmed up before timing,
     # reported separately (a one-off cost, negligible against 832 x 50,000)
-    path = InceptionMixed5aPath(model, compile=not args.no_compile, int8=not args.no_int8)
+    int8 = {"auto": "auto", "true": True, "false": False}[args.int8]
+    path = InceptionMixed5aPath(model, compile=not args.no_compile, int8=int8)
     t0 = time.perf_counter()
     few = list(range(0, 832, 26))  # warm-up on the timed batch shape and every tier (no compiling while timing)
     warm = bound_pass(path, acts[:64], labels[:64].numpy(), few, ablation, K, valid, batch_size=64, use_bound=False)
@@ -178,7 +196,9 @@ def main() -> None:
     print(f"model: rescaled random InceptionV1 mixed5a (He init, logit std 3); trained-like labels, top-10 {top10:.2f}")
     print(f"images: {len(images)} from {source}; cache float16 memory-mapped; threads {args.threads}")
     compiled = "eager" if args.no_compile else f"torch.compile (warm-up {t_warm:.1f}s, not timed)"
-    print(f"fast path elementwise core: {compiled}")
+    print(f"fast path elementwise core: {compiled}; int8 tier {path.int8_note}")
+    print(f"cpu: {cpu_model()}, {torch.get_num_threads()} threads, PyTorch {torch.__version__} "
+          f"(vector capability {torch.backends.cpu.get_cpu_capability()})")
     print(f"naive: {len(naive_feats)} features x {len(images)} images in {t_naive:.1f}s "
           f"(+ {naive_seconds['baseline']:.1f}s for the unablated pass, not counted)")  # fmt: skip
     print(f"fast: 832 features x {len(images)} images in {t_fast:.1f}s ({len(segments)} segments; bound pass "
