@@ -77,6 +77,10 @@ class ImportanceConfig(_Section):
     # any float32 convolution (same counts). "auto": where int8 products are exact and faster than
     # float32 here (CPUs with VNNI; timed once); true: wherever exact, even if slower; false: never
     int8: bool | Literal["auto"] = "auto"
+    # InceptionV1 mixed5a: decide about half the pairs the cheap bounds leave open from each branch's
+    # exact linear part plus a bounded remainder, at a tenth of a convolution's cost (same counts).
+    # "auto": where the int8 tier is off; true: always; false: never
+    folded: bool | Literal["auto"] = "auto"
 
 
 class VisualizeConfig(_Section):

@@ -46,8 +46,8 @@ def perturbed():
     return (model, *_setup(model, n=3))
 
 
-def fast_counts(model, acts, labels, feats, ablation, compile=False, int8=True):
-    path = InceptionMixed5aPath(model, compile=compile, int8=int8)
+def fast_counts(model, acts, labels, feats, ablation, compile=False, int8=True, folded="auto"):
+    path = InceptionMixed5aPath(model, compile=compile, int8=int8, folded=folded)
     bp = bound_pass(path, acts.numpy(), labels.numpy(), feats, ablation, K, VALID, batch_size=4)
     tally, _ = evaluate_chunk(path, acts.numpy(), labels.numpy(), bp, feats, ablation, K, VALID, pair_batch=64)
     return tally, bp, path
@@ -177,7 +177,7 @@ def test_int8_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed):
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     feats = list(range(1, 832, 2))
     with_int8, bp, path = fast_counts(model, acts, labels, feats, ablation)
-    without, _, plain = fast_counts(model, acts, labels, feats, ablation, int8=False)
+    without, _, plain = fast_counts(model, acts, labels, feats, ablation, int8=False, folded=False)
     assert path.pairs["int8"] > 0 and plain.pairs["int8"] == 0
     assert plain.pairs["exact"] == path.pairs["int8"] + path.pairs["exact"]
     assert with_int8.correct_to_wrong.tolist() == without.correct_to_wrong.tolist()
@@ -190,6 +190,32 @@ def test_int8_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed):
     before = path.pairs["int8"]
     res = path.evaluate(state, acts, bp.logits, labels, b, c, ablation, K, VALID)
     assert path.pairs["int8"] > before
+    xa = acts[b].clone()
+    xa[torch.arange(len(b)), c] = ablation.values[c]
+    with torch.no_grad():
+        exact = topk_correct(reference_tail(model, xa), labels[b], K, VALID)
+    assert torch.equal(res.after_correct, exact)
+
+
+def test_folded_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed):
+    """The folded-mask tier only changes which pairs need float32 convolutions: same tallies without
+    it, and every pair it decides agrees with the reference tail on the ablated activations."""
+    model, _, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    feats = list(range(0, 832, 2))
+    with_folded, bp, path = fast_counts(model, acts, labels, feats, ablation, int8=False, folded=True)
+    without, _, plain = fast_counts(model, acts, labels, feats, ablation, int8=False, folded=False)
+    assert path.pairs["folded"] > 0 and plain.pairs["folded"] == 0 and path.pairs["int8"] == 0
+    assert plain.pairs["exact"] == path.pairs["folded"] + path.pairs["exact"]
+    assert with_folded.correct_to_wrong.tolist() == without.correct_to_wrong.tolist()
+    assert with_folded.wrong_to_correct.tolist() == without.wrong_to_correct.tolist()
+    assert int((with_folded.correct_to_wrong + with_folded.wrong_to_correct).sum()) > 0
+    state = path.prepare(acts)
+    cand = torch.nonzero(bp.candidate)
+    b, c = cand[:, 0], torch.as_tensor(feats)[cand[:, 1]]
+    before = path.pairs["folded"]
+    res = path.evaluate(state, acts, bp.logits, labels, b, c, ablation, K, VALID)
+    assert path.pairs["folded"] > before
     xa = acts[b].clone()
     xa[torch.arange(len(b)), c] = ablation.values[c]
     with torch.no_grad():
@@ -219,17 +245,12 @@ def test_bfloat16_products_give_the_same_counts_as_float32(perturbed, monkeypatc
     assert low.wrong_to_correct.tolist() == full.wrong_to_correct.tolist()
 
 
-def test_int8_tier_is_sound_at_planted_margins(perturbed):
-    """Margins planted just beside each pair's exact 3x3/5x5 logit change: whatever the int8 tier
-    decides must match the exact outcome, so its error bounds (not luck) carry the decisions."""
-    from autointerp.importance.quantized import int8_matmul_is_exact
+def _planted_margins(path, acts, labels, ablation):
+    """40 pairs per image with margins planted just beside each pair's exact 3x3/5x5 logit change:
+    ``(state, b, u, d, tol, k, truth)``, ``truth`` the exact outcome at those margins."""
     from autointerp.importance.topk import competitors, float_tolerance
 
-    if not int8_matmul_is_exact():
-        pytest.skip("torch._int_mm is missing or inexact here: the path runs without the int8 tier")
-    model, _, acts, labels = perturbed
-    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
-    path = InceptionMixed5aPath(model, int8=True)  # even where int8 products are slow: soundness holds anywhere
+    model = path.module
     state = path.prepare(acts)
     gen = torch.Generator().manual_seed(0)
     b = torch.arange(len(acts)).repeat_interleave(40)
@@ -257,6 +278,37 @@ def test_int8_tier_is_sound_at_planted_margins(perturbed):
     others = competitors(lab, VALID, 1008)
     k = int((((d + move) < 0) & others).sum(1).median()) + 1  # the boundary sits among the planted ones
     truth = (((d + move) < 0) & others).sum(1) < k
+    return state, b, u, d, tol, k, truth
+
+
+def test_folded_tier_is_sound_at_planted_margins(perturbed):
+    """As for the int8 tier: whatever the folded-mask tier decides at margins planted beside the exact
+    change must match the exact outcome (its bounds, not luck, carry the decisions)."""
+    model, _, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    path = InceptionMixed5aPath(model, int8=False, folded=True)
+    state, b, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
+    decided, correct = path._folded_tier(state, labels, b, u, d, tol, k, VALID, torch.arange(len(b)))
+    assert 0 < int(decided.sum()) < len(b)
+    assert torch.equal(correct[decided], truth[decided])
+    # its baseline pre-activations are the network's
+    with torch.no_grad():
+        b3 = torch.relu(path.module.mixed5b_3x3_bottleneck_pre_relu_conv(acts))
+        r3 = torch.nn.functional.conv2d(b3, path.k3.weight, path.k3.bias, padding=1)
+    assert torch.equal(state.r3, r3)
+
+
+def test_int8_tier_is_sound_at_planted_margins(perturbed):
+    """Margins planted just beside each pair's exact 3x3/5x5 logit change: whatever the int8 tier
+    decides must match the exact outcome, so its error bounds (not luck) carry the decisions."""
+    from autointerp.importance.quantized import int8_matmul_is_exact
+
+    if not int8_matmul_is_exact():
+        pytest.skip("torch._int_mm is missing or inexact here: the path runs without the int8 tier")
+    model, _, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    path = InceptionMixed5aPath(model, int8=True)  # even where int8 products are slow: soundness holds anywhere
+    state, b, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
     decided, correct = path._int8_tier(state, labels, b, u, d, tol, k, VALID)
     assert 0 < int(decided.sum()) < len(b)
     # its stored |r| is a lower bound (bfloat16 rounded down) and its mask is r > 0

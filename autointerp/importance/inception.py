@@ -17,6 +17,11 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
    which decides nearly all pairs tier 2 leaves, at about half the float32 convolutions' cost (their
    products with the classifier run in bfloat16, also with sound bounds:
    :mod:`autointerp.importance.products`);
+3b. (when ``folded``: by default where the int8 tier is off, e.g. on CPUs without VNNI) each branch's
+   linear part exactly, as one matrix-vector product per pair with the image's mask folded into
+   the weights, and its ReLU-crossing remainder bounded from per-image constants
+   (:mod:`autointerp.importance.folded`): about a tenth of a convolution's cost per pair; it decides
+   about half the pairs tier 2 leaves;
 4. the remaining pairs: the 3×3 and 5×5 convolutions of the updated bottlenecks, exactly as the
    network computes them. A pair whose ablated logits sit within float rounding of the top-k boundary
    is recomputed by the reference tail on the ablated activation, so counts equal the reference's.
@@ -35,9 +40,10 @@ from torch import nn
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.engine import PairResult
+from autointerp.importance.folded import FoldedConv
 from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.products import BoundedProduct, UpperProduct
-from autointerp.importance.quantized import Int8Conv, int8_matmul_is_exact, int8_matmul_is_fast
+from autointerp.importance.quantized import Int8Conv, image_blocks, int8_matmul_is_exact, int8_matmul_is_fast
 from autointerp.importance.topk import (
     decide_interval,
     float_tolerance,
@@ -249,6 +255,9 @@ class _State:
     live3: torch.Tensor | None = None
     order5: torch.Tensor | None = None
     live5: torch.Tensor | None = None
+    # folded tier only: the 3x3 / 5x5 outputs' baseline pre-activations (B, out, H, W)
+    r3: torch.Tensor | None = None
+    r5: torch.Tensor | None = None
 
 
 def _int8_choice(int8: bool | str) -> tuple[bool, str]:
@@ -276,12 +285,16 @@ class InceptionMixed5aPath:
         tier2: bool = True,
         compile: bool = False,
         int8: bool | str = "auto",
+        folded: bool | str = "auto",
     ) -> None:
         """``int8``: the int8 tier (module doc, step 3) on wherever int8 products are exact ("auto",
         the default: and faster than float32 here, :func:`int8_matmul_is_fast`; True: even where slow)
-        or off (False). :attr:`int8_note` says which and why."""
+        or off (False). :attr:`int8_note` says which and why. ``folded``: the folded-mask tier (step
+        3b), "auto" (the default): where the int8 tier is off."""
         if int8 not in (True, False, "auto"):
             raise ValueError(f"int8: expected True, False or 'auto', got {int8!r}")
+        if folded not in (True, False, "auto"):
+            raise ValueError(f"folded: expected True, False or 'auto', got {folded!r}")
         m = module
         self.module = m
         self.tail = ReferenceTail(m)
@@ -296,10 +309,10 @@ class InceptionMixed5aPath:
         self._branch_bounds, self._int8_decide = maybe(_branch_bounds, (0, 4)), maybe(_int8_decide)
         self._pooled: tuple[torch.Tensor, torch.Tensor] | None = None
         #: wall seconds spent per part of :meth:`evaluate` (for benchmarks and profiling)
-        self.seconds = {"rank1_core": 0.0, "bounds": 0.0, "int8_tier": 0.0, "exact_convs": 0.0}
+        self.seconds = {"rank1_core": 0.0, "bounds": 0.0, "int8_tier": 0.0, "folded_tier": 0.0, "exact_convs": 0.0}
         #: pairs decided by each tier of :meth:`evaluate` (tier 2, the int8 tier, exact convolutions),
         #: and how many pairs the int8 tier evaluated the 5x5 branch for
-        self.pairs = {"tier2": 0, "int8": 0, "exact": 0, "int8_with_5x5": 0}
+        self.pairs = {"tier2": 0, "int8": 0, "folded": 0, "exact": 0, "int8_with_5x5": 0}
 
         def w2(conv: nn.Conv2d) -> torch.Tensor:
             return conv.weight.detach().float()[:, :, 0, 0]
@@ -341,9 +354,15 @@ class InceptionMixed5aPath:
         self.a5_abs = col(k5abs @ self.w5b.double().abs())
         # the int8 tier (module doc, step 3)
         self.int8, self.int8_note = _int8_choice(int8)
+        # the folded-mask tier (module doc, step 3b)
+        self.folded = folded is True or (folded == "auto" and not self.int8)
         if self.int8:
             self.q3 = Int8Conv(self.k3, 1, spatial, compile)
             self.q5 = Int8Conv(self.k5, 2, spatial, compile)
+        if self.folded:
+            self.f3 = FoldedConv(self.k3, 1, spatial)
+            self.f5 = FoldedConv(self.k5, 2, spatial)
+        if self.int8 or self.folded:
             self.w35 = self.W[:, 384:896].contiguous()
             # products of the branch changes with the classifier columns: ``lin @ W.T`` within
             # rel·|lin| @ |W|.T (float32: 1e-4 for <= 384-term sums), ``rem @ |W|.T`` from above
@@ -459,10 +478,14 @@ class InceptionMixed5aPath:
             mp = _maxpool3(x)
             pr = m.mixed5b_pool_reduce_pre_relu_conv(mp)
             extra = {}
-            if self.int8:  # [r > 0] and |r| of the 3x3 / 5x5 outputs' pre-activations r, as the tier reads them
-                for name, conv, pre, pad, tier in (("3", self.k3, p3, 1, self.q3), ("5", self.k5, p5, 2, self.q5)):
+            # the 3x3 / 5x5 outputs' pre-activations r: [r > 0] and |r| as the int8 tier reads them, or r
+            for name, conv, pre, pad in (("3", self.k3, p3, 1), ("5", self.k5, p5, 2)):
+                if self.int8 or self.folded:
                     r = F.conv2d(F.relu(pre), conv.weight, conv.bias, padding=pad)
-                    extra["mask" + name], extra["abs" + name] = tier.baseline(r)
+                if self.int8:
+                    extra["mask" + name], extra["abs" + name] = getattr(self, "q" + name).baseline(r)
+                if self.folded:
+                    extra["r" + name] = r
             p3, extra["order3"], extra["live3"] = _live_first(p3)
             p5, extra["order5"], extra["live5"] = _live_first(p5)
             return _State(
@@ -544,6 +567,48 @@ class InceptionMixed5aPath:
             )  # fmt: skip
         return decided, correct
 
+    def _folded_tier(
+        self,
+        state: _State,
+        labels: torch.Tensor,
+        b_idx: torch.Tensor,
+        u: Rank1Update,
+        d: torch.Tensor,
+        tol: torch.Tensor,
+        k: int,
+        valid: torch.Tensor,
+        rows: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decided, correct after) for the pairs ``rows`` of ``u`` (images ``b_idx``, one image's pairs
+        consecutive), with margins ``d``: both branches' linear parts exactly and their remainders
+        bounded (:mod:`autointerp.importance.folded`)."""
+        assert state.r3 is not None and state.r5 is not None and state.order3 is not None
+        moved = torch.zeros(len(rows), self.W.shape[0], dtype=torch.float64)
+        below, above = torch.zeros_like(moved), torch.zeros_like(moved)  # Δd_j in [moved - below, moved + above]
+        branches = (("3", self.f3, u.dq3, u.n3, state.r3, state.order3), ("5", self.f5, u.dq5, u.n5, state.r5,
+                    state.order5))  # fmt: skip
+        for s, e in image_blocks(b_idx, len(b_idx)):  # one run per image
+            image = int(b_idx[s])
+            for branch, conv, dq, sq_norm, r, order in branches:
+                w = self.w35[:, self._COLS[branch]]
+                w_t = w[labels[image]]
+                img = conv.image(r[image], order[image], w_t.double()[None] - w.double())
+                lin = conv.linear(img, dq[rows[s:e]])
+                # the products' rounding along W_j (rel·|lin|·|W_j|) and the true class (1e-4): weight |W_t| + |W_j|
+                rem = max(self.lin_products[branch].rel, 1e-4) * lin.abs()
+                moved[s:e] += (w_t * lin).sum(1, keepdim=True).double() - self.lin_products[branch](lin).double()
+                # ||Δq|| from its float32 squared norm (relative rounding < 1e-3)
+                dq_norm = (sq_norm[rows[s:e]].double() * (1 + 2e-3)).sqrt()
+                rounding = (
+                    self.rem_products[branch](rem).double() + (w_t.abs() * rem).sum(1, keepdim=True).double()
+                ) * _SAFETY
+                lo, hi = conv.bounds(img, dq_norm)
+                below[s:e] += lo + rounding
+                above[s:e] += hi + rounding
+        zero = torch.zeros(len(rows), dtype=torch.float64)
+        mid, half = moved + (above - below) / 2, (above + below) / 2
+        return self._int8_decide(d, tol, labels[b_idx], valid, k, mid, half, self.pn5, zero)
+
     @torch.no_grad()
     def evaluate(
         self,
@@ -567,7 +632,7 @@ class InceptionMixed5aPath:
         undecided = torch.ones(p, dtype=torch.bool)
         after = torch.zeros(p, dtype=torch.bool)
         d = tol = None
-        if self.tier2 or self.int8:
+        if self.tier2 or self.int8 or self.folded:
             # logits with the 1x1 / pool branches' exact change; margins d_j = z_t - z_j
             dh1p = torch.cat((h1 - state.h1[b_idx], hp - state.hp[b_idx]), 1)
             dh_norm = torch.linalg.vector_norm(dh1p.double(), dim=1)
@@ -593,6 +658,15 @@ class InceptionMixed5aPath:
             self.pairs["int8"] += int(decided.sum())
             t3 = time.perf_counter()
             self.seconds["int8_tier"] += t3 - t2
+            t2 = t3
+        if self.folded and len(idx):
+            decided, correct = self._folded_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid, idx)
+            after[idx[decided]] = correct[decided]
+            undecided[idx[decided]] = False
+            idx = idx[~decided]
+            self.pairs["folded"] += int(decided.sum())
+            t3 = time.perf_counter()
+            self.seconds["folded_tier"] += t3 - t2
             t2 = t3
         if len(idx):
             self.pairs["exact"] += len(idx)
