@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.lipschitz import conv_operator_norm
 
 _SAFETY = 1.0 + 1e-3
@@ -57,13 +58,32 @@ class FoldedImage:
     # -v⁻·Ē and v⁺·Ē since Ē >= 0): sqrt(Σ_Z (v^±_o)²) and max_o v^±_o / (4·min_{pos∉Z} |r|) per threshold
     z_norm: torch.Tensor
     quad: torch.Tensor
-    rounding: torch.Tensor  # (J,) float64: Σ_o |v_o|·||Ḡ_o||
+    rounding: torch.Tensor  # (J,) float32, rounded up: Σ_o |v_o|·||Ḡ_o||
+
+
+def remainder_bounds(
+    z_norm: torch.Tensor,
+    quad: torch.Tensor,
+    rounding: torch.Tensor,
+    dq_sq: torch.Tensor,
+    op: float,
+    rel: float,
+    hw: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(below, above)`` (P, J) float64 for :meth:`FoldedConv.bounds` from an image's tables and the
+    pairs' squared norms ``||Δq||²`` (P,) (float32 sums: relative rounding below 1e-3, covered)."""
+    n = (dq_sq.double() * (1 + 2e-3)).sqrt()  # >= ||Δq||
+    r = (n * op).float()[:, None, None, None]  # >= ||Δr|| (float32 rounding: far inside _SAFETY)
+    remainder = (z_norm[None] * r + quad[None] * r.square()).amin(2).double()  # (P, 2, J)
+    rounded = rounding.double()[None] * (n[:, None] * rel)
+    scale = _SAFETY / hw
+    return (remainder[:, 1] + rounded) * scale, (remainder[:, 0] + rounded) * scale
 
 
 class FoldedConv:
     """One convolution of the tier (``conv`` with stride 1 and "same" zero padding ``padding``)."""
 
-    def __init__(self, conv: nn.Conv2d, padding: int, spatial: tuple[int, int]) -> None:
+    def __init__(self, conv: nn.Conv2d, padding: int, spatial: tuple[int, int], compile: bool = False) -> None:
         w = conv.weight.detach().float()
         self.out_channels, self.in_channels, self.k = w.shape[0], w.shape[1], w.shape[2]
         self.pad = padding
@@ -76,40 +96,37 @@ class FoldedConv:
         self.g_bound = (abs_rows.square().sum(1) * self.hw).sqrt()  # ||Ḡ_o||
         n = self.hw * self.in_channels
         self.rel = (n + self.k * self.k + 2) * _U * 1.01  # γ_n + γ_{k²} + 2u, rounded up
+        self._bounds = compiled_or_eager(remainder_bounds, (3,)) if compile else remainder_bounds
 
     def image(self, r: torch.Tensor, order: torch.Tensor, v: torch.Tensor) -> FoldedImage:
         """Terms for one image: baseline pre-activations ``r`` (O, H, W), its ``Δq`` channel order
-        ``order`` (C,) (``Δq[..., i]`` is input channel ``order[i]``) and the directions ``v`` (J, O),
-        float64, along which its pairs are decided."""
+        ``order`` (C,) (``Δq[..., i]`` is input channel ``order[i]``) and the directions ``v`` (J, O)
+        along which its pairs are decided (float32 sums here: relative rounding below 1e-4, covered)."""
         mask = (r > 0).float()
         unf = F.unfold(mask[:, None], self.k, padding=self.pad)  # (O, k², HW): m at q + offset
         # (O, HW, k²) @ (O, k², C) taps in Δq's channel order: G laid out as Δq (H, W, C) flattened
         g = torch.bmm(unf.transpose(1, 2), self.kflip_t.index_select(2, order)).reshape(self.out_channels, -1)
         absr = r.abs().reshape(self.out_channels, -1)  # (O, HW) float32
         flat = absr.flatten()
+        v = v.float()
         sides = torch.stack((v.clamp_min(0), (-v).clamp_min(0)))  # (2, J, O): v⁺ and v⁻
         counts, quads = [], []
         for share in LEVELS:  # Z: the share of the image's entries with the smallest |r|
             tau = flat.kthvalue(min(int(share * len(flat)), len(flat) - 1) + 1).values.clamp_min(1e-30)
             in_z = absr < tau
-            counts.append(in_z.sum(1).double())
-            rmin = torch.where(in_z, torch.inf, absr).amin(1).double()  # >= tau > 0; inf: all positions in Z
+            counts.append(in_z.sum(1).float())
+            rmin = torch.where(in_z, torch.inf, absr).amin(1)  # >= tau > 0; inf: all positions in Z
             quads.append((sides * (0.25 / rmin)).amax(2))  # (2, J)
         z_norms = (sides.square() @ torch.stack(counts, 1)).sqrt().transpose(1, 2)  # (2, levels, J)
-        up = 1 + 2.0**-20  # float64 -> float32 rounding (2⁻²⁴ relative), rounded up
-        return FoldedImage(g, (z_norms * up).float(), (torch.stack(quads, 1) * up).float(), v.abs() @ self.g_bound)
+        up = 1 + 1e-4  # float32 sums of <= 384 non-negative terms: relative rounding below 384·2⁻²⁴
+        return FoldedImage(g, z_norms * up, torch.stack(quads, 1) * up, (v.abs() @ self.g_bound.float()) * up)
 
     def linear(self, img: FoldedImage, dq: torch.Tensor) -> torch.Tensor:
         """``mean_pos(m·Δr)`` (P, O) float32 for pairs of one image, ``dq`` (P, H, W, C) in its order."""
         return (dq.reshape(len(dq), -1) @ img.g.T) / self.hw
 
-    def bounds(self, img: FoldedImage, dq_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def bounds(self, img: FoldedImage, dq_sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(below, above)`` (P, J) float64: ``v_j·(pooled change - linear)`` lies in
-        ``[-below, above]`` (remainder plus the linear part's rounding) for pairs of the image with
-        ``||Δq|| <= dq_norm`` (P,)."""
-        n = (dq_norm.double() * self.op).float()[:, None, None, None]  # >= ||Δr|| (within float32 rounding)
-        # float32: a few roundings of 2⁻²⁴ relative each, far inside _SAFETY
-        remainder = (img.z_norm[None] * n + img.quad[None] * n.square()).amin(2).double()  # (P, 2, J)
-        rounding = img.rounding[None] * (dq_norm.double()[:, None] * self.rel)
-        above, below = ((remainder[:, i] + rounding) / self.hw * _SAFETY for i in (0, 1))
-        return below, above
+        ``[-below, above]`` (remainder plus the linear part's rounding) for pairs of the image whose
+        ``Δq`` has the (float32-summed) squared norms ``dq_sq`` (P,)."""
+        return self._bounds(img.z_norm, img.quad, img.rounding, dq_sq, self.op, self.rel, self.hw)

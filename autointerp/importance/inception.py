@@ -40,7 +40,7 @@ from torch import nn
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.engine import PairResult
-from autointerp.importance.folded import FoldedConv
+from autointerp.importance.folded import FoldedConv, FoldedImage
 from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.products import BoundedProduct, UpperProduct
 from autointerp.importance.quantized import Int8Conv, image_blocks, int8_matmul_is_exact, int8_matmul_is_fast
@@ -360,8 +360,10 @@ class InceptionMixed5aPath:
             self.q3 = Int8Conv(self.k3, 1, spatial, compile)
             self.q5 = Int8Conv(self.k5, 2, spatial, compile)
         if self.folded:
-            self.f3 = FoldedConv(self.k3, 1, spatial)
-            self.f5 = FoldedConv(self.k5, 2, spatial)
+            self.f3 = FoldedConv(self.k3, 1, spatial, compile)
+            self.f5 = FoldedConv(self.k5, 2, spatial, compile)
+        # the folded tier's terms of the last image it saw: ((state, image), per branch (terms, W_t))
+        self._folded_last: tuple[tuple[_State, int], list[tuple[FoldedImage, torch.Tensor]]] | None = None
         if self.int8 or self.folded:
             self.w35 = self.W[:, 384:896].contiguous()
             # products of the branch changes with the classifier columns: ``lin @ W.T`` within
@@ -567,6 +569,32 @@ class InceptionMixed5aPath:
             )  # fmt: skip
         return decided, correct
 
+    def _folded_image(
+        self, state: _State, labels: torch.Tensor, image: int
+    ) -> list[tuple[FoldedImage, torch.Tensor]]:
+        """Per branch, image ``image``'s :class:`FoldedImage` and its true class's weights ``W_t``
+        (the last image's kept: its pairs often continue in the next batch of pairs)."""
+        last = self._folded_last
+        if last is None or last[0][0] is not state or last[0][1] != image:
+            assert state.r3 is not None and state.r5 is not None
+            assert state.order3 is not None and state.order5 is not None
+            terms = []
+            for branch, conv, r, order in (("3", self.f3, state.r3, state.order3), ("5", self.f5, state.r5,
+                                           state.order5)):  # fmt: skip
+                w = self.w35[:, self._COLS[branch]]
+                w_t = w[labels[image]]
+                terms.append((conv.image(r[image], order[image], w_t[None] - w), w_t))
+            self._folded_last = ((state, image), terms)
+        return self._folded_last[1]
+
+    def _folded_products(self, branch: str, lin: torch.Tensor, w_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A branch's linear part's change of every ``d_j`` (P, J) float64 and the products' rounding
+        bound (rel·|lin| along ``|W_t| + |W_j|``; float32 true-class sums: 1e-4)."""
+        rem = max(self.lin_products[branch].rel, 1e-4) * lin.abs()
+        moved = (w_t * lin).sum(1, keepdim=True).double() - self.lin_products[branch](lin).double()
+        rounding = (self.rem_products[branch](rem).double() + (w_t.abs() * rem).sum(1, keepdim=True).double()) * _SAFETY
+        return moved, rounding
+
     def _folded_tier(
         self,
         state: _State,
@@ -585,24 +613,14 @@ class InceptionMixed5aPath:
         assert state.r3 is not None and state.r5 is not None and state.order3 is not None
         moved = torch.zeros(len(rows), self.W.shape[0], dtype=torch.float64)
         below, above = torch.zeros_like(moved), torch.zeros_like(moved)  # Δd_j in [moved - below, moved + above]
-        branches = (("3", self.f3, u.dq3, u.n3, state.r3, state.order3), ("5", self.f5, u.dq5, u.n5, state.r5,
-                    state.order5))  # fmt: skip
+        branches = (("3", self.f3, u.dq3, u.n3), ("5", self.f5, u.dq5, u.n5))
         for s, e in image_blocks(b_idx, len(b_idx)):  # one run per image
-            image = int(b_idx[s])
-            for branch, conv, dq, sq_norm, r, order in branches:
-                w = self.w35[:, self._COLS[branch]]
-                w_t = w[labels[image]]
-                img = conv.image(r[image], order[image], w_t.double()[None] - w.double())
+            terms = self._folded_image(state, labels, int(b_idx[s]))
+            for (branch, conv, dq, sq_norm), (img, w_t) in zip(branches, terms, strict=True):
                 lin = conv.linear(img, dq[rows[s:e]])
-                # the products' rounding along W_j (rel·|lin|·|W_j|) and the true class (1e-4): weight |W_t| + |W_j|
-                rem = max(self.lin_products[branch].rel, 1e-4) * lin.abs()
-                moved[s:e] += (w_t * lin).sum(1, keepdim=True).double() - self.lin_products[branch](lin).double()
-                # ||Δq|| from its float32 squared norm (relative rounding < 1e-3)
-                dq_norm = (sq_norm[rows[s:e]].double() * (1 + 2e-3)).sqrt()
-                rounding = (
-                    self.rem_products[branch](rem).double() + (w_t.abs() * rem).sum(1, keepdim=True).double()
-                ) * _SAFETY
-                lo, hi = conv.bounds(img, dq_norm)
+                lo, hi = conv.bounds(img, sq_norm[rows[s:e]])
+                mv, rounding = self._folded_products(branch, lin, w_t)
+                moved[s:e] += mv
                 below[s:e] += lo + rounding
                 above[s:e] += hi + rounding
         zero = torch.zeros(len(rows), dtype=torch.float64)
