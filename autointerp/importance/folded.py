@@ -46,7 +46,7 @@ from autointerp.importance.lipschitz import conv_operator_norm
 _SAFETY = 1.0 + 1e-3
 _U = 2.0**-24  # float32 unit roundoff
 #: shares of an image's entries |r| below each threshold τ tried for the remainder bound
-LEVELS = (0.01, 0.03, 0.1, 0.3)
+LEVELS = (0.03, 0.1, 0.3)  # 0.01 never gave the smallest bound on the benchmark; 0.2 and 0.5 added 0.5 %
 
 
 @dataclass
