@@ -206,7 +206,8 @@ def test_folded_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed
     with_folded, bp, path = fast_counts(model, acts, labels, feats, ablation, int8=False, folded=True)
     without, _, plain = fast_counts(model, acts, labels, feats, ablation, int8=False, folded=False)
     assert path.pairs["folded"] > 0 and plain.pairs["folded"] == 0 and path.pairs["int8"] == 0
-    assert plain.pairs["exact"] == path.pairs["folded"] + path.pairs["exact"]
+    assert path.pairs["exact_5x5"] > 0 and plain.pairs["exact_5x5"] == 0
+    assert plain.pairs["exact"] == path.pairs["folded"] + path.pairs["exact_5x5"] + path.pairs["exact"]
     assert with_folded.correct_to_wrong.tolist() == without.correct_to_wrong.tolist()
     assert with_folded.wrong_to_correct.tolist() == without.wrong_to_correct.tolist()
     assert int((with_folded.correct_to_wrong + with_folded.wrong_to_correct).sum()) > 0
@@ -247,7 +248,8 @@ def test_bfloat16_products_give_the_same_counts_as_float32(perturbed, monkeypatc
 
 def _planted_margins(path, acts, labels, ablation):
     """40 pairs per image with margins planted just beside each pair's exact 3x3/5x5 logit change:
-    ``(state, b, u, d, tol, k, truth)``, ``truth`` the exact outcome at those margins."""
+    ``(state, b, c, u, d, tol, k, truth)`` (``b`` / ``c`` the pairs' images and channels), ``truth``
+    the exact outcome at those margins."""
     from autointerp.importance.topk import competitors, float_tolerance
 
     model = path.module
@@ -278,7 +280,7 @@ def _planted_margins(path, acts, labels, ablation):
     others = competitors(lab, VALID, 1008)
     k = int((((d + move) < 0) & others).sum(1).median()) + 1  # the boundary sits among the planted ones
     truth = (((d + move) < 0) & others).sum(1) < k
-    return state, b, u, d, tol, k, truth
+    return state, b, c, u, d, tol, k, truth
 
 
 def test_folded_tier_is_sound_at_planted_margins(perturbed):
@@ -287,10 +289,39 @@ def test_folded_tier_is_sound_at_planted_margins(perturbed):
     model, _, acts, labels = perturbed
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     path = InceptionMixed5aPath(model, int8=False, folded=True)
-    state, b, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
-    decided, correct = path._folded_tier(state, labels, b, u, d, tol, k, VALID, torch.arange(len(b)))
+    state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
+    rows = torch.arange(len(b))
+    decided, correct, interval3 = path._folded_tier(state, labels, b, u, d, tol, k, VALID, rows)
     assert 0 < int(decided.sum()) < len(b)
     assert torch.equal(correct[decided], truth[decided])
+    # then the exact 5x5 stage on the pairs left open, with the 3x3 branch's interval
+    rest = torch.nonzero(~decided)[:, 0]
+    decided5, correct5, q5 = path._exact_5x5_stage(state, labels, b[rest], u, d[rest], tol[rest], k, VALID, rows[rest],
+                                                   interval3[:, rest])  # fmt: skip
+    assert 0 < int(decided5.sum()) < len(rest)
+    assert torch.equal(correct5[decided5], truth[rest][decided5])
+    # its pooled 5x5 outputs are the network's on the ablated bottleneck (float32 rounding apart)
+    after3, after5 = path._bottlenecks_after(state, acts, b[rest], c[rest], u.target[rest])
+    _, q5_direct = path._branches_3x3_5x5(after3, after5)
+    torch.testing.assert_close(q5, q5_direct, rtol=1e-4, atol=1e-4)
+    # its change of every d_j is the network's, within its rounding bound
+    w5 = path.W[:, 768:896].double()
+    ref5 = (q5_direct.double() - torch.relu(state.r5).mean((2, 3)).double()[b[rest]]) @ w5.T
+    ref5 = ref5.gather(1, labels[b[rest]][:, None]) - ref5
+    moved5, rounding5, _ = path._exact_5x5_change(state, labels, b[rest], u, rows[rest])
+    assert bool(((moved5 - ref5).abs() <= rounding5 + 1e-5 * ref5.abs().amax(1, keepdim=True)).all())
+    assert float(rounding5.amax()) < 0.1 * float(ref5.abs().amax())  # worst-case float32 sums, still useful
+    # given the 3x3 branch's exact change (an interval of width 0), only rounding is left open:
+    # the stage must decide nearly every pair, and rightly
+    after3, after5 = path._bottlenecks_after(state, acts, b, c, u.target)
+    q3, _ = path._branches_3x3_5x5(after3, after5)
+    w3 = path.W[:, 384:768].double()
+    move3 = (q3.double() - torch.relu(state.r3).mean((2, 3)).double()[b]) @ w3.T
+    zero = torch.zeros_like(move3)
+    exact3 = torch.stack((move3.gather(1, labels[b][:, None]) - move3, zero, zero))
+    decided5, correct5, _ = path._exact_5x5_stage(state, labels, b, u, d, tol, k, VALID, rows, exact3)
+    assert float(decided5.double().mean()) > 0.95
+    assert torch.equal(correct5[decided5], truth[decided5])
     # its baseline pre-activations are the network's
     with torch.no_grad():
         b3 = torch.relu(path.module.mixed5b_3x3_bottleneck_pre_relu_conv(acts))
@@ -308,7 +339,7 @@ def test_int8_tier_is_sound_at_planted_margins(perturbed):
     model, _, acts, labels = perturbed
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     path = InceptionMixed5aPath(model, int8=True)  # even where int8 products are slow: soundness holds anywhere
-    state, b, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
+    state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
     decided, correct = path._int8_tier(state, labels, b, u, d, tol, k, VALID)
     assert 0 < int(decided.sum()) < len(b)
     # its stored |r| is a lower bound (bfloat16 rounded down) and its mask is r > 0

@@ -309,10 +309,11 @@ class InceptionMixed5aPath:
         self._branch_bounds, self._int8_decide = maybe(_branch_bounds, (0, 4)), maybe(_int8_decide)
         self._pooled: tuple[torch.Tensor, torch.Tensor] | None = None
         #: wall seconds spent per part of :meth:`evaluate` (for benchmarks and profiling)
-        self.seconds = {"rank1_core": 0.0, "bounds": 0.0, "int8_tier": 0.0, "folded_tier": 0.0, "exact_convs": 0.0}
-        #: pairs decided by each tier of :meth:`evaluate` (tier 2, the int8 tier, exact convolutions),
-        #: and how many pairs the int8 tier evaluated the 5x5 branch for
-        self.pairs = {"tier2": 0, "int8": 0, "folded": 0, "exact": 0, "int8_with_5x5": 0}
+        parts = ("rank1_core", "bounds", "int8_tier", "folded_tier", "exact_5x5", "exact_convs")
+        self.seconds = dict.fromkeys(parts, 0.0)
+        #: pairs decided by each tier of :meth:`evaluate` (tier 2, the int8 tier, the folded tier, its
+        #: exact 5x5 stage, exact convolutions), and how many pairs the int8 tier evaluated the 5x5 branch for
+        self.pairs = {"tier2": 0, "int8": 0, "folded": 0, "exact_5x5": 0, "exact": 0, "int8_with_5x5": 0}
 
         def w2(conv: nn.Conv2d) -> torch.Tensor:
             return conv.weight.detach().float()[:, :, 0, 0]
@@ -385,21 +386,24 @@ class InceptionMixed5aPath:
         return self._pooled[1]
 
     def _branches_3x3_5x5(
-        self, b3: torch.Tensor, b5: torch.Tensor, block: int = 64
+        self, b3: torch.Tensor, b5: torch.Tensor, q5: torch.Tensor | None = None, block: int = 64
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled ``mixed5b`` 3×3 and 5×5 branch outputs of bottleneck activations (channels last), in
-        cache-sized blocks.
+        cache-sized blocks; the 5×5 one only when not given as ``q5``.
 
         The convolutions' own zero padding (faster than padding first); rounding differences from
         the reference are covered by the caller's tolerance and reference-tail fallback.
         """
         q3 = torch.empty(len(b3), self.k3.out_channels)
-        q5 = torch.empty(len(b5), self.k5.out_channels)
+        given = q5 is not None
+        q5 = q5 if q5 is not None else torch.empty(len(b5), self.k5.out_channels)
         for s in range(0, len(b3), block):
             e = s + block
-            x3, x5 = b3[s:e].permute(0, 3, 1, 2), b5[s:e].permute(0, 3, 1, 2)  # NCHW views, channels-last memory
+            x3 = b3[s:e].permute(0, 3, 1, 2)  # NCHW views, channels-last memory
             q3[s:e] = F.relu(F.conv2d(x3, self.k3.weight, self.k3.bias, padding=1)).mean((2, 3))
-            q5[s:e] = F.relu(F.conv2d(x5, self.k5.weight, self.k5.bias, padding=2)).mean((2, 3))
+            if not given:
+                x5 = b5[s:e].permute(0, 3, 1, 2)
+                q5[s:e] = F.relu(F.conv2d(x5, self.k5.weight, self.k5.bias, padding=2)).mean((2, 3))
         return q3, q5
 
     def _bottleneck_columns(
@@ -587,10 +591,15 @@ class InceptionMixed5aPath:
             self._folded_last = ((state, image), terms)
         return self._folded_last[1]
 
-    def _folded_products(self, branch: str, lin: torch.Tensor, w_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _folded_products(
+        self, branch: str, lin: torch.Tensor, w_t: torch.Tensor, extra: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A branch's linear part's change of every ``d_j`` (P, J) float64 and the products' rounding
-        bound (rel·|lin| along ``|W_t| + |W_j|``; float32 true-class sums: 1e-4)."""
+        bound (rel·|lin| along ``|W_t| + |W_j|``; float32 true-class sums: 1e-4), plus ``extra`` (P, O):
+        a bound on ``lin``'s own error per output, along the same weights."""
         rem = max(self.lin_products[branch].rel, 1e-4) * lin.abs()
+        if extra is not None:
+            rem = rem + extra
         moved = (w_t * lin).sum(1, keepdim=True).double() - self.lin_products[branch](lin).double()
         rounding = (self.rem_products[branch](rem).double() + (w_t.abs() * rem).sum(1, keepdim=True).double()) * _SAFETY
         return moved, rounding
@@ -606,26 +615,202 @@ class InceptionMixed5aPath:
         k: int,
         valid: torch.Tensor,
         rows: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(decided, correct after) for the pairs ``rows`` of ``u`` (images ``b_idx``, one image's pairs
-        consecutive), with margins ``d``: both branches' linear parts exactly and their remainders
-        bounded (:mod:`autointerp.importance.folded`)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(decided, correct after, the 3x3 branch's interval) for the pairs ``rows`` of ``u`` (images
+        ``b_idx``, one image's pairs consecutive), with margins ``d``: both branches' linear parts
+        exactly and their remainders bounded (:mod:`autointerp.importance.folded`). The interval,
+        (3, P, J) float64 ``(m, below, above)``: the 3x3 branch moves ``d_j`` by ``[m - below, m + above]``."""
         assert state.r3 is not None and state.r5 is not None and state.order3 is not None
-        moved = torch.zeros(len(rows), self.W.shape[0], dtype=torch.float64)
-        below, above = torch.zeros_like(moved), torch.zeros_like(moved)  # Δd_j in [moved - below, moved + above]
+        # per branch: Δd_j in [moved - below, moved + above]
+        bounds = torch.zeros(2, 3, len(rows), self.W.shape[0], dtype=torch.float64)
         branches = (("3", self.f3, u.dq3, u.n3), ("5", self.f5, u.dq5, u.n5))
         for s, e in image_blocks(b_idx, len(b_idx)):  # one run per image
             terms = self._folded_image(state, labels, int(b_idx[s]))
-            for (branch, conv, dq, sq_norm), (img, w_t) in zip(branches, terms, strict=True):
+            for i, ((branch, conv, dq, sq_norm), (img, w_t)) in enumerate(zip(branches, terms, strict=True)):
                 lin = conv.linear(img, dq[rows[s:e]])
                 lo, hi = conv.bounds(img, sq_norm[rows[s:e]])
                 mv, rounding = self._folded_products(branch, lin, w_t)
-                moved[s:e] += mv
-                below[s:e] += lo + rounding
-                above[s:e] += hi + rounding
-        zero = torch.zeros(len(rows), dtype=torch.float64)
+                bounds[i, 0, s:e], bounds[i, 1, s:e], bounds[i, 2, s:e] = mv, lo + rounding, hi + rounding
+        moved, below, above = bounds.sum(0)
+        decided, correct = self._decide_between(d, tol, labels[b_idx], valid, k, moved, below, above)
+        return decided, correct, bounds[0]
+
+    def _decide_between(
+        self,
+        d: torch.Tensor,
+        tol: torch.Tensor,
+        lab: torch.Tensor,
+        valid: torch.Tensor,
+        k: int,
+        moved: torch.Tensor,
+        below: torch.Tensor,
+        above: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decided, correct after) when every ``d_j`` moves by ``[moved - below, moved + above]``."""
+        zero = torch.zeros(len(d), dtype=torch.float64)
         mid, half = moved + (above - below) / 2, (above + below) / 2
-        return self._int8_decide(d, tol, labels[b_idx], valid, k, mid, half, self.pn5, zero)
+        return self._int8_decide(d, tol, lab, valid, k, mid, half, self.pn5, zero)
+
+    def _exact_5x5_stage(
+        self,
+        state: _State,
+        labels: torch.Tensor,
+        b_idx: torch.Tensor,
+        u: Rank1Update,
+        d: torch.Tensor,
+        tol: torch.Tensor,
+        k: int,
+        valid: torch.Tensor,
+        rows: torch.Tensor,
+        interval3: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(decided, correct after, pooled 5x5 branch outputs (P, 128)) for pairs the folded tier left
+        open: the 5x5 branch's change exactly (:meth:`_exact_5x5_change`) with the 3x3 branch's folded
+        interval ``interval3``. The outputs serve the float32 convolutions of the pairs still open,
+        which then need only the 3x3 one."""
+        moved5, rounding5, q5 = self._exact_5x5_change(state, labels, b_idx, u, rows)
+        moved, below, above = interval3
+        decided, correct = self._decide_between(
+            d, tol, labels[b_idx], valid, k, moved + moved5, below + rounding5, above + rounding5
+        )
+        return decided, correct, q5
+
+    def _exact_5x5_change(
+        self, state: _State, labels: torch.Tensor, b_idx: torch.Tensor, u: Rank1Update, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The 5x5 branch's change of every ``d_j`` (P, J) float64 from the convolution of its ``Δq``
+        (a fifth of a pair's convolution cost), a bound on its rounding (P, J), and the pooled 5x5
+        outputs (P, 128), for the pairs ``rows`` of ``u`` (images ``b_idx``, one image's consecutive).
+
+        Rounding: ``Δr = K * Δq`` within ``γ_n·||K_o||·||Δq patch||`` per element (n = 1,200 terms), and
+        ``relu(r + Δr)`` within ``2u·(|r| + |Δr|)`` more; both enter like the products' rounding."""
+        assert state.r5 is not None and state.order5 is not None
+        weight = self.k5.weight.detach()
+        gamma = (weight[0].numel() + 2) * 2.0**-24 * 1.01
+        row_norms = weight.flatten(1).norm(dim=1) * _SAFETY
+        moved = torch.empty(len(rows), self.W.shape[0], dtype=torch.float64)
+        rounding = torch.empty_like(moved)
+        q5 = torch.empty(len(rows), weight.shape[0])
+        w5 = self.w35[:, self._COLS["5"]]
+        for s, e in image_blocks(b_idx, len(b_idx)):
+            image = int(b_idx[s])
+            dq = u.dq5[rows[s:e]]  # (P, H, W, C) in the image's channel order
+            dr = F.conv2d(dq.permute(0, 3, 1, 2), weight[:, state.order5[image]], padding=2)  # (P, O, H, W)
+            r = state.r5[image][None]
+            after = torch.relu(r + dr)
+            q5[s:e] = after.mean((2, 3))
+            change = (after - torch.relu(r)).mean((2, 3))
+            sq = F.pad(dq.square().sum(3), (2, 2, 2, 2))
+            patch = sum(sq[:, y : y + 7, x : x + 7] for y in range(5) for x in range(5)).sqrt().flatten(1)  # (P, HW)
+            err = gamma * row_norms[None] * patch.mean(1, keepdim=True) + 2.0**-23 * (r.abs() + dr.abs()).mean((2, 3))
+            moved[s:e], rounding[s:e] = self._folded_products("5", change, w5[labels[image]], extra=err * _SAFETY)
+        return moved, rounding, q5
+
+    def _folded_products(
+        self, branch: str, lin: torch.Tensor, w_t: torch.Tensor, extra: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A branch's linear part's change of every ``d_j`` (P, J) float64 and the products' rounding
+        bound (rel·|lin| along ``|W_t| + |W_j|``; float32 true-class sums: 1e-4), plus ``extra`` (P, O):
+        a bound on ``lin``'s own error per output, along the same weights."""
+        rem = max(self.lin_products[branch].rel, 1e-4) * lin.abs()
+        if extra is not None:
+            rem = rem + extra
+        moved = (w_t * lin).sum(1, keepdim=True).double() - self.lin_products[branch](lin).double()
+        rounding = (self.rem_products[branch](rem).double() + (w_t.abs() * rem).sum(1, keepdim=True).double()) * _SAFETY
+        return moved, rounding
+
+    def _folded_tier(
+        self,
+        state: _State,
+        labels: torch.Tensor,
+        b_idx: torch.Tensor,
+        u: Rank1Update,
+        d: torch.Tensor,
+        tol: torch.Tensor,
+        k: int,
+        valid: torch.Tensor,
+        rows: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(decided, correct after, the 3x3 branch's interval) for the pairs ``rows`` of ``u`` (images
+        ``b_idx``, one image's pairs consecutive), with margins ``d``: both branches' linear parts
+        exactly and their remainders bounded (:mod:`autointerp.importance.folded`). The interval,
+        (3, P, J) float64 ``(m, below, above)``: the 3x3 branch moves ``d_j`` by ``[m - below, m + above]``."""
+        assert state.r3 is not None and state.r5 is not None and state.order3 is not None
+        # per branch: Δd_j in [moved - below, moved + above]
+        bounds = torch.zeros(2, 3, len(rows), self.W.shape[0], dtype=torch.float64)
+        branches = (("3", self.f3, u.dq3, u.n3), ("5", self.f5, u.dq5, u.n5))
+        for s, e in image_blocks(b_idx, len(b_idx)):  # one run per image
+            terms = self._folded_image(state, labels, int(b_idx[s]))
+            for i, ((branch, conv, dq, sq_norm), (img, w_t)) in enumerate(zip(branches, terms, strict=True)):
+                lin = conv.linear(img, dq[rows[s:e]])
+                lo, hi = conv.bounds(img, sq_norm[rows[s:e]])
+                mv, rounding = self._folded_products(branch, lin, w_t)
+                bounds[i, 0, s:e], bounds[i, 1, s:e], bounds[i, 2, s:e] = mv, lo + rounding, hi + rounding
+        moved, below, above = bounds.sum(0)
+        decided, correct = self._decide_between(d, tol, labels[b_idx], valid, k, moved, below, above)
+        return decided, correct, bounds[0]
+
+    def _decide_between(
+        self,
+        d: torch.Tensor,
+        tol: torch.Tensor,
+        lab: torch.Tensor,
+        valid: torch.Tensor,
+        k: int,
+        moved: torch.Tensor,
+        below: torch.Tensor,
+        above: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decided, correct after) when every ``d_j`` moves by ``[moved - below, moved + above]``."""
+        zero = torch.zeros(len(d), dtype=torch.float64)
+        mid, half = moved + (above - below) / 2, (above + below) / 2
+        return self._int8_decide(d, tol, lab, valid, k, mid, half, self.pn5, zero)
+
+    def _exact_5x5_stage(
+        self,
+        state: _State,
+        labels: torch.Tensor,
+        b_idx: torch.Tensor,
+        u: Rank1Update,
+        d: torch.Tensor,
+        tol: torch.Tensor,
+        k: int,
+        valid: torch.Tensor,
+        rows: torch.Tensor,
+        interval3: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(decided, correct after, pooled 5x5 branch outputs (P, 128)) for pairs the folded tier left
+        open: the 5x5 branch's change exactly (the convolution of its ``Δq``, a fifth of a pair's
+        convolution cost) with the 3x3 branch's folded interval ``interval3``. The outputs serve the
+        float32 convolutions of the pairs still open, which then need only the 3x3 one.
+
+        Rounding: ``Δr = K * Δq`` within ``γ_n·||K_o||·||Δq patch||`` per element (n = 1,200 terms), and
+        ``relu(r + Δr)`` within ``2u·(|r| + |Δr|)`` more; both enter like the products' rounding."""
+        assert state.r5 is not None and state.order5 is not None
+        weight = self.k5.weight.detach()
+        o5 = weight.shape[0]
+        gamma = (weight[0].numel() + 2) * 2.0**-24 * 1.01
+        row_norms = weight.flatten(1).norm(dim=1) * _SAFETY
+        moved, below, above = (t.clone() for t in interval3)
+        q5 = torch.empty(len(rows), o5)
+        w5 = self.w35[:, self._COLS["5"]]
+        for s, e in image_blocks(b_idx, len(b_idx)):
+            image = int(b_idx[s])
+            dq = u.dq5[rows[s:e]]  # (P, H, W, C) in the image's channel order
+            dr = F.conv2d(dq.permute(0, 3, 1, 2), weight[:, state.order5[image]], padding=2)  # (P, O, H, W)
+            r = state.r5[image][None]
+            after = torch.relu(r + dr)
+            q5[s:e] = after.mean((2, 3))
+            change = (after - torch.relu(r)).mean((2, 3))
+            sq = F.pad(dq.square().sum(3), (2, 2, 2, 2))
+            patch = sum(sq[:, y : y + 7, x : x + 7] for y in range(5) for x in range(5)).sqrt().flatten(1)  # (P, HW)
+            err = gamma * row_norms[None] * patch.mean(1, keepdim=True) + 2.0**-23 * (r.abs() + dr.abs()).mean((2, 3))
+            mv, rounding = self._folded_products("5", change, w5[labels[image]], extra=err * _SAFETY)
+            moved[s:e] += mv
+            below[s:e] += rounding
+            above[s:e] += rounding
+        decided, correct = self._decide_between(d, tol, labels[b_idx], valid, k, moved, below, above)
+        return decided, correct, q5
 
     @torch.no_grad()
     def evaluate(
@@ -677,18 +862,31 @@ class InceptionMixed5aPath:
             t3 = time.perf_counter()
             self.seconds["int8_tier"] += t3 - t2
             t2 = t3
+        q5 = None
         if self.folded and len(idx):
-            decided, correct = self._folded_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid, idx)
+            decided, correct, interval3 = self._folded_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid,
+                                                            idx)  # fmt: skip
             after[idx[decided]] = correct[decided]
             undecided[idx[decided]] = False
-            idx = idx[~decided]
             self.pairs["folded"] += int(decided.sum())
+            interval3, idx = interval3[:, ~decided], idx[~decided]
             t3 = time.perf_counter()
             self.seconds["folded_tier"] += t3 - t2
             t2 = t3
+            if len(idx):
+                decided, correct, q5 = self._exact_5x5_stage(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid,
+                                                             idx, interval3)  # fmt: skip
+                after[idx[decided]] = correct[decided]
+                undecided[idx[decided]] = False
+                self.pairs["exact_5x5"] += int(decided.sum())
+                idx, q5 = idx[~decided], q5[~decided]
+                t3 = time.perf_counter()
+                self.seconds["exact_5x5"] += t3 - t2
+                t2 = t3
         if len(idx):
             self.pairs["exact"] += len(idx)
-            q3, q5 = self._branches_3x3_5x5(*self._bottlenecks_after(state, x, b_idx[idx], channels[idx], target[idx]))
+            after3, after5 = self._bottlenecks_after(state, x, b_idx[idx], channels[idx], target[idx])
+            q3, q5 = self._branches_3x3_5x5(after3, after5, q5)
             self.seconds["exact_convs"] += time.perf_counter() - t2
             h = torch.cat((h1[idx], q3, q5, hp[idx]), 1)
             za = self.fc(h).float()
