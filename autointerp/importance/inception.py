@@ -596,7 +596,8 @@ class InceptionMixed5aPath:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A branch's linear part's change of every ``d_j`` (P, J) float64 and the products' rounding
         bound (rel·|lin| along ``|W_t| + |W_j|``; float32 true-class sums: 1e-4), plus ``extra`` (P, O):
-        a bound on ``lin``'s own error per output, along the same weights."""
+        a bound on ``lin``'s own error per output, along the same weights. ``w_t``: the true class's
+        weights (O,), or each pair's (P, O)."""
         rem = max(self.lin_products[branch].rel, 1e-4) * lin.abs()
         if extra is not None:
             rem = rem + extra
@@ -680,7 +681,7 @@ class InceptionMixed5aPath:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The 5x5 branch's change of every ``d_j`` (P, J) float64 from the convolution of its ``Δq``
         (a fifth of a pair's convolution cost), a bound on its rounding (P, J), and the pooled 5x5
-        outputs (P, 128), for the pairs ``rows`` of ``u`` (images ``b_idx``, one image's consecutive).
+        outputs (P, 128), for the pairs ``rows`` of ``u`` (images ``b_idx``).
 
         Rounding: ``Δr = K * Δq`` within ``γ_n·||K_o||·||Δq patch||`` per element (n = 1,200 terms), and
         ``relu(r + Δr)`` within ``2u·(|r| + |Δr|)`` more; both enter like the products' rounding."""
@@ -688,22 +689,18 @@ class InceptionMixed5aPath:
         weight = self.k5.weight.detach()
         gamma = (weight[0].numel() + 2) * 2.0**-24 * 1.01
         row_norms = weight.flatten(1).norm(dim=1) * _SAFETY
-        moved = torch.empty(len(rows), self.W.shape[0], dtype=torch.float64)
-        rounding = torch.empty_like(moved)
-        q5 = torch.empty(len(rows), weight.shape[0])
+        dq = u.dq5[rows]  # (P, H, W, C), each image's channel order: back to the network's for one convolution
+        dq = torch.empty_like(dq).scatter_(3, state.order5[b_idx][:, None, None, :].expand_as(dq), dq)
+        dr = F.conv2d(dq.permute(0, 3, 1, 2), weight, padding=2)  # (P, O, H, W)
+        r = state.r5[b_idx]
+        after = torch.relu(r + dr)
+        q5 = after.mean((2, 3))
+        change = (after - torch.relu(r)).mean((2, 3))
+        sq = F.pad(dq.square().sum(3), (2, 2, 2, 2))
+        patch = sum(sq[:, y : y + 7, x : x + 7] for y in range(5) for x in range(5)).sqrt().flatten(1)  # (P, HW)
+        err = gamma * row_norms[None] * patch.mean(1, keepdim=True) + 2.0**-23 * (r.abs() + dr.abs()).mean((2, 3))
         w5 = self.w35[:, self._COLS["5"]]
-        for s, e in image_blocks(b_idx, len(b_idx)):
-            image = int(b_idx[s])
-            dq = u.dq5[rows[s:e]]  # (P, H, W, C) in the image's channel order
-            dr = F.conv2d(dq.permute(0, 3, 1, 2), weight[:, state.order5[image]], padding=2)  # (P, O, H, W)
-            r = state.r5[image][None]
-            after = torch.relu(r + dr)
-            q5[s:e] = after.mean((2, 3))
-            change = (after - torch.relu(r)).mean((2, 3))
-            sq = F.pad(dq.square().sum(3), (2, 2, 2, 2))
-            patch = sum(sq[:, y : y + 7, x : x + 7] for y in range(5) for x in range(5)).sqrt().flatten(1)  # (P, HW)
-            err = gamma * row_norms[None] * patch.mean(1, keepdim=True) + 2.0**-23 * (r.abs() + dr.abs()).mean((2, 3))
-            moved[s:e], rounding[s:e] = self._folded_products("5", change, w5[labels[image]], extra=err * _SAFETY)
+        moved, rounding = self._folded_products("5", change, w5[labels[b_idx]], extra=err * _SAFETY)
         return moved, rounding, q5
 
     def _folded_products(
@@ -711,7 +708,8 @@ class InceptionMixed5aPath:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A branch's linear part's change of every ``d_j`` (P, J) float64 and the products' rounding
         bound (rel·|lin| along ``|W_t| + |W_j|``; float32 true-class sums: 1e-4), plus ``extra`` (P, O):
-        a bound on ``lin``'s own error per output, along the same weights."""
+        a bound on ``lin``'s own error per output, along the same weights. ``w_t``: the true class's
+        weights (O,), or each pair's (P, O)."""
         rem = max(self.lin_products[branch].rel, 1e-4) * lin.abs()
         if extra is not None:
             rem = rem + extra
