@@ -531,15 +531,22 @@ class InceptionMixed5aPath:
         else:
             change = self.q5.change(u.dq5, b_idx, state.mask5, state.abs5, rows, u.a5, (state.order5, state.live5))
             vm = self._active_norms(state, labels)[1]
-        lin_products, rem_products = self.lin_products[branch], self.rem_products[branch]
         w_t = self.w35[:, self._COLS[branch]][labels[b_idx]]
-        # the products' error along W_j (at most rel·|lin|·|W_j|; float32 true-class sums: 1e-4) joins
-        # the remainder's weight (|W_t| + |W_j|)·rem
-        rem = change.rem + max(lin_products.rel, 1e-4) * change.lin.abs()
-        return self._branch_bounds(
-            lin_products(change.lin), (w_t * change.lin).sum(1, keepdim=True), rem_products(rem),
-            (w_t.abs() * rem).sum(1, keepdim=True), vm, b_idx, change.lin_err,
-        )  # fmt: skip
+        products = self._classifier_products(branch, change.lin, w_t, change.rem)
+        return self._branch_bounds(*products, vm, b_idx, change.lin_err)
+
+    def _classifier_products(
+        self, branch: str, lin: torch.Tensor, w_t: torch.Tensor, rem: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``lin @ W_j``, ``lin·W_t``, ``rem' @ |W_j|`` and ``rem'·|W_t|`` (float32) for a branch's pooled
+        linear part ``lin`` (P, O), with the true class's weights ``w_t`` (O,) or each pair's (P, O)
+        and ``rem`` (P, O): a bound on what ``lin`` misses per output (default none). ``rem'`` adds the
+        products' own error along W_j (at most rel·|lin|·|W_j|; float32 true-class sums: 1e-4), so
+        the weight (|W_t| + |W_j|)·rem' bounds both."""
+        margin = max(self.lin_products[branch].rel, 1e-4) * lin.abs()
+        rem = margin if rem is None else rem + margin
+        lin_w, lin_t = self.lin_products[branch](lin), (w_t * lin).sum(1, keepdim=True)
+        return lin_w, lin_t, self.rem_products[branch](rem), (w_t.abs() * rem).sum(1, keepdim=True)
 
     def _int8_tier(
         self,
@@ -596,16 +603,10 @@ class InceptionMixed5aPath:
     def _folded_products(
         self, branch: str, lin: torch.Tensor, w_t: torch.Tensor, extra: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A branch's linear part's change of every ``d_j`` (P, J) float64 and the products' rounding
-        bound (rel·|lin| along ``|W_t| + |W_j|``; float32 true-class sums: 1e-4), plus ``extra`` (P, O):
-        a bound on ``lin``'s own error per output, along the same weights. ``w_t``: the true class's
-        weights (O,), or each pair's (P, O)."""
-        rem = max(self.lin_products[branch].rel, 1e-4) * lin.abs()
-        if extra is not None:
-            rem = rem + extra
-        moved = (w_t * lin).sum(1, keepdim=True).double() - self.lin_products[branch](lin).double()
-        rounding = (self.rem_products[branch](rem).double() + (w_t.abs() * rem).sum(1, keepdim=True).double()) * _SAFETY
-        return moved, rounding
+        """A branch's linear part's change of every ``d_j`` (P, J) float64 and a bound on its error
+        from :meth:`_classifier_products` (``extra``: its ``rem``)."""
+        lin_w, lin_t, rem_w, rem_t = self._classifier_products(branch, lin, w_t, extra)
+        return lin_t.double() - lin_w.double(), (rem_w.double() + rem_t.double()) * _SAFETY
 
     def _folded_tier(
         self,
