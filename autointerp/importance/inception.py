@@ -747,36 +747,31 @@ class InceptionMixed5aPath:
         idx = torch.nonzero(undecided)[:, 0]
         t2 = time.perf_counter()
         self.seconds["bounds"] += t2 - t1
-        if self.int8 and len(idx):
-            decided, correct = self._int8_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid, idx)
+
+        def settle(decided: torch.Tensor, correct: torch.Tensor, tier: str, part: str) -> torch.Tensor:
+            """Record a tier's decisions for the pairs ``idx`` (its count in :attr:`pairs`, its time since
+            ``t2`` in :attr:`seconds` under ``part``); the pairs still open."""
+            nonlocal t2
             after[idx[decided]] = correct[decided]
             undecided[idx[decided]] = False
-            idx = idx[~decided]
-            self.pairs["int8"] += int(decided.sum())
-            t3 = time.perf_counter()
-            self.seconds["int8_tier"] += t3 - t2
-            t2 = t3
+            self.pairs[tier] += int(decided.sum())
+            now = time.perf_counter()
+            self.seconds[part] += now - t2
+            t2 = now
+            return idx[~decided]
+
+        if self.int8 and len(idx):
+            decided, correct = self._int8_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid, idx)
+            idx = settle(decided, correct, "int8", "int8_tier")
         q5 = None
         if self.folded and len(idx):
             decided, correct, interval3 = self._folded_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid,
                                                             idx)  # fmt: skip
-            after[idx[decided]] = correct[decided]
-            undecided[idx[decided]] = False
-            self.pairs["folded"] += int(decided.sum())
-            interval3, idx = interval3[:, ~decided], idx[~decided]
-            t3 = time.perf_counter()
-            self.seconds["folded_tier"] += t3 - t2
-            t2 = t3
+            interval3, idx = interval3[:, ~decided], settle(decided, correct, "folded", "folded_tier")
             if len(idx):
                 decided, correct, q5 = self._exact_5x5_stage(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid,
                                                              idx, interval3)  # fmt: skip
-                after[idx[decided]] = correct[decided]
-                undecided[idx[decided]] = False
-                self.pairs["exact_5x5"] += int(decided.sum())
-                idx, q5 = idx[~decided], q5[~decided]
-                t3 = time.perf_counter()
-                self.seconds["exact_5x5"] += t3 - t2
-                t2 = t3
+                q5, idx = q5[~decided], settle(decided, correct, "exact_5x5", "exact_5x5")
         if len(idx):
             self.pairs["exact"] += len(idx)
             after3, after5 = self._bottlenecks_after(state, x, b_idx[idx], channels[idx], target[idx])
