@@ -290,6 +290,10 @@ def test_folded_tier_is_sound_at_planted_margins(perturbed):
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     path = InceptionMixed5aPath(model, int8=False, folded=True)
     state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
+    # the operator norms it reuses from the path are the ones it would compute itself
+    from autointerp.importance.folded import FoldedConv
+
+    assert path.f3.op == FoldedConv(path.k3, 1, (7, 7)).op and path.f5.op == FoldedConv(path.k5, 2, (7, 7)).op
     rows = torch.arange(len(b))
     decided, correct, interval3 = path._folded_tier(state, labels, b, u, d, tol, k, VALID, rows)
     assert 0 < int(decided.sum()) < len(b)

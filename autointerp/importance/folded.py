@@ -83,7 +83,11 @@ def remainder_bounds(
 class FoldedConv:
     """One convolution of the tier (``conv`` with stride 1 and "same" zero padding ``padding``)."""
 
-    def __init__(self, conv: nn.Conv2d, padding: int, spatial: tuple[int, int], compile: bool = False) -> None:
+    def __init__(
+        self, conv: nn.Conv2d, padding: int, spatial: tuple[int, int], compile: bool = False, op: float | None = None
+    ) -> None:
+        """``op``: the convolution's operator norm on zero-padded maps, already times 1 + 1e-3, when the
+        caller has it (computed here otherwise)."""
         w = conv.weight.detach().float()
         self.out_channels, self.in_channels, self.k = w.shape[0], w.shape[1], w.shape[2]
         self.pad = padding
@@ -91,7 +95,9 @@ class FoldedConv:
         self.hw = spatial[0] * spatial[1]
         # flipped taps (O, k², C): per output channel, G = unfold(m)ᵀ @ these
         self.kflip_t = w.flip(2, 3).reshape(self.out_channels, self.in_channels, -1).transpose(1, 2).contiguous()
-        self.op = conv_operator_norm(conv.weight.detach(), spatial, (padding, padding)) * _SAFETY
+        if op is None:
+            op = conv_operator_norm(conv.weight.detach(), spatial, (padding, padding)) * _SAFETY
+        self.op = op
         abs_rows = w.double().abs().sum((2, 3))  # (O, C): Σ_t |K[o, c, t]| >= |G[o, c, q]|
         self.g_bound = (abs_rows.square().sum(1) * self.hw).sqrt()  # ||Ḡ_o||
         n = self.hw * self.in_channels

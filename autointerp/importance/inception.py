@@ -45,7 +45,13 @@ from autointerp.importance.engine import PairResult
 from autointerp.importance.folded import FoldedConv, FoldedImage
 from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.products import BoundedProduct, UpperProduct
-from autointerp.importance.quantized import Int8Conv, image_blocks, int8_matmul_is_exact, int8_matmul_is_fast
+from autointerp.importance.quantized import (
+    Int8Conv,
+    image_blocks,
+    int8_matmul_is_exact,
+    int8_matmul_is_fast,
+    window_sums,
+)  # fmt: skip
 from autointerp.importance.topk import (
     decide_interval,
     float_tolerance,
@@ -363,8 +369,12 @@ class InceptionMixed5aPath:
             self.q3 = Int8Conv(self.k3, 1, spatial, compile)
             self.q5 = Int8Conv(self.k5, 2, spatial, compile)
         if self.folded:
-            self.f3 = FoldedConv(self.k3, 1, spatial, compile)
-            self.f5 = FoldedConv(self.k5, 2, spatial, compile)
+            self.f3 = FoldedConv(self.k3, 1, spatial, compile, op=self.l3)
+            self.f5 = FoldedConv(self.k5, 2, spatial, compile, op=self.l5)
+            # the exact 5x5 stage's rounding: γ_n for its 1,200-term sums, and each output's ||K_o||
+            k5 = self.k5.weight.detach()
+            self.gamma5 = (k5[0].numel() + 2) * 2.0**-24 * 1.01
+            self.k5_row_norms = k5.flatten(1).norm(dim=1) * _SAFETY
         # the folded tier's terms of the last image it saw: ((state, image), per branch (terms, W_t))
         self._folded_last: tuple[tuple[_State, int], list[tuple[FoldedImage, torch.Tensor]]] | None = None
         if self.int8 or self.folded:
@@ -689,19 +699,17 @@ class InceptionMixed5aPath:
         Rounding: ``Δr = K * Δq`` within ``γ_n·||K_o||·||Δq patch||`` per element (n = 1,200 terms), and
         ``relu(r + Δr)`` within ``2u·(|r| + |Δr|)`` more; both enter like the products' rounding."""
         assert state.r5 is not None and state.order5 is not None
-        weight = self.k5.weight.detach()
-        gamma = (weight[0].numel() + 2) * 2.0**-24 * 1.01
-        row_norms = weight.flatten(1).norm(dim=1) * _SAFETY
         dq = u.dq5[rows]  # (P, H, W, C), each image's channel order: back to the network's for one convolution
         dq = torch.empty_like(dq).scatter_(3, state.order5[b_idx][:, None, None, :].expand_as(dq), dq)
-        dr = F.conv2d(dq.permute(0, 3, 1, 2), weight, padding=2)  # (P, O, H, W)
+        dr = F.conv2d(dq.permute(0, 3, 1, 2), self.k5.weight.detach(), padding=2)  # (P, O, H, W)
         r = state.r5[b_idx]
         after = torch.relu(r + dr)
         q5 = after.mean((2, 3))
         change = (after - torch.relu(r)).mean((2, 3))
-        sq = F.pad(dq.square().sum(3), (2, 2, 2, 2))
-        patch = sum(sq[:, y : y + 7, x : x + 7] for y in range(5) for x in range(5)).sqrt().flatten(1)  # (P, HW)
-        err = gamma * row_norms[None] * patch.mean(1, keepdim=True) + 2.0**-23 * (r.abs() + dr.abs()).mean((2, 3))
+        h, w = dq.shape[1:3]
+        patch = window_sums(F.pad(dq.square().sum(3), (2, 2, 2, 2)), 5, h, w).sqrt().flatten(1)  # (P, HW)
+        err = self.gamma5 * self.k5_row_norms[None] * patch.mean(1, keepdim=True)
+        err = err + 2.0**-23 * (r.abs() + dr.abs()).mean((2, 3))
         w5 = self.w35[:, self._COLS["5"]]
         moved, rounding = self._folded_products("5", change, w5[labels[b_idx]], extra=err * _SAFETY)
         return moved, rounding, q5

@@ -93,6 +93,12 @@ class BranchChange:
     lin_err: torch.Tensor  # (P,) float64: × ||v ⊙ [r>0]|| bounds the linear part's error along v
 
 
+def window_sums(padded: torch.Tensor, k: int, h: int, w: int) -> torch.Tensor:
+    """Sums of ``padded`` (P, h + k - 1, w + k - 1) over every k×k window: (P, h, w). With squared
+    entries summed over channels, their square roots are the norms of a "same" convolution's patches."""
+    return sum(padded[:, y : y + h, x : x + w] for y in range(k) for x in range(k))
+
+
 def _quantize(
     dq_all: torch.Tensor,
     rows: torch.Tensor,
@@ -114,8 +120,7 @@ def _quantize(
     lo = dq - q * sp[:, None, None, None]
     s_dq = F.pad(dq.square().sum(3), (pad, pad, pad, pad))
     s_lo = F.pad(lo.square().sum(3), (pad, pad, pad, pad))
-    box_dq = sum(s_dq[:, y : y + h, x : x + w] for y in range(k) for x in range(k))
-    box_lo = sum(s_lo[:, y : y + h, x : x + w] for y in range(k) for x in range(k))
+    box_dq, box_lo = window_sums(s_dq, k, h, w), window_sums(s_lo, k, h, w)
     patch_dq, patch_lo = box_dq.sqrt().reshape(p, h * w)[:, positions], box_lo.sqrt().reshape(p, h * w)[:, positions]
     n_dq, n_lo = dq.square().sum((1, 2, 3)).sqrt(), lo.square().sum((1, 2, 3)).sqrt()
     return q.to(torch.int8), patch_dq, patch_lo, n_dq, n_lo
