@@ -166,57 +166,38 @@ def test_compiled_core_gives_the_same_counts_as_eager(perturbed):
     np.testing.assert_allclose(compiled.mean_delta_logprob, eager.mean_delta_logprob, atol=1e-6)
 
 
-def test_int8_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed):
-    """The int8 tier only changes which pairs need float32 convolutions: same tallies without it, and
-    every pair it decides agrees with the reference tail on the ablated activations."""
+@pytest.mark.parametrize(
+    ("settings", "tiers", "features"),
+    [({"int8": True}, ("int8",), range(1, 832, 2)),
+     ({"int8": False, "folded": True}, ("folded", "exact_5x5"), range(0, 832, 2))],
+    ids=["int8", "folded"],
+)  # fmt: skip
+def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, settings, tiers, features):
+    """The int8 tier, or the folded-mask tier with its exact 5x5 stage, only changes which pairs need
+    float32 convolutions: same tallies without it, and every pair it decides agrees with the
+    reference tail on the ablated activations."""
     from autointerp.importance.quantized import int8_matmul_is_exact
 
-    if not int8_matmul_is_exact():
+    if settings["int8"] and not int8_matmul_is_exact():
         pytest.skip("torch._int_mm is missing or inexact here: the path runs without the int8 tier")
     model, _, acts, labels = perturbed
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
-    feats = list(range(1, 832, 2))
-    with_int8, bp, path = fast_counts(model, acts, labels, feats, ablation)
+    feats = list(features)
+    with_tier, bp, path = fast_counts(model, acts, labels, feats, ablation, **settings)
     without, _, plain = fast_counts(model, acts, labels, feats, ablation, int8=False, folded=False)
-    assert path.pairs["int8"] > 0 and plain.pairs["int8"] == 0
-    assert plain.pairs["exact"] == path.pairs["int8"] + path.pairs["exact"]
-    assert with_int8.correct_to_wrong.tolist() == without.correct_to_wrong.tolist()
-    assert with_int8.wrong_to_correct.tolist() == without.wrong_to_correct.tolist()
-    assert int((with_int8.correct_to_wrong + with_int8.wrong_to_correct).sum()) > 0
-    # pair by pair: what the int8 tier decided is what the reference tail computes
+    for tier in ("int8", "folded", "exact_5x5"):  # the tiers asked for decide pairs, the others none
+        assert (path.pairs[tier] > 0) == (tier in tiers) and plain.pairs[tier] == 0
+    assert plain.pairs["exact"] == sum(path.pairs[t] for t in tiers) + path.pairs["exact"]
+    assert with_tier.correct_to_wrong.tolist() == without.correct_to_wrong.tolist()
+    assert with_tier.wrong_to_correct.tolist() == without.wrong_to_correct.tolist()
+    assert int((with_tier.correct_to_wrong + with_tier.wrong_to_correct).sum()) > 0
+    # pair by pair: what the tier decided is what the reference tail computes
     state = path.prepare(acts)
     cand = torch.nonzero(bp.candidate)
     b, c = cand[:, 0], torch.as_tensor(feats)[cand[:, 1]]
-    before = path.pairs["int8"]
+    before = path.pairs[tiers[0]]
     res = path.evaluate(state, acts, bp.logits, labels, b, c, ablation, K, VALID)
-    assert path.pairs["int8"] > before
-    xa = acts[b].clone()
-    xa[torch.arange(len(b)), c] = ablation.values[c]
-    with torch.no_grad():
-        exact = topk_correct(reference_tail(model, xa), labels[b], K, VALID)
-    assert torch.equal(res.after_correct, exact)
-
-
-def test_folded_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed):
-    """The folded-mask tier only changes which pairs need float32 convolutions: same tallies without
-    it, and every pair it decides agrees with the reference tail on the ablated activations."""
-    model, _, acts, labels = perturbed
-    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
-    feats = list(range(0, 832, 2))
-    with_folded, bp, path = fast_counts(model, acts, labels, feats, ablation, int8=False, folded=True)
-    without, _, plain = fast_counts(model, acts, labels, feats, ablation, int8=False, folded=False)
-    assert path.pairs["folded"] > 0 and plain.pairs["folded"] == 0 and path.pairs["int8"] == 0
-    assert path.pairs["exact_5x5"] > 0 and plain.pairs["exact_5x5"] == 0
-    assert plain.pairs["exact"] == path.pairs["folded"] + path.pairs["exact_5x5"] + path.pairs["exact"]
-    assert with_folded.correct_to_wrong.tolist() == without.correct_to_wrong.tolist()
-    assert with_folded.wrong_to_correct.tolist() == without.wrong_to_correct.tolist()
-    assert int((with_folded.correct_to_wrong + with_folded.wrong_to_correct).sum()) > 0
-    state = path.prepare(acts)
-    cand = torch.nonzero(bp.candidate)
-    b, c = cand[:, 0], torch.as_tensor(feats)[cand[:, 1]]
-    before = path.pairs["folded"]
-    res = path.evaluate(state, acts, bp.logits, labels, b, c, ablation, K, VALID)
-    assert path.pairs["folded"] > before
+    assert path.pairs[tiers[0]] > before
     xa = acts[b].clone()
     xa[torch.arange(len(b)), c] = ablation.values[c]
     with torch.no_grad():
