@@ -134,6 +134,9 @@ def main() -> None:
     ap.add_argument("--int8", choices=("auto", "true", "false"), default="auto",
                     help="the int8 tier: auto (where faster than float32 here, as the stage), true (wherever "
                          "exact, even where slow), false (float32 convolutions only)")
+    for tier, what in (("folded", "the folded-mask tier"), ("sparse", "the sparse exact tier")):
+        ap.add_argument(f"--{tier}", choices=("auto", "true", "false"), default="auto",
+                        help=f"{what}: auto (where the int8 tier is off, as the stage), true or false")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -163,8 +166,9 @@ def main() -> None:
     # fast: bound pass + rank-1 path over all 832 features, segment by segment as the stage does.
     # torch.compile happens once per process (cached on disk by PyTorch): warmed up before timing,
     # reported separately (a one-off cost, negligible against 832 x 50,000)
-    int8 = {"auto": "auto", "true": True, "false": False}[args.int8]
-    path = InceptionMixed5aPath(model, compile=not args.no_compile, int8=int8)
+    choice = {"auto": "auto", "true": True, "false": False}
+    path = InceptionMixed5aPath(model, compile=not args.no_compile, int8=choice[args.int8],
+                                folded=choice[args.folded], sparse=choice[args.sparse])  # fmt: skip
     t0 = time.perf_counter()
     few = list(range(0, 832, 26))  # warm-up on the timed batch shape and every tier (no compiling while timing)
     warm = bound_pass(path, acts[:64], labels[:64].numpy(), few, ablation, K, valid, batch_size=64, use_bound=False)
@@ -196,7 +200,8 @@ def main() -> None:
     print(f"model: rescaled random InceptionV1 mixed5a (He init, logit std 3); trained-like labels, top-10 {top10:.2f}")
     print(f"images: {len(images)} from {source}; cache float16 memory-mapped; threads {args.threads}")
     compiled = "eager" if args.no_compile else f"torch.compile (warm-up {t_warm:.1f}s, not timed)"
-    print(f"fast path elementwise core: {compiled}; int8 tier {path.int8_note}")
+    print(f"fast path elementwise core: {compiled}; int8 tier {path.int8_note}; folded tier "
+          f"{'on' if path.folded else 'off'}; sparse tier {'on' if path.sparse else 'off'}")  # fmt: skip
     print(f"cpu: {cpu_model()}, {torch.get_num_threads()} threads, PyTorch {torch.__version__} "
           f"(vector capability {torch.backends.cpu.get_cpu_capability()})")
     print(f"naive: {len(naive_feats)} features x {len(images)} images in {t_naive:.1f}s "

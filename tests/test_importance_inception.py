@@ -46,8 +46,8 @@ def perturbed():
     return (model, *_setup(model, n=3))
 
 
-def fast_counts(model, acts, labels, feats, ablation, compile=False, int8=True, folded="auto"):
-    path = InceptionMixed5aPath(model, compile=compile, int8=int8, folded=folded)
+def fast_counts(model, acts, labels, feats, ablation, compile=False, int8=True, folded="auto", sparse="auto"):
+    path = InceptionMixed5aPath(model, compile=compile, int8=int8, folded=folded, sparse=sparse)
     bp = bound_pass(path, acts.numpy(), labels.numpy(), feats, ablation, K, VALID, batch_size=4)
     tally, _ = evaluate_chunk(path, acts.numpy(), labels.numpy(), bp, feats, ablation, K, VALID, pair_batch=64)
     return tally, bp, path
@@ -168,14 +168,16 @@ def test_compiled_core_gives_the_same_counts_as_eager(perturbed):
 
 @pytest.mark.parametrize(
     ("settings", "tiers", "features"),
-    [({"int8": True}, ("int8",), range(1, 832, 2)),
-     ({"int8": False, "folded": True}, ("folded", "exact_5x5"), range(0, 832, 2))],
-    ids=["int8", "folded"],
+    [({"int8": True, "sparse": False}, ("int8",), range(1, 832, 2)),
+     ({"int8": False, "folded": True, "sparse": False}, ("folded", "exact_5x5"), range(0, 832, 2)),
+     ({"int8": False, "folded": False, "sparse": True}, ("sparse",), range(1, 832, 4)),
+     ({"int8": False, "folded": True, "sparse": True}, ("folded", "sparse"), range(3, 832, 4))],
+    ids=["int8", "folded", "sparse", "folded+sparse"],
 )  # fmt: skip
 def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, settings, tiers, features):
-    """The int8 tier, or the folded-mask tier with its exact 5x5 stage, only changes which pairs need
-    float32 convolutions: same tallies without it, and every pair it decides agrees with the
-    reference tail on the ablated activations."""
+    """The int8 tier, the folded-mask tier with its exact 5x5 stage, the sparse exact tier, or the
+    folded then the sparse tier only change which pairs need float32 convolutions: same tallies
+    without them, and every pair they decide agrees with the reference tail on the ablated activations."""
     from autointerp.importance.quantized import int8_matmul_is_exact
 
     if settings["int8"] and not int8_matmul_is_exact():
@@ -184,8 +186,8 @@ def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, setti
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     feats = list(features)
     with_tier, bp, path = fast_counts(model, acts, labels, feats, ablation, **settings)
-    without, _, plain = fast_counts(model, acts, labels, feats, ablation, int8=False, folded=False)
-    for tier in ("int8", "folded", "exact_5x5"):  # the tiers asked for decide pairs, the others none
+    without, _, plain = fast_counts(model, acts, labels, feats, ablation, int8=False, folded=False, sparse=False)
+    for tier in ("int8", "folded", "exact_5x5", "sparse"):  # the tiers asked for decide pairs, the others none
         assert (path.pairs[tier] > 0) == (tier in tiers) and plain.pairs[tier] == 0
     assert plain.pairs["exact"] == sum(path.pairs[t] for t in tiers) + path.pairs["exact"]
     assert with_tier.correct_to_wrong.tolist() == without.correct_to_wrong.tolist()
@@ -312,6 +314,31 @@ def test_folded_tier_is_sound_at_planted_margins(perturbed):
         b3 = torch.relu(path.module.mixed5b_3x3_bottleneck_pre_relu_conv(acts))
         r3 = torch.nn.functional.conv2d(b3, path.k3.weight, path.k3.bias, padding=1)
     assert torch.equal(state.r3, r3)
+
+
+def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbed):
+    """Margins planted 2-50 % of the exact change beside the boundary: the sparse tier computes that
+    change up to (worst-case) rounding bounds, so it decides most of them even there, and every
+    decision is the exact outcome; its pooled outputs are the network's convolutions'."""
+    model, _, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    path = InceptionMixed5aPath(model, int8=False, folded=False, sparse=True)
+    state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
+    decided, correct = path._sparse_tier(state, labels, b, u, d, tol, k, VALID, torch.arange(len(b)))
+    assert float(decided.double().mean()) > 0.6
+    assert torch.equal(correct[decided], truth[decided])
+    # per branch, per pair: the pooled outputs after the ablation are the float32 convolutions'
+    after3, after5 = path._bottlenecks_after(state, acts, b, c, u.target)
+    q3, q5 = path._branches_3x3_5x5(after3, after5)
+    w3b, w5b = path._bottleneck_columns(state, b, c)
+    for i in range(0, len(b), 40):  # one image's pairs
+        rows = slice(i, i + 40)
+        img = int(b[i])
+        got3 = path.s3.change(state.r3[img], state.p3[img], state.order3[img], w3b[rows], u.delta[rows], u.dq3[rows])
+        got5 = path.s5.change(state.r5[img], state.p5[img], state.order5[img], w5b[rows], u.delta[rows], u.dq5[rows])
+        torch.testing.assert_close(got3.pooled, q3[rows], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got5.pooled, q5[rows], rtol=1e-4, atol=1e-4)
+        assert got3.support < 0.5 * 49 * 9 * 192  # reads a fraction of what a convolution reads
 
 
 def test_int8_tier_is_sound_at_planted_margins(perturbed):

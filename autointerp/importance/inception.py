@@ -21,9 +21,14 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
    linear part exactly, as one matrix-vector product per pair with the image's mask folded into
    the weights, and its ReLU-crossing remainder bounded from per-image constants
    (:mod:`autointerp.importance.folded`): about a tenth of a convolution's cost per pair; it decides
-   about 60 % of the pairs tier 2 leaves. For the rest, the 5×5 branch's change from its own
-   convolution (a fifth of the cost) with the 3×3 branch's folded interval decides about 30 % more,
-   and the others then need only the 3×3 convolution in step 4;
+   about 60 % of the pairs tier 2 leaves. Without the sparse tier, the 5×5 branch's change from its
+   own convolution (a fifth of the cost) with the 3×3 branch's folded interval then decides about
+   30 % more, and the others need only the 3×3 convolution in step 4;
+3c. (when ``sparse``: by default where the int8 tier is off) both branches' changes exactly, up to
+   bounded float32 rounding, from a rank-1 part (each bottleneck channel's majority sign in the
+   image) plus a sparse correction on the image's minority-sign entries and the ablation's sign
+   flips (:mod:`autointerp.importance.sparse`): about half the float32 convolutions' time per pair.
+   It decides every pair except those within rounding of the top-k boundary (~0.3 %);
 4. the remaining pairs: the 3×3 and 5×5 convolutions of the updated bottlenecks, exactly as the
    network computes them. A pair whose ablated logits sit within float rounding of the top-k boundary
    is recomputed by the reference tail on the ablated activation, so counts equal the reference's.
@@ -52,6 +57,7 @@ from autointerp.importance.quantized import (
     int8_matmul_is_fast,
     window_sums,
 )  # fmt: skip
+from autointerp.importance.sparse import SparseExactConv
 from autointerp.importance.topk import (
     decide_interval,
     float_tolerance,
@@ -235,6 +241,9 @@ class Rank1Update:
     n5: torch.Tensor  # (P,) squared norm of the 5x5 bottleneck change
     a3: torch.Tensor  # (P,) largest magnitude of the 3x3 bottleneck change
     a5: torch.Tensor  # (P,) largest magnitude of the 5x5 bottleneck change
+    delta: torch.Tensor | None = None  # (P, H, W) change of the ablated channel
+    w3b: torch.Tensor | None = None  # (P, 192) its 3x3 bottleneck weights, in the image's channel order
+    w5b: torch.Tensor | None = None  # (P, 48) its 5x5 bottleneck weights, likewise
 
 
 @dataclass
@@ -284,6 +293,7 @@ class InceptionMixed5aPath:
 
     name = "inception_mixed5a_rank1"
     _COLS = {"3": slice(0, 384), "5": slice(384, 512)}  # the 3x3 / 5x5 branches' columns of ``w35``
+    sparse_block = 512  # most pairs of one image per :class:`SparseExactConv` call
     pair_batch = 1024  # pairs per evaluate call: the 7×7 convolutions run faster on large batches
 
     def __init__(
@@ -294,6 +304,7 @@ class InceptionMixed5aPath:
         compile: bool = False,
         int8: bool | str = "auto",
         folded: bool | str = "auto",
+        sparse: bool | str = "auto",
     ) -> None:
         """``int8``: the int8 tier (module doc, step 3) on wherever int8 products are exact ("auto",
         the default: and faster than float32 here, :func:`int8_matmul_is_fast`; True: even where slow)
@@ -303,6 +314,8 @@ class InceptionMixed5aPath:
             raise ValueError(f"int8: expected True, False or 'auto', got {int8!r}")
         if folded not in (True, False, "auto"):
             raise ValueError(f"folded: expected True, False or 'auto', got {folded!r}")
+        if sparse not in (True, False, "auto"):
+            raise ValueError(f"sparse: expected True, False or 'auto', got {sparse!r}")
         m = module
         self.module = m
         self.tail = ReferenceTail(m)
@@ -317,11 +330,11 @@ class InceptionMixed5aPath:
         self._branch_bounds, self._int8_decide = maybe(_branch_bounds, (0, 4)), maybe(_int8_decide)
         self._pooled: tuple[torch.Tensor, torch.Tensor] | None = None
         #: wall seconds spent per part of :meth:`evaluate` (for benchmarks and profiling)
-        parts = ("rank1_core", "bounds", "int8_tier", "folded_tier", "exact_5x5", "exact_convs")
+        parts = ("rank1_core", "bounds", "int8_tier", "folded_tier", "exact_5x5", "sparse_tier", "exact_convs")
         self.seconds = dict.fromkeys(parts, 0.0)
         #: pairs decided by each tier of :meth:`evaluate` (tier 2, the int8 tier, the folded tier, its
         #: exact 5x5 stage, exact convolutions), and how many pairs the int8 tier evaluated the 5x5 branch for
-        self.pairs = {"tier2": 0, "int8": 0, "folded": 0, "exact_5x5": 0, "exact": 0, "int8_with_5x5": 0}
+        self.pairs = {"tier2": 0, "int8": 0, "folded": 0, "exact_5x5": 0, "sparse": 0, "exact": 0, "int8_with_5x5": 0}
 
         def w2(conv: nn.Conv2d) -> torch.Tensor:
             return conv.weight.detach().float()[:, :, 0, 0]
@@ -363,8 +376,12 @@ class InceptionMixed5aPath:
         self.a5_abs = col(k5abs @ self.w5b.double().abs())
         # the int8 tier (module doc, step 3)
         self.int8, self.int8_note = _int8_choice(int8)
-        # the folded-mask tier (module doc, step 3b)
+        # the sparse exact tier (module doc, step 3b) and the folded-mask tier (step 3c)
+        self.sparse = sparse is True or (sparse == "auto" and not self.int8)
         self.folded = folded is True or (folded == "auto" and not self.int8)
+        if self.sparse:
+            self.s3 = SparseExactConv(self.k3, 1, spatial, compile)
+            self.s5 = SparseExactConv(self.k5, 2, spatial, compile)
         if self.int8:
             self.q3 = Int8Conv(self.k3, 1, spatial, compile)
             self.q5 = Int8Conv(self.k5, 2, spatial, compile)
@@ -377,7 +394,7 @@ class InceptionMixed5aPath:
             self.k5_row_norms = k5.flatten(1).norm(dim=1) * _SAFETY
         # the folded tier's terms of the last image it saw: ((state, image), per branch (terms, W_t))
         self._folded_last: tuple[tuple[_State, int], list[tuple[FoldedImage, torch.Tensor]]] | None = None
-        if self.int8 or self.folded:
+        if self.int8 or self.folded or self.sparse:
             self.w35 = self.W[:, 384:896].contiguous()
             # products of the branch changes with the classifier columns: ``lin @ W.T`` within
             # rel·|lin| @ |W|.T (float32: 1e-4 for <= 384-term sums), ``rem @ |W|.T`` from above
@@ -454,11 +471,12 @@ class InceptionMixed5aPath:
             target = ablation.values[channels].to(x)
             mp_t = self._pooled_targets(ablation)[channels]
         w3b, w5b = self._bottleneck_columns(state, b_idx, channels)
+        delta = target - a_c
         outputs = self._core(
             state.p1, state.pr, state.p3, state.p5, b_idx, self.w1t[channels], self.wprt[channels],
-            w3b, w5b, target - a_c, mp_t - state.mp[b_idx, channels],
+            w3b, w5b, delta, mp_t - state.mp[b_idx, channels],
         )  # fmt: skip
-        return Rank1Update(target, *outputs)
+        return Rank1Update(target, *outputs, delta=delta, w3b=w3b, w5b=w5b)
 
     # -- engine protocol -------------------------------------------------------------------
     def logits_and_grad(
@@ -498,11 +516,11 @@ class InceptionMixed5aPath:
             extra = {}
             # the 3x3 / 5x5 outputs' pre-activations r: [r > 0] and |r| as the int8 tier reads them, or r
             for name, conv, pre, pad in (("3", self.k3, p3, 1), ("5", self.k5, p5, 2)):
-                if self.int8 or self.folded:
+                if self.int8 or self.folded or self.sparse:
                     r = F.conv2d(F.relu(pre), conv.weight, conv.bias, padding=pad)
                 if self.int8:
                     extra["mask" + name], extra["abs" + name] = getattr(self, "q" + name).baseline(r)
-                if self.folded:
+                if self.folded or self.sparse:
                     extra["r" + name] = r
             p3, extra["order3"], extra["live3"] = _live_first(p3)
             p5, extra["order5"], extra["live5"] = _live_first(p5)
@@ -592,9 +610,7 @@ class InceptionMixed5aPath:
             )  # fmt: skip
         return decided, correct
 
-    def _folded_image(
-        self, state: _State, labels: torch.Tensor, image: int
-    ) -> list[tuple[FoldedImage, torch.Tensor]]:
+    def _folded_image(self, state: _State, labels: torch.Tensor, image: int) -> list[tuple[FoldedImage, torch.Tensor]]:
         """Per branch, image ``image``'s :class:`FoldedImage` and its true class's weights ``W_t``
         (the last image's kept: its pairs often continue in the next batch of pairs)."""
         last = self._folded_last
@@ -714,6 +730,43 @@ class InceptionMixed5aPath:
         moved, rounding = self._folded_products("5", change, w5[labels[b_idx]], extra=err * _SAFETY)
         return moved, rounding, q5
 
+    def _sparse_tier(
+        self,
+        state: _State,
+        labels: torch.Tensor,
+        b_idx: torch.Tensor,
+        u: Rank1Update,
+        d: torch.Tensor,
+        tol: torch.Tensor,
+        k: int,
+        valid: torch.Tensor,
+        rows: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decided, correct after) for the pairs ``rows`` of ``u`` (images ``b_idx``, one image's pairs
+        consecutive), with margins ``d``: both branches' changes from :class:`SparseExactConv`, exact
+        up to their bounded rounding. Undecided: within rounding of the top-k boundary."""
+        assert state.r3 is not None and state.r5 is not None and state.order3 is not None
+        assert state.order5 is not None and u.delta is not None and u.w3b is not None and u.w5b is not None
+        changes: dict[str, list[torch.Tensor]] = {"3": [], "5": []}
+        errors: dict[str, list[torch.Tensor]] = {"3": [], "5": []}
+        for s, e in image_blocks(b_idx, self.sparse_block):
+            img, r = int(b_idx[s]), rows[s:e]
+            for branch, conv, base, pre, order, w, dq in (
+                ("3", self.s3, state.r3, state.p3, state.order3, u.w3b, u.dq3),
+                ("5", self.s5, state.r5, state.p5, state.order5, u.w5b, u.dq5),
+            ):  # fmt: skip
+                got = conv.change(base[img], pre[img], order[img], w[r], u.delta[r], dq[r])
+                changes[branch].append(got.change)
+                errors[branch].append(got.error)
+        lab = labels[b_idx]
+        moved = torch.zeros(len(rows), self.W.shape[0], dtype=torch.float64)
+        rounding = torch.zeros_like(moved)
+        for branch in ("3", "5"):
+            w_t = self.w35[:, self._COLS[branch]][lab]
+            mv, rd = self._folded_products(branch, torch.cat(changes[branch]), w_t, torch.cat(errors[branch]))
+            moved, rounding = moved + mv, rounding + rd
+        return self._decide_between(d, tol, lab, valid, k, moved, rounding, rounding)
+
     @torch.no_grad()
     def evaluate(
         self,
@@ -737,13 +790,11 @@ class InceptionMixed5aPath:
         undecided = torch.ones(p, dtype=torch.bool)
         after = torch.zeros(p, dtype=torch.bool)
         d = tol = None
-        if self.tier2 or self.int8 or self.folded:
+        if self.tier2 or self.int8 or self.folded or self.sparse:
             # logits with the 1x1 / pool branches' exact change; margins d_j = z_t - z_j
             dh1p = torch.cat((h1 - state.h1[b_idx], hp - state.hp[b_idx]), 1)
             dh_norm = torch.linalg.vector_norm(dh1p.double(), dim=1)
-            d, tol = self._margins(
-                z[b_idx], self.w1p_product(dh1p), lab, dh_norm, self.w1p_norms, self.w1p_product.rel
-            )
+            d, tol = self._margins(z[b_idx], self.w1p_product(dh1p), lab, dh_norm, self.w1p_norms, self.w1p_product.rel)
         if self.tier2:
             rho3, rho5 = self._radius(n3, self.l3), self._radius(n5, self.l5)
             # |Δd_j| from the 3x3 and 5x5 branches, bounded per branch (never looser than one joint L2 bound)
@@ -776,10 +827,13 @@ class InceptionMixed5aPath:
             decided, correct, interval3 = self._folded_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid,
                                                             idx)  # fmt: skip
             interval3, idx = interval3[:, ~decided], settle(decided, correct, "folded", "folded_tier")
-            if len(idx):
+            if len(idx) and not self.sparse:
                 decided, correct, q5 = self._exact_5x5_stage(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid,
                                                              idx, interval3)  # fmt: skip
                 q5, idx = q5[~decided], settle(decided, correct, "exact_5x5", "exact_5x5")
+        if self.sparse and len(idx):
+            decided, correct = self._sparse_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid, idx)
+            idx = settle(decided, correct, "sparse", "sparse_tier")
         if len(idx):
             self.pairs["exact"] += len(idx)
             after3, after5 = self._bottlenecks_after(state, x, b_idx[idx], channels[idx], target[idx])

@@ -300,7 +300,9 @@ def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
     n, c, h, w = inputs.shape
     if supports_inception_mixed5a(ctx.model.module, ctx.config.layer, (h, w)):
         cfg = ctx.config.importance
-        return InceptionMixed5aPath(ctx.model.module, (h, w), compile=cfg.compile, int8=cfg.int8, folded=cfg.folded)
+        return InceptionMixed5aPath(
+            ctx.model.module, (h, w), compile=cfg.compile, int8=cfg.int8, folded=cfg.folded, sparse=cfg.sparse
+        )
     from autointerp.importance.affine import AffineTailPath, affine_jacobian
 
     example = read_cache(inputs.acts, slice(0, 4))
@@ -340,8 +342,9 @@ def _exact_segments(
         if getattr(path, "int8_note", None):  # whether the int8 tier runs on this machine, and why
             info["int8_tier"] = path.int8_note
             print(f"[importance] int8 tier: {path.int8_note}", file=sys.stderr)
-        if hasattr(path, "folded"):
-            info["folded_tier"] = "on" if path.folded else "off"
+        for tier in ("folded", "sparse"):
+            if hasattr(path, tier):
+                info[f"{tier}_tier"] = "on" if getattr(path, tier) else "off"
         # progress in ablations (feature × image pairs): the bar's ETA covers every chunk and segment
         with Progress(f"importance ({path.name})", sum(len(ch) * (e - s) for ch, s, e in todo), "ablations") as bar:
             for ch, s, e in todo:
