@@ -10,7 +10,12 @@ import torch
 
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import bound_pass, evaluate_chunk
-from autointerp.importance.inception import InceptionMixed5aPath, reference_tail, supports_inception_mixed5a
+from autointerp.importance.inception import (
+    InceptionMixed5aPath,
+    OpenPairs,
+    reference_tail,
+    supports_inception_mixed5a,
+)
 from autointerp.importance.naive import naive_importance
 from autointerp.importance.synthetic import hooked_forward_logits, rescaled_inceptionv1
 from autointerp.importance.topk import boundary_radius, topk_correct
@@ -278,13 +283,13 @@ def test_folded_tier_is_sound_at_planted_margins(perturbed):
 
     assert path.f3.op == FoldedConv(path.k3, 1, (7, 7)).op and path.f5.op == FoldedConv(path.k5, 2, (7, 7)).op
     rows = torch.arange(len(b))
-    decided, correct, interval3 = path._folded_tier(state, labels, b, u, d, tol, k, VALID, rows)
+    op = OpenPairs(state, labels, u, rows, b, d, tol, k, VALID)
+    decided, correct, interval3 = path._folded_tier(op)
     assert 0 < int(decided.sum()) < len(b)
     assert torch.equal(correct[decided], truth[decided])
     # then the exact 5x5 stage on the pairs left open, with the 3x3 branch's interval
     rest = torch.nonzero(~decided)[:, 0]
-    decided5, correct5, q5 = path._exact_5x5_stage(state, labels, b[rest], u, d[rest], tol[rest], k, VALID, rows[rest],
-                                                   interval3[:, rest])  # fmt: skip
+    decided5, correct5, q5 = path._exact_5x5_stage(op.subset(rest), interval3[:, rest])
     assert 0 < int(decided5.sum()) < len(rest)
     assert torch.equal(correct5[decided5], truth[rest][decided5])
     # its pooled 5x5 outputs are the network's on the ablated bottleneck (float32 rounding apart)
@@ -295,7 +300,7 @@ def test_folded_tier_is_sound_at_planted_margins(perturbed):
     w5 = path.W[:, 768:896].double()
     ref5 = (q5_direct.double() - torch.relu(state.r5).mean((2, 3)).double()[b[rest]]) @ w5.T
     ref5 = ref5.gather(1, labels[b[rest]][:, None]) - ref5
-    moved5, rounding5, _ = path._exact_5x5_change(state, labels, b[rest], u, rows[rest])
+    moved5, rounding5, _ = path._exact_5x5_change(op.subset(rest))
     assert bool(((moved5 - ref5).abs() <= rounding5 + 1e-5 * ref5.abs().amax(1, keepdim=True)).all())
     assert float(rounding5.amax()) < 0.1 * float(ref5.abs().amax())  # worst-case float32 sums, still useful
     # given the 3x3 branch's exact change (an interval of width 0), only rounding is left open:
@@ -306,7 +311,7 @@ def test_folded_tier_is_sound_at_planted_margins(perturbed):
     move3 = (q3.double() - torch.relu(state.r3).mean((2, 3)).double()[b]) @ w3.T
     zero = torch.zeros_like(move3)
     exact3 = torch.stack((move3.gather(1, labels[b][:, None]) - move3, zero, zero))
-    decided5, correct5, _ = path._exact_5x5_stage(state, labels, b, u, d, tol, k, VALID, rows, exact3)
+    decided5, correct5, _ = path._exact_5x5_stage(op, exact3)
     assert float(decided5.double().mean()) > 0.95
     assert torch.equal(correct5[decided5], truth[decided5])
     # its baseline pre-activations are the network's
@@ -324,7 +329,7 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     path = InceptionMixed5aPath(model, int8=False, folded=False, sparse=True)
     state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
-    decided, correct = path._sparse_tier(state, labels, b, u, d, tol, k, VALID, torch.arange(len(b)))
+    decided, correct = path._sparse_tier(OpenPairs(state, labels, u, torch.arange(len(b)), b, d, tol, k, VALID))
     assert float(decided.double().mean()) > 0.6
     assert torch.equal(correct[decided], truth[decided])
     # per branch, per pair: the pooled outputs after the ablation are the float32 convolutions'
@@ -352,7 +357,7 @@ def test_int8_tier_is_sound_at_planted_margins(perturbed):
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     path = InceptionMixed5aPath(model, int8=True)  # even where int8 products are slow: soundness holds anywhere
     state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
-    decided, correct = path._int8_tier(state, labels, b, u, d, tol, k, VALID)
+    decided, correct = path._int8_tier(OpenPairs(state, labels, u, torch.arange(len(b)), b, d, tol, k, VALID))
     assert 0 < int(decided.sum()) < len(b)
     # its stored |r| is a lower bound (bfloat16 rounded down) and its mask is r > 0
     # p3 is stored channels last, each image's channels reordered: those positive somewhere first

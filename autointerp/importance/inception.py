@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -275,6 +275,33 @@ class _State:
     # folded tier only: the 3x3 / 5x5 outputs' baseline pre-activations (B, out, H, W)
     r3: torch.Tensor | None = None
     r5: torch.Tensor | None = None
+
+
+@dataclass
+class OpenPairs:
+    """Pairs a tier of :meth:`InceptionMixed5aPath.evaluate` works on: rows ``rows`` of the batch's
+    :class:`Rank1Update` ``u``, their images ``b_idx`` (one image's pairs consecutive), margins ``d``
+    ``= z_t - z_j`` (P, J) float64 and their tolerances ``tol``; with the batch's ``state``, labels
+    (per image), ``k`` and valid outputs."""
+
+    state: _State
+    labels: torch.Tensor
+    u: Rank1Update
+    rows: torch.Tensor
+    b_idx: torch.Tensor
+    d: torch.Tensor
+    tol: torch.Tensor
+    k: int
+    valid: torch.Tensor
+
+    @property
+    def lab(self) -> torch.Tensor:
+        """(P,) each pair's true output."""
+        return self.labels[self.b_idx]
+
+    def subset(self, keep: torch.Tensor) -> OpenPairs:
+        """The pairs ``keep`` (indices or a mask) of these."""
+        return replace(self, rows=self.rows[keep], b_idx=self.b_idx[keep], d=self.d[keep], tol=self.tol[keep])
 
 
 def _int8_choice(int8: bool | str) -> tuple[bool, str]:
@@ -548,11 +575,10 @@ class InceptionMixed5aPath:
             state.vm = (labels, n3, n5)
         return state.vm[1], state.vm[2]
 
-    def _branch_interval(
-        self, branch: str, u: Rank1Update, rows: torch.Tensor, state: _State, labels: torch.Tensor, b_idx: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _branch_interval(self, branch: str, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor]:
         """Change of every ``d_j = z_t - z_j`` from one branch ("3" or "5") by the int8 tier, for the
-        pairs ``rows`` of ``u`` (images ``b_idx``): estimate and sound half-width, (P, O) float64 each."""
+        pairs ``op``: estimate and sound half-width, (P, O) float64 each."""
+        state, labels, u, rows, b_idx = op.state, op.labels, op.u, op.rows, op.b_idx
         if branch == "3":
             change = self.q3.change(u.dq3, b_idx, state.mask3, state.abs3, rows, u.a3, (state.order3, state.live3))
             vm = self._active_norms(state, labels)[0]
@@ -576,34 +602,20 @@ class InceptionMixed5aPath:
         lin_w, lin_t = self.lin_products[branch](lin), (w_t * lin).sum(1, keepdim=True)
         return lin_w, lin_t, self.rem_products[branch](rem), (w_t.abs() * rem).sum(1, keepdim=True)
 
-    def _int8_tier(
-        self,
-        state: _State,
-        labels: torch.Tensor,
-        b_idx: torch.Tensor,
-        u: Rank1Update,
-        d: torch.Tensor,
-        tol: torch.Tensor,
-        k: int,
-        valid: torch.Tensor,
-        rows: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(decided, correct after) for the pairs ``rows`` of ``u`` (default all), of images ``b_idx``,
-        with margins ``d`` (module doc, step 3).
+    def _int8_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decided, correct after) for the pairs ``op`` (module doc, step 3).
 
         The 3×3 branch first, with the 5×5 branch's tier-2 bound (it carries a fifth of the cost);
         the 5×5 branch's int8 change only for the pairs that leaves open.
         """
-        if rows is None:
-            rows = torch.arange(len(b_idx))
-        lab = labels[b_idx]
-        moved3, slack3 = self._branch_interval("3", u, rows, state, labels, b_idx)
-        rho5 = self._radius(u.n5[rows], self.l5)
+        d, tol, lab, valid, k = op.d, op.tol, op.lab, op.valid, op.k
+        moved3, slack3 = self._branch_interval("3", op)
+        rho5 = self._radius(op.u.n5[op.rows], self.l5)
         decided, correct = self._int8_decide(d, tol, lab, valid, k, moved3, slack3, self.pn5, rho5)
         rest = torch.nonzero(~decided)[:, 0]
         self.pairs["int8_with_5x5"] += len(rest)
         if len(rest):
-            moved5, slack5 = self._branch_interval("5", u, rows[rest], state, labels, b_idx[rest])
+            moved5, slack5 = self._branch_interval("5", op.subset(rest))
             decided[rest], correct[rest] = self._int8_decide(
                 d[rest], tol[rest], lab[rest], valid, k, moved3[rest] + moved5, slack3[rest] + slack5, self.pn5,
                 torch.zeros(len(rest), dtype=torch.float64),
@@ -634,88 +646,56 @@ class InceptionMixed5aPath:
         lin_w, lin_t, rem_w, rem_t = self._classifier_products(branch, lin, w_t, extra)
         return lin_t.double() - lin_w.double(), (rem_w.double() + rem_t.double()) * _SAFETY
 
-    def _folded_tier(
-        self,
-        state: _State,
-        labels: torch.Tensor,
-        b_idx: torch.Tensor,
-        u: Rank1Update,
-        d: torch.Tensor,
-        tol: torch.Tensor,
-        k: int,
-        valid: torch.Tensor,
-        rows: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(decided, correct after, the 3x3 branch's interval) for the pairs ``rows`` of ``u`` (images
-        ``b_idx``, one image's pairs consecutive), with margins ``d``: both branches' linear parts
+    def _folded_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(decided, correct after, the 3x3 branch's interval) for the pairs ``op``: both branches' linear parts
         exactly and their remainders bounded (:mod:`autointerp.importance.folded`). The interval,
         (3, P, J) float64 ``(m, below, above)``: the 3x3 branch moves ``d_j`` by ``[m - below, m + above]``."""
+        state, u, rows, b_idx = op.state, op.u, op.rows, op.b_idx
         assert state.r3 is not None and state.r5 is not None and state.order3 is not None
         # per branch: Δd_j in [moved - below, moved + above]
         bounds = torch.zeros(2, 3, len(rows), self.W.shape[0], dtype=torch.float64)
         branches = (("3", self.f3, u.dq3, u.n3), ("5", self.f5, u.dq5, u.n5))
         for s, e in image_blocks(b_idx, len(b_idx)):  # one run per image
-            terms = self._folded_image(state, labels, int(b_idx[s]))
+            terms = self._folded_image(state, op.labels, int(b_idx[s]))
             for i, ((branch, conv, dq, sq_norm), (img, w_t)) in enumerate(zip(branches, terms, strict=True)):
                 lin = conv.linear(img, dq[rows[s:e]])
                 lo, hi = conv.bounds(img, sq_norm[rows[s:e]])
                 mv, rounding = self._folded_products(branch, lin, w_t)
                 bounds[i, 0, s:e], bounds[i, 1, s:e], bounds[i, 2, s:e] = mv, lo + rounding, hi + rounding
-        moved, below, above = bounds.sum(0)
-        decided, correct = self._decide_between(d, tol, labels[b_idx], valid, k, moved, below, above)
+        decided, correct = self._decide_between(op, *bounds.sum(0))
         return decided, correct, bounds[0]
 
     def _decide_between(
-        self,
-        d: torch.Tensor,
-        tol: torch.Tensor,
-        lab: torch.Tensor,
-        valid: torch.Tensor,
-        k: int,
-        moved: torch.Tensor,
-        below: torch.Tensor,
-        above: torch.Tensor,
+        self, op: OpenPairs, moved: torch.Tensor, below: torch.Tensor, above: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(decided, correct after) when every ``d_j`` moves by ``[moved - below, moved + above]``."""
-        zero = torch.zeros(len(d), dtype=torch.float64)
+        """(decided, correct after) for the pairs ``op`` when every ``d_j`` moves by
+        ``[moved - below, moved + above]``."""
+        zero = torch.zeros(len(op.d), dtype=torch.float64)
         mid, half = moved + (above - below) / 2, (above + below) / 2
-        return self._int8_decide(d, tol, lab, valid, k, mid, half, self.pn5, zero)
+        return self._int8_decide(op.d, op.tol, op.lab, op.valid, op.k, mid, half, self.pn5, zero)
 
     def _exact_5x5_stage(
-        self,
-        state: _State,
-        labels: torch.Tensor,
-        b_idx: torch.Tensor,
-        u: Rank1Update,
-        d: torch.Tensor,
-        tol: torch.Tensor,
-        k: int,
-        valid: torch.Tensor,
-        rows: torch.Tensor,
-        interval3: torch.Tensor,
+        self, op: OpenPairs, interval3: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(decided, correct after, pooled 5x5 branch outputs (P, 128)) for pairs the folded tier left
         open: the 5x5 branch's change exactly (:meth:`_exact_5x5_change`) with the 3x3 branch's folded
         interval ``interval3``. The outputs serve the float32 convolutions of the pairs still open,
         which then need only the 3x3 one."""
-        moved5, rounding5, q5 = self._exact_5x5_change(state, labels, b_idx, u, rows)
+        moved5, rounding5, q5 = self._exact_5x5_change(op)
         moved, below, above = interval3
-        decided, correct = self._decide_between(
-            d, tol, labels[b_idx], valid, k, moved + moved5, below + rounding5, above + rounding5
-        )
+        decided, correct = self._decide_between(op, moved + moved5, below + rounding5, above + rounding5)
         return decided, correct, q5
 
-    def _exact_5x5_change(
-        self, state: _State, labels: torch.Tensor, b_idx: torch.Tensor, u: Rank1Update, rows: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _exact_5x5_change(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The 5x5 branch's change of every ``d_j`` (P, J) float64 from the convolution of its ``Δq``
         (a fifth of a pair's convolution cost), a bound on its rounding (P, J), and the pooled 5x5
-        outputs (P, 128), for the pairs ``rows`` of ``u`` (images ``b_idx``).
+        outputs (P, 128), for the pairs ``op``.
 
         Rounding: ``Δr = K * Δq`` within ``γ_n·||K_o||·||Δq patch||`` per element (n = 1,200 terms), and
         ``relu(r + Δr)`` within ``2u·(|r| + |Δr|)`` more; both enter like the products' rounding."""
+        state, b_idx = op.state, op.b_idx
         assert state.r5 is not None and state.order5 is not None
-        dq = u.dq5[rows]  # (P, H, W, C), each image's channel order: back to the network's for one convolution
+        dq = op.u.dq5[op.rows]  # (P, H, W, C), each image's channel order: back to the network's for one convolution
         dq = torch.empty_like(dq).scatter_(3, state.order5[b_idx][:, None, None, :].expand_as(dq), dq)
         dr = F.conv2d(dq.permute(0, 3, 1, 2), self.k5.weight.detach(), padding=2)  # (P, O, H, W)
         r = state.r5[b_idx]
@@ -727,24 +707,14 @@ class InceptionMixed5aPath:
         err = self.gamma5 * self.k5_row_norms[None] * patch.mean(1, keepdim=True)
         err = err + 2.0**-23 * (r.abs() + dr.abs()).mean((2, 3))
         w5 = self.w35[:, self._COLS["5"]]
-        moved, rounding = self._folded_products("5", change, w5[labels[b_idx]], extra=err * _SAFETY)
+        moved, rounding = self._folded_products("5", change, w5[op.lab], extra=err * _SAFETY)
         return moved, rounding, q5
 
-    def _sparse_tier(
-        self,
-        state: _State,
-        labels: torch.Tensor,
-        b_idx: torch.Tensor,
-        u: Rank1Update,
-        d: torch.Tensor,
-        tol: torch.Tensor,
-        k: int,
-        valid: torch.Tensor,
-        rows: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(decided, correct after) for the pairs ``rows`` of ``u`` (images ``b_idx``, one image's pairs
-        consecutive), with margins ``d``: both branches' changes from :class:`SparseExactConv`, exact
-        up to their bounded rounding. Undecided: within rounding of the top-k boundary."""
+    def _sparse_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decided, correct after) for the pairs ``op``: both branches' changes from
+        :class:`SparseExactConv`, exact up to their bounded rounding. Undecided: within rounding of
+        the top-k boundary."""
+        state, u, rows, b_idx = op.state, op.u, op.rows, op.b_idx
         assert state.r3 is not None and state.r5 is not None and state.order3 is not None
         assert state.order5 is not None and u.delta is not None and u.w3b is not None and u.w5b is not None
         changes: dict[str, list[torch.Tensor]] = {"3": [], "5": []}
@@ -758,14 +728,14 @@ class InceptionMixed5aPath:
                 got = conv.change(base[img], pre[img], order[img], w[r], u.delta[r], dq[r])
                 changes[branch].append(got.change)
                 errors[branch].append(got.error)
-        lab = labels[b_idx]
+        lab = op.lab
         moved = torch.zeros(len(rows), self.W.shape[0], dtype=torch.float64)
         rounding = torch.zeros_like(moved)
         for branch in ("3", "5"):
             w_t = self.w35[:, self._COLS[branch]][lab]
             mv, rd = self._folded_products(branch, torch.cat(changes[branch]), w_t, torch.cat(errors[branch]))
             moved, rounding = moved + mv, rounding + rd
-        return self._decide_between(d, tol, lab, valid, k, moved, rounding, rounding)
+        return self._decide_between(op, moved, rounding, rounding)
 
     @torch.no_grad()
     def evaluate(
@@ -807,6 +777,11 @@ class InceptionMixed5aPath:
         t2 = time.perf_counter()
         self.seconds["bounds"] += t2 - t1
 
+        def open_pairs(rows: torch.Tensor) -> OpenPairs:
+            """The batch's pairs ``rows``, for a tier."""
+            assert d is not None and tol is not None
+            return OpenPairs(state, labels, u, rows, b_idx[rows], d[rows], tol[rows], k, valid)
+
         def settle(decided: torch.Tensor, correct: torch.Tensor, tier: str, part: str) -> torch.Tensor:
             """Record a tier's decisions for the pairs ``idx`` (its count in :attr:`pairs`, its time since
             ``t2`` in :attr:`seconds` under ``part``); the pairs still open."""
@@ -820,19 +795,17 @@ class InceptionMixed5aPath:
             return idx[~decided]
 
         if self.int8 and len(idx):
-            decided, correct = self._int8_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid, idx)
+            decided, correct = self._int8_tier(open_pairs(idx))
             idx = settle(decided, correct, "int8", "int8_tier")
         q5 = None
         if self.folded and len(idx):
-            decided, correct, interval3 = self._folded_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid,
-                                                            idx)  # fmt: skip
+            decided, correct, interval3 = self._folded_tier(open_pairs(idx))
             interval3, idx = interval3[:, ~decided], settle(decided, correct, "folded", "folded_tier")
             if len(idx) and not self.sparse:
-                decided, correct, q5 = self._exact_5x5_stage(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid,
-                                                             idx, interval3)  # fmt: skip
+                decided, correct, q5 = self._exact_5x5_stage(open_pairs(idx), interval3)
                 q5, idx = q5[~decided], settle(decided, correct, "exact_5x5", "exact_5x5")
         if self.sparse and len(idx):
-            decided, correct = self._sparse_tier(state, labels, b_idx[idx], u, d[idx], tol[idx], k, valid, idx)
+            decided, correct = self._sparse_tier(open_pairs(idx))
             idx = settle(decided, correct, "sparse", "sparse_tier")
         if len(idx):
             self.pairs["exact"] += len(idx)
