@@ -82,7 +82,7 @@ class ImportanceConfig(_Section):
     # "auto": where the int8 tier is off; true: always; false: never
     folded: bool | Literal["auto"] = "auto"
     # InceptionV1 mixed5a: the pairs still open after those tiers from each branch's exact change, computed
-    # as a rank-1 part plus a sparse correction (about 2x faster than the float32 convolutions; same counts).
+    # as a rank-1 part plus a sparse correction (about 1.5x faster than the float32 convolutions; same counts).
     # "auto": where the int8 tier is off; true: always; false: never
     sparse: bool | Literal["auto"] = "auto"
 

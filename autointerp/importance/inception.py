@@ -27,7 +27,7 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
 3c. (when ``sparse``: by default where the int8 tier is off) both branches' changes exactly, up to
    bounded float32 rounding, from a rank-1 part (each bottleneck channel's majority sign in the
    image) plus a sparse correction on the image's minority-sign entries and the ablation's sign
-   flips (:mod:`autointerp.importance.sparse`): about half the float32 convolutions' time per pair.
+   flips (:mod:`autointerp.importance.sparse`): about 60–70 % of the float32 convolutions' time per pair.
    It decides every pair except those within rounding of the top-k boundary (~0.3 %);
 4. the remaining pairs: the 3×3 and 5×5 convolutions of the updated bottlenecks, exactly as the
    network computes them. A pair whose ablated logits sit within float rounding of the top-k boundary

@@ -21,8 +21,9 @@ flip it: there ``Δq[c, q] = b[c]·w[c]·δ[q]``. So ``S`` lives on the image's 
 * ``K * S`` reads only the entries where some pair of the block has ``S ≠ 0``: per output position,
   the window entries in that support times their taps (a batched product over positions).
 
-Their sum is ``Δr`` up to float32 rounding, about a fifth of a convolution's multiply-adds for the
-3×3 branch (``K * S`` dominates).
+Their sum is ``Δr`` up to float32 rounding. On the benchmark ``K * S`` reads about 11 % of the 3×3
+branch's window entries, so the tier does about a seventh of a convolution's multiply-adds, at a
+lower rate (gathers, small products): about 60–70 % of the convolutions' time per pair in all.
 
 **Rounding.** Every term of the two sums is a weight ``K[o, c, t]`` times an entry of ``(b ⊙ w) δᵀ``
 or of ``S``, and reaches ``Δr`` through at most ``n = n_S + C + k² + 4`` roundings (``n_S`` the
