@@ -48,9 +48,11 @@ _U = 2.0**-24  # float32 unit roundoff
 
 #: output positions are split into this many groups by how many window entries they read (fewer
 #: padding entries than one group padded to the largest count: about 1/3 fewer multiply-adds)
-GROUPS = 3
-#: pairs per chunk of the products and the elementwise pass (their (HW, O, chunk) Δr stays in cache)
-PAIR_CHUNK = 64
+GROUPS = 4
+#: pairs per chunk of the products and the elementwise pass (their (HW, O, chunk) Δr stays in cache).
+#: Sparse-tier seconds on 96 benchmark images, same process, best of 3 (2-core Zen 3, noisy VM):
+#: groups/chunk 3/64 6.27 s, 4/64 5.69, 3/32 6.09, 3/128 5.06–5.48, 4/128 5.35, 6/128 6.16, 4/256 5.57
+PAIR_CHUNK = 128
 
 
 @dataclass
