@@ -17,7 +17,7 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
    which decides nearly all pairs tier 2 leaves, at about half the float32 convolutions' cost (their
    products with the classifier run in bfloat16, also with sound bounds:
    :mod:`autointerp.importance.products`);
-3b. (when ``folded``: by default where the int8 tier is off, e.g. on CPUs without VNNI) each branch's
+3b. (when ``folded``: by default only where the int8 and sparse tiers are both off) each branch's
    linear part exactly, as one matrix-vector product per pair with the image's mask folded into
    the weights, and its ReLU-crossing remainder bounded from per-image constants
    (:mod:`autointerp.importance.folded`): about a tenth of a convolution's cost per pair; it decides
@@ -405,7 +405,9 @@ class InceptionMixed5aPath:
         self.int8, self.int8_note = _int8_choice(int8)
         # the sparse exact tier (module doc, step 3b) and the folded-mask tier (step 3c)
         self.sparse = sparse is True or (sparse == "auto" and not self.int8)
-        self.folded = folded is True or (folded == "auto" and not self.int8)
+        # folded "auto": only where neither runs (measured in one process, benchmarks/bench_importance_tiers.py:
+        # the sparse tier alone was as fast as or faster than the folded tier before it)
+        self.folded = folded is True or (folded == "auto" and not self.int8 and not self.sparse)
         if self.sparse:
             self.s3 = SparseExactConv(self.k3, 1, spatial, compile)
             self.s5 = SparseExactConv(self.k5, 2, spatial, compile)
