@@ -106,19 +106,11 @@ class SparseExactConv:
         out[:-1].view(h + 2 * p, w + 2 * p, c, n)[p : p + h, p : p + w] = x.permute(1, 2, 3, 0)
         return out
 
-    def _padded(self, x: torch.Tensor) -> torch.Tensor:
-        """(P, H, W, C) -> (P, padded positions·C + 1): zero-padded map, flattened, one zero entry appended."""
-        n, h, w, c = x.shape
-        p = self.pad
-        out = x.new_zeros(n, self.padded_positions * c + 1)
-        out[:, :-1].view(n, h + 2 * p, w + 2 * p, c)[:, p : p + h, p : p + w] = x
-        return out
-
     def _support_entries(self, support: torch.Tensor, order: torch.Tensor) -> tuple[list[_PositionGroup], int]:
         """The window entries in ``support`` (H, W, C) per output position, as groups of positions with
         similar counts (:data:`GROUPS`; each group padded to its largest count with the zero entries)."""
         c, kk = self.in_channels, self.k * self.k
-        padded = self._padded(support[None].float())[0, :-1] > 0  # (positions·C,)
+        padded = self._padded_t(support[None].float())[:-1, 0] > 0  # (positions·C,)
         entries = (self.window[:, :, None] * c + torch.arange(c)).reshape(self.hw, kk * c)  # (HW, k²·C)
         inside = padded[entries]
         count = inside.sum(1)
