@@ -241,9 +241,9 @@ class Rank1Update:
     n5: torch.Tensor  # (P,) squared norm of the 5x5 bottleneck change
     a3: torch.Tensor  # (P,) largest magnitude of the 3x3 bottleneck change
     a5: torch.Tensor  # (P,) largest magnitude of the 5x5 bottleneck change
-    delta: torch.Tensor | None = None  # (P, H, W) change of the ablated channel
-    w3b: torch.Tensor | None = None  # (P, 192) its 3x3 bottleneck weights, in the image's channel order
-    w5b: torch.Tensor | None = None  # (P, 48) its 5x5 bottleneck weights, likewise
+    delta: torch.Tensor  # (P, H, W) change of the ablated channel
+    w3b: torch.Tensor  # (P, 192) its 3x3 bottleneck weights, in the image's channel order
+    w5b: torch.Tensor  # (P, 48) its 5x5 bottleneck weights, likewise
 
 
 @dataclass
@@ -505,7 +505,7 @@ class InceptionMixed5aPath:
             state.p1, state.pr, state.p3, state.p5, b_idx, self.w1t[channels], self.wprt[channels],
             w3b, w5b, delta, mp_t - state.mp[b_idx, channels],
         )  # fmt: skip
-        return Rank1Update(target, *outputs, delta=delta, w3b=w3b, w5b=w5b)
+        return Rank1Update(target, *outputs, delta, w3b, w5b)
 
     # -- engine protocol -------------------------------------------------------------------
     def logits_and_grad(
@@ -718,7 +718,7 @@ class InceptionMixed5aPath:
         the top-k boundary."""
         state, u, rows, b_idx = op.state, op.u, op.rows, op.b_idx
         assert state.r3 is not None and state.r5 is not None and state.order3 is not None
-        assert state.order5 is not None and u.delta is not None and u.w3b is not None and u.w5b is not None
+        assert state.order5 is not None
         changes: dict[str, list[torch.Tensor]] = {"3": [], "5": []}
         errors: dict[str, list[torch.Tensor]] = {"3": [], "5": []}
         for s, e in image_blocks(b_idx, self.sparse_block):
