@@ -134,9 +134,10 @@ def main() -> None:
     ap.add_argument("--int8", choices=("auto", "true", "false"), default="auto",
                     help="the int8 tier: auto (where faster than float32 here, as the stage), true (wherever "
                          "exact, even where slow), false (float32 convolutions only)")
-    for tier, what in (("folded", "the folded-mask tier"), ("sparse", "the sparse exact tier")):
+    for tier, what, auto in (("folded", "the folded-mask tier", "the int8 and sparse tiers are"),
+                             ("sparse", "the sparse exact tier", "the int8 tier is")):
         ap.add_argument(f"--{tier}", choices=("auto", "true", "false"), default="auto",
-                        help=f"{what}: auto (where the int8 tier is off, as the stage), true or false")
+                        help=f"{what}: auto (where {auto} off, as the stage), true or false")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -272,7 +272,7 @@ class _State:
     live3: torch.Tensor | None = None
     order5: torch.Tensor | None = None
     live5: torch.Tensor | None = None
-    # folded tier only: the 3x3 / 5x5 outputs' baseline pre-activations (B, out, H, W)
+    # folded and sparse tiers: the 3x3 / 5x5 outputs' baseline pre-activations (B, out, H, W)
     r3: torch.Tensor | None = None
     r5: torch.Tensor | None = None
 
@@ -335,8 +335,9 @@ class InceptionMixed5aPath:
     ) -> None:
         """``int8``: the int8 tier (module doc, step 3) on wherever int8 products are exact ("auto",
         the default: and faster than float32 here, :func:`int8_matmul_is_fast`; True: even where slow)
-        or off (False). :attr:`int8_note` says which and why. ``folded``: the folded-mask tier (step
-        3b), "auto" (the default): where the int8 tier is off."""
+        or off (False). :attr:`int8_note` says which and why. ``sparse``: the sparse exact tier (step
+        3c), "auto" (the default): where the int8 tier is off. ``folded``: the folded-mask tier (step
+        3b), "auto" (the default): where the int8 and sparse tiers are both off."""
         if int8 not in (True, False, "auto"):
             raise ValueError(f"int8: expected True, False or 'auto', got {int8!r}")
         if folded not in (True, False, "auto"):
@@ -359,8 +360,9 @@ class InceptionMixed5aPath:
         #: wall seconds spent per part of :meth:`evaluate` (for benchmarks and profiling)
         parts = ("rank1_core", "bounds", "int8_tier", "folded_tier", "exact_5x5", "sparse_tier", "exact_convs")
         self.seconds = dict.fromkeys(parts, 0.0)
-        #: pairs decided by each tier of :meth:`evaluate` (tier 2, the int8 tier, the folded tier, its
-        #: exact 5x5 stage, exact convolutions), and how many pairs the int8 tier evaluated the 5x5 branch for
+        #: pairs decided by each tier of :meth:`evaluate` (tier 2, the int8 tier, the folded tier, its exact
+        #: 5x5 stage, the sparse tier, exact convolutions), and how many pairs the int8 tier evaluated the
+        #: 5x5 branch for
         self.pairs = {"tier2": 0, "int8": 0, "folded": 0, "exact_5x5": 0, "sparse": 0, "exact": 0, "int8_with_5x5": 0}
 
         def w2(conv: nn.Conv2d) -> torch.Tensor:
@@ -403,7 +405,7 @@ class InceptionMixed5aPath:
         self.a5_abs = col(k5abs @ self.w5b.double().abs())
         # the int8 tier (module doc, step 3)
         self.int8, self.int8_note = _int8_choice(int8)
-        # the sparse exact tier (module doc, step 3b) and the folded-mask tier (step 3c)
+        # the sparse exact tier (module doc, step 3c) and the folded-mask tier (step 3b)
         self.sparse = sparse is True or (sparse == "auto" and not self.int8)
         # folded "auto": only where neither runs (measured in one process, benchmarks/bench_importance_tiers.py:
         # the sparse tier alone was as fast as or faster than the folded tier before it)
@@ -640,11 +642,12 @@ class InceptionMixed5aPath:
             self._folded_last = ((state, image), terms)
         return self._folded_last[1]
 
-    def _folded_products(
+    def _change_products(
         self, branch: str, lin: torch.Tensor, w_t: torch.Tensor, extra: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A branch's linear part's change of every ``d_j`` (P, J) float64 and a bound on its error
-        from :meth:`_classifier_products` (``extra``: its ``rem``)."""
+        """The change of every ``d_j`` (P, J) float64 from a branch's pooled change ``lin`` (the folded
+        tier's linear part, or an exact change) and a bound on its error from
+        :meth:`_classifier_products` (``extra``: its ``rem``)."""
         lin_w, lin_t, rem_w, rem_t = self._classifier_products(branch, lin, w_t, extra)
         return lin_t.double() - lin_w.double(), (rem_w.double() + rem_t.double()) * _SAFETY
 
@@ -662,7 +665,7 @@ class InceptionMixed5aPath:
             for i, ((branch, conv, dq, sq_norm), (img, w_t)) in enumerate(zip(branches, terms, strict=True)):
                 lin = conv.linear(img, dq[rows[s:e]])
                 lo, hi = conv.bounds(img, sq_norm[rows[s:e]])
-                mv, rounding = self._folded_products(branch, lin, w_t)
+                mv, rounding = self._change_products(branch, lin, w_t)
                 bounds[i, 0, s:e], bounds[i, 1, s:e], bounds[i, 2, s:e] = mv, lo + rounding, hi + rounding
         decided, correct = self._decide_between(op, *bounds.sum(0))
         return decided, correct, bounds[0]
@@ -709,7 +712,7 @@ class InceptionMixed5aPath:
         err = self.gamma5 * self.k5_row_norms[None] * patch.mean(1, keepdim=True)
         err = err + 2.0**-23 * (r.abs() + dr.abs()).mean((2, 3))
         w5 = self.w35[:, self._COLS["5"]]
-        moved, rounding = self._folded_products("5", change, w5[op.lab], extra=err * _SAFETY)
+        moved, rounding = self._change_products("5", change, w5[op.lab], extra=err * _SAFETY)
         return moved, rounding, q5
 
     def _sparse_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -735,7 +738,7 @@ class InceptionMixed5aPath:
         rounding = torch.zeros_like(moved)
         for branch in ("3", "5"):
             w_t = self.w35[:, self._COLS[branch]][lab]
-            mv, rd = self._folded_products(branch, torch.cat(changes[branch]), w_t, torch.cat(errors[branch]))
+            mv, rd = self._change_products(branch, torch.cat(changes[branch]), w_t, torch.cat(errors[branch]))
             moved, rounding = moved + mv, rounding + rd
         return self._decide_between(op, moved, rounding, rounding)
 
