@@ -230,6 +230,14 @@ def test_bfloat16_products_give_the_same_counts_as_float32(perturbed, monkeypatc
     assert path_low.lin_products["3"].bf16 and path_low.rem_products["5"].bf16
     assert not path_full.lin_products["3"].bf16 and path_full.lin_products["3"].rel == 1e-4
     assert path_low.pairs["int8"] > 0 and path_full.pairs["int8"] > 0
+    # the exact stages' products (folded, exact 5x5, sparse) stay float32 with bfloat16 on: same changes,
+    # and a bound about as tight (the remainder product only rounds up to bfloat16)
+    lin = torch.randn(6, 384, generator=torch.Generator().manual_seed(1))
+    w_t = path_low.w35[:6, :384]
+    moved_low, rounding_low = path_low._change_products("3", lin, w_t)
+    moved_full, rounding_full = path_full._change_products("3", lin, w_t)
+    assert torch.equal(moved_low, moved_full)
+    assert bool((rounding_low <= rounding_full * 1.05).all())
     assert low.correct_to_wrong.tolist() == full.correct_to_wrong.tolist()
     assert low.wrong_to_correct.tolist() == full.wrong_to_correct.tolist()
 

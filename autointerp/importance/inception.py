@@ -431,6 +431,11 @@ class InceptionMixed5aPath:
             # rel·|lin| @ |W|.T (float32: 1e-4 for <= 384-term sums), ``rem @ |W|.T`` from above
             self.lin_products = {b: BoundedProduct(self.w35[:, c].T, float32_rel=1e-4) for b, c in self._COLS.items()}
             self.rem_products = {b: UpperProduct(self.w35[:, c].T.abs()) for b, c in self._COLS.items()}
+            # the folded, exact 5x5 and sparse tiers' changes are exact up to float32 rounding: their
+            # products stay in float32 (bfloat16's 1.2 % bound would be most of what they leave open)
+            self.exact_lin_products = {
+                b: BoundedProduct(self.w35[:, c].T, float32_rel=1e-4, bf16=False) for b, c in self._COLS.items()
+            }
 
     def _radius(self, sq_norm: torch.Tensor, lipschitz: float) -> torch.Tensor:
         """Tier-2 bound ``ρ >= ||Δh||`` on a branch's pooled change from the squared norm (float32 sums:
@@ -594,16 +599,18 @@ class InceptionMixed5aPath:
         return self._branch_bounds(*products, vm, b_idx, change.lin_err)
 
     def _classifier_products(
-        self, branch: str, lin: torch.Tensor, w_t: torch.Tensor, rem: torch.Tensor | None = None
+        self, branch: str, lin: torch.Tensor, w_t: torch.Tensor, rem: torch.Tensor | None = None, exact: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``lin @ W_j``, ``lin·W_t``, ``rem' @ |W_j|`` and ``rem'·|W_t|`` (float32) for a branch's pooled
         linear part ``lin`` (P, O), with the true class's weights ``w_t`` (O,) or each pair's (P, O)
         and ``rem`` (P, O): a bound on what ``lin`` misses per output (default none). ``rem'`` adds the
         products' own error along W_j (at most rel·|lin|·|W_j|; float32 true-class sums: 1e-4), so
-        the weight (|W_t| + |W_j|)·rem' bounds both."""
-        margin = max(self.lin_products[branch].rel, 1e-4) * lin.abs()
+        the weight (|W_t| + |W_j|)·rem' bounds both. ``exact``: ``lin @ W_j`` in float32 even where
+        bfloat16 products are on (for changes known to float32 rounding)."""
+        product = (self.exact_lin_products if exact else self.lin_products)[branch]
+        margin = max(product.rel, 1e-4) * lin.abs()
         rem = margin if rem is None else rem + margin
-        lin_w, lin_t = self.lin_products[branch](lin), (w_t * lin).sum(1, keepdim=True)
+        lin_w, lin_t = product(lin), (w_t * lin).sum(1, keepdim=True)
         return lin_w, lin_t, self.rem_products[branch](rem), (w_t.abs() * rem).sum(1, keepdim=True)
 
     def _int8_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -647,8 +654,8 @@ class InceptionMixed5aPath:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The change of every ``d_j`` (P, J) float64 from a branch's pooled change ``lin`` (the folded
         tier's linear part, or an exact change) and a bound on its error from
-        :meth:`_classifier_products` (``extra``: its ``rem``)."""
-        lin_w, lin_t, rem_w, rem_t = self._classifier_products(branch, lin, w_t, extra)
+        :meth:`_classifier_products` (``extra``: its ``rem``), with float32 products."""
+        lin_w, lin_t, rem_w, rem_t = self._classifier_products(branch, lin, w_t, extra, exact=True)
         return lin_t.double() - lin_w.double(), (rem_w.double() + rem_t.double()) * _SAFETY
 
     def _folded_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
