@@ -18,7 +18,7 @@ from autointerp.importance.inception import (
 )
 from autointerp.importance.naive import naive_importance
 from autointerp.importance.synthetic import hooked_forward_logits, rescaled_inceptionv1
-from autointerp.importance.topk import boundary_radius, topk_correct
+from autointerp.importance.topk import boundary_radius, topk_correct, true_logprob
 
 torch.set_num_threads(2)
 K = 10
@@ -176,12 +176,13 @@ def test_compiled_core_gives_the_same_counts_as_eager(perturbed):
     [({"int8": True, "sparse": False}, ("int8",), range(1, 832, 2)),
      ({"int8": False, "folded": True, "sparse": False}, ("folded", "exact_5x5"), range(0, 832, 2)),
      ({"int8": False, "folded": False, "sparse": True}, ("sparse",), range(1, 832, 4)),
-     ({"int8": False, "folded": True, "sparse": True}, ("folded", "sparse"), range(3, 832, 4))],
-    ids=["int8", "folded", "sparse", "folded+sparse"],
+     ({"int8": False, "folded": True, "sparse": True}, ("folded", "sparse"), range(3, 832, 4)),
+     ({"int8": True, "sparse": True}, ("int8", "sparse"), range(0, 832, 2))],
+    ids=["int8", "folded", "sparse", "folded+sparse", "int8+sparse"],
 )  # fmt: skip
 def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, settings, tiers, features):
-    """The int8 tier, the folded-mask tier with its exact 5x5 stage, the sparse exact tier, or the
-    folded then the sparse tier only change which pairs need float32 convolutions: same tallies
+    """The int8 tier, the folded-mask tier with its exact 5x5 stage, the sparse exact tier, the folded
+    or the int8 tier then the sparse tier only change which pairs need float32 convolutions: same tallies
     without them, and every pair they decide agrees with the reference tail on the ablated activations."""
     from autointerp.importance.quantized import int8_matmul_is_exact
 
@@ -337,12 +338,19 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     path = InceptionMixed5aPath(model, int8=False, folded=False, sparse=True)
     state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
-    decided, correct = path._sparse_tier(OpenPairs(state, labels, u, torch.arange(len(b)), b, d, tol, k, VALID))
+    op = OpenPairs(state, labels, u, torch.arange(len(b)), b, d, tol, k, VALID)
+    decided, correct, logprob = path._sparse_tier(op)
     assert float(decided.double().mean()) > 0.6
     assert torch.equal(correct[decided], truth[decided])
     # per branch, per pair: the pooled outputs after the ablation are the float32 convolutions'
     after3, after5 = path._bottlenecks_after(state, acts, b, c, u.target)
     q3, q5 = path._branches_3x3_5x5(after3, after5)
+    # and so are the true-class log-probabilities it reports for the pairs it decides (NaN for the rest)
+    with torch.no_grad():
+        z_after = path.fc(torch.cat((u.h1, q3, q5, u.hp), 1)).float()
+    reference = true_logprob(z_after, labels[b], VALID)
+    torch.testing.assert_close(logprob[decided], reference[decided], rtol=0, atol=1e-5)
+    assert bool(logprob[~decided].isnan().all())
     w3b, w5b = path._bottleneck_columns(state, b, c)
     for i in range(0, len(b), 40):  # one image's pairs
         rows = slice(i, i + 40)

@@ -24,7 +24,7 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
    about 60 % of the pairs tier 2 leaves. Without the sparse tier, the 5×5 branch's change from its
    own convolution (a fifth of the cost) with the 3×3 branch's folded interval then decides about
    30 % more, and the others need only the 3×3 convolution in step 4;
-3c. (when ``sparse``: by default where the int8 tier is off) both branches' changes exactly, up to
+3c. (when ``sparse``: by default, after the int8 tier where that runs) both branches' changes exactly, up to
    bounded float32 rounding, from a rank-1 part (each bottleneck channel's majority sign in the
    image) plus a sparse correction on the image's minority-sign entries and the ablation's sign
    flips (:mod:`autointerp.importance.sparse`): about 60–70 % of the float32 convolutions' time per pair.
@@ -336,8 +336,8 @@ class InceptionMixed5aPath:
         """``int8``: the int8 tier (module doc, step 3) on wherever int8 products are exact ("auto",
         the default: and faster than float32 here, :func:`int8_matmul_is_fast`; True: even where slow)
         or off (False). :attr:`int8_note` says which and why. ``sparse``: the sparse exact tier (step
-        3c), "auto" (the default): where the int8 tier is off. ``folded``: the folded-mask tier (step
-        3b), "auto" (the default): where the int8 and sparse tiers are both off."""
+        3c), "auto" (the default): on, after the int8 tier where that runs. ``folded``: the folded-mask
+        tier (step 3b), "auto" (the default): where the int8 and sparse tiers are both off."""
         if int8 not in (True, False, "auto"):
             raise ValueError(f"int8: expected True, False or 'auto', got {int8!r}")
         if folded not in (True, False, "auto"):
@@ -406,7 +406,10 @@ class InceptionMixed5aPath:
         # the int8 tier (module doc, step 3)
         self.int8, self.int8_note = _int8_choice(int8)
         # the sparse exact tier (module doc, step 3c) and the folded-mask tier (step 3b)
-        self.sparse = sparse is True or (sparse == "auto" and not self.int8)
+        # sparse "auto": on everywhere. After the int8 tier it takes the ~2-5 % of pairs that tier leaves,
+        # at about half the float32 convolutions' cost per pair: 1.07x faster in all (AMX Xeon, 128 benchmark
+        # images, 5 alternating rounds in one process, benchmarks/bench_importance_tiers.py)
+        self.sparse = sparse is True or sparse == "auto"
         # folded "auto": only where neither runs (measured in one process, benchmarks/bench_importance_tiers.py:
         # the sparse tier alone was as fast as or faster than the folded tier before it)
         self.folded = folded is True or (folded == "auto" and not self.int8 and not self.sparse)
@@ -722,15 +725,18 @@ class InceptionMixed5aPath:
         moved, rounding = self._change_products("5", change, w5[op.lab], extra=err * _SAFETY)
         return moved, rounding, q5
 
-    def _sparse_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor]:
-        """(decided, correct after) for the pairs ``op``: both branches' changes from
-        :class:`SparseExactConv`, exact up to their bounded rounding. Undecided: within rounding of
-        the top-k boundary."""
+    def _sparse_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(decided, correct after, true-class log-probability after) for the pairs ``op``: both
+        branches' changes from :class:`SparseExactConv`, exact up to their bounded rounding.
+        Undecided: within rounding of the top-k boundary. The log-probabilities (NaN for undecided
+        pairs) come from the logits of the branches' pooled outputs after the ablation, as the
+        float32 convolutions' would: these pairs count as exactly evaluated."""
         state, u, rows, b_idx = op.state, op.u, op.rows, op.b_idx
         assert state.r3 is not None and state.r5 is not None and state.order3 is not None
         assert state.order5 is not None
         changes: dict[str, list[torch.Tensor]] = {"3": [], "5": []}
         errors: dict[str, list[torch.Tensor]] = {"3": [], "5": []}
+        pooled: dict[str, list[torch.Tensor]] = {"3": [], "5": []}
         for s, e in image_blocks(b_idx, self.sparse_block):
             img, r = int(b_idx[s]), rows[s:e]
             for branch, conv, base, pre, order, w, dq in (
@@ -740,6 +746,7 @@ class InceptionMixed5aPath:
                 got = conv.change(base[img], pre[img], order[img], w[r], u.delta[r], dq[r])
                 changes[branch].append(got.change)
                 errors[branch].append(got.error)
+                pooled[branch].append(got.pooled)
         lab = op.lab
         moved = torch.zeros(len(rows), self.W.shape[0], dtype=torch.float64)
         rounding = torch.zeros_like(moved)
@@ -747,7 +754,12 @@ class InceptionMixed5aPath:
             w_t = self.w35[:, self._COLS[branch]][lab]
             mv, rd = self._change_products(branch, torch.cat(changes[branch]), w_t, torch.cat(errors[branch]))
             moved, rounding = moved + mv, rounding + rd
-        return self._decide_between(op, moved, rounding, rounding)
+        decided, correct = self._decide_between(op, moved, rounding, rounding)
+        logprob = torch.full((len(rows),), float("nan"), dtype=torch.float64)
+        if bool(decided.any()):
+            h = torch.cat((u.h1[rows], torch.cat(pooled["3"]), torch.cat(pooled["5"]), u.hp[rows]), 1)[decided]
+            logprob[decided] = true_logprob(self.fc(h).float(), lab[decided], op.valid)
+        return decided, correct, logprob
 
     @torch.no_grad()
     def evaluate(
@@ -770,6 +782,7 @@ class InceptionMixed5aPath:
         target, h1, hp, n3, n5 = u.target, u.h1, u.hp, u.n3, u.n5
         lab = labels[b_idx]
         undecided = torch.ones(p, dtype=torch.bool)
+        evaluated = torch.zeros(p, dtype=torch.bool)  # decided by a tier that computes the exact change
         after = torch.zeros(p, dtype=torch.bool)
         d = tol = None
         if self.tier2 or self.int8 or self.folded or self.sparse:
@@ -817,7 +830,9 @@ class InceptionMixed5aPath:
                 decided, correct, q5 = self._exact_5x5_stage(open_pairs(idx), interval3)
                 q5, idx = q5[~decided], settle(decided, correct, "exact_5x5", "exact_5x5")
         if self.sparse and len(idx):
-            decided, correct = self._sparse_tier(open_pairs(idx))
+            decided, correct, logprob = self._sparse_tier(open_pairs(idx))
+            lp_after[idx[decided]] = logprob[decided]
+            evaluated[idx[decided]] = True
             idx = settle(decided, correct, "sparse", "sparse_tier")
         if len(idx):
             self.pairs["exact"] += len(idx)
@@ -843,4 +858,5 @@ class InceptionMixed5aPath:
                 lp[ambiguous] = true_logprob(zr, lab[amb], valid)
             after[idx] = res
             lp_after[idx] = lp
-        return PairResult(after_correct=after, logprob_after=lp_after, bounded=~undecided, fallback=fallback)
+        bounded = ~undecided & ~evaluated
+        return PairResult(after_correct=after, logprob_after=lp_after, bounded=bounded, fallback=fallback)
