@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -345,12 +346,18 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
     # per branch, per pair: the pooled outputs after the ablation are the float32 convolutions'
     after3, after5 = path._bottlenecks_after(state, acts, b, c, u.target)
     q3, q5 = path._branches_3x3_5x5(after3, after5)
-    # and so are the true-class log-probabilities it reports for the pairs it decides (NaN for the rest)
+    assert bool(logprob[~decided].isnan().all())  # undecided pairs report none
+    # at the real margins (after the 1x1/pool branches' change), the true-class log-probabilities it
+    # reports are the network's after the ablation
     with torch.no_grad():
-        z_after = path.fc(torch.cat((u.h1, q3, q5, u.hp), 1)).float()
+        z_after = path.fc(torch.cat((u.h1, q3, q5, u.hp), 1)).double()
+        dh1p = torch.cat((u.h1 - state.h1[b], u.hp - state.hp[b]), 1).double()
+        z_mid = reference_tail(model, acts).double()[b] + dh1p @ path.W[:, path.cols1p].T.double()
+    d_real = z_mid.gather(1, labels[b][:, None]) - z_mid
+    decided, _, logprob = path._sparse_tier(replace(op, d=d_real))
+    assert float(decided.double().mean()) > 0.9
     reference = true_logprob(z_after, labels[b], VALID)
     torch.testing.assert_close(logprob[decided], reference[decided], rtol=0, atol=1e-5)
-    assert bool(logprob[~decided].isnan().all())
     w3b, w5b = path._bottleneck_columns(state, b, c)
     for i in range(0, len(b), 40):  # one image's pairs
         rows = slice(i, i + 40)

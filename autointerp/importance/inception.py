@@ -729,14 +729,14 @@ class InceptionMixed5aPath:
         """(decided, correct after, true-class log-probability after) for the pairs ``op``: both
         branches' changes from :class:`SparseExactConv`, exact up to their bounded rounding.
         Undecided: within rounding of the top-k boundary. The log-probabilities (NaN for undecided
-        pairs) come from the logits of the branches' pooled outputs after the ablation, as the
-        float32 convolutions' would: these pairs count as exactly evaluated."""
+        pairs) come from the margins after the ablation, ``d_j`` plus their change (``log p_t =
+        -logsumexp_j(-d_j)`` over the valid outputs), equal to the float32 convolutions' up to
+        rounding: these pairs count as exactly evaluated."""
         state, u, rows, b_idx = op.state, op.u, op.rows, op.b_idx
         assert state.r3 is not None and state.r5 is not None and state.order3 is not None
         assert state.order5 is not None
         changes: dict[str, list[torch.Tensor]] = {"3": [], "5": []}
         errors: dict[str, list[torch.Tensor]] = {"3": [], "5": []}
-        pooled: dict[str, list[torch.Tensor]] = {"3": [], "5": []}
         for s, e in image_blocks(b_idx, self.sparse_block):
             img, r = int(b_idx[s]), rows[s:e]
             for branch, conv, base, pre, order, w, dq in (
@@ -746,7 +746,6 @@ class InceptionMixed5aPath:
                 got = conv.change(base[img], pre[img], order[img], w[r], u.delta[r], dq[r])
                 changes[branch].append(got.change)
                 errors[branch].append(got.error)
-                pooled[branch].append(got.pooled)
         lab = op.lab
         moved = torch.zeros(len(rows), self.W.shape[0], dtype=torch.float64)
         rounding = torch.zeros_like(moved)
@@ -755,10 +754,8 @@ class InceptionMixed5aPath:
             mv, rd = self._change_products(branch, torch.cat(changes[branch]), w_t, torch.cat(errors[branch]))
             moved, rounding = moved + mv, rounding + rd
         decided, correct = self._decide_between(op, moved, rounding, rounding)
-        logprob = torch.full((len(rows),), float("nan"), dtype=torch.float64)
-        if bool(decided.any()):
-            h = torch.cat((u.h1[rows], torch.cat(pooled["3"]), torch.cat(pooled["5"]), u.hp[rows]), 1)[decided]
-            logprob[decided] = true_logprob(self.fc(h).float(), lab[decided], op.valid)
+        neg_after = (-(op.d + moved)).masked_fill(~op.valid[None, :], float("-inf"))  # z_j - z_t after
+        logprob = torch.where(decided, -torch.logsumexp(neg_after, 1), float("nan"))
         return decided, correct, logprob
 
     @torch.no_grad()
