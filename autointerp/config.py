@@ -79,12 +79,11 @@ class ImportanceConfig(_Section):
     int8: bool | Literal["auto"] = "auto"
     # InceptionV1 mixed5a: decide about half the pairs the cheap bounds leave open from each branch's
     # exact linear part plus a bounded remainder, at a tenth of a convolution's cost (same counts).
-    # "auto": where the int8 and sparse tiers are both off (so by default never); true: always (before the
-    # sparse tier); false: never
+    # "auto": where the int8 and sparse tiers are both off; true: always (before the sparse tier); false: never
     folded: bool | Literal["auto"] = "auto"
     # InceptionV1 mixed5a: the pairs still open after those tiers from each branch's exact change, computed
     # as a rank-1 part plus a sparse correction (about 1.5x faster than the float32 convolutions; same counts).
-    # "auto" (= true): always, after the int8 tier where that runs; false: never (float32 convolutions)
+    # "auto": where the int8 tier is off; true: always (after the int8 tier where that runs); false: never
     sparse: bool | Literal["auto"] = "auto"
 
 

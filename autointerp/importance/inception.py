@@ -24,7 +24,7 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
    about 60 % of the pairs tier 2 leaves. Without the sparse tier, the 5×5 branch's change from its
    own convolution (a fifth of the cost) with the 3×3 branch's folded interval then decides about
    30 % more, and the others need only the 3×3 convolution in step 4;
-3c. (when ``sparse``: by default, after the int8 tier where that runs) both branches' changes exactly, up to
+3c. (when ``sparse``: by default where the int8 tier is off) both branches' changes exactly, up to
    bounded float32 rounding, from a rank-1 part (each bottleneck channel's majority sign in the
    image) plus a sparse correction on the image's minority-sign entries and the ablation's sign
    flips (:mod:`autointerp.importance.sparse`): about 60–70 % of the float32 convolutions' time per pair.
@@ -336,8 +336,8 @@ class InceptionMixed5aPath:
         """``int8``: the int8 tier (module doc, step 3) on wherever int8 products are exact ("auto",
         the default: and faster than float32 here, :func:`int8_matmul_is_fast`; True: even where slow)
         or off (False). :attr:`int8_note` says which and why. ``sparse``: the sparse exact tier (step
-        3c), "auto" (the default): on, after the int8 tier where that runs. ``folded``: the folded-mask
-        tier (step 3b), "auto" (the default): where the int8 and sparse tiers are both off."""
+        3c), "auto" (the default): where the int8 tier is off (True: after it where it runs). ``folded``:
+        the folded-mask tier (step 3b), "auto" (the default): where the int8 and sparse tiers are both off."""
         if int8 not in (True, False, "auto"):
             raise ValueError(f"int8: expected True, False or 'auto', got {int8!r}")
         if folded not in (True, False, "auto"):
@@ -406,10 +406,10 @@ class InceptionMixed5aPath:
         # the int8 tier (module doc, step 3)
         self.int8, self.int8_note = _int8_choice(int8)
         # the sparse exact tier (module doc, step 3c) and the folded-mask tier (step 3b)
-        # sparse "auto": on everywhere. After the int8 tier it takes the ~2-5 % of pairs that tier leaves,
-        # at about half the float32 convolutions' cost per pair: 1.07x faster in all (AMX Xeon, 128 benchmark
-        # images, 5 alternating rounds in one process, benchmarks/bench_importance_tiers.py)
-        self.sparse = sparse is True or sparse == "auto"
+        # sparse "auto": where the int8 tier is off. After it, on the ~2-5 % of pairs it leaves (one or two
+        # dozen per image), the sparse tier's per-image set-up makes it cost as much per pair as the float32
+        # convolutions (AMX Xeon: 480-660 against 470-670 µs, same pairs, alternating in one process)
+        self.sparse = sparse is True or (sparse == "auto" and not self.int8)
         # folded "auto": only where neither runs (measured in one process, benchmarks/bench_importance_tiers.py:
         # the sparse tier alone was as fast as or faster than the folded tier before it)
         self.folded = folded is True or (folded == "auto" and not self.int8 and not self.sparse)
