@@ -58,8 +58,10 @@ def cpu_model() -> str:
         with open("/proc/cpuinfo") as f:
             info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
         info = {k.strip(): v.strip() for k, v in info.items()}
-        vnni = "VNNI" if "vnni" in info.get("flags", "") else "no VNNI"
-        return f"{info['model name']} (family {info.get('cpu family')} model {info.get('model')}, {vnni})"
+        flags = info.get("flags", "").split()
+        isa = "VNNI" if any("vnni" in f for f in flags) else "no VNNI"
+        isa += ", AMX-INT8" if "amx_int8" in flags else ""  # int8 / bfloat16 matrix tiles (Sapphire Rapids on)
+        return f"{info['model name']} (family {info.get('cpu family')} model {info.get('model')}, {isa})"
     except (OSError, KeyError):
         pass
     import platform
