@@ -343,10 +343,9 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
     decided, correct, logprob = path._sparse_tier(op)
     assert float(decided.double().mean()) > 0.6
     assert torch.equal(correct[decided], truth[decided])
-    # per branch, per pair: the pooled outputs after the ablation are the float32 convolutions'
+    assert bool(logprob[~decided].isnan().all())  # undecided pairs report no log-probability
     after3, after5 = path._bottlenecks_after(state, acts, b, c, u.target)
     q3, q5 = path._branches_3x3_5x5(after3, after5)
-    assert bool(logprob[~decided].isnan().all())  # undecided pairs report none
     # at the real margins (after the 1x1/pool branches' change), the true-class log-probabilities it
     # reports are the network's after the ablation
     with torch.no_grad():
@@ -358,6 +357,7 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
     assert float(decided.double().mean()) > 0.9
     reference = true_logprob(z_after, labels[b], VALID)
     torch.testing.assert_close(logprob[decided], reference[decided], rtol=0, atol=1e-5)
+    # per branch, per pair: the pooled outputs after the ablation are the float32 convolutions'
     w3b, w5b = path._bottleneck_columns(state, b, c)
     for i in range(0, len(b), 40):  # one image's pairs
         rows = slice(i, i + 40)

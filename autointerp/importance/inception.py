@@ -729,9 +729,9 @@ class InceptionMixed5aPath:
         """(decided, correct after, true-class log-probability after) for the pairs ``op``: both
         branches' changes from :class:`SparseExactConv`, exact up to their bounded rounding.
         Undecided: within rounding of the top-k boundary. The log-probabilities (NaN for undecided
-        pairs) come from the margins after the ablation, ``d_j`` plus their change (``log p_t =
-        -logsumexp_j(-d_j)`` over the valid outputs), equal to the float32 convolutions' up to
-        rounding: these pairs count as exactly evaluated."""
+        pairs) come from the margins after the ablation, ``d_j`` plus their change: the logits up to a
+        shift (``z_j - z_t = -d_j``), so the float32 convolutions' up to rounding. These pairs count as
+        exactly evaluated."""
         state, u, rows, b_idx = op.state, op.u, op.rows, op.b_idx
         assert state.r3 is not None and state.r5 is not None and state.order3 is not None
         assert state.order5 is not None
@@ -754,8 +754,7 @@ class InceptionMixed5aPath:
             mv, rd = self._change_products(branch, torch.cat(changes[branch]), w_t, torch.cat(errors[branch]))
             moved, rounding = moved + mv, rounding + rd
         decided, correct = self._decide_between(op, moved, rounding, rounding)
-        neg_after = (-(op.d + moved)).masked_fill(~op.valid[None, :], float("-inf"))  # z_j - z_t after
-        logprob = torch.where(decided, -torch.logsumexp(neg_after, 1), float("nan"))
+        logprob = torch.where(decided, true_logprob(-(op.d + moved), lab, op.valid), float("nan"))
         return decided, correct, logprob
 
     @torch.no_grad()
