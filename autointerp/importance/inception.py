@@ -435,10 +435,13 @@ class InceptionMixed5aPath:
             self.lin_products = {b: BoundedProduct(self.w35[:, c].T, float32_rel=1e-4) for b, c in self._COLS.items()}
             self.rem_products = {b: UpperProduct(self.w35[:, c].T.abs()) for b, c in self._COLS.items()}
             # the folded, exact 5x5 and sparse tiers' changes are exact up to float32 rounding: their
-            # products stay in float32 (bfloat16's 1.2 % bound would be most of what they leave open)
-            self.exact_lin_products = {
-                b: BoundedProduct(self.w35[:, c].T, float32_rel=1e-4, bf16=False) for b, c in self._COLS.items()
-            }
+            # products stay in float32 (bfloat16's 1.2 % bound would be most of what they leave open);
+            # where bfloat16 is off the products above already are
+            self.exact_lin_products = self.lin_products
+            if any(product.bf16 for product in self.lin_products.values()):
+                self.exact_lin_products = {
+                    b: BoundedProduct(self.w35[:, c].T, float32_rel=1e-4, bf16=False) for b, c in self._COLS.items()
+                }
 
     def _radius(self, sq_norm: torch.Tensor, lipschitz: float) -> torch.Tensor:
         """Tier-2 bound ``ρ >= ||Δh||`` on a branch's pooled change from the squared norm (float32 sums:
