@@ -42,27 +42,30 @@ SHARES = (0.01, 0.03, 0.1, 0.3)  # split remainder: shares of each image's entri
 K = 10
 
 
-def split_remainder(
-    r: torch.Tensor, dr: torch.Tensor, w: torch.Tensor, lab: torch.Tensor, share: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One branch's remainder along every ``v_j = W_t - W_j`` (see module doc, "Split remainder"), for
-    baseline ``r`` and change ``dr`` (P, O, H, W) float64, the branch's classifier columns ``w``
-    (J, O) and labels ``lab`` (P,): the exact part on ``S`` (P, J), and the factors (P, J) that bound
-    the rest from above and below when multiplied by a bound on ``||Δr||²``."""
+def split_remainders(
+    r: torch.Tensor, dr: torch.Tensor, w: torch.Tensor, lab: torch.Tensor
+) -> dict[float, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One branch's remainder along every ``v_j = W_t - W_j`` (see module doc, "Split remainder") for
+    each share in :data:`SHARES`, for baseline ``r`` and change ``dr`` (P, O, H, W) float64, the branch's
+    classifier columns ``w`` (J, O) and labels ``lab`` (P,): the exact part on ``S`` (P, J), and the
+    factors (P, J) that bound the rest from above and below when multiplied by a bound on ``||Δr||²``."""
     p, o, h, wd = r.shape
-    absr = r.abs().flatten(1)
-    tau = absr.kthvalue(max(1, int(share * absr.shape[1])), dim=1).values  # per pair: the share's largest |r|
-    in_s = r.abs() <= tau[:, None, None, None]
+    absr = r.abs()
     rem = F.relu(r + dr) - F.relu(r) - (r > 0) * dr  # >= 0, nonzero only where the sign flips
-    pooled = (rem * in_s).mean((2, 3))  # (P, O) the part on S, exactly
-    exact = (pooled * w[lab]).sum(1)[:, None] - pooled @ w.T  # moves d_j by this
-    rmin = torch.where(in_s, torch.inf, r.abs()).flatten(2).amin(2)  # (P, O) smallest |r| outside S
-    scale = (1.0 / (4 * h * wd * rmin)).float()[:, None, :]
     wf = w.float()
     v = wf[lab][:, None, :] - wf[None]  # (P, J, O): float32 is plenty for this estimate
-    up = (v.clamp_min(0) * scale).amax(2).double()  # × ||Δr||²: v⁺·Ē outside S, moving d_j up
-    down = ((-v).clamp_min(0) * scale).amax(2).double()
-    return exact, up, down
+    v_up, v_down = v.clamp_min(0), (-v).clamp_min(0)
+    out = {}
+    for share in SHARES:
+        tau = absr.flatten(1).kthvalue(max(1, int(share * o * h * wd)), dim=1).values  # the share's largest |r|
+        in_s = absr <= tau[:, None, None, None]
+        pooled = (rem * in_s).mean((2, 3))  # (P, O) the part on S, exactly
+        exact = (pooled * w[lab]).sum(1)[:, None] - pooled @ w.T  # moves d_j by this
+        rmin = torch.where(in_s, torch.inf, absr).flatten(2).amin(2)  # (P, O) smallest |r| outside S
+        scale = (1.0 / (4 * h * wd * rmin)).float()[:, None, :]
+        # × ||Δr||²: v⁺·Ē outside S moves d_j up, v⁻·Ē down
+        out[share] = exact, (v_up * scale).amax(2).double(), (v_down * scale).amax(2).double()
+    return out
 
 
 def main() -> None:
@@ -122,12 +125,13 @@ def main() -> None:
             decided[f] += int(decide_interval(margin - slack, margin + slack, lab, valid, K)[0].sum())
         branches = ((q3[b].double(), dq3.double(), w[:, 384:768], bound3),
                     (q5[b].double(), dq5.double(), w[:, 768:896], bound5))  # fmt: skip
+        parts = [(split_remainders(r, dr, wb, lab), bound, dr.flatten(1).norm(dim=1))
+                 for r, dr, wb, bound in branches]  # fmt: skip
         for sh in SHARES:
-            parts = [(split_remainder(r, dr, wb, lab, sh), bound, dr.flatten(1).norm(dim=1))
-                     for r, dr, wb, bound in branches]  # fmt: skip
             for kind in ("opnorm", "true_norm"):
                 mid, up, down = margin.clone(), torch.zeros_like(margin), torch.zeros_like(margin)
-                for (ex, u_, d_), bound, true_norm in parts:
+                for per_share, bound, true_norm in parts:
+                    ex, u_, d_ = per_share[sh]
                     sq = (bound if kind == "opnorm" else true_norm)[:, None] ** 2
                     mid, up, down = mid + ex, up + u_ * sq, down + d_ * sq
                 split[sh, kind] += int(decide_interval(mid - down, mid + up, lab, valid, K)[0].sum())
