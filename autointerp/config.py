@@ -85,6 +85,10 @@ class ImportanceConfig(_Section):
     # as a rank-1 part plus a sparse correction (about 1.5x faster than the float32 convolutions; same counts).
     # "auto": where the int8 tier is off; true: always (after the int8 tier where that runs); false: never
     sparse: bool | Literal["auto"] = "auto"
+    # InceptionV1 mixed5a: decide about 60 % of the pairs the cheap bounds leave open from a rank-one fit of each
+    # branch's input change (its pooled change exactly, the rest bounded), before those tiers (same counts).
+    # "auto": where the int8 tier is off (there 1.4x faster); true: always (before the int8 tier too); false: never
+    lowrank: bool | Literal["auto"] = "auto"
 
 
 class VisualizeConfig(_Section):

@@ -137,7 +137,8 @@ def main() -> None:
                     help="the int8 tier: auto (where faster than float32 here, as the stage), true (wherever "
                          "exact, even where slow), false (float32 convolutions only)")
     for tier, what, auto in (("folded", "the folded-mask tier", "the int8 and sparse tiers are"),
-                             ("sparse", "the sparse exact tier", "the int8 tier is")):
+                             ("sparse", "the sparse exact tier", "the int8 tier is"),
+                             ("lowrank", "the rank-one tier", "the int8 tier is")):
         ap.add_argument(f"--{tier}", choices=("auto", "true", "false"), default="auto",
                         help=f"{what}: auto (where {auto} off, as the stage), true or false")
     args = ap.parse_args()
@@ -171,7 +172,8 @@ def main() -> None:
     # reported separately (a one-off cost, negligible against 832 x 50,000)
     choice = {"auto": "auto", "true": True, "false": False}
     path = InceptionMixed5aPath(model, compile=not args.no_compile, int8=choice[args.int8],
-                                folded=choice[args.folded], sparse=choice[args.sparse])  # fmt: skip
+                                folded=choice[args.folded], sparse=choice[args.sparse],
+                                lowrank=choice[args.lowrank])  # fmt: skip
     t0 = time.perf_counter()
     few = list(range(0, 832, 26))  # warm-up on the timed batch shape and every tier (no compiling while timing)
     warm = bound_pass(path, acts[:64], labels[:64].numpy(), few, ablation, K, valid, batch_size=64, use_bound=False)
@@ -203,8 +205,9 @@ def main() -> None:
     print(f"model: rescaled random InceptionV1 mixed5a (He init, logit std 3); trained-like labels, top-10 {top10:.2f}")
     print(f"images: {len(images)} from {source}; cache float16 memory-mapped; threads {args.threads}")
     compiled = "eager" if args.no_compile else f"torch.compile (warm-up {t_warm:.1f}s, not timed)"
-    print(f"fast path elementwise core: {compiled}; int8 tier {path.int8_note}; folded tier "
-          f"{'on' if path.folded else 'off'}; sparse tier {'on' if path.sparse else 'off'}")  # fmt: skip
+    print(f"fast path elementwise core: {compiled}; int8 tier {path.int8_note}; rank-one tier "
+          f"{'on' if path.lowrank else 'off'}; folded tier {'on' if path.folded else 'off'}; sparse tier "
+          f"{'on' if path.sparse else 'off'}")  # fmt: skip
     print(f"cpu: {cpu_model()}, {torch.get_num_threads()} threads, PyTorch {torch.__version__} "
           f"(vector capability {torch.backends.cpu.get_cpu_capability()})")
     print(f"naive: {len(naive_feats)} features x {len(images)} images in {t_naive:.1f}s "

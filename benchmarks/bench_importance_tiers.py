@@ -31,8 +31,8 @@ def parse_config(text: str) -> dict[str, bool | str]:
     out: dict[str, bool | str] = {"int8": False}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("int8", "folded", "sparse") or value not in values:
-            raise SystemExit(f"--configs {text!r}: expected int8|folded|sparse=1|0|auto items, got {item!r}")
+        if key not in ("int8", "folded", "sparse", "lowrank") or value not in values:
+            raise SystemExit(f"--configs {text!r}: expected int8|folded|sparse|lowrank=1|0|auto items, got {item!r}")
         out[key] = values[value]
     return out
 

@@ -52,8 +52,10 @@ def perturbed():
     return (model, *_setup(model, n=3))
 
 
-def fast_counts(model, acts, labels, feats, ablation, compile=False, int8=True, folded="auto", sparse="auto"):
-    path = InceptionMixed5aPath(model, compile=compile, int8=int8, folded=folded, sparse=sparse)
+def fast_counts(
+    model, acts, labels, feats, ablation, compile=False, int8=True, folded="auto", sparse="auto", lowrank="auto"
+):
+    path = InceptionMixed5aPath(model, compile=compile, int8=int8, folded=folded, sparse=sparse, lowrank=lowrank)
     bp = bound_pass(path, acts.numpy(), labels.numpy(), feats, ablation, K, VALID, batch_size=4)
     tally, _ = evaluate_chunk(path, acts.numpy(), labels.numpy(), bp, feats, ablation, K, VALID, pair_batch=64)
     return tally, bp, path
@@ -174,17 +176,20 @@ def test_compiled_core_gives_the_same_counts_as_eager(perturbed):
 
 @pytest.mark.parametrize(
     ("settings", "tiers", "features"),
-    [({"int8": True, "sparse": False}, ("int8",), range(1, 832, 2)),
-     ({"int8": False, "folded": True, "sparse": False}, ("folded", "exact_5x5"), range(0, 832, 2)),
-     ({"int8": False, "folded": False, "sparse": True}, ("sparse",), range(1, 832, 4)),
-     ({"int8": False, "folded": True, "sparse": True}, ("folded", "sparse"), range(3, 832, 4)),
-     ({"int8": True, "sparse": True}, ("int8", "sparse"), range(0, 832, 2))],
-    ids=["int8", "folded", "sparse", "folded+sparse", "int8+sparse"],
+    [({"int8": True, "sparse": False, "lowrank": False}, ("int8",), range(1, 832, 2)),
+     ({"int8": True, "sparse": False, "lowrank": True}, ("lowrank", "int8"), range(0, 832, 2)),
+     ({"int8": False, "sparse": True}, ("lowrank", "sparse"), range(1, 832, 2)),
+     ({"int8": False, "folded": True, "sparse": False, "lowrank": False}, ("folded", "exact_5x5"), range(0, 832, 2)),
+     ({"int8": False, "folded": False, "sparse": True, "lowrank": False}, ("sparse",), range(1, 832, 4)),
+     ({"int8": False, "folded": True, "sparse": True, "lowrank": False}, ("folded", "sparse"), range(3, 832, 4)),
+     ({"int8": True, "sparse": True, "lowrank": False}, ("int8", "sparse"), range(0, 832, 2))],
+    ids=["int8", "lowrank+int8", "lowrank+sparse", "folded", "sparse", "folded+sparse", "int8+sparse"],
 )  # fmt: skip
 def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, settings, tiers, features):
-    """The int8 tier, the folded-mask tier with its exact 5x5 stage, the sparse exact tier, the folded
-    or the int8 tier then the sparse tier only change which pairs need float32 convolutions: same tallies
-    without them, and every pair they decide agrees with the reference tail on the ablated activations."""
+    """The int8 tier, the rank-one tier before the int8 or the sparse tier, the folded-mask tier with its
+    exact 5x5 stage, the sparse exact tier, the folded or the int8 tier then the sparse tier only change
+    which pairs need float32 convolutions: same tallies without them, and every pair they decide
+    agrees with the reference tail on the ablated activations."""
     from autointerp.importance.quantized import int8_matmul_is_exact
 
     if settings["int8"] and not int8_matmul_is_exact():
@@ -193,8 +198,11 @@ def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, setti
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     feats = list(features)
     with_tier, bp, path = fast_counts(model, acts, labels, feats, ablation, **settings)
-    without, _, plain = fast_counts(model, acts, labels, feats, ablation, int8=False, folded=False, sparse=False)
-    for tier in ("int8", "folded", "exact_5x5", "sparse"):  # the tiers asked for decide pairs, the others none
+    without, _, plain = fast_counts(
+        model, acts, labels, feats, ablation, int8=False, folded=False, sparse=False, lowrank=False
+    )
+    # the tiers asked for decide pairs, the others none
+    for tier in ("lowrank", "int8", "folded", "exact_5x5", "sparse"):
         assert (path.pairs[tier] > 0) == (tier in tiers) and plain.pairs[tier] == 0
     assert plain.pairs["exact"] == sum(path.pairs[t] for t in tiers) + path.pairs["exact"]
     assert with_tier.correct_to_wrong.tolist() == without.correct_to_wrong.tolist()

@@ -301,7 +301,8 @@ def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
     if supports_inception_mixed5a(ctx.model.module, ctx.config.layer, (h, w)):
         cfg = ctx.config.importance
         return InceptionMixed5aPath(
-            ctx.model.module, (h, w), compile=cfg.compile, int8=cfg.int8, folded=cfg.folded, sparse=cfg.sparse
+            ctx.model.module, (h, w), compile=cfg.compile, int8=cfg.int8, folded=cfg.folded, sparse=cfg.sparse,
+            lowrank=cfg.lowrank,
         )
     from autointerp.importance.affine import AffineTailPath, affine_jacobian
 
@@ -342,7 +343,7 @@ def _exact_segments(
         if getattr(path, "int8_note", None):  # whether the int8 tier runs on this machine, and why
             info["int8_tier"] = path.int8_note
             print(f"[importance] int8 tier: {path.int8_note}", file=sys.stderr)
-        for tier in ("folded", "sparse"):
+        for tier in ("lowrank", "folded", "sparse"):
             if hasattr(path, tier):
                 info[f"{tier}_tier"] = "on" if getattr(path, tier) else "off"
         # progress in ablations (feature × image pairs): the bar's ETA covers every chunk and segment
