@@ -219,6 +219,31 @@ def _rank_one_interval(
     return moved, (pn[lab] * radius[:, None] + rounding) * _SAFETY
 
 
+def _rank_one_decide(
+    d: torch.Tensor,
+    tol: torch.Tensor,
+    lab: torch.Tensor,
+    valid: torch.Tensor,
+    k: int,
+    z3: torch.Tensor,
+    z5: torch.Tensor,
+    h_norm3: torch.Tensor,
+    h_norm5: torch.Tensor,
+    radius3: torch.Tensor,
+    radius5: torch.Tensor,
+    pn3: torch.Tensor,
+    pn5: torch.Tensor,
+    wn3: torch.Tensor,
+    wn5: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rank-one tier's decision: both branches' :func:`_rank_one_interval` around ``d``, plus ``tol``
+    (one compiled graph: the (pairs, outputs) float64 intervals never reach memory)."""
+    moved3, slack3 = _rank_one_interval(z3, h_norm3, lab, pn3, radius3, wn3)
+    moved5, slack5 = _rank_one_interval(z5, h_norm5, lab, pn5, radius5, wn5)
+    mid, half = d + moved3 + moved5, slack3 + slack5 + tol
+    return decide_interval(mid - half, mid + half, lab, valid, k)
+
+
 def _rank1_core(
     p1: torch.Tensor,
     pr: torch.Tensor,
@@ -388,7 +413,7 @@ class InceptionMixed5aPath:
         self._core = maybe(_rank1_core, (0, 4))
         self._margins, self._tier2_decide = maybe(_margins), maybe(_tier2_decide)
         self._branch_bounds, self._int8_decide = maybe(_branch_bounds, (0, 4)), maybe(_int8_decide)
-        self._rank_one_interval = maybe(_rank_one_interval)
+        self._rank_one_interval, self._rank_one_decide = maybe(_rank_one_interval), maybe(_rank_one_decide)
         self._pooled: tuple[torch.Tensor, torch.Tensor] | None = None
         #: wall seconds spent per part of :meth:`evaluate` (for benchmarks and profiling)
         parts = (
@@ -673,28 +698,30 @@ class InceptionMixed5aPath:
 
     def _lowrank_tier(
         self, op: OpenPairs
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """(decided, correct after, the 5x5 branch's interval) for the pairs ``op`` (module doc, step 2b):
-        both branches' changes from :class:`~autointerp.importance.lowrank.RankOneConv`. The interval,
-        ``(moved, slack)`` (P, J) float64 each: the 5x5 branch moves ``d_j`` by ``moved ± slack``."""
+        both branches' changes from :class:`~autointerp.importance.lowrank.RankOneConv`. The interval
+        (where the int8 tier runs next, else None), ``(moved, slack)`` (U, J) float64 each for the U
+        undecided pairs, in order: the 5x5 branch moves their ``d_j`` by ``moved ± slack``."""
         state, u, rows, b_idx, lab = op.state, op.u, op.rows, op.b_idx, op.lab
         assert state.rl3 is not None and state.rl5 is not None
         assert state.order3 is not None and state.order5 is not None
-        intervals = []
-        for branch, conv, dq, sq_norm, order, (r, r_abs), pn, wn in (
-            ("3", self.lr3, u.dq3, u.n3, state.order3, state.rl3, self.pn3, self.wn3),
-            ("5", self.lr5, u.dq5, u.n5, state.order5, state.rl5, self.pn5, self.wn5),
+        terms = []  # per branch: z = h @ W.T, ||h||, the radius
+        for branch, conv, dq, sq_norm, order, (r, r_abs) in (
+            ("3", self.lr3, u.dq3, u.n3, state.order3, state.rl3),
+            ("5", self.lr5, u.dq5, u.n5, state.order5, state.rl5),
         ):  # fmt: skip
             change = conv.change(dq, u.delta, rows, b_idx, order, r, r_abs, sq_norm)
-            z = self.exact_lin_products[branch](change.h)
             h_norm = torch.linalg.vector_norm(change.h, dim=1) * _SAFETY
-            intervals.append(self._rank_one_interval(z, h_norm, lab, pn, change.radius, wn))
-        (moved3, slack3), (moved5, slack5) = intervals
-        zero = torch.zeros(len(rows), dtype=torch.float64)
-        decided, correct = self._int8_decide(
-            op.d, op.tol, lab, op.valid, op.k, moved3 + moved5, slack3 + slack5, self.pn5, zero
+            terms.append((self.exact_lin_products[branch](change.h), h_norm, change.radius))
+        (z3, hn3, rad3), (z5, hn5, rad5) = terms
+        decided, correct = self._rank_one_decide(
+            op.d, op.tol, lab, op.valid, op.k, z3, z5, hn3, hn5, rad3, rad5, self.pn3, self.pn5, self.wn3, self.wn5
         )
-        return decided, correct, (moved5, slack5)
+        if not self.int8:
+            return decided, correct, None
+        rest = ~decided  # the 5x5 interval for the int8 tier, only for the pairs it will see
+        return decided, correct, self._rank_one_interval(z5[rest], hn5[rest], lab[rest], self.pn5, rad5[rest], self.wn5)
 
     def _int8_tier(
         self, op: OpenPairs, interval5: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -906,8 +933,7 @@ class InceptionMixed5aPath:
 
         interval5 = None
         if self.lowrank and len(idx):
-            decided, correct, (moved5, slack5) = self._lowrank_tier(open_pairs(idx))
-            interval5 = (moved5[~decided], slack5[~decided])
+            decided, correct, interval5 = self._lowrank_tier(open_pairs(idx))
             idx = settle(decided, correct, "lowrank", "lowrank_tier")
         if self.int8 and len(idx):
             decided, correct = self._int8_tier(open_pairs(idx), interval5)

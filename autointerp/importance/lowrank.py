@@ -44,14 +44,15 @@ _U = 2.0**-24  # float32 unit roundoff
 
 def _fit(
     dq_all: torch.Tensor, rows: torch.Tensor, delta_all: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, ...]:
     """For the pairs ``rows`` of ``dq_all`` (N, H, W, C) and ``delta_all`` (N, H, W): ``α`` (P, C),
-    ``||S||²`` (P,) (float32 sum), ``||α||`` and ``max|δ|`` (P,)."""
+    ``||S||²`` (P,) (float32 sum), ``||α||``, ``max|δ|`` and ``||δ||`` (P,)."""
     dq, delta = dq_all[rows], delta_all[rows]
     dd = delta.square().sum((1, 2))
     alpha = (delta[..., None] * dq).sum((1, 2)) / dd.clamp_min(1e-30)[:, None]  # δ = 0 only where Δq = 0
     s = dq - alpha[:, None, None, :] * delta[..., None]
-    return alpha, s.square().sum((1, 2, 3)), alpha.square().sum(1).sqrt(), delta.abs().amax((1, 2))
+    norms = alpha.square().sum(1).sqrt(), delta.abs().amax((1, 2)), dd.sqrt()
+    return alpha, s.square().sum((1, 2, 3)), *norms
 
 
 def _pooled(
@@ -153,15 +154,14 @@ class RankOneConv:
         for s in range(0, len(rows), self.block):
             sl = slice(s, s + self.block)
             rw, b = rows[sl], b_idx[sl]
-            alpha, s_sq, alpha_norm, delta_max = self._fit(dq, rw, delta)
+            alpha, s_sq, alpha_norm, delta_max, delta_norm = self._fit(dq, rw, delta)
             alpha = torch.empty_like(alpha).scatter_(1, order[b], alpha)  # the network's channel order
             taps = (alpha @ self.taps).reshape(len(rw), self.k * self.k, self.out_channels)
             h, err = self._pooled(
                 taps, delta, rw, r, r_mean_abs, b, alpha_norm, delta_max, self.kappa, self.rounding, self.k, self.pad
             )  # fmt: skip
-            d_norm = delta[rw].flatten(1).norm(dim=1).double()
             s_norm = (s_sq.double() * (1 + 2e-3)).sqrt() + 1e-6 * (
-                (dq_sq[rw].double() * (1 + 2e-3)).sqrt() + alpha_norm.double() * d_norm
+                (dq_sq[rw].double() * (1 + 2e-3)).sqrt() + alpha_norm.double() * delta_norm.double() * (1 + 2e-3)
             )
             hs.append(h)
             radii.append((self.op * s_norm / math.sqrt(self.hw) + err.double()) * _SAFETY)
