@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conv_cases import random_conv
 from torch import nn
 
 from autointerp.importance.folded import FoldedConv
@@ -17,10 +18,7 @@ def _case(k: int, pad: int, spatial: tuple[int, int], seed: int, scale: float):
     """A conv (24 -> 40 channels), one image's baseline pre-activations ``r`` (with many entries near
     zero, where the remainder lives) and bottleneck changes ``dq`` of very different sizes (P, C, H, W)."""
     gen = torch.Generator().manual_seed(seed)
-    conv = nn.Conv2d(24, 40, k, padding=pad)
-    with torch.no_grad():
-        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.1)
-        conv.bias.copy_(torch.randn(40, generator=gen) * 0.2)
+    conv = random_conv(k, pad, gen)
     h, w = spatial
     before = torch.randn(1, 24, h, w, generator=gen)
     with torch.no_grad():

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conv_cases import random_conv
 from torch import nn
 
 from autointerp.importance.lowrank import RankOneConv
@@ -20,10 +21,7 @@ def _case(k: int, pad: int, spatial: tuple[int, int], seed: int, scale: float, i
     and per pair an ablation-like bottleneck change: ``Δq = relu(p + w ⊗ δ) - relu(p)`` (P, H, W, C),
     with the spatial change ``δ`` (P, H, W) and each pair's image ``b_idx``."""
     gen = torch.Generator().manual_seed(seed)
-    conv = nn.Conv2d(24, 40, k, padding=pad)
-    with torch.no_grad():
-        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.1)
-        conv.bias.copy_(torch.randn(40, generator=gen) * 0.2)
+    conv = random_conv(k, pad, gen)
     h, w = spatial
     pre = torch.randn(images, 24, h, w, generator=gen)  # bottleneck pre-activations
     with torch.no_grad():
