@@ -42,9 +42,9 @@ from torch import nn
 
 from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.lipschitz import conv_operator_norm
+from autointerp.importance.rounding import SAFETY as _SAFETY
+from autointerp.importance.rounding import U as _U
 
-_SAFETY = 1.0 + 1e-3
-_U = 2.0**-24  # float32 unit roundoff
 #: shares of an image's entries |r| below each threshold τ tried for the remainder bound
 LEVELS = (0.03, 0.1, 0.3)  # 0.01 never gave the smallest bound on the benchmark; 0.2 and 0.5 added 0.5 %
 

@@ -65,6 +65,7 @@ from autointerp.importance.quantized import (
     int8_matmul_is_fast,
     window_sums,
 )  # fmt: skip
+from autointerp.importance.rounding import SAFETY as _SAFETY
 from autointerp.importance.sparse import SparseExactConv
 from autointerp.importance.topk import (
     decide_interval,
@@ -74,8 +75,6 @@ from autointerp.importance.topk import (
     topk_correct,
     true_logprob,
 )  # fmt: skip
-
-_SAFETY = 1.0 + 1e-3
 
 _PARTS = (
     "mixed5b_1x1_pre_relu_conv", "mixed5b_3x3_bottleneck_pre_relu_conv", "mixed5b_5x5_bottleneck_pre_relu_conv",

@@ -37,9 +37,8 @@ from torch import nn
 
 from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.lipschitz import conv_operator_norm
-
-_SAFETY = 1.0 + 1e-3
-_U = 2.0**-24  # float32 unit roundoff
+from autointerp.importance.rounding import SAFETY as _SAFETY
+from autointerp.importance.rounding import U as _U
 
 
 def _fit(

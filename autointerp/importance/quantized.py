@@ -35,9 +35,9 @@ from torch import nn
 
 from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.lipschitz import conv_operator_norm
+from autointerp.importance.rounding import SAFETY as _SAFETY
 from autointerp.importance.speed import speedup
 
-_SAFETY = 1.0 + 1e-3
 _REL = 1e-5  # float32 rounding of scaling, conversions and 49-term sums (relative)
 
 

@@ -41,10 +41,8 @@ import torch
 from torch import nn
 
 from autointerp.importance.compiled import compiled_or_eager
-
-_SAFETY = 1.0 + 1e-3
-_U = 2.0**-24  # float32 unit roundoff
-
+from autointerp.importance.rounding import SAFETY as _SAFETY
+from autointerp.importance.rounding import U as _U
 
 #: output positions are split into this many groups by how many window entries they read (fewer
 #: padding entries than one group padded to the largest count: about 1/3 fewer multiply-adds)
