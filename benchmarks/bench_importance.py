@@ -8,13 +8,17 @@ network's accuracy profile (top-1 0.45 / top-5 0.66 / top-10 0.74), so margins t
 boundary look like a trained network's. Images: the real ImageNet sample in ../shared when present
 (random images otherwise). The cache is float16 and memory-mapped, as in the stage.
 
-Both methods run in this one process on the same images: naive = one full forward pass of the whole
-model per (feature, image batch) with a hook (few features; its rate counts the ablated passes only,
-not the one unablated pass it needs first, which 832 x 50,000 ablations need once); fast = the stage's
-engine (bound pass + rank-1 path) on all 832 features, segment by segment over the images as the
-stage runs it. Counts are compared on the naive features.
+Both methods run in this one run on the same images: naive = one full forward pass of the whole
+model per (feature, image batch) with a hook, in this process with ``--threads`` threads (few
+features; its rate counts the ablated passes only, not the one unablated pass it needs first, which
+832 x 50,000 ablations need once); fast = the stage's engine (bound pass + rank-1 path) on all 832
+features, in units of a segment of images as the stage runs it, in ``--workers`` worker processes
+(default as the stage: one per CPU, one thread each; ``--workers 1``: in this process with
+``--threads`` threads). The stage's 50,000 images make 25 segments of 2,048; the benchmark's few
+hundred are split into two segments per worker (``--segment-images`` overrides), so every worker is
+busy as in the stage. Counts are compared on the naive features.
 
-    python benchmarks/bench_importance.py [--images 64] [--naive-features 3] [--threads 2]
+    python benchmarks/bench_importance.py [--images 64] [--naive-features 3] [--threads 2] [--workers auto]
 
 Last line: ``naive_ablated_per_s: X fast_ablated_per_s: Y speedup: Z skipped_fraction: W max_count_diff: D``
 """
@@ -22,6 +26,7 @@ Last line: ``naive_ablated_per_s: X fast_ablated_per_s: Y speedup: Z skipped_fra
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import os
 import tempfile
@@ -33,10 +38,21 @@ import numpy as np
 import torch
 
 from autointerp.importance.ablation import Ablation, FeatureTally
-from autointerp.importance.engine import bound_pass, evaluate_chunk, evaluate_segment
-from autointerp.importance.inception import InceptionMixed5aPath, reference_tail
+from autointerp.importance.inception import InceptionMixed5aPath, inception_parts, reference_tail
 from autointerp.importance.naive import naive_importance
+from autointerp.importance.quantized import int8_matmul_is_exact, int8_matmul_is_fast
 from autointerp.importance.synthetic import hooked_forward_logits, rescaled_inceptionv1, trained_like_labels
+from autointerp.importance.workers import (
+    Unit,
+    UnitJob,
+    UnitResult,
+    WorkerPool,
+    available_cpus,
+    evaluate_unit,
+    path_description,
+    resolve_workers,
+    warm_up,
+)  # fmt: skip
 from autointerp.stages.importance import peak_rss_mb
 
 SHARED = Path(os.environ.get("AUTOINTERP_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -67,6 +83,11 @@ def cpu_model() -> str:
     import platform
 
     return platform.processor() or "unknown CPU"
+
+
+def int8_fast() -> bool:
+    """Whether int8 products are exact and faster than float32 here (timed once, in this process)."""
+    return int8_matmul_is_exact() and int8_matmul_is_fast()
 
 
 def load_images(n: int, seed: int) -> tuple[torch.Tensor, str]:
@@ -129,8 +150,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--naive-features", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--segment-images", type=int, default=2048,
-                    help="images per segment, all features at once (configs/inceptionv1_mixed5a.yaml)")
+    ap.add_argument("--segment-images", type=int, default=None,
+                    help="images per segment (a unit of work, all features at once); default: two segments "
+                         "per worker (the stage: 2,048, configs/inceptionv1_mixed5a.yaml)")
+    ap.add_argument("--workers", default="auto",
+                    help="worker processes for the fast path, one thread each: auto (one per CPU, as the stage) or N "
+                         "(1: this process, --threads threads)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-compile", action="store_true", help="eager PyTorch only (no torch.compile)")
     ap.add_argument("--int8", choices=("auto", "true", "false"), default="auto",
@@ -171,29 +196,52 @@ def main() -> None:
     # torch.compile happens once per process (cached on disk by PyTorch): warmed up before timing,
     # reported separately (a one-off cost, negligible against 832 x 50,000)
     choice = {"auto": "auto", "true": True, "false": False}
-    path = InceptionMixed5aPath(model, compile=not args.no_compile, int8=choice[args.int8],
-                                folded=choice[args.folded], sparse=choice[args.sparse],
-                                lowrank=choice[args.lowrank])  # fmt: skip
-    t0 = time.perf_counter()
-    few = list(range(0, 832, 26))  # warm-up on the timed batch shape and every tier (no compiling while timing)
-    warm = bound_pass(path, acts[:64], labels[:64].numpy(), few, ablation, K, valid, batch_size=64, use_bound=False)
-    evaluate_chunk(path, acts[:64], labels[:64].numpy(), warm, few, ablation, K, valid, batch_size=64)
-    t_warm = time.perf_counter() - t0
-    path.seconds = dict.fromkeys(path.seconds, 0.0)
-    path.pairs = dict.fromkeys(path.pairs, 0)
-    t0, c0, f0 = time.perf_counter(), time.process_time(), minor_faults()
-    feats = list(range(832))
+    options = dict(compile=not args.no_compile, int8=choice[args.int8], folded=choice[args.folded],
+                   sparse=choice[args.sparse], lowrank=choice[args.lowrank])  # fmt: skip
+    setting = "auto" if args.workers == "auto" else int(args.workers)
     n = len(images)
-    segments = [(s, min(s + args.segment_images, n)) for s in range(0, n, args.segment_images)]
-    tally = FeatureTally(np.asarray(feats))
-    fallback, t_bound = 0, 0.0
-    for s, e in segments:  # as the stage does: all 832 features per segment of images
-        part, stats = evaluate_segment(path, acts[s:e], labels[s:e].numpy(), feats, ablation, K, valid, batch_size=64)
+    per_segment = args.segment_images or -(-n // (2 * (available_cpus() if setting == "auto" else setting)))
+    segments = [(s, min(s + per_segment, n)) for s in range(0, n, per_segment)]
+    workers, threads = resolve_workers(setting, len(segments))
+    units = [Unit(tuple(range(832)), s, e) for s, e in segments]
+    job = UnitJob(acts.filename, labels.numpy(), ablation, valid, K, batch_size=64, threads=threads, warm_up=True)
+    results: dict[Unit, UnitResult] = {}
+    t0 = time.perf_counter()
+    if workers > 1:
+        # the int8 speed check once, here, as the stage does (every worker then decides alike)
+        parts = inception_parts(model)
+        job.make_path = functools.partial(InceptionMixed5aPath, parts, int8_fast=int8_fast(), **options)
+        with WorkerPool(job, workers) as pool:  # started and warmed up (compiled) before the timing
+            description = pool.description
+            t_warm = time.perf_counter() - t0
+            t0, f0 = time.perf_counter(), minor_faults()
+            pool.run(units, lambda unit, result: results.__setitem__(unit, result))
+            t_fast = time.perf_counter() - t0
+    else:
+        # torch.compile happens once per process (cached on disk by PyTorch): warmed up before timing,
+        # reported separately (a one-off cost, negligible against 832 x 50,000)
+        path = InceptionMixed5aPath(model, **options)
+        warm_up(path, acts, job)
+        description = path_description(path)
+        t_warm = time.perf_counter() - t0
+        t0, f0 = time.perf_counter(), minor_faults()
+        for unit in units:
+            results[unit] = evaluate_unit(path, acts, job, unit)
+        t_fast = time.perf_counter() - t0
+    faults_fast = minor_faults() - f0  # this process only
+    tally = FeatureTally(np.asarray(range(832)))
+    for unit in units:  # in segment order, as the stage adds them
+        part = FeatureTally(tally.features, n_images=unit.end - unit.start)
+        for name, value in results[unit].sums.items():
+            setattr(part, name, value)
         tally.add(part)
-        fallback += int(stats["fallback"])
-        t_bound += stats["bound_pass_seconds"]
-    t_fast, c_fast, faults_fast = time.perf_counter() - t0, time.process_time() - c0, minor_faults() - f0
-    fast_rate = 832 * len(images) / t_fast
+    done = list(results.values())
+    fallback = sum(r.fallback for r in done)
+    t_bound = sum(r.bound_pass_seconds for r in done)
+    c_fast = sum(r.cpu_seconds for r in done)
+    tiers = {t: sum(r.tiers.get(t, 0) for r in done) for t in done[0].tiers}
+    seconds = {t: sum(r.seconds.get(t, 0.0) for r in done) for t in done[0].seconds}
+    fast_rate = 832 * n / t_fast
     c2w, w2c = tally.correct_to_wrong, tally.wrong_to_correct
     bounded, exact, skipped = int(tally.n_bounded.sum()), int(tally.n_exact.sum()), int(tally.n_skipped.sum())
 
@@ -204,30 +252,38 @@ def main() -> None:
     pairs = 832 * len(images)
     print(f"model: rescaled random InceptionV1 mixed5a (He init, logit std 3); trained-like labels, top-10 {top10:.2f}")
     print(f"images: {len(images)} from {source}; cache float16 memory-mapped; threads {args.threads}")
-    compiled = "eager" if args.no_compile else f"torch.compile (warm-up {t_warm:.1f}s, not timed)"
-    print(f"fast path elementwise core: {compiled}; int8 tier {path.int8_note}; rank-one tier "
-          f"{'on' if path.lowrank else 'off'}; folded tier {'on' if path.folded else 'off'}; sparse tier "
-          f"{'on' if path.sparse else 'off'}")  # fmt: skip
-    print(f"cpu: {cpu_model()}, {torch.get_num_threads()} threads, PyTorch {torch.__version__} "
+    compiled = "eager" if args.no_compile else "torch.compile"
+    tier_notes = "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in description.items() if k.endswith("_tier"))
+    print(f"fast path elementwise core: {compiled}; {tier_notes}")
+    where = f"{workers} worker processes x {threads} thread" if workers > 1 else f"this process, {threads} threads"
+    print(f"fast path runs in {where} (start-up and warm-up {t_warm:.1f}s, not timed)")
+    print(f"cpu: {cpu_model()}, {available_cpus()} CPUs, PyTorch {torch.__version__} "
           f"(vector capability {torch.backends.cpu.get_cpu_capability()})")
-    print(f"naive: {len(naive_feats)} features x {len(images)} images in {t_naive:.1f}s "
-          f"(+ {naive_seconds['baseline']:.1f}s for the unablated pass, not counted)")  # fmt: skip
+    print(f"naive: {len(naive_feats)} features x {len(images)} images in {t_naive:.1f}s, this process, "
+          f"{torch.get_num_threads()} threads (+ {naive_seconds['baseline']:.1f}s for the unablated pass, "
+          "not counted)")  # fmt: skip
     print(f"fast: 832 features x {len(images)} images in {t_fast:.1f}s ({len(segments)} segments; bound pass "
-          f"{t_bound:.1f}s); pairs: "
+          f"{t_bound:.1f}s summed over workers); pairs: "
           f"{skipped / pairs:.3f} skipped by the cheap bound, {bounded / pairs:.3f} decided by the "
           f"finer bound, {exact / pairs:.3f} evaluated exactly ({fallback} boundary fallbacks)")  # fmt: skip
-    print("pairs per tier of the rank-1 path: " + ", ".join(f"{k} {v}" for k, v in path.pairs.items()))
-    parts = ", ".join(f"{k} {v:.1f}s" for k, v in path.seconds.items())
-    print(f"fast path time by part: bound pass {t_bound:.1f}s, {parts}, rest (cache reads, per-batch state, "
-          f"tallies) {t_fast - t_bound - sum(path.seconds.values()):.1f}s")  # fmt: skip
+    print("pairs per tier of the rank-1 path: " + ", ".join(f"{k} {v}" for k, v in tiers.items()))
+    parts = ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items())
+    busy = t_fast * workers  # worker-seconds: what the parts below add up to
+    print(f"fast path time by part (summed over {workers} worker(s), {busy:.1f} worker-seconds): bound pass "
+          f"{t_bound:.1f}s, {parts}, rest (cache reads, per-batch state, tallies, idle at the end) "
+          f"{busy - t_bound - sum(seconds.values()):.1f}s")  # fmt: skip
     print(f"flips found: {int(c2w.sum())} correct->wrong, {int(w2c.sum())} wrong->correct over {pairs} pairs")
     # CPU time is steadier than wall time on a shared machine (other processes do not inflate it as much)
     print(f"cpu time: naive {c_naive:.1f}s, fast {c_fast:.1f}s; cpu-time speedup "
           f"{(c_naive / (len(naive_feats) * len(images))) / (c_fast / pairs):.1f}")  # fmt: skip
     # page faults: thousands per chunk mean the allocator hands memory back (autointerp.importance.memory)
-    print(f"minor page faults during the fast path: {faults_fast}")
+    print(f"minor page faults during the fast path (this process): {faults_fast}")
     hours = 832 * 50_000 / fast_rate / 3600
-    print(f"extrapolated 832 x 50,000: {hours:.2f} h at this rate; peak RSS {peak_rss_mb():.0f} MiB")
+    memory = f"peak RSS {peak_rss_mb():.0f} MiB"
+    if workers > 1:
+        worker_peak = max(r.peak_rss_mb for r in done)
+        memory += f" here + {workers} workers of at most {worker_peak:.0f} MiB each"
+    print(f"extrapolated 832 x 50,000: {hours:.2f} h at this rate; {memory}")
     print(
         f"naive_ablated_per_s: {naive_rate:.1f} fast_ablated_per_s: {fast_rate:.1f} "
         f"speedup: {fast_rate / naive_rate:.1f} "

@@ -88,6 +88,21 @@ def supports_inception_mixed5a(module: nn.Module, layer: str, spatial: tuple[int
     return layer == "mixed5a" and all(hasattr(module, p) for p in _PARTS) and tuple(spatial) == (7, 7)
 
 
+def inception_parts(module: nn.Module) -> nn.Module:
+    """The submodules of ``module`` that :func:`reference_tail` and :class:`InceptionMixed5aPath` read,
+    copied into a plain container without hooks: a small picklable model for worker processes
+    (:mod:`autointerp.importance.workers`)."""
+    import copy
+
+    parts = nn.Module()
+    for name in _PARTS:
+        part = copy.copy(getattr(module, name))  # shares the parameters; own hook dictionaries below
+        part._forward_hooks, part._forward_pre_hooks, part._backward_hooks = {}, {}, {}  # type: ignore[assignment]
+        part._forward_hooks_with_kwargs, part._forward_pre_hooks_with_kwargs = {}, {}  # type: ignore[assignment]
+        setattr(parts, name, part)
+    return parts.eval()
+
+
 def reference_tail(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``mixed5a -> logits`` exactly as lucent's InceptionV1.forward computes it (pre-softmax)."""
     m = module
@@ -355,13 +370,14 @@ class OpenPairs:
         return replace(self, rows=self.rows[keep], b_idx=self.b_idx[keep], d=self.d[keep], tol=self.tol[keep])
 
 
-def _int8_choice(int8: bool | str) -> tuple[bool, str]:
-    """Whether the int8 tier runs, and a line saying why (for logs and the stage's summary)."""
+def _int8_choice(int8: bool | str, fast: bool | None = None) -> tuple[bool, str]:
+    """Whether the int8 tier runs, and a line saying why (for logs and the stage's summary); ``fast``:
+    whether int8 products are faster here when already timed (else timed now)."""
     if int8 is False:
         return False, "off (importance.int8: false)"
     if not int8_matmul_is_exact():
         return False, "off: int8 matrix products are missing or inexact in this PyTorch"
-    if int8 == "auto" and not int8_matmul_is_fast():
+    if int8 == "auto" and not (int8_matmul_is_fast() if fast is None else fast):
         return False, "off: int8 products are not faster than float32 on this CPU (no VNNI): float32 convolutions"
     return True, "on" if int8 == "auto" else "on (importance.int8: true, even where not faster)"
 
@@ -384,14 +400,16 @@ class InceptionMixed5aPath:
         folded: bool | str = "auto",
         sparse: bool | str = "auto",
         lowrank: bool | str = "auto",
+        int8_fast: bool | None = None,
     ) -> None:
         """``int8``: the int8 tier (module doc, step 3) on wherever int8 products are exact ("auto",
-        the default: and faster than float32 here, :func:`int8_matmul_is_fast`; True: even where slow)
-        or off (False). :attr:`int8_note` says which and why. ``sparse``: the sparse exact tier (step
-        3c), "auto" (the default): where the int8 tier is off (True: after it where it runs). ``folded``:
-        the folded-mask tier (step 3b), "auto" (the default): where the int8 and sparse tiers are both off.
-        ``lowrank``: the rank-one tier (step 2b), "auto" (the default): where the int8 tier is off (True:
-        also before the int8 tier, where it measured slower)."""
+        the default: and faster than float32 here, :func:`int8_matmul_is_fast`, or ``int8_fast`` where
+        the caller has timed that: worker processes get their parent's answer, so all decide alike;
+        True: even where slow) or off (False). :attr:`int8_note` says which and why. ``sparse``: the
+        sparse exact tier (step 3c), "auto" (the default): where the int8 tier is off (True: after it
+        where it runs). ``folded``: the folded-mask tier (step 3b), "auto" (the default): where the
+        int8 and sparse tiers are both off. ``lowrank``: the rank-one tier (step 2b), "auto" (the
+        default): where the int8 tier is off (True: also before the int8 tier, where it measured slower)."""
         if int8 not in (True, False, "auto"):
             raise ValueError(f"int8: expected True, False or 'auto', got {int8!r}")
         if folded not in (True, False, "auto"):
@@ -467,7 +485,7 @@ class InceptionMixed5aPath:
         self.a3_abs = col(k3abs @ self.w3b.double().abs())  # × mean|δ|
         self.a5_abs = col(k5abs @ self.w5b.double().abs())
         # the int8 tier (module doc, step 3)
-        self.int8, self.int8_note = _int8_choice(int8)
+        self.int8, self.int8_note = _int8_choice(int8, int8_fast)
         # the sparse exact tier (module doc, step 3c) and the folded-mask tier (step 3b)
         # sparse "auto": where the int8 tier is off. After it, on the ~2-5 % of pairs it leaves (one or two
         # dozen per image), the sparse tier's per-image set-up makes it cost as much per pair as the float32

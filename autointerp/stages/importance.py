@@ -26,13 +26,14 @@ where it stopped and ends with identical output.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
-import resource
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from autointerp.importance.ablation import Ablation, FeatureTally
+    from autointerp.importance.workers import Unit
     from autointerp.runfolder import RunContext
 
 STUDY_COLUMNS = ["model", "layer", "feature_ind", "importance"]
@@ -147,6 +149,9 @@ def _chunks(features: list[int], size: int) -> list[list[int]]:
 
 
 def _settings_key(ctx: RunContext, inputs: ImportanceInputs, method: str, features: list[int]) -> str:
+    """Identifies what the saved units were computed with. For the exact method that includes the
+    PyTorch threads per unit: counts never depend on them, but float sums can in their last digits,
+    and a resumed run must end with identical output."""
     cfg = ctx.config.importance
     text = json.dumps(
         {
@@ -155,6 +160,7 @@ def _settings_key(ctx: RunContext, inputs: ImportanceInputs, method: str, featur
             "mean_scope": cfg.mean_scope,
             "chunk_size": cfg.chunk_size,
             "segment_images": cfg.segment_images if method == "exact" else None,
+            "threads_per_unit": worker_plan(ctx, inputs, features)[1] if method == "exact" else None,
             "batch_size": cfg.batch_size,
             "features": features,
             "model": ctx.config.model.model_dump(mode="json"),
@@ -291,19 +297,32 @@ def _tally_arrays(t: FeatureTally) -> dict[str, np.ndarray]:
     return {name: getattr(t, name) for name in _TALLY_COLUMNS}
 
 
+def inception_path_factory(ctx: RunContext, inputs: ImportanceInputs) -> Callable[[], Any] | None:
+    """A picklable builder of the InceptionV1 ``mixed5a`` path for this run (for worker processes, which
+    build their own), or None where the run's model and layer have no such path. The int8 tier's
+    speed check runs here, once, so every worker decides alike."""
+    from autointerp.importance.inception import InceptionMixed5aPath, inception_parts, supports_inception_mixed5a
+    from autointerp.importance.quantized import int8_matmul_is_exact, int8_matmul_is_fast
+
+    n, c, h, w = inputs.shape
+    if not supports_inception_mixed5a(ctx.model.module, ctx.config.layer, (h, w)):
+        return None
+    cfg = ctx.config.importance
+    fast = int8_matmul_is_exact() and int8_matmul_is_fast() if cfg.int8 == "auto" else None
+    return functools.partial(
+        InceptionMixed5aPath, inception_parts(ctx.model.module), (h, w), compile=cfg.compile, int8=cfg.int8,
+        folded=cfg.folded, sparse=cfg.sparse, lowrank=cfg.lowrank, int8_fast=fast,
+    )  # fmt: skip
+
+
 def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
     """The fastest exact path for the run's model and layer (see :mod:`autointerp.importance`)."""
     from autointerp.importance.engine import read_cache
-    from autointerp.importance.inception import InceptionMixed5aPath, supports_inception_mixed5a
     from autointerp.importance.paths import TailPath
 
-    n, c, h, w = inputs.shape
-    if supports_inception_mixed5a(ctx.model.module, ctx.config.layer, (h, w)):
-        cfg = ctx.config.importance
-        return InceptionMixed5aPath(
-            ctx.model.module, (h, w), compile=cfg.compile, int8=cfg.int8, folded=cfg.folded, sparse=cfg.sparse,
-            lowrank=cfg.lowrank,
-        )
+    factory = inception_path_factory(ctx, inputs)
+    if factory is not None:
+        return factory()
     from autointerp.importance.affine import AffineTailPath, affine_jacobian
 
     example = read_cache(inputs.acts, slice(0, 4))
@@ -314,6 +333,31 @@ def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
     return TailPath(tail, example=example[:1])
 
 
+def exact_units(ctx: RunContext, inputs: ImportanceInputs, feats: list[int]) -> list[Unit]:
+    """The exact method's units of work: chunks of ``importance.chunk_size`` features, each over the
+    images in segments of ``importance.segment_images``."""
+    from autointerp.importance.workers import Unit
+
+    cfg = ctx.config.importance
+    n = inputs.shape[0]
+    segments = [(s, min(s + cfg.segment_images, n)) for s in range(0, n, cfg.segment_images)]
+    return [Unit(tuple(ch), s, e) for ch in _chunks(feats, cfg.chunk_size) for s, e in segments]
+
+
+def worker_plan(ctx: RunContext, inputs: ImportanceInputs, feats: list[int]) -> tuple[int, int]:
+    """(worker processes, threads per unit) for the exact method (:func:`~autointerp.importance.workers.
+    resolve_workers`); one process wherever the run's path is not the InceptionV1 one."""
+    import torch
+
+    from autointerp.importance.inception import supports_inception_mixed5a
+    from autointerp.importance.workers import resolve_workers
+
+    workers, threads = resolve_workers(ctx.config.importance.workers, len(exact_units(ctx, inputs, feats)))
+    if workers > 1 and not supports_inception_mixed5a(ctx.model.module, ctx.config.layer, inputs.shape[2:]):
+        return 1, torch.get_num_threads()
+    return workers, threads
+
+
 def _exact_segments(
     ctx: RunContext,
     inputs: ImportanceInputs,
@@ -322,50 +366,59 @@ def _exact_segments(
     valid: torch.Tensor,
     store: ChunkStore,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
-    """The exact method in chunks of ``importance.chunk_size`` features, each worked through the
-    images in segments of ``importance.segment_images`` (:func:`~autointerp.importance.engine.evaluate_segment`:
-    all of the chunk's features per image batch, so per-image work is done once per chunk). Every
-    finished (chunk, segment) is saved and reused; tallies add up in segment order, so a resumed
-    run gives identical output."""
+    """The exact method in units (:func:`exact_units`): chunks of ``importance.chunk_size`` features, each
+    worked through the images in segments of ``importance.segment_images``
+    (:func:`~autointerp.importance.engine.evaluate_segment`: all of the chunk's features per image batch,
+    so per-image work is done once per chunk), in ``importance.workers`` processes where the path allows
+    (:mod:`autointerp.importance.workers`). Every finished unit is saved and reused; tallies add up in
+    segment order, so a resumed run gives identical output."""
     from autointerp.importance.ablation import FeatureTally
-    from autointerp.importance.engine import evaluate_segment
+    from autointerp.importance.workers import UnitJob, UnitResult, WorkerPool, evaluate_unit, path_description
 
     cfg = ctx.config.importance
-    n = inputs.shape[0]
-    segments = [(s, min(s + cfg.segment_images, n)) for s in range(0, n, cfg.segment_images)]
-    chunks = _chunks(feats, cfg.chunk_size)
-    units = [(ch, s, e) for ch in chunks for s, e in segments]
-    todo = [(ch, s, e) for ch, s, e in units if not store.segment_path(ch, s, e).exists()]
+    units = exact_units(ctx, inputs, feats)
+    todo = [u for u in units if not store.segment_path(list(u.features), u.start, u.end).exists()]
     info: dict[str, Any] = {}
     if todo:
-        path = choose_path(ctx, inputs)
-        info["path"] = path.name
-        if getattr(path, "int8_note", None):  # whether the int8 tier runs on this machine, and why
-            info["int8_tier"] = path.int8_note
-            print(f"[importance] int8 tier: {path.int8_note}", file=sys.stderr)
-        for tier in ("lowrank", "folded", "sparse"):
-            if hasattr(path, tier):
-                info[f"{tier}_tier"] = "on" if getattr(path, tier) else "off"
+        workers, threads = worker_plan(ctx, inputs, feats)
+        job = UnitJob(str(inputs.folder / "acts.npy"), inputs.labels, ablation, valid, cfg.k, cfg.batch_size, threads)
+
+        def save(unit: Unit, result: UnitResult) -> None:
+            arrays = dict(result.sums)
+            arrays["fallback"] = np.asarray(result.fallback, np.int64)
+            arrays["tier_names"] = np.asarray(list(result.tiers), dtype=str)
+            arrays["tier_pairs"] = np.asarray(list(result.tiers.values()), np.int64)
+            store.save(list(unit.features), arrays, store.segment_path(list(unit.features), unit.start, unit.end))
+            if workers > 1:  # the parent's own peak is in the summary's peak_rss_mb
+                info["worker_peak_rss_mb"] = max(info.get("worker_peak_rss_mb", 0.0), result.peak_rss_mb)
+
+        def describe(description: dict[str, str]) -> None:
+            info.update(description)
+            if "int8_tier" in description:  # whether the int8 tier runs on this machine, and why
+                print(f"[importance] int8 tier: {description['int8_tier']}", file=sys.stderr)
+
+        info["workers"], info["threads_per_worker"] = workers, threads
         # progress in ablations (feature × image pairs): the bar's ETA covers every chunk and segment
-        with Progress(f"importance ({path.name})", sum(len(ch) * (e - s) for ch, s, e in todo), "ablations") as bar:
-            for ch, s, e in todo:
-                tiers_before = dict(getattr(path, "pairs", {}))
-                tally, stats = evaluate_segment(path, inputs.acts[s:e], inputs.labels[s:e], ch, ablation, cfg.k,
-                                                valid, cfg.batch_size,
-                                                on_batch=lambda images, f=len(ch): bar.advance(images * f))  # fmt: skip
-                tiers = {t: v - tiers_before.get(t, 0) for t, v in getattr(path, "pairs", {}).items()}
-                arrays = {name: getattr(tally, name) for name in tally.SUMS}
-                arrays["fallback"] = np.asarray(stats["fallback"], np.int64)
-                arrays["tier_names"] = np.asarray(list(tiers), dtype=str)
-                arrays["tier_pairs"] = np.asarray(list(tiers.values()), np.int64)
-                store.save(ch, arrays, store.segment_path(ch, s, e))
-        reason = getattr(path, "bound_reason", None)
-        if reason is not None:
-            info["bound"] = reason
+        total = sum(u.pairs for u in todo)
+        if workers > 1:
+            job.make_path = inception_path_factory(ctx, inputs)
+            print(f"[importance] {workers} worker processes, {threads} thread(s) each", file=sys.stderr)
+            with WorkerPool(job, workers) as pool:
+                describe(pool.description)
+                with Progress(f"importance ({info['path']}, {workers} workers)", total, "ablations") as bar:
+                    pool.run(todo, save, bar.advance)
+        else:
+            path = choose_path(ctx, inputs)
+            describe(path_description(path))
+            with Progress(f"importance ({path.name})", total, "ablations") as bar:
+                for unit in todo:
+                    advance = lambda images, f=len(unit.features): bar.advance(images * f)  # noqa: E731
+                    save(unit, evaluate_unit(path, inputs.acts, job, unit, advance))
     chunk_tallies = []
     fallback = 0
     tiers_total: dict[str, int] = {}
-    for ch in chunks:
+    segments = sorted({(u.start, u.end) for u in units})
+    for ch in _chunks(feats, cfg.chunk_size):
         total = FeatureTally(np.asarray(ch, np.int64))
         for s, e in segments:  # in order: the float sums add up the same way on every run
             data = store.load(ch, store.segment_path(ch, s, e))
@@ -513,7 +566,8 @@ def _write_cumulative(
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
-    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(usage / (1024 * 1024) if sys.platform == "darwin" else usage / 1024, 1)
+    from autointerp.importance.workers import peak_rss_mb as process_peak
+
+    return process_peak()
 
 
