@@ -87,7 +87,8 @@ class ImportanceConfig(_Section):
     sparse: bool | Literal["auto"] = "auto"
     # InceptionV1 mixed5a: decide about 60 % of the pairs the cheap bounds leave open from a rank-one fit of each
     # branch's input change (its pooled change exactly, the rest bounded), before those tiers (same counts).
-    # "auto": where the int8 tier is off (there 1.4x faster); true: always (before the int8 tier too); false: never
+    # "auto": where the int8 tier is off (there 1.4x faster) or on one thread, as in worker processes (1.07-1.13x);
+    # true: always (before the int8 tier with more threads too); false: never
     lowrank: bool | Literal["auto"] = "auto"
     # method "exact": worker processes for its units (chunk x segment), one PyTorch thread each: small tensor
     # operations and Python do not spread over one process's threads (InceptionV1 on 2 cores: 1.3x faster).

@@ -11,7 +11,7 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
    update, the 3×3/5×5 bottleneck changes ``Δb`` exactly, and ``||Δh_3x3|| ≤ ||conv3||·||Δb3||_F / √HW``
    with a sound operator-norm bound; the logits' change is then exact in the 1×1/pool coordinates and
    interval-bounded in the rest, which decides most remaining pairs;
-2b. (when ``lowrank``: by default where the int8 tier is off) both branches' changes from a rank-one
+2b. (when ``lowrank``: by default where the int8 tier is off or on one thread) both branches' changes from a rank-one
    fit of their bottleneck change, ``Δq = α ⊗ δ + S`` with the ablated channel's spatial change ``δ``:
    the rank-one part's pooled change exactly (one small product and a single-channel convolution per
    pair) and the rest within ``L·||S|| / √HW``, about a third of tier 2's radius
@@ -409,7 +409,8 @@ class InceptionMixed5aPath:
         sparse exact tier (step 3c), "auto" (the default): where the int8 tier is off (True: after it
         where it runs). ``folded``: the folded-mask tier (step 3b), "auto" (the default): where the
         int8 and sparse tiers are both off. ``lowrank``: the rank-one tier (step 2b), "auto" (the
-        default): where the int8 tier is off (True: also before the int8 tier, where it measured slower)."""
+        default): where the int8 tier is off or PyTorch runs on one thread here (True: also before the
+        int8 tier with more threads, where it measured no faster)."""
         if int8 not in (True, False, "auto"):
             raise ValueError(f"int8: expected True, False or 'auto', got {int8!r}")
         if folded not in (True, False, "auto"):
@@ -500,11 +501,14 @@ class InceptionMixed5aPath:
         if self.int8:
             self.q3 = Int8Conv(self.k3, 1, spatial, compile)
             self.q5 = Int8Conv(self.k5, 2, spatial, compile)
-        # the rank-one tier (module doc, step 2b). "auto": where the int8 tier is off. Before the sparse tier it
-        # decided 63 % of its pairs at ~80 µs each against ~300 (AMX Xeon, 96 benchmark images, same process:
-        # 12.5 -> 8.7 s); before the int8 tier (~130 µs per pair, less on the easy pairs it would take) it
-        # cost more than it saved (int8 tier alone 4.5 s, both 5.2 s)
-        self.lowrank = lowrank is True or (lowrank == "auto" and not self.int8)
+        # the rank-one tier (module doc, step 2b). "auto": where the int8 tier is off, or where this path runs on
+        # one thread (as in the stage's worker processes). Before the sparse tier it decided 63 % of its pairs at
+        # ~80 µs each against ~300 (AMX Xeon, 96 benchmark images, same process: 12.5 -> 8.7 s). Before the int8
+        # tier it decides ~55 % of that tier's pairs: in a process with 2 threads that cost about what it saved
+        # (int8 tier alone 4.5 s, both 5.2 s), on one thread it paid (128 images, 4 alternating rounds: best
+        # 19.8 s against 22.4 s, faster in every round; 96 images, 3 rounds: 17.1 against 18.2 s)
+        single_thread = torch.get_num_threads() == 1
+        self.lowrank = lowrank is True or (lowrank == "auto" and (not self.int8 or single_thread))
         if self.lowrank:
             self.lr3 = RankOneConv(self.k3, 1, spatial, compile, op=self.l3)
             self.lr5 = RankOneConv(self.k5, 2, spatial, compile, op=self.l5)

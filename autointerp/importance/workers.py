@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from autointerp.importance import engine
 from autointerp.importance.ablation import Ablation
-from autointerp.importance.engine import AblationPath, bound_pass, evaluate_chunk, evaluate_segment
+from autointerp.importance.engine import AblationPath, bound_pass, evaluate_chunk
 
 #: images of the first unit the optional warm-up runs (compiles every tier outside any timing)
 WARM_UP_IMAGES = 64
@@ -129,7 +130,7 @@ def evaluate_unit(
     """One unit (module doc) through ``path``; ``on_batch`` gets the images done after each batch."""
     pairs, seconds = dict(getattr(path, "pairs", {})), dict(getattr(path, "seconds", {}))
     cpu = time.process_time()
-    tally, stats = evaluate_segment(
+    tally, stats = engine.evaluate_segment(  # looked up on the module: tests interrupt it there
         path, acts[unit.start : unit.end], job.labels[unit.start : unit.end], list(unit.features), job.ablation,
         job.k, job.valid, job.batch_size, on_batch=on_batch,
     )  # fmt: skip
