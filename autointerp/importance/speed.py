@@ -15,17 +15,20 @@ from collections.abc import Callable
 
 
 def _seconds(fn: Callable[[], object], budget: float) -> float:
-    """Best wall time of a few calls of ``fn`` (after one warm-up call), stopping once ``budget``
-    seconds have been spent: a slow candidate costs about one call, not many."""
-    start = time.perf_counter()
+    """Best wall time of a few calls of ``fn`` after one untimed warm-up call (which may compile a
+    kernel: oneDNN builds its int8 kernels on first use), stopping once ``budget`` seconds have been
+    spent after the first timed call: a slow candidate costs about two calls, not many. (The warm-up
+    once counted as a sample when it alone used up the budget, on a loaded machine, and made int8
+    products look slower than float32.)"""
     fn()
-    best = time.perf_counter() - start
-    for _ in range(4):
-        if time.perf_counter() - start > budget:
-            break
+    start = time.perf_counter()
+    best = float("inf")
+    for _ in range(5):
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() - start > budget:
+            break
     return best
 
 
