@@ -40,6 +40,18 @@ def test_resolve_workers():
             resolve_workers(bad, 25, cpus=2)
 
 
+def test_a_daemonic_process_runs_units_itself(monkeypatch):
+    """A daemonic process (a multiprocessing pool's worker) may not start processes: one worker, here."""
+    import multiprocessing
+
+    class Daemon:
+        daemon = True
+
+    monkeypatch.setattr(multiprocessing, "current_process", lambda: Daemon())
+    assert resolve_workers("auto", 25, cpus=2) == (1, torch.get_num_threads())
+    assert resolve_workers(4, 25, cpus=2) == (1, torch.get_num_threads())
+
+
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     """A trained-like random InceptionV1, its mixed5a activations of 6 images as a float16 .npy file

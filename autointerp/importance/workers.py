@@ -101,7 +101,10 @@ def resolve_workers(setting: int | str, n_units: int, cpus: int | None = None) -
 
     ``"auto"``: one worker per available CPU, at most one per unit, one thread each. An integer
     ``n``: ``n`` workers sharing the CPUs' threads. A single worker means no extra process: units run
-    here, with this process's PyTorch threads (``torch.get_num_threads()``)."""
+    here, with this process's PyTorch threads (``torch.get_num_threads()``); so does any setting in a
+    daemonic process (e.g. a multiprocessing pool's worker), which may not start processes."""
+    import multiprocessing
+
     cpus = cpus or available_cpus()
     if setting == "auto":
         workers = max(1, min(cpus, n_units))
@@ -109,6 +112,8 @@ def resolve_workers(setting: int | str, n_units: int, cpus: int | None = None) -
         workers = setting
     else:
         raise ValueError(f"importance.workers: expected 'auto' or a positive integer, got {setting!r}")
+    if multiprocessing.current_process().daemon:
+        workers = 1
     return workers, (torch.get_num_threads() if workers == 1 else max(1, cpus // workers))
 
 
