@@ -348,8 +348,9 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
     path = InceptionMixed5aPath(model, int8=False, folded=False, sparse=True)
     state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
     op = OpenPairs(state, labels, u, torch.arange(len(b)), b, d, tol, k, VALID)
-    decided, correct, logprob = path._sparse_tier(op)
+    decided, correct, logprob, evaluated = path._sparse_tier(op)
     assert float(decided.double().mean()) > 0.6
+    assert torch.equal(evaluated, decided)  # without the 5x5 interval: both branches for every pair
     assert torch.equal(correct[decided], truth[decided])
     assert bool(logprob[~decided].isnan().all())  # undecided pairs report no log-probability
     after3, after5 = path._bottlenecks_after(state, acts, b, c, u.target)
@@ -361,7 +362,7 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
         dh1p = torch.cat((u.h1 - state.h1[b], u.hp - state.hp[b]), 1).double()
         z_mid = reference_tail(model, acts).double()[b] + dh1p @ path.W[:, path.cols1p].T.double()
     d_real = z_mid.gather(1, labels[b][:, None]) - z_mid
-    decided, _, logprob = path._sparse_tier(replace(op, d=d_real))
+    decided, _, logprob, _ = path._sparse_tier(replace(op, d=d_real))
     assert float(decided.double().mean()) > 0.9
     reference = true_logprob(z_after, labels[b], VALID)
     torch.testing.assert_close(logprob[decided], reference[decided], rtol=0, atol=1e-5)
@@ -375,6 +376,33 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
         torch.testing.assert_close(got3.pooled, q3[rows], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(got5.pooled, q5[rows], rtol=1e-4, atol=1e-4)
         assert got3.support < 0.5 * 49 * 9 * 192  # reads a fraction of what a convolution reads
+
+
+def test_staged_sparse_tier_decides_most_pairs_with_the_3x3_branch_alone(perturbed):
+    """After the rank-one tier, the sparse tier computes the 3x3 branch first and takes the 5x5 branch's
+    change from the rank-one interval; only pairs that leave open get the 5x5 branch too. At planted
+    margins every decision is the exact outcome, pairs decided without the 5x5 branch are reported as
+    bounded (no log-probability), and the others' log-probabilities are those of both branches."""
+    model, _, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    path = InceptionMixed5aPath(model, int8=False, folded=False, sparse=True, lowrank=True)
+    state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
+    op = OpenPairs(state, labels, u, torch.arange(len(b)), b, d, tol, k, VALID)
+    decided_lr, _, interval5 = path._lowrank_tier(op)
+    assert interval5 is not None
+    rest = torch.nonzero(~decided_lr)[:, 0]
+    sub = op.subset(rest)
+    decided, correct, logprob, evaluated = path._sparse_tier(sub, interval5)
+    assert torch.equal(correct[decided], truth[rest][decided])
+    alone = decided & ~evaluated  # decided by the 3x3 branch with the 5x5 interval
+    assert 0 < int(alone.sum()) < len(rest)
+    assert path.pairs["sparse_with_5x5"] == len(rest) - int(alone.sum())
+    assert bool(logprob[~evaluated].isnan().all()) and not bool(logprob[evaluated].isnan().any())
+    # the pairs given both branches get the same decisions and log-probabilities as without staging
+    decided_all, correct_all, logprob_all, _ = path._sparse_tier(sub)
+    assert torch.equal(decided[evaluated], decided_all[evaluated])
+    assert torch.equal(correct[decided & decided_all], correct_all[decided & decided_all])
+    torch.testing.assert_close(logprob[evaluated], logprob_all[evaluated], rtol=0, atol=1e-6)  # other batches
 
 
 def test_int8_tier_is_sound_at_planted_margins(perturbed):
