@@ -378,6 +378,32 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
         assert got3.support < 0.5 * 49 * 9 * 192  # reads a fraction of what a convolution reads
 
 
+def test_rank_one_tier_is_sound_at_planted_margins_and_runs_the_5x5_branch_only_where_needed(perturbed):
+    """The rank-one tier decides pairs with the 3x3 branch's rank-one change and the 5x5 branch's tier-2
+    radius first, and computes the 5x5 branch only for the pairs that leaves open: every decision at
+    planted margins is the exact outcome, some pairs never need the 5x5 branch, and the 5x5 interval
+    it hands on covers the 5x5 branch's exact change for each pair left open, in order."""
+    model, _, acts, labels = perturbed
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
+    path = InceptionMixed5aPath(model, int8=False, folded=False, sparse=True, lowrank=True)
+    state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
+    op = OpenPairs(state, labels, u, torch.arange(len(b)), b, d, tol, k, VALID)
+    decided, correct, interval5 = path._lowrank_tier(op)
+    assert 0 < int(decided.sum()) < len(b)
+    assert torch.equal(correct[decided], truth[decided])
+    assert 0 < path.pairs["lowrank_with_5x5"] < len(b)
+    assert interval5 is not None and len(interval5[0]) == int((~decided).sum())
+    # the 5x5 branch's exact change of every d_j lies in the interval handed on
+    rest = torch.nonzero(~decided)[:, 0]
+    after3, after5 = path._bottlenecks_after(state, acts, b[rest], c[rest], u.target[rest])
+    _, q5 = path._branches_3x3_5x5(after3, after5)
+    w5 = path.W[:, 768:896].double()
+    move5 = (q5.double() - torch.relu(state.r5).mean((2, 3)).double()[b[rest]]) @ w5.T
+    move5 = move5.gather(1, labels[b[rest]][:, None]) - move5
+    moved, slack = interval5
+    assert bool(((move5 - moved).abs() <= slack + 1e-6 * move5.abs().amax(1, keepdim=True)).all())
+
+
 def test_staged_sparse_tier_decides_most_pairs_with_the_3x3_branch_alone(perturbed):
     """After the rank-one tier, the sparse tier computes the 3x3 branch first and takes the 5x5 branch's
     change from the rank-one interval; only pairs that leave open get the 5x5 branch too. At planted
