@@ -378,17 +378,24 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
         assert got3.support < 0.5 * 49 * 9 * 192  # reads a fraction of what a convolution reads
 
 
-def test_rank_one_tier_is_sound_at_planted_margins_and_runs_the_5x5_branch_only_where_needed(perturbed):
-    """The rank-one tier decides pairs with the 3x3 branch's rank-one change and the 5x5 branch's tier-2
-    radius first, and computes the 5x5 branch only for the pairs that leaves open: every decision at
-    planted margins is the exact outcome, some pairs never need the 5x5 branch, and the 5x5 interval
-    it hands on covers the 5x5 branch's exact change for each pair left open, in order."""
+def _rank_one_tier_at_planted_margins(perturbed):
+    """The rank-one tier (sparse tier after it) on :func:`_planted_margins`' pairs: ``(path, acts, labels,
+    b, c, u, truth, op, (decided, correct, interval5))``."""
     model, _, acts, labels = perturbed
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     path = InceptionMixed5aPath(model, int8=False, folded=False, sparse=True, lowrank=True)
     state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
     op = OpenPairs(state, labels, u, torch.arange(len(b)), b, d, tol, k, VALID)
-    decided, correct, interval5 = path._lowrank_tier(op)
+    return path, acts, labels, b, c, u, truth, op, path._lowrank_tier(op)
+
+
+def test_rank_one_tier_is_sound_at_planted_margins_and_runs_the_5x5_branch_only_where_needed(perturbed):
+    """The rank-one tier decides pairs with the 3x3 branch's rank-one change and the 5x5 branch's tier-2
+    radius first, and computes the 5x5 branch only for the pairs that leaves open: every decision at
+    planted margins is the exact outcome, some pairs never need the 5x5 branch, and the 5x5 interval
+    it hands on covers the 5x5 branch's exact change for each pair left open, in order."""
+    path, acts, labels, b, c, u, truth, op, (decided, correct, interval5) = _rank_one_tier_at_planted_margins(perturbed)
+    state = op.state
     assert 0 < int(decided.sum()) < len(b)
     assert torch.equal(correct[decided], truth[decided])
     assert 0 < path.pairs["lowrank_with_5x5"] < len(b)
@@ -409,12 +416,7 @@ def test_staged_sparse_tier_decides_most_pairs_with_the_3x3_branch_alone(perturb
     change from the rank-one interval; only pairs that leave open get the 5x5 branch too. At planted
     margins every decision is the exact outcome, pairs decided without the 5x5 branch are reported as
     bounded (no log-probability), and the others' log-probabilities are those of both branches."""
-    model, _, acts, labels = perturbed
-    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
-    path = InceptionMixed5aPath(model, int8=False, folded=False, sparse=True, lowrank=True)
-    state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
-    op = OpenPairs(state, labels, u, torch.arange(len(b)), b, d, tol, k, VALID)
-    decided_lr, _, interval5 = path._lowrank_tier(op)
+    path, _, _, _, _, _, truth, op, (decided_lr, _, interval5) = _rank_one_tier_at_planted_margins(perturbed)
     assert interval5 is not None
     rest = torch.nonzero(~decided_lr)[:, 0]
     sub = op.subset(rest)
