@@ -166,8 +166,10 @@ def _settings_key(ctx: RunContext, inputs: ImportanceInputs, method: str, featur
             "model": ctx.config.model.model_dump(mode="json"),
             "layer": ctx.config.layer,
             "cache": inputs.fingerprint(),
-            # 2: exact results per (chunk, segment of images); the other methods' files are unchanged
-            "version": 2 if method == "exact" else 1,
+            # 2: exact results per (chunk, segment of images); 3: the rank-one and sparse tiers take the 3x3
+            # branch first, so fewer pairs count as exactly evaluated (same counts, other log-probability
+            # sums); the other methods' files are unchanged
+            "version": 3 if method == "exact" else 1,
         },
         sort_keys=True,
     )
