@@ -182,8 +182,11 @@ def test_compiled_core_gives_the_same_counts_as_eager(perturbed):
      ({"int8": False, "folded": True, "sparse": False, "lowrank": False}, ("folded", "exact_5x5"), range(0, 832, 2)),
      ({"int8": False, "folded": False, "sparse": True, "lowrank": False}, ("sparse",), range(1, 832, 4)),
      ({"int8": False, "folded": True, "sparse": True, "lowrank": False}, ("folded", "sparse"), range(3, 832, 4)),
-     ({"int8": True, "sparse": True, "lowrank": False}, ("int8", "sparse"), range(0, 832, 2))],
-    ids=["int8", "lowrank+int8", "lowrank+sparse", "folded", "sparse", "folded+sparse", "int8+sparse"],
+     ({"int8": True, "sparse": True, "lowrank": False}, ("int8", "sparse"), range(0, 832, 2)),
+     ({"int8": False, "folded": True, "sparse": True, "lowrank": True}, ("lowrank", "folded", "sparse"),
+      range(1, 832, 2))],
+    ids=["int8", "lowrank+int8", "lowrank+sparse", "folded", "sparse", "folded+sparse", "int8+sparse",
+         "lowrank+folded+sparse"],
 )  # fmt: skip
 def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, settings, tiers, features):
     """The int8 tier, the rank-one tier before the int8 or the sparse tier, the folded-mask tier with its
