@@ -237,31 +237,6 @@ def _rank_one_interval(
     return moved, (pn[lab] * radius[:, None] + rounding) * _SAFETY
 
 
-def _rank_one_decide(
-    d: torch.Tensor,
-    tol: torch.Tensor,
-    lab: torch.Tensor,
-    valid: torch.Tensor,
-    k: int,
-    z3: torch.Tensor,
-    z5: torch.Tensor,
-    h_norm3: torch.Tensor,
-    h_norm5: torch.Tensor,
-    radius3: torch.Tensor,
-    radius5: torch.Tensor,
-    pn3: torch.Tensor,
-    pn5: torch.Tensor,
-    wn3: torch.Tensor,
-    wn5: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rank-one tier's decision: both branches' :func:`_rank_one_interval` around ``d``, plus ``tol``
-    (one compiled graph: the (pairs, outputs) float64 intervals never reach memory)."""
-    moved3, slack3 = _rank_one_interval(z3, h_norm3, lab, pn3, radius3, wn3)
-    moved5, slack5 = _rank_one_interval(z5, h_norm5, lab, pn5, radius5, wn5)
-    mid, half = d + moved3 + moved5, slack3 + slack5 + tol
-    return decide_interval(mid - half, mid + half, lab, valid, k)
-
-
 def _rank1_core(
     p1: torch.Tensor,
     pr: torch.Tensor,
@@ -435,7 +410,7 @@ class InceptionMixed5aPath:
         self._core = maybe(_rank1_core, (0, 4))
         self._margins, self._tier2_decide = maybe(_margins), maybe(_tier2_decide)
         self._branch_bounds, self._int8_decide = maybe(_branch_bounds, (0, 4)), maybe(_int8_decide)
-        self._rank_one_interval, self._rank_one_decide = maybe(_rank_one_interval), maybe(_rank_one_decide)
+        self._rank_one_interval = maybe(_rank_one_interval)
         self._pooled: tuple[torch.Tensor, torch.Tensor] | None = None
         #: wall seconds spent per part of :meth:`evaluate` (for benchmarks and profiling)
         parts = (
@@ -757,15 +732,16 @@ class InceptionMixed5aPath:
         if not len(rest):
             return decided, correct, None
         z5, hn5, rad5 = branch_change("5", rest)
-        decided[rest], correct[rest] = self._rank_one_decide(
-            op.d[rest], op.tol[rest], lab[rest], op.valid, op.k, z3[rest], z5, hn3[rest], hn5, rad3[rest], rad5,
-            self.pn3, self.pn5, self.wn3, self.wn5,
+        moved5, slack5 = self._rank_one_interval(z5, hn5, lab[rest], self.pn5, rad5, self.wn5)
+        zero = torch.zeros(len(rest), dtype=torch.float64)
+        decided[rest], correct[rest] = self._int8_decide(
+            op.d[rest], op.tol[rest], lab[rest], op.valid, op.k, moved3[rest] + moved5, slack3[rest] + slack5,
+            self.pn5, zero,
         )  # fmt: skip
         if not (self.int8 or self.sparse):
             return decided, correct, None
         open5 = ~decided[rest]  # the 5x5 interval for the int8 or sparse tier, only for the pairs it will see
-        return decided, correct, self._rank_one_interval(z5[open5], hn5[open5], lab[rest][open5], self.pn5,
-                                                         rad5[open5], self.wn5)  # fmt: skip
+        return decided, correct, (moved5[open5], slack5[open5])
 
     def _int8_tier(
         self, op: OpenPairs, interval5: tuple[torch.Tensor, torch.Tensor] | None = None
