@@ -87,3 +87,24 @@ def test_support_is_the_minority_entries_and_sign_flips():
 def test_rejects_a_convolution_without_same_padding():
     with pytest.raises(ValueError, match="same"):
         SparseExactConv(nn.Conv2d(4, 4, 3, padding=0), 0, (7, 7))
+
+
+def test_compiled_change_needs_no_new_graph_for_a_batch_first_image_or_a_single_pair():
+    """Worker processes compile during their warm-up: a later block whose image is the first of its batch
+    (a view at storage offset 0, which torch.compile specialises) or that has one pair (size 1, likewise)
+    must not compile another graph inside the timed run, and gives the eager result."""
+    from torch._dynamo.utils import counters
+
+    conv, r, p, wc, delta, dq = _case(3, (7, 7), seed=5, scale=1.0, pairs=4)
+    order = torch.arange(24)
+    batch = torch.stack((p * 0.5, p))  # the path's pre-activations: one row per image of the batch
+    torch._dynamo.reset()
+    compiled = SparseExactConv(conv, 1, (7, 7), compile=True)
+    compiled.change(r, batch[1], order, wc[:3], delta[:3], dq[:3])  # offset > 0, three pairs: compiles
+    graphs = counters["stats"]["unique_graphs"]
+    first = batch[0]
+    dq_first = (torch.relu(first + wc[3, None, None] * delta[3, ..., None]) - torch.relu(first))[None]  # one pair
+    got = compiled.change(r, first, order, wc[3:], delta[3:], dq_first)
+    assert counters["stats"]["unique_graphs"] == graphs
+    eager = SparseExactConv(conv, 1, (7, 7)).change(r, first, order, wc[3:], delta[3:], dq_first)
+    assert torch.allclose(got.change, eager.change, atol=1e-5)

@@ -145,7 +145,9 @@ class SparseExactConv:
         ``dq`` (P, H, W, C), all in that order."""
         kk, o = self.k * self.k, self.out_channels
         majority = (p > 0).sum((0, 1)) * 2 > self.hw  # (C,) b
-        bw, s, support, s_norm = self._split(p, majority, w, delta, dq)
+        # a copy: torch.compile specialises a view's storage offset 0 (the first image of a batch) and would
+        # compile a second graph for it, seconds of a worker's timed run when first met after the warm-up
+        bw, s, support, s_norm = self._split(p.clone(), majority, w, delta, dq)
         groups, entries = self._support_entries(support, order)
         positions = torch.cat([g.positions for g in groups])  # the order of Δr's rows below
         bounds = torch.tensor([0] + [len(g.positions) for g in groups]).cumsum(0).tolist()
@@ -164,7 +166,9 @@ class SparseExactConv:
             # K_w * δ: one-channel convolution with each pair's kernel K_w (k², O, P)
             kernel = (self.taps_by_channel.T @ bw_net[z].T).view(kk, o, n_pairs)
             windows = self._padded_t(delta[z, ..., None])[:-1].index_select(0, window).view(self.hw, kk, n_pairs)
-            outputs.append(self._epilogue(base, dr, windows, kernel))
+            # one pair: eagerly (PyTorch specialises a dynamic size 1, another graph to compile for microseconds)
+            epilogue = self._epilogue if n_pairs > 1 else _epilogue
+            outputs.append(epilogue(base, dr, windows, kernel))
         pooled, change, dr_abs = (torch.cat(t, 1).T for t in zip(*outputs, strict=True))
         # mean over positions of a window norm <= k·||x|| / √HW (each entry is in at most k² windows)
         spread = self.k / self.hw**0.5
