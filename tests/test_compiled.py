@@ -73,6 +73,12 @@ def test_one_row_calls_run_eagerly_without_compiling(monkeypatch):
     assert compiled_calls == []
     torch.testing.assert_close(f(a, w), _fused(a, w))
     assert compiled_calls == [5]
+    # a batch in another dimension: (argument, dimension)
+    g = compiled_or_eager(_fused, batch_args=((0, 1),))
+    torch.testing.assert_close(g(a[:, :1], w), _fused(a[:, :1], w))
+    assert compiled_calls == [5]
+    torch.testing.assert_close(g(a[:1], w[:1]), _fused(a[:1], w[:1]))
+    assert compiled_calls == [5, 1]
 
 
 def test_compiling_turns_duck_shaping_off():

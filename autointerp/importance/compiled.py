@@ -21,18 +21,22 @@ from typing import Any
 _reported: set[tuple[str, str]] = set()
 
 
-def compiled_or_eager(fn: Callable[..., Any], batch_args: tuple[int, ...] = (0,)) -> Callable[..., Any]:
+def compiled_or_eager(
+    fn: Callable[..., Any], batch_args: tuple[int | tuple[int, int], ...] = (0,)
+) -> Callable[..., Any]:
     """``fn`` compiled with dynamic shapes on first use; ``fn`` itself once compiling has failed.
 
     Calls where a tensor among the positional arguments ``batch_args`` has fewer than 2 rows run
     eagerly: PyTorch specialises dynamic sizes 0 and 1, so such a call would compile another graph
-    (seconds) for microseconds of work.
+    (seconds) for microseconds of work. An entry ``(i, dim)`` checks dimension ``dim`` of argument
+    ``i`` instead of its rows (for a batch that is not the first dimension).
     """
     state: dict[str, Any] = {}
+    checks = [(b, 0) if isinstance(b, int) else b for b in batch_args]
 
     @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
-        if state.get("eager") or any(len(args[i]) < 2 for i in batch_args):
+        if state.get("eager") or any(args[i].shape[dim] < 2 for i, dim in checks):
             return fn(*args)
         try:
             if "compiled" not in state:

@@ -93,7 +93,7 @@ class SparseExactConv:
         self.padded_positions = (h + 2 * padding) * wp
         self.row_norms = w.flatten(1).norm(dim=1) * _SAFETY  # ||K_o||
         self._split = compiled_or_eager(_split, (2,)) if compile else _split
-        self._epilogue = compiled_or_eager(_epilogue, (3,)) if compile else _epilogue
+        self._epilogue = compiled_or_eager(_epilogue, ((3, 2),)) if compile else _epilogue  # kernel (k², O, pairs)
 
     def _padded_t(self, x: torch.Tensor) -> torch.Tensor:
         """(P, H, W, C) -> (padded positions·C + 1, P): zero-padded map, flattened, pairs last, one zero
@@ -166,9 +166,7 @@ class SparseExactConv:
             # K_w * δ: one-channel convolution with each pair's kernel K_w (k², O, P)
             kernel = (self.taps_by_channel.T @ bw_net[z].T).view(kk, o, n_pairs)
             windows = self._padded_t(delta[z, ..., None])[:-1].index_select(0, window).view(self.hw, kk, n_pairs)
-            # one pair: eagerly (PyTorch specialises a dynamic size 1, another graph to compile for microseconds)
-            epilogue = self._epilogue if n_pairs > 1 else _epilogue
-            outputs.append(epilogue(base, dr, windows, kernel))
+            outputs.append(self._epilogue(base, dr, windows, kernel))
         pooled, change, dr_abs = (torch.cat(t, 1).T for t in zip(*outputs, strict=True))
         # mean over positions of a window norm <= k·||x|| / √HW (each entry is in at most k² windows)
         spread = self.k / self.hw**0.5
