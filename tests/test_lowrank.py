@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from conv_cases import random_conv
 from torch import nn
 
+from autointerp.importance import native
 from autointerp.importance.lowrank import RankOneConv
 
 torch.set_num_threads(2)
@@ -43,9 +44,9 @@ def _pooled_change(conv: nn.Conv2d, r: torch.Tensor, dq: torch.Tensor, b_idx: to
     return (F.relu(base + dr) - F.relu(base)).mean((2, 3))
 
 
-def _run(conv, r, dq, delta, b_idx, pad, spatial, order=None, compile=False, block=128):
+def _run(conv, r, dq, delta, b_idx, pad, spatial, order=None, compile=False, block=128, native=True):
     """:meth:`RankOneConv.change` for all pairs, ``dq`` permuted into each image's ``order`` (B, C)."""
-    rc = RankOneConv(conv, pad, spatial, compile=compile, block=block)
+    rc = RankOneConv(conv, pad, spatial, compile=compile, block=block, native=native)
     if order is None:
         order = torch.arange(dq.shape[-1]).repeat(len(r), 1)
     dq_ordered = torch.stack([dq[i][..., order[b]] for i, b in enumerate(b_idx.tolist())])
@@ -56,14 +57,15 @@ def _run(conv, r, dq, delta, b_idx, pad, spatial, order=None, compile=False, blo
 
 @pytest.mark.parametrize(("k", "pad", "spatial"), [(3, 1, (7, 7)), (5, 2, (7, 7)), (3, 1, (4, 6))])
 @pytest.mark.parametrize("scale", [0.05, 1.0, 20.0])
-def test_radius_holds_around_the_rank_one_change(k, pad, spatial, scale):
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
+def test_radius_holds_around_the_rank_one_change(k, pad, spatial, scale, native):
     """The true pooled change (float64 convolution of the whole Δq) lies within ``radius`` of ``h``
-    for ablation-like changes of every size, channels in each image's own order; and outputs do cross
-    zero at the larger sizes (so the ReLUs matter)."""
+    for ablation-like changes of every size, channels in each image's own order, from the C loop and
+    from PyTorch; and outputs do cross zero at the larger sizes (so the ReLUs matter)."""
     conv, r, dq, delta, b_idx = _case(k, pad, spatial, seed=k + spatial[1], scale=scale)
     gen = torch.Generator().manual_seed(5)
     order = torch.stack([torch.randperm(24, generator=gen) for _ in range(len(r))])
-    _, got = _run(conv, r, dq, delta, b_idx, pad, spatial, order=order, block=4)  # two blocks
+    _, got = _run(conv, r, dq, delta, b_idx, pad, spatial, order=order, block=4, native=native)  # two blocks
     exact = _pooled_change(conv, r, dq, b_idx, pad)
     dist = (exact - got.h.double()).norm(dim=1)
     assert bool((dist <= got.radius).all()), (dist / got.radius).tolist()
@@ -105,3 +107,16 @@ def test_compiled_and_eager_agree():
     _, compiled = _run(conv, r, dq, delta, b_idx, 2, (7, 7), compile=True)
     torch.testing.assert_close(compiled.h, eager.h, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(compiled.radius, eager.radius, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize(("k", "pad", "spatial"), [(3, 1, (7, 7)), (5, 2, (5, 3))])
+def test_native_loop_and_pytorch_agree(k, pad, spatial):
+    """The C loop (40 outputs: two blocks of 16 and a scalar tail; 49 or 15 positions: groups of four
+    and a remainder) gives PyTorch's ``h`` and radius up to float32 rounding."""
+    if native.kernels() is None:
+        pytest.skip("native loops unavailable here (no C compiler)")
+    conv, r, dq, delta, b_idx = _case(k, pad, spatial, seed=11, scale=1.0)
+    _, torch_got = _run(conv, r, dq, delta, b_idx, pad, spatial, native=False)
+    _, native_got = _run(conv, r, dq, delta, b_idx, pad, spatial, native=True)
+    torch.testing.assert_close(native_got.h, torch_got.h, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(native_got.radius, torch_got.radius, rtol=1e-4, atol=1e-9)

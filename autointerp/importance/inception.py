@@ -380,6 +380,7 @@ class InceptionMixed5aPath:
         sparse: bool | str = "auto",
         lowrank: bool | str = "auto",
         int8_fast: bool | None = None,
+        native: bool = True,
     ) -> None:
         """``int8``: the int8 tier (module doc, step 3) on wherever int8 products are exact ("auto",
         the default: and faster than float32 here, :func:`int8_matmul_is_fast`, or ``int8_fast`` where
@@ -389,7 +390,8 @@ class InceptionMixed5aPath:
         where it runs). ``folded``: the folded-mask tier (step 3b), "auto" (the default): where the
         int8 and sparse tiers are both off. ``lowrank``: the rank-one tier (step 2b), "auto" (the
         default): where the int8 tier is off or PyTorch runs on one thread here (True: also before the
-        int8 tier with more threads, where it measured no faster)."""
+        int8 tier with more threads, where it measured no faster). ``native``: the C loops of
+        :mod:`autointerp.importance.native` where they build (else, or False: PyTorch alone)."""
         if int8 not in (True, False, "auto"):
             raise ValueError(f"int8: expected True, False or 'auto', got {int8!r}")
         if folded not in (True, False, "auto"):
@@ -489,8 +491,8 @@ class InceptionMixed5aPath:
         single_thread = torch.get_num_threads() == 1
         self.lowrank = lowrank is True or (lowrank == "auto" and (not self.int8 or single_thread))
         if self.lowrank:
-            self.lr3 = RankOneConv(self.k3, 1, spatial, compile, op=self.l3)
-            self.lr5 = RankOneConv(self.k5, 2, spatial, compile, op=self.l5)
+            self.lr3 = RankOneConv(self.k3, 1, spatial, compile, op=self.l3, native=native)
+            self.lr5 = RankOneConv(self.k5, 2, spatial, compile, op=self.l5, native=native)
             # ||W_j|| over the 3x3 / 5x5 columns: the classifier products' rounding, Cauchy-Schwarz
             self.wn3 = torch.linalg.vector_norm(self.W[:, 384:768].double(), dim=1) * _SAFETY
             self.wn5 = torch.linalg.vector_norm(self.W[:, 768:896].double(), dim=1) * _SAFETY

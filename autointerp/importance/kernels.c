@@ -1,0 +1,142 @@
+/* Native loops of the InceptionV1 importance path (see native.py, which compiles this file once per
+ * machine with the C compiler and calls it through ctypes).
+ *
+ * Each loop keeps a small kernel (one pair's k×k taps for 8 outputs) in registers and streams positions
+ * past it: the same multiply-adds as the PyTorch code they replace, without writing the (pairs,
+ * positions, outputs) intermediate to memory. Sums run in a fixed order; a compiler may fuse a
+ * multiply and an add (one rounding instead of two), which the callers' rounding bounds allow.
+ *
+ * GCC / Clang vector extensions (8 floats), so the same source builds for AVX2, AVX-512 or NEON.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+
+static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
+static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+#ifdef __AVX__
+#include <immintrin.h>
+static inline v8 relu8(v8 x) { return (v8)_mm256_max_ps((__m256)x, _mm256_setzero_ps()); }
+#else
+static inline v8 relu8(v8 x) { v8 zero = {0}; return (v8)((vi8)x & (vi8)(x > zero)); }
+#endif
+static inline v8 abs8(v8 x) { return (v8)((vi8)x & (vi8){0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff,
+                                                         0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff}); }
+static inline float relu1(float x) { return x > 0.0f ? x : 0.0f; }
+
+/* The k×k windows of a (h, w) map with zero padding `pad`: out[pos·T + t] = map[pos shifted by tap t]. */
+static void windows(const float *map, int64_t h, int64_t w, int64_t k, int64_t pad, float *out)
+{
+    int64_t T = k * k;
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x = 0; x < w; x++)
+            for (int64_t dy = 0; dy < k; dy++)
+                for (int64_t dx = 0; dx < k; dx++) {
+                    int64_t yy = y + dy - pad, xx = x + dx - pad;
+                    int inside = yy >= 0 && yy < h && xx >= 0 && xx < w;
+                    out[(y * w + x) * T + dy * k + dx] = inside ? map[yy * w + xx] : 0.0f;
+                }
+}
+
+#define MAX_TAPS 49 /* kernels up to 7×7 */
+
+/* relu(b + d) - relu(b) */
+static inline v8 relu_change(v8 b, v8 d) { return relu8(b + d) - relu8(b); }
+
+/* One pair of rank_one_pooled, as a small matrix product: Δr (HW, O) = windows (HW, T) @ taps (T, O),
+ * 4 positions × 16 outputs at a time (8 accumulators in registers, each tap vector loaded once per 4
+ * positions), the ReLU change summed over positions as it goes. Inlined with T a compile-time constant
+ * where the caller passes a literal. */
+static inline __attribute__((always_inline)) void rank_one_pair(const float *tp, const float *win, const float *rb,
+                                                                int64_t T, int64_t O, int64_t HW, float *pooled,
+                                                                float *tap_abs)
+{
+    float scale = 1.0f / (float)HW;
+    int64_t o = 0;
+    for (; o + 16 <= O; o += 16) {
+        v8 abs_a = {0}, abs_b = {0};
+        for (int64_t t = 0; t < T; t++) {
+            abs_a += abs8(load8(tp + t * O + o));
+            abs_b += abs8(load8(tp + t * O + o + 8));
+        }
+        store8(tap_abs + o, abs_a);
+        store8(tap_abs + o + 8, abs_b);
+        v8 sum_a = {0}, sum_b = {0};
+        int64_t pos = 0;
+        for (; pos + 4 <= HW; pos += 4) {
+            const float *w0 = win + pos * T;
+            v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+            for (int64_t t = 0; t < T; t++) {
+                v8 ka = load8(tp + t * O + o), kb = load8(tp + t * O + o + 8);
+                float x0 = w0[t], x1 = w0[T + t], x2 = w0[2 * T + t], x3 = w0[3 * T + t];
+                a0 += ka * x0; b0 += kb * x0;
+                a1 += ka * x1; b1 += kb * x1;
+                a2 += ka * x2; b2 += kb * x2;
+                a3 += ka * x3; b3 += kb * x3;
+            }
+            const float *bp = rb + pos * O + o;
+            sum_a += (relu_change(load8(bp), a0) + relu_change(load8(bp + O), a1))
+                   + (relu_change(load8(bp + 2 * O), a2) + relu_change(load8(bp + 3 * O), a3));
+            sum_b += (relu_change(load8(bp + 8), b0) + relu_change(load8(bp + O + 8), b1))
+                   + (relu_change(load8(bp + 2 * O + 8), b2) + relu_change(load8(bp + 3 * O + 8), b3));
+        }
+        for (; pos < HW; pos++) {
+            const float *wv = win + pos * T;
+            v8 a = {0}, b = {0};
+            for (int64_t t = 0; t < T; t++) {
+                a += load8(tp + t * O + o) * wv[t];
+                b += load8(tp + t * O + o + 8) * wv[t];
+            }
+            sum_a += relu_change(load8(rb + pos * O + o), a);
+            sum_b += relu_change(load8(rb + pos * O + o + 8), b);
+        }
+        store8(pooled + o, sum_a * scale);
+        store8(pooled + o + 8, sum_b * scale);
+    }
+    for (; o < O; o++) { /* outputs beyond a multiple of 16 */
+        float a = 0.0f, acc = 0.0f;
+        for (int64_t t = 0; t < T; t++)
+            a += tp[t * O + o] < 0 ? -tp[t * O + o] : tp[t * O + o];
+        tap_abs[o] = a;
+        for (int64_t pos = 0; pos < HW; pos++) {
+            float dr = 0.0f;
+            for (int64_t t = 0; t < T; t++)
+                dr += tp[t * O + o] * win[pos * T + t];
+            float base = rb[pos * O + o];
+            acc += relu1(base + dr) - relu1(base);
+        }
+        pooled[o] = acc * scale;
+    }
+}
+
+/* Rank-one tier (lowrank.py, _pooled): for P pairs,
+ *   pooled[p, o]  = mean_pos relu(r[b, pos, o] + Σ_t taps[p, t, o]·δ_p[pos + t]) - relu(r[b, pos, o])
+ *   tap_abs[p, o] = Σ_t |taps[p, t, o]|
+ * taps (P, k², O); delta (N, h, w), pair p's map its row rows[p]; r (B, h·w, O), pair p's image bidx[p].
+ * Returns 0; 1 when out of memory, 2 for kernels larger than 7×7. */
+int rank_one_pooled(const float *taps, const float *delta, const int64_t *rows, const float *r,
+                    const int64_t *bidx, int64_t P, int64_t k, int64_t pad, int64_t O, int64_t h, int64_t w,
+                    float *pooled, float *tap_abs)
+{
+    int64_t T = k * k, HW = h * w;
+    if (T > MAX_TAPS)
+        return 2;
+    float *win = malloc(sizeof(float) * (size_t)(T * HW));
+    if (!win)
+        return 1;
+    for (int64_t p = 0; p < P; p++) {
+        windows(delta + rows[p] * HW, h, w, k, pad, win);
+        const float *tp = taps + p * T * O, *rb = r + bidx[p] * HW * O;
+        if (T == 9)
+            rank_one_pair(tp, win, rb, 9, O, HW, pooled + p * O, tap_abs + p * O);
+        else if (T == 25)
+            rank_one_pair(tp, win, rb, 25, O, HW, pooled + p * O, tap_abs + p * O);
+        else
+            rank_one_pair(tp, win, rb, T, O, HW, pooled + p * O, tap_abs + p * O);
+    }
+    free(win);
+    return 0;
+}

@@ -1,0 +1,153 @@
+"""Native loops (``kernels.c``) for the InceptionV1 path's tiers, compiled once per machine.
+
+Some of the path's elementwise work is a tiny convolution per pair followed by a ReLU and a mean
+over positions. ``torch.compile`` fuses it into one loop but writes the (pairs, positions, outputs)
+intermediate to memory and reloads each weight per position: about 3 GFMA/s on one Zen 1 core. The
+C loops in ``kernels.c`` keep one pair's k×k taps for 8 outputs in registers instead.
+
+The source is compiled with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``;
+``-O3 -march=native``) into the user's cache (``$AUTOINTERP_KERNEL_CACHE``, else
+``~/.cache/autointerp/kernels``), keyed by the source, the compiler and this CPU's flags, written to
+a temporary file and renamed (so concurrent worker processes never load half a library). Where that
+fails (no compiler, a read-only cache, a platform without the vector extensions), :func:`kernels`
+returns None after one warning and callers run their PyTorch code: same results up to float
+rounding. ``AUTOINTERP_NATIVE=0`` turns the native loops off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.c")
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11")
+
+
+def _compiler() -> str | None:
+    """The C compiler to use, or None."""
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _cpu_flags() -> str:
+    """This CPU's feature flags (Linux), else the platform's processor string: part of the cache key,
+    as ``-march=native`` builds for this CPU only."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept."""
+    return Path(os.environ.get("AUTOINTERP_KERNEL_CACHE", Path.home() / ".cache" / "autointerp" / "kernels"))
+
+
+def _build(compiler: str) -> Path:
+    """The compiled library (compiled now unless cached)."""
+    source = SOURCE.read_bytes()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(), _cpu_flags().encode()]))
+    target = cache_dir() / f"kernels-{key.hexdigest()[:20]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            first = (done.stderr.strip().splitlines() or ["no message"])[0]
+            raise RuntimeError(f"{compiler} failed on {SOURCE.name}: {first}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def kernels() -> ctypes.CDLL | None:
+    """The compiled ``kernels.c``, or None where native loops are off or cannot be built (one warning)."""
+    if os.environ.get("AUTOINTERP_NATIVE", "1") == "0":
+        return None
+    compiler = _compiler()
+    try:
+        if compiler is None:
+            raise RuntimeError("no C compiler found (set CC, or install gcc)")
+        lib = ctypes.CDLL(str(_build(compiler)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        warnings.warn(
+            f"native loops unavailable ({exc}); the importance path runs its PyTorch code instead "
+            "(slower, same results)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.rank_one_pooled.argtypes = [ptr] * 5 + [i64] * 6 + [ptr] * 2
+    lib.rank_one_pooled.restype = ctypes.c_int
+    return lib
+
+
+def _ptr(t: torch.Tensor, dtype: torch.dtype) -> int:
+    """The data pointer of ``t``, checked to be a contiguous CPU tensor of ``dtype``."""
+    if t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
+        raise ValueError(f"native loop: expected a contiguous CPU {dtype} tensor, got {t.dtype} {tuple(t.shape)}")
+    return t.data_ptr()
+
+
+def rank_one_pooled(
+    taps: torch.Tensor,
+    delta_all: torch.Tensor,
+    rows: torch.Tensor,
+    r: torch.Tensor,
+    b_idx: torch.Tensor,
+    k: int,
+    pad: int,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``mean_pos(relu(r + taps * δ) - relu(r))`` (P, O) and ``Σ_t |taps|`` (P, O) for the rank-one
+    tier (:func:`autointerp.importance.lowrank._pooled`'s sums), or None where native loops are off.
+
+    ``taps`` (P, k², O); ``delta_all`` (N, H, W), pair ``p``'s map ``delta_all[rows[p]]``; ``r``
+    (B, H·W, O) channels last, pair ``p``'s image ``b_idx[p]``."""
+    lib = kernels()
+    if lib is None:
+        return None
+    p, kk, o = taps.shape
+    n, h, w = delta_all.shape
+    if kk != k * k or r.shape[1:] != (h * w, o) or len(rows) != p or len(b_idx) != p:
+        raise ValueError(f"rank_one_pooled: shapes taps {tuple(taps.shape)}, delta {tuple(delta_all.shape)}, "
+                         f"r {tuple(r.shape)} do not fit k={k}")  # fmt: skip
+    if p and (int(rows.min()) < 0 or int(rows.max()) >= n or int(b_idx.min()) < 0 or int(b_idx.max()) >= len(r)):
+        raise IndexError("rank_one_pooled: a row or image index is out of range")
+    rows, b_idx = rows.to(torch.int64).contiguous(), b_idx.to(torch.int64).contiguous()
+    pooled, tap_abs = taps.new_empty(p, o), taps.new_empty(p, o)
+    status = lib.rank_one_pooled(
+        _ptr(taps, torch.float32), _ptr(delta_all, torch.float32), _ptr(rows, torch.int64),
+        _ptr(r, torch.float32), _ptr(b_idx, torch.int64), p, k, pad, o, h, w,
+        _ptr(pooled, torch.float32), _ptr(tap_abs, torch.float32),
+    )  # fmt: skip
+    if status != 0:
+        raise (
+            MemoryError("rank_one_pooled: out of memory")
+            if status == 1
+            else ValueError(f"rank_one_pooled: {k}x{k} kernels: at most 7x7")
+        )
+    return pooled, tap_abs

@@ -1,0 +1,77 @@
+"""Native loops (autointerp.importance.native): built once into the cache, checked arguments, and a
+clear fallback where no compiler is found."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autointerp.importance import native
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """An empty kernel cache and no loaded library (restored afterwards)."""
+    monkeypatch.setenv("AUTOINTERP_KERNEL_CACHE", str(tmp_path / "kernels"))
+    native.kernels.cache_clear()
+    yield tmp_path / "kernels"
+    native.kernels.cache_clear()
+
+
+def _reference(taps, delta, rows, r, b_idx, k, pad):
+    """float64 ``mean_pos(relu(r + taps * δ) - relu(r))`` by a convolution per pair."""
+    out = []
+    for p in range(len(taps)):
+        weight = taps[p].double().T.reshape(-1, 1, k, k)  # (O, 1, k, k)
+        dr = F.conv2d(delta[rows[p]].double()[None, None], weight, padding=pad)[0].flatten(1).T  # (HW, O)
+        base = r[b_idx[p]].double()
+        out.append((F.relu(base + dr) - F.relu(base)).mean(0))
+    return torch.stack(out)
+
+
+def test_builds_into_the_cache_once_and_matches_a_convolution(fresh_build):
+    if native._compiler() is None:
+        pytest.skip("no C compiler here")
+    gen = torch.Generator().manual_seed(0)
+    k, pad, h, w, o = 3, 1, 6, 5, 24
+    taps = torch.randn(5, k * k, o, generator=gen)
+    delta = torch.randn(7, h, w, generator=gen)
+    rows, b_idx = torch.tensor([6, 0, 3, 3, 1]), torch.tensor([1, 0, 1, 0, 1])
+    r = torch.randn(2, h * w, o, generator=gen)
+    pooled, tap_abs = native.rank_one_pooled(taps, delta, rows, r, b_idx, k, pad)
+    expected = _reference(taps, delta, rows, r, b_idx, k, pad)
+    torch.testing.assert_close(pooled.double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tap_abs, taps.abs().sum(1))
+    built = sorted(fresh_build.glob("*.so"))
+    assert len(built) == 1 and not list(fresh_build.glob("*.tmp*"))
+    stamp = built[0].stat().st_mtime_ns
+    native.kernels.cache_clear()
+    assert native.kernels() is not None
+    assert built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+def test_without_a_compiler_warns_once_and_callers_fall_back(fresh_build, monkeypatch):
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        assert native.kernels() is None
+    taps, delta = torch.zeros(1, 9, 8), torch.zeros(1, 3, 3)
+    assert native.rank_one_pooled(taps, delta, torch.tensor([0]), torch.zeros(1, 9, 8), torch.tensor([0]), 3, 1) is None
+
+
+def test_turned_off_by_the_environment(fresh_build, monkeypatch):
+    monkeypatch.setenv("AUTOINTERP_NATIVE", "0")
+    assert native.kernels() is None
+    assert not list(fresh_build.parent.glob("kernels/*.so"))
+
+
+def test_bad_arguments_raise_before_the_loop_reads_memory():
+    if native.kernels() is None:
+        pytest.skip("native loops unavailable here")
+    taps, delta, r = torch.zeros(2, 9, 8), torch.zeros(3, 4, 4), torch.zeros(2, 16, 8)
+    with pytest.raises(IndexError, match="out of range"):
+        native.rank_one_pooled(taps, delta, torch.tensor([0, 3]), r, torch.tensor([0, 1]), 3, 1)
+    with pytest.raises(ValueError, match="do not fit"):
+        native.rank_one_pooled(taps, delta, torch.tensor([0, 1]), r, torch.tensor([0, 1]), 5, 2)
+    with pytest.raises(ValueError, match="contiguous CPU"):
+        native.rank_one_pooled(taps.double(), delta, torch.tensor([0, 1]), r, torch.tensor([0, 1]), 3, 1)
