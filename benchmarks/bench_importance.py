@@ -159,6 +159,8 @@ def main() -> None:
                          "(1: this process, --threads threads)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-compile", action="store_true", help="eager PyTorch only (no torch.compile)")
+    ap.add_argument("--no-native", action="store_true",
+                    help="no C loops (autointerp.importance.native): the rank-one tier's pooled change in PyTorch")
     ap.add_argument("--int8", choices=("auto", "true", "false"), default="auto",
                     help="the int8 tier: auto (where faster than float32 here, as the stage), true (wherever "
                          "exact, even where slow), false (float32 convolutions only)")
@@ -198,7 +200,7 @@ def main() -> None:
     # reported separately (a one-off cost, negligible against 832 x 50,000)
     choice = {"auto": "auto", "true": True, "false": False}
     options = dict(compile=not args.no_compile, int8=choice[args.int8], folded=choice[args.folded],
-                   sparse=choice[args.sparse], lowrank=choice[args.lowrank])  # fmt: skip
+                   sparse=choice[args.sparse], lowrank=choice[args.lowrank], native=not args.no_native)  # fmt: skip
     setting = "auto" if args.workers == "auto" else int(args.workers)
     n = len(images)
     per_segment = args.segment_images or -(-n // (4 * (available_cpus() if setting == "auto" else setting)))
@@ -254,7 +256,8 @@ def main() -> None:
     print(f"model: rescaled random InceptionV1 mixed5a (He init, logit std 3); trained-like labels, top-10 {top10:.2f}")
     print(f"images: {len(images)} from {source}; cache float16 memory-mapped; threads {args.threads}")
     compiled = "eager" if args.no_compile else "torch.compile"
-    tier_notes = "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in description.items() if k.endswith("_tier"))
+    tier_notes = "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in description.items()
+                           if k.endswith(("_tier", "_loops")))  # fmt: skip
     print(f"fast path elementwise core: {compiled}; {tier_notes}")
     where = f"{workers} worker processes x {threads} thread" if workers > 1 else f"this process, {threads} threads"
     print(f"fast path runs in {where} (start-up and warm-up {t_warm:.1f}s, not timed)")

@@ -217,6 +217,10 @@ def test_real_inceptionv1_config_importance_stage_uses_rank1_path_and_equals_nai
     assert summary["exact"]["int8_tier"].startswith(("on", "off"))
     assert summary["exact"]["sparse_tier"] == ("off" if summary["exact"]["int8_tier"].startswith("on") else "on")
     assert summary["exact"]["folded_tier"] == "off"
+    # whether the C loops ran: on wherever a C compiler builds them (autointerp.importance.native)
+    from autointerp.importance.native import kernels
+
+    assert summary["exact"]["native_loops"] == ("on" if kernels() is not None else "off")
 
     def counts(name: str) -> list[tuple[str, str, str]]:
         with open(ctx.paths.importance / name, newline="") as fh:

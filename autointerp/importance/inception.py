@@ -404,6 +404,7 @@ class InceptionMixed5aPath:
         self.module = m
         self.tail = ReferenceTail(m)
         self.tier2 = tier2
+        self.native = native
         self.hw = spatial[0] * spatial[1]
 
         def maybe(fn, batch_args=(0,)):  # noqa: ANN001, ANN202

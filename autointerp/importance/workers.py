@@ -192,6 +192,10 @@ def path_description(path: AblationPath) -> dict[str, str]:
     for tier in ("lowrank", "folded", "sparse"):
         if hasattr(path, tier):
             info[f"{tier}_tier"] = "on" if getattr(path, tier) else "off"
+    if getattr(path, "native", None) is not None:
+        from autointerp.importance.native import kernels
+
+        info["native_loops"] = "on" if path.native and kernels() is not None else "off"
     if getattr(path, "bound_reason", None) is not None:
         info["bound"] = path.bound_reason
     return info
