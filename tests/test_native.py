@@ -75,3 +75,27 @@ def test_bad_arguments_raise_before_the_loop_reads_memory():
         native.rank_one_pooled(taps, delta, torch.tensor([0, 1]), r, torch.tensor([0, 1]), 5, 2)
     with pytest.raises(ValueError, match="contiguous CPU"):
         native.rank_one_pooled(taps.double(), delta, torch.tensor([0, 1]), r, torch.tensor([0, 1]), 3, 1)
+
+
+@pytest.mark.parametrize("channels", [24, 21])
+def test_fit_matches_pytorch_in_the_network_channel_order(channels):
+    """``rank_one_fit`` gives :func:`lowrank._fit`'s coefficients (scattered to the network's order),
+    ``||S||²`` and norms, for channel counts with and without a tail beyond a multiple of 8; a zero
+    ``δ`` gives ``α = 0`` (no division by zero)."""
+    if native.kernels() is None:
+        pytest.skip("native loops unavailable here")
+    from autointerp.importance.lowrank import _fit
+
+    gen = torch.Generator().manual_seed(channels)
+    dq = torch.randn(6, 7, 7, channels, generator=gen)
+    delta = torch.randn(6, 7, 7, generator=gen)
+    delta[4] = 0.0
+    dq[4] = 0.0
+    order = torch.stack([torch.randperm(channels, generator=gen) for _ in range(3)])
+    rows, b_idx = torch.tensor([5, 1, 4, 0]), torch.tensor([2, 0, 1, 2])
+    got = native.rank_one_fit(dq, rows, delta, order, b_idx)
+    want = list(_fit(dq, rows, delta))
+    want[0] = torch.empty_like(want[0]).scatter_(1, order[b_idx], want[0])
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    assert bool((got[0][2] == 0).all())

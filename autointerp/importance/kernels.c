@@ -140,3 +140,68 @@ int rank_one_pooled(const float *taps, const float *delta, const int64_t *rows, 
     free(win);
     return 0;
 }
+
+/* Rank-one tier (lowrank.py, _fit): for P pairs, the least-squares fit Δq ≈ α ⊗ δ of a bottleneck change
+ * dq (N, HW, C) row rows[p] (channels in image bidx[p]'s order: dq[..., j] is channel order[b, j]) to its
+ * spatial change delta (N, HW):
+ *   alpha[p, order[b, j]] = Σ_pos δ[pos]·dq[pos, j] / max(Σ δ², 1e-30)   (the network's channel order)
+ *   s_sq[p] = Σ (dq - α ⊗ δ)²,  alpha_norm[p] = ||α||,  delta_max[p] = max |δ|,  delta_norm[p] = ||δ||.
+ * Returns 0, or 1 when out of memory. */
+int rank_one_fit(const float *dq, const float *delta, const int64_t *rows, const int64_t *order,
+                 const int64_t *bidx, int64_t P, int64_t HW, int64_t C, float *alpha, float *s_sq,
+                 float *alpha_norm, float *delta_max, float *delta_norm)
+{
+    float *a = malloc(sizeof(float) * (size_t)(C + 8));
+    if (!a)
+        return 1;
+    for (int64_t p = 0; p < P; p++) {
+        const float *q = dq + rows[p] * HW * C, *d = delta + rows[p] * HW;
+        float dd = 0.0f, dmax = 0.0f;
+        for (int64_t pos = 0; pos < HW; pos++) {
+            dd += d[pos] * d[pos];
+            float m = d[pos] < 0 ? -d[pos] : d[pos];
+            dmax = m > dmax ? m : dmax;
+        }
+        float denom = dd > 1e-30f ? dd : 1e-30f;
+        for (int64_t c = 0; c < C; c++)
+            a[c] = 0.0f;
+        for (int64_t pos = 0; pos < HW; pos++) {
+            const float *qp = q + pos * C;
+            float dp = d[pos];
+            for (int64_t c = 0; c < C; c++)
+                a[c] += dp * qp[c];
+        }
+        float an = 0.0f;
+        for (int64_t c = 0; c < C; c++) {
+            a[c] = a[c] / denom;
+            an += a[c] * a[c];
+        }
+        v8 acc = {0};
+        float tail = 0.0f;
+        for (int64_t pos = 0; pos < HW; pos++) {
+            const float *qp = q + pos * C;
+            float dp = d[pos];
+            int64_t c = 0;
+            for (; c + 8 <= C; c += 8) {
+                v8 s = load8(qp + c) - load8(a + c) * dp;
+                acc += s * s;
+            }
+            for (; c < C; c++) {
+                float s = qp[c] - a[c] * dp;
+                tail += s * s;
+            }
+        }
+        float sq = tail;
+        for (int i = 0; i < 8; i++)
+            sq += acc[i];
+        const int64_t *ord = order + bidx[p] * C;
+        for (int64_t c = 0; c < C; c++)
+            alpha[p * C + ord[c]] = a[c];
+        s_sq[p] = sq;
+        alpha_norm[p] = __builtin_sqrtf(an);
+        delta_max[p] = dmax;
+        delta_norm[p] = __builtin_sqrtf(dd);
+    }
+    free(a);
+    return 0;
+}

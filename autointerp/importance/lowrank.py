@@ -158,8 +158,12 @@ class RankOneConv:
         for s in range(0, len(rows), self.block):
             sl = slice(s, s + self.block)
             rw, b = rows[sl], b_idx[sl]
-            alpha, s_sq, alpha_norm, delta_max, delta_norm = self._fit(dq, rw, delta)
-            alpha = torch.empty_like(alpha).scatter_(1, order[b], alpha)  # the network's channel order
+            fit = _native.rank_one_fit(dq, rw, delta, order, b) if self.native else None
+            if fit is None:
+                alpha, s_sq, alpha_norm, delta_max, delta_norm = self._fit(dq, rw, delta)
+                alpha = torch.empty_like(alpha).scatter_(1, order[b], alpha)  # the network's channel order
+            else:  # the same from the C loop, α already in the network's order
+                alpha, s_sq, alpha_norm, delta_max, delta_norm = fit
             taps = (alpha @ self.taps).reshape(len(rw), self.k * self.k, self.out_channels)
             sums = _native.rank_one_pooled(taps, delta, rw, r, b, self.k, self.pad) if self.native else None
             if sums is not None:  # the same sums as _pooled, from the C loop

@@ -103,6 +103,8 @@ def kernels() -> ctypes.CDLL | None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.rank_one_pooled.argtypes = [ptr] * 5 + [i64] * 6 + [ptr] * 2
     lib.rank_one_pooled.restype = ctypes.c_int
+    lib.rank_one_fit.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 5
+    lib.rank_one_fit.restype = ctypes.c_int
     return lib
 
 
@@ -138,6 +140,7 @@ def rank_one_pooled(
     if p and (int(rows.min()) < 0 or int(rows.max()) >= n or int(b_idx.min()) < 0 or int(b_idx.max()) >= len(r)):
         raise IndexError("rank_one_pooled: a row or image index is out of range")
     rows, b_idx = rows.to(torch.int64).contiguous(), b_idx.to(torch.int64).contiguous()
+    taps, delta_all, r = taps.contiguous(), delta_all.contiguous(), r.contiguous()
     pooled, tap_abs = taps.new_empty(p, o), taps.new_empty(p, o)
     status = lib.rank_one_pooled(
         _ptr(taps, torch.float32), _ptr(delta_all, torch.float32), _ptr(rows, torch.int64),
@@ -151,3 +154,38 @@ def rank_one_pooled(
             else ValueError(f"rank_one_pooled: {k}x{k} kernels: at most 7x7")
         )
     return pooled, tap_abs
+
+
+def rank_one_fit(
+    dq_all: torch.Tensor, rows: torch.Tensor, delta_all: torch.Tensor, order: torch.Tensor, b_idx: torch.Tensor
+) -> tuple[torch.Tensor, ...] | None:
+    """The rank-one tier's fit (:func:`autointerp.importance.lowrank._fit`'s results) for the pairs
+    ``rows`` of ``dq_all`` (N, H, W, C) and ``delta_all`` (N, H, W), with ``α`` (P, C) already in the
+    network's channel order (``dq_all[..., j]`` is channel ``order[b_idx[p], j]``); ``||S||²``, ``||α||``,
+    ``max|δ|`` and ``||δ||`` (P,). None where native loops are off."""
+    lib = kernels()
+    if lib is None:
+        return None
+    n, h, w, c = dq_all.shape
+    p = len(rows)
+    if delta_all.shape != (n, h, w) or order.shape[1:] != (c,) or len(b_idx) != p:
+        raise ValueError(f"rank_one_fit: shapes dq {tuple(dq_all.shape)}, delta {tuple(delta_all.shape)}, "
+                         f"order {tuple(order.shape)} do not fit")  # fmt: skip
+    if p and (int(rows.min()) < 0 or int(rows.max()) >= n or int(b_idx.min()) < 0 or int(b_idx.max()) >= len(order)):
+        raise IndexError("rank_one_fit: a row or image index is out of range")
+    if c and (int(order.min()) < 0 or int(order.max()) >= c):
+        raise IndexError("rank_one_fit: a channel in order is out of range")
+    rows, b_idx = rows.to(torch.int64).contiguous(), b_idx.to(torch.int64).contiguous()
+    order = order.to(torch.int64).contiguous()
+    dq_all, delta_all = dq_all.contiguous(), delta_all.contiguous()
+    alpha = dq_all.new_zeros(p, c)
+    s_sq, alpha_norm, delta_max, delta_norm = (dq_all.new_empty(p) for _ in range(4))
+    status = lib.rank_one_fit(
+        _ptr(dq_all, torch.float32), _ptr(delta_all, torch.float32), _ptr(rows, torch.int64),
+        _ptr(order, torch.int64), _ptr(b_idx, torch.int64), p, h * w, c, _ptr(alpha, torch.float32),
+        _ptr(s_sq, torch.float32), _ptr(alpha_norm, torch.float32), _ptr(delta_max, torch.float32),
+        _ptr(delta_norm, torch.float32),
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError("rank_one_fit: out of memory")
+    return alpha, s_sq, alpha_norm, delta_max, delta_norm
