@@ -3,7 +3,9 @@
 Some of the path's elementwise work is a tiny convolution per pair followed by a ReLU and a mean
 over positions. ``torch.compile`` fuses it into one loop but writes the (pairs, positions, outputs)
 intermediate to memory and reloads each weight per position: about 3 GFMA/s on one Zen 1 core. The
-C loops in ``kernels.c`` keep one pair's k×k taps for 8 outputs in registers instead.
+C loop in ``kernels.c`` computes it as a small register-blocked product per pair instead (4
+positions × 16 outputs), and the rank-one fit that precedes it reads each pair's change twice
+instead of materialising it (:func:`rank_one_pooled`, :func:`rank_one_fit`).
 
 The source is compiled with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``;
 ``-O3 -march=native``) into the user's cache (``$AUTOINTERP_KERNEL_CACHE``, else
