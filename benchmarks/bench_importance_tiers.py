@@ -8,6 +8,7 @@ configuration) over each other's. The model and images are ``bench_importance.py
 
     python benchmarks/bench_importance_tiers.py [--images 128] [--rounds 3] \
         [--configs "folded=1,sparse=0" "folded=1,sparse=1" "folded=0,sparse=1"]
+    python benchmarks/bench_importance_tiers.py --threads 1 --configs native=0 native=1   # the C loops
 
 Last line: ``<config>_best_s: X ... speedup_<config>: Y ...`` (speedups over the first config).
 """
@@ -31,8 +32,12 @@ def parse_config(text: str) -> dict[str, bool | str]:
     out: dict[str, bool | str] = {"int8": False}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("int8", "folded", "sparse", "lowrank") or value not in values:
-            raise SystemExit(f"--configs {text!r}: expected int8|folded|sparse|lowrank=1|0|auto items, got {item!r}")
+        if key not in ("int8", "folded", "sparse", "lowrank", "native") or value not in values:
+            raise SystemExit(
+                f"--configs {text!r}: expected int8|folded|sparse|lowrank=1|0|auto or native=1|0 items, got {item!r}"
+            )
+        if key == "native" and value == "auto":
+            raise SystemExit(f"--configs {text!r}: native takes 1 or 0 (the C loops where they build, or PyTorch)")
         out[key] = values[value]
     return out
 
