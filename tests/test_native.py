@@ -3,6 +3,8 @@ clear fallback where no compiler is found."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,3 +101,18 @@ def test_fit_matches_pytorch_in_the_network_channel_order(channels):
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
     assert bool((got[0][2] == 0).all())
+
+
+def test_an_unwritable_cache_builds_in_the_temporary_folder(fresh_build, tmp_path, monkeypatch):
+    """A cache folder that cannot be made (its parent is a file) falls back to a per-user folder
+    under the temporary folder, without a warning."""
+    if native._compiler() is None:
+        pytest.skip("no C compiler here")
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("AUTOINTERP_KERNEL_CACHE", str(tmp_path / "a-file" / "kernels"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.kernels() is not None
+    assert len(list((tmp_path / "tmp").glob("autointerp-kernels-*/kernels-*.so"))) == 1

@@ -10,10 +10,11 @@ instead of materialising it (:func:`rank_one_pooled`, :func:`rank_one_fit`).
 The source is compiled with the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``;
 ``-O3 -march=native``) into the user's cache (``$AUTOINTERP_KERNEL_CACHE``, else
 ``~/.cache/autointerp/kernels``), keyed by the source, the compiler and this CPU's flags, written to
-a temporary file and renamed (so concurrent worker processes never load half a library). Where that
-fails (no compiler, a read-only cache, a platform without the vector extensions), :func:`kernels`
-returns None after one warning and callers run their PyTorch code: same results up to float
-rounding. ``AUTOINTERP_NATIVE=0`` turns the native loops off.
+a temporary file and renamed (so concurrent worker processes never load half a library); where the
+cache cannot be written, in a per-user folder under the temporary folder. Where that fails (no
+compiler, a platform without the vector extensions), :func:`kernels` returns None after one warning
+and callers run their PyTorch code: same results up to float rounding. ``AUTOINTERP_NATIVE=0``
+turns the native loops off.
 """
 
 from __future__ import annotations
@@ -62,14 +63,26 @@ def cache_dir() -> Path:
 
 
 def _build(compiler: str) -> Path:
-    """The compiled library (compiled now unless cached)."""
+    """The compiled library (compiled now unless cached). Where the cache cannot be written (a
+    read-only home, say), it is built in a per-user folder under the system's temporary folder."""
     source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(), _cpu_flags().encode()]))
-    target = cache_dir() / f"kernels-{key.hexdigest()[:20]}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    name = f"kernels-{key.hexdigest()[:20]}.so"
+    user = getattr(os, "getuid", lambda: "user")()
+    for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"autointerp-kernels-{user}"):
+        if (folder / name).exists():
+            return folder / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return _compile(compiler, folder / name)
+        except OSError:  # the folder cannot be made or written: the next one
+            continue
+    raise RuntimeError(f"no writable folder for the compiled kernels (tried {cache_dir()} and the temporary folder)")
+
+
+def _compile(compiler: str, target: Path) -> Path:
+    """``kernels.c`` compiled into ``target``, through a temporary file renamed when complete."""
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
