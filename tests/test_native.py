@@ -3,6 +3,7 @@ clear fallback where no compiler is found."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -46,7 +47,7 @@ def test_builds_into_the_cache_once_and_matches_a_convolution(fresh_build):
     torch.testing.assert_close(pooled.double(), expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(tap_abs, taps.abs().sum(1))
     built = sorted(fresh_build.glob("*.so"))
-    assert len(built) == 1 and not list(fresh_build.glob("*.tmp*"))
+    assert len(built) == 1 and not list(fresh_build.glob("tmp*.so"))  # no temporary file left
     stamp = built[0].stat().st_mtime_ns
     native.kernels.cache_clear()
     assert native.kernels() is not None
@@ -75,6 +76,9 @@ def test_bad_arguments_raise_before_the_loop_reads_memory():
         native.rank_one_pooled(taps, delta, torch.tensor([0, 3]), r, torch.tensor([0, 1]), 3, 1)
     with pytest.raises(ValueError, match="do not fit"):
         native.rank_one_pooled(taps, delta, torch.tensor([0, 1]), r, torch.tensor([0, 1]), 5, 2)
+    for k, pad in ((-3, -2), (3, 0), (3, 2)):  # no kernel size or padding the loop would misread
+        with pytest.raises(ValueError, match="odd k"):
+            native.rank_one_pooled(taps, delta, torch.tensor([0, 1]), r, torch.tensor([0, 1]), k, pad)
     with pytest.raises(ValueError, match="contiguous CPU"):
         native.rank_one_pooled(taps.double(), delta, torch.tensor([0, 1]), r, torch.tensor([0, 1]), 3, 1)
 
@@ -116,3 +120,29 @@ def test_an_unwritable_cache_builds_in_the_temporary_folder(fresh_build, tmp_pat
         warnings.simplefilter("error")
         assert native.kernels() is not None
     assert len(list((tmp_path / "tmp").glob("autointerp-kernels-*/kernels-*.so"))) == 1
+
+
+def test_the_temporary_folder_is_refused_when_others_could_have_written_it(fresh_build, tmp_path, monkeypatch):
+    """A per-user temporary folder that others can write (or someone else owns) is never loaded from:
+    a library planted there would run as this user. The build then has nowhere to go: one warning."""
+    if native._compiler() is None or not hasattr(os, "getuid"):
+        pytest.skip("no C compiler, or no POSIX ownership here")
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("AUTOINTERP_KERNEL_CACHE", str(tmp_path / "a-file" / "kernels"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    shared = tmp_path / "tmp" / f"autointerp-kernels-{os.getuid()}"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.warns(RuntimeWarning, match="no writable folder"):
+        assert native.kernels() is None
+    assert not list(shared.iterdir())
+
+
+def test_a_larger_kernel_than_the_loop_handles_runs_in_pytorch():
+    """A 9x9 convolution: the rank-one tier uses its PyTorch code (the C loop handles up to 7x7)."""
+    from autointerp.importance.lowrank import RankOneConv
+
+    conv = torch.nn.Conv2d(8, 16, 9, padding=4)
+    assert not RankOneConv(conv, 4, (5, 5), native=True).native
+    assert RankOneConv(torch.nn.Conv2d(8, 16, 3, padding=1), 1, (5, 5), native=True).native

@@ -133,7 +133,7 @@ class RankOneConv:
         self.rounding = (self.in_channels + self.k * self.k + self.hw + 8) * _U * 1.01
         self._fit = compiled_or_eager(_fit, (1,)) if compile else _fit
         self._pooled = compiled_or_eager(_pooled, (0,)) if compile else _pooled
-        self.native = native
+        self.native = native and self.k <= 7 and 2 * padding == self.k - 1  # what the C loop handles
 
     def baseline(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``r`` (B, O, H, W) as :meth:`change` reads it: (B, HW, O) channels last, and

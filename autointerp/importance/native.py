@@ -34,6 +34,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11")
+LIBS = ("-lm",)  # sqrtf: linked explicitly, not borrowed from the loading process
 
 
 def _compiler() -> str | None:
@@ -57,28 +58,56 @@ def _cpu_flags() -> str:
     return platform.processor() + platform.machine()
 
 
-def cache_dir() -> Path:
-    """Where compiled kernels are kept."""
-    return Path(os.environ.get("AUTOINTERP_KERNEL_CACHE", Path.home() / ".cache" / "autointerp" / "kernels"))
+def cache_dir() -> Path | None:
+    """Where compiled kernels are kept (None: no home folder and no ``AUTOINTERP_KERNEL_CACHE``)."""
+    if os.environ.get("AUTOINTERP_KERNEL_CACHE"):
+        return Path(os.environ["AUTOINTERP_KERNEL_CACHE"])
+    try:
+        return Path.home() / ".cache" / "autointerp" / "kernels"
+    except (RuntimeError, KeyError):  # no home folder for this user
+        return None
+
+
+def _private_temp_folder() -> Path | None:
+    """A folder under the system's temporary folder only this user can write (made with mode 0700);
+    None where one exists that someone else owns or others can write: a library found there could
+    be anyone's."""
+    folder = Path(tempfile.gettempdir()) / f"autointerp-kernels-{getattr(os, 'getuid', lambda: 'user')()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+    except OSError:
+        return None
+    if not hasattr(os, "getuid"):  # no POSIX ownership to check (Windows): not used there
+        return None
+    if folder.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        return None
+    return folder
 
 
 def _build(compiler: str) -> Path:
     """The compiled library (compiled now unless cached). Where the cache cannot be written (a
-    read-only home, say), it is built in a per-user folder under the system's temporary folder."""
+    read-only home, say), it is built in a private per-user folder under the temporary folder."""
     source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(), _cpu_flags().encode()]))
+    flags = " ".join(FLAGS + LIBS).encode()
+    key = hashlib.sha256(b"\0".join([source, version.encode(), flags, _cpu_flags().encode()]))
     name = f"kernels-{key.hexdigest()[:20]}.so"
-    user = getattr(os, "getuid", lambda: "user")()
-    for folder in (cache_dir(), Path(tempfile.gettempdir()) / f"autointerp-kernels-{user}"):
-        if (folder / name).exists():
-            return folder / name
+    cache = cache_dir()
+    if cache is not None:
+        if (cache / name).exists():
+            return cache / name
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            return _compile(compiler, folder / name)
-        except OSError:  # the folder cannot be made or written: the next one
-            continue
-    raise RuntimeError(f"no writable folder for the compiled kernels (tried {cache_dir()} and the temporary folder)")
+            cache.mkdir(parents=True, exist_ok=True)
+            return _compile(compiler, cache / name)
+        except OSError:  # the cache cannot be made or written: the temporary folder
+            pass
+    private = _private_temp_folder()
+    if private is None:
+        raise RuntimeError(f"no writable folder for the compiled kernels (tried {cache} and the temporary folder)")
+    if (private / name).exists():
+        return private / name
+    return _compile(compiler, private / name)
 
 
 def _compile(compiler: str, target: Path) -> Path:
@@ -86,10 +115,12 @@ def _compile(compiler: str, target: Path) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+        command = [compiler, *FLAGS, str(SOURCE), "-o", tmp, *LIBS]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             first = (done.stderr.strip().splitlines() or ["no message"])[0]
             raise RuntimeError(f"{compiler} failed on {SOURCE.name}: {first}")
+        os.chmod(tmp, 0o755)  # mkstemp made it 0600: readable by the other users of a shared cache
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -149,6 +180,8 @@ def rank_one_pooled(
         return None
     p, kk, o = taps.shape
     n, h, w = delta_all.shape
+    if k < 1 or 2 * pad != k - 1:
+        raise ValueError(f"rank_one_pooled: expected an odd k >= 1 with 'same' padding (k - 1) / 2, got {k}, {pad}")
     if kk != k * k or r.shape[1:] != (h * w, o) or len(rows) != p or len(b_idx) != p:
         raise ValueError(f"rank_one_pooled: shapes taps {tuple(taps.shape)}, delta {tuple(delta_all.shape)}, "
                          f"r {tuple(r.shape)} do not fit k={k}")  # fmt: skip
