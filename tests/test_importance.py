@@ -389,3 +389,31 @@ def test_tail_path_logits_from_the_gradient_pass_equal_the_no_grad_tail():
         assert torch.equal(z, tail(x).float())
     assert grad.shape == x.shape and float(grad.abs().sum()) > 0
 
+
+def test_class_subset_decides_as_all_outputs():
+    """Planted intervals for 300 pairs over 200 outputs (10 invalid): keeping only the outputs some pair's
+    interval leaves open, with each pair's k lowered by its competitors left out above, any sound
+    tighter interval decides every pair as over all outputs; and most outputs are left out."""
+    from autointerp.importance.topk import class_subset, decide_interval
+
+    gen = torch.Generator().manual_seed(3)
+    n, o, k = 300, 200, 10
+    valid = torch.ones(o, dtype=torch.bool)
+    valid[torch.randperm(o, generator=gen)[:10]] = False
+    labels = torch.randint(0, o, (6,), generator=gen)[torch.randint(0, 6, (n,), generator=gen)]  # six images
+    d = torch.randn(n, o, generator=gen, dtype=torch.float64).abs() * 3 + 1  # margins: most outputs far below
+    d[:, 12:21] *= -1  # nine far above (counted in each pair's k)
+    d[:, :12] = torch.randn(n, 12, generator=gen, dtype=torch.float64) * 0.2  # a few near the boundary
+    half = torch.rand(n, o, generator=gen, dtype=torch.float64) * 0.3
+    lo, hi = d - half, d + half
+    lo[5, 40] = float("nan")  # not finite: kept
+    subset = class_subset(lo, hi, labels, valid, k)
+    assert len(subset.columns) < o // 2 and 40 in subset.columns.tolist()
+    assert torch.equal(subset.columns[subset.labels], labels)
+    for shrink in (1.0, 0.5, 0.0):  # tighter sound intervals inside [lo, hi], down to the true d
+        lo2, hi2 = d - shrink * half, d + shrink * half
+        full = decide_interval(lo2, hi2, labels, valid, k)
+        cols = subset.columns
+        part = decide_interval(lo2[:, cols], hi2[:, cols], subset.labels, subset.valid, subset.k)
+        assert torch.equal(full[0], part[0]) and torch.equal(full[1][full[0]], part[1][part[0]])
+    assert bool(decide_interval(d, d, labels, valid, k)[0].all())

@@ -406,12 +406,20 @@ def test_rank_one_tier_is_sound_at_planted_margins_and_runs_the_5x5_branch_only_
     # the 5x5 branch's exact change of every d_j lies in the interval handed on
     rest = torch.nonzero(~decided)[:, 0]
     after3, after5 = path._bottlenecks_after(state, acts, b[rest], c[rest], u.target[rest])
-    _, q5 = path._branches_3x3_5x5(after3, after5)
+    q3, q5 = path._branches_3x3_5x5(after3, after5)
     w5 = path.W[:, 768:896].double()
     move5 = (q5.double() - torch.relu(state.r5).mean((2, 3)).double()[b[rest]]) @ w5.T
     move5 = move5.gather(1, labels[b[rest]][:, None]) - move5
-    moved, slack = interval5
+    moved, slack, lo, hi = interval5
     assert bool(((move5 - moved).abs() <= slack + 1e-6 * move5.abs().amax(1, keepdim=True)).all())
+    # and every d_j after the ablation (both branches' exact change) lies in [lo, hi]
+    w3 = path.W[:, 384:768].double()
+    move3 = (q3.double() - torch.relu(state.r3).mean((2, 3)).double()[b[rest]]) @ w3.T
+    move3 = move3.gather(1, labels[b[rest]][:, None]) - move3
+    after = op.d[rest] + move3 + move5
+    scale = 1e-6 * (move3.abs() + move5.abs()).amax(1, keepdim=True)
+    assert bool(((lo <= after + scale) & (after - scale <= hi)).all())
+    assert float((hi - lo).median()) < float((op.d[rest].abs()).median())  # not vacuous
 
 
 def test_staged_sparse_tier_decides_most_pairs_with_the_3x3_branch_alone(perturbed):

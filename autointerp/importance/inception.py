@@ -72,6 +72,7 @@ from autointerp.importance.quantized import (
 from autointerp.importance.rounding import SAFETY as _SAFETY
 from autointerp.importance.sparse import SparseExactConv
 from autointerp.importance.topk import (
+    class_subset,
     decide_interval,
     float_tolerance,
     logits_and_logprob_grad,
@@ -685,32 +686,37 @@ class InceptionMixed5aPath:
         return self._branch_bounds(*products, vm, b_idx, change.lin_err)
 
     def _classifier_products(
-        self, branch: str, lin: torch.Tensor, w_t: torch.Tensor, rem: torch.Tensor | None = None, exact: bool = False
+        self,
+        branch: str,
+        lin: torch.Tensor,
+        w_t: torch.Tensor,
+        rem: torch.Tensor | None = None,
+        exact: bool = False,
+        columns: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``lin @ W_j``, ``lin·W_t``, ``rem' @ |W_j|`` and ``rem'·|W_t|`` (float32) for a branch's pooled
         linear part ``lin`` (P, O), with the true class's weights ``w_t`` (O,) or each pair's (P, O)
         and ``rem`` (P, O): a bound on what ``lin`` misses per output (default none). ``rem'`` adds the
         products' own error along W_j (at most rel·|lin|·|W_j|; float32 true-class sums: 1e-4), so
         the weight (|W_t| + |W_j|)·rem' bounds both. ``exact``: ``lin @ W_j`` in float32 even where
-        bfloat16 products are on (for changes known to float32 rounding)."""
+        bfloat16 products are on (for changes known to float32 rounding). ``columns``: only these
+        outputs ``j`` (default all)."""
         product = (self.exact_lin_products if exact else self.lin_products)[branch]
         margin = max(product.rel, 1e-4) * lin.abs()
         rem = margin if rem is None else rem + margin
-        lin_w, lin_t = product(lin), (w_t * lin).sum(1, keepdim=True)
-        return lin_w, lin_t, self.rem_products[branch](rem), (w_t.abs() * rem).sum(1, keepdim=True)
+        lin_w, lin_t = product(lin, columns), (w_t * lin).sum(1, keepdim=True)
+        return lin_w, lin_t, self.rem_products[branch](rem, columns), (w_t.abs() * rem).sum(1, keepdim=True)
 
-    def _lowrank_tier(
-        self, op: OpenPairs
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    def _lowrank_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """(decided, correct after, the 5x5 branch's interval) for the pairs ``op`` (module doc, step 2b):
         the branches' changes from :class:`~autointerp.importance.lowrank.RankOneConv`.
 
         The 3x3 branch first, with the 5x5 branch's tier-2 radius: that decides about half the pairs
         (47 % on 64 benchmark images, three quarters of what both branches decide), and the 5x5
         branch, which costs about as much as the 3x3 one (its 25 taps), runs only for the others. The
-        interval (where the int8 or the sparse tier runs next, else None), ``(moved, slack)`` (U, J)
-        float64 each for the U undecided pairs, in order: the 5x5 branch moves their ``d_j`` by
-        ``moved ± slack``."""
+        interval (where the int8 or the sparse tier runs next, else None), ``(moved, slack, lo, hi)``
+        (U, J) float64 each for the U undecided pairs, in order: the 5x5 branch moves their ``d_j`` by
+        ``moved ± slack``, and ``d_j`` after the ablation lies in ``[lo, hi]``."""
         state, u, rows, b_idx, lab = op.state, op.u, op.rows, op.b_idx, op.lab
         assert state.rl3 is not None and state.rl5 is not None
         assert state.order3 is not None and state.order5 is not None
@@ -744,10 +750,14 @@ class InceptionMixed5aPath:
         if not (self.int8 or self.sparse):
             return decided, correct, None
         open5 = ~decided[rest]  # the 5x5 interval for the int8 or sparse tier, only for the pairs it will see
-        return decided, correct, (moved5[open5], slack5[open5])
+        # and the sound interval of every d_j after the ablation, [lo, hi], as the decision above saw it
+        kept = rest[open5]
+        mid = op.d[kept] + moved3[kept] + moved5[open5]
+        half = slack3[kept] + slack5[open5] + op.tol[kept]
+        return decided, correct, (moved5[open5], slack5[open5], mid - half, mid + half)
 
     def _int8_tier(
-        self, op: OpenPairs, interval5: tuple[torch.Tensor, torch.Tensor] | None = None
+        self, op: OpenPairs, interval5: tuple[torch.Tensor, ...] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(decided, correct after) for the pairs ``op`` (module doc, step 3).
 
@@ -792,12 +802,18 @@ class InceptionMixed5aPath:
         return self._folded_last[1]
 
     def _change_products(
-        self, branch: str, lin: torch.Tensor, w_t: torch.Tensor, extra: torch.Tensor | None = None
+        self,
+        branch: str,
+        lin: torch.Tensor,
+        w_t: torch.Tensor,
+        extra: torch.Tensor | None = None,
+        columns: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The change of every ``d_j`` (P, J) float64 from a branch's pooled change ``lin`` (the folded
         tier's linear part, or an exact change) and a bound on its error from
-        :meth:`_classifier_products` (``extra``: its ``rem``), with float32 products."""
-        lin_w, lin_t, rem_w, rem_t = self._classifier_products(branch, lin, w_t, extra, exact=True)
+        :meth:`_classifier_products` (``extra``: its ``rem``), with float32 products; ``columns``:
+        only these ``j``."""
+        lin_w, lin_t, rem_w, rem_t = self._classifier_products(branch, lin, w_t, extra, exact=True, columns=columns)
         return lin_t.double() - lin_w.double(), (rem_w.double() + rem_t.double()) * _SAFETY
 
     def _folded_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -864,9 +880,12 @@ class InceptionMixed5aPath:
         moved, rounding = self._change_products("5", change, w5[op.lab], extra=err * _SAFETY)
         return moved, rounding, q5
 
-    def _sparse_branch(self, op: OpenPairs, branch: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sparse_branch(
+        self, op: OpenPairs, branch: str, columns: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One branch's change of every ``d_j`` (P, J) float64 for the pairs ``op`` from
-        :class:`SparseExactConv`, and a bound on its rounding (P, J)."""
+        :class:`SparseExactConv` (``columns``: only these ``j``), a bound on its rounding (P, J), and
+        the branch's pooled change (P, O) itself."""
         state, u, rows, b_idx = op.state, op.u, op.rows, op.b_idx
         assert state.r3 is not None and state.r5 is not None and state.order3 is not None
         assert state.order5 is not None
@@ -881,16 +900,19 @@ class InceptionMixed5aPath:
             changes.append(got.change)
             errors.append(got.error)
         w_t = self.w35[:, self._COLS[branch]][op.lab]
-        return self._change_products(branch, torch.cat(changes), w_t, torch.cat(errors))
+        change = torch.cat(changes)
+        return *self._change_products(branch, change, w_t, torch.cat(errors), columns), change
 
     def _sparse_tier(
-        self, op: OpenPairs, interval5: tuple[torch.Tensor, torch.Tensor] | None = None
+        self, op: OpenPairs, interval5: tuple[torch.Tensor, ...] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(decided, correct after, true-class log-probability after, evaluated) for the pairs ``op``:
         both branches' changes from :class:`SparseExactConv`, exact up to their bounded rounding.
 
         With the 5x5 branch's interval from the rank-one tier (``interval5``: ``(moved, slack)``
-        (P, J)), the 3x3 branch first: with that interval it decides most pairs (73 % on 64
+        (P, J), and where it has them the rank-one tier's bounds ``(lo, hi)`` on every ``d_j`` after
+        the ablation: only the outputs they leave open are computed, :func:`class_subset`), the 3x3
+        branch first: with that interval it decides most pairs (73 % on 64
         benchmark images), and the 5x5 branch, about a third of the tier's cost, runs only for the
         others. Pairs decided so count as bounded (first-order log-probability change); those decided
         with both branches' changes (``evaluated``) as exactly evaluated: their log-probabilities (NaN
@@ -898,23 +920,47 @@ class InceptionMixed5aPath:
         to a shift (``z_j - z_t = -d_j``), so the float32 convolutions' up to rounding. Undecided:
         within rounding of the top-k boundary."""
         n = len(op.rows)
-        moved3, rounding3 = self._sparse_branch(op, "3")
+        # the outputs the rank-one tier's intervals leave open (all where it did not run): about a tenth
+        subset = None
+        if interval5 is not None and len(interval5) == 4:
+            subset = class_subset(interval5[2], interval5[3], op.lab, op.valid, op.k)
+        cols = None if subset is None else subset.columns
+
+        def decide(rows: torch.Tensor | None, moved: torch.Tensor, slack: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            """(decided, correct) for the pairs ``rows`` (None: all) when ``d_j`` moves by ``moved ± slack``."""
+            if subset is None:
+                return self._decide_between(op if rows is None else op.subset(rows), moved, slack, slack)
+            pick = slice(None) if rows is None else rows
+            mid, half = op.d[pick][:, cols] + moved, slack + op.tol[pick][:, cols]
+            return decide_interval(mid - half, mid + half, subset.labels[pick], subset.valid, subset.k[pick])
+
+        moved3, rounding3, change3 = self._sparse_branch(op, "3", cols)
         decided = torch.zeros(n, dtype=torch.bool)
         correct = torch.zeros(n, dtype=torch.bool)
         if interval5 is not None:
-            moved5, slack5 = interval5
-            decided, correct = self._decide_between(op, moved3 + moved5, rounding3 + slack5, rounding3 + slack5)
+            moved5, slack5 = (t if cols is None else t[:, cols] for t in interval5[:2])
+            decided, correct = decide(None, moved3 + moved5, rounding3 + slack5)
         rest = torch.nonzero(~decided)[:, 0]
         self.pairs["sparse_with_5x5"] += len(rest)
         evaluated = torch.zeros(n, dtype=torch.bool)
         logprob = torch.full((n,), float("nan"), dtype=torch.float64)
         if len(rest):
             sub = op.subset(rest)
-            moved5, rounding5 = self._sparse_branch(sub, "5")
+            moved5, rounding5, change5 = self._sparse_branch(sub, "5", cols)
             moved, rounding = moved3[rest] + moved5, rounding3[rest] + rounding5
-            done, right = self._decide_between(sub, moved, rounding, rounding)
+            done, right = decide(rest, moved, rounding)
             decided[rest], correct[rest], evaluated[rest] = done, right, done
-            logprob[rest] = torch.where(done, true_logprob(-(sub.d + moved), sub.lab, sub.valid), float("nan"))
+            ex = torch.nonzero(done)[:, 0]
+            if len(ex):  # exactly evaluated: the log-probability needs every output's change
+                if cols is None:
+                    full = moved[ex]
+                else:
+                    lab = sub.lab[ex]
+                    full = (
+                        self._change_products("3", change3[rest[ex]], self.w35[:, self._COLS["3"]][lab])[0]
+                        + self._change_products("5", change5[ex], self.w35[:, self._COLS["5"]][lab])[0]
+                    )
+                logprob[rest[ex]] = true_logprob(-(sub.d[ex] + full), sub.lab[ex], sub.valid)
         return decided, correct, logprob, evaluated
 
     @torch.no_grad()
@@ -987,7 +1033,7 @@ class InceptionMixed5aPath:
         if self.folded and len(idx):
             decided, correct, interval3 = self._folded_tier(open_pairs(idx))
             interval3, idx = interval3[:, ~decided], settle(decided, correct, "folded", "folded_tier")
-            interval5 = None if interval5 is None else (interval5[0][~decided], interval5[1][~decided])
+            interval5 = None if interval5 is None else tuple(t[~decided] for t in interval5)
             if len(idx) and not self.sparse:
                 decided, correct, q5 = self._exact_5x5_stage(open_pairs(idx), interval3)
                 q5, idx = q5[~decided], settle(decided, correct, "exact_5x5", "exact_5x5")

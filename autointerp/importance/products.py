@@ -91,10 +91,12 @@ class BoundedProduct:
         self.b = (b.bfloat16() if self.bf16 else b.float()).contiguous()
         self.rel = BF16_REL if self.bf16 else float32_rel
 
-    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+    def __call__(self, a: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """``a @ b``, or only its ``columns`` (indices into ``b``'s N columns)."""
+        b = self.b if columns is None else self.b.index_select(1, columns)
         if self.bf16:
-            return (a.bfloat16() @ self.b).float()
-        return a.float() @ self.b
+            return (a.bfloat16() @ b).float()
+        return a.float() @ b
 
 
 class UpperProduct:
@@ -110,7 +112,9 @@ class UpperProduct:
         self.bf16 = _use_bf16(bf16)
         self.b = (round_up_bf16(b) if self.bf16 else b.float()).contiguous()
 
-    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+    def __call__(self, a: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """The upper bound of ``a @ b``, or of only its ``columns`` (indices into ``b``'s N columns)."""
+        b = self.b if columns is None else self.b.index_select(1, columns)
         if self.bf16:
-            return (round_up_bf16(a) @ self.b).float() * _UP
-        return a.float() @ self.b
+            return (round_up_bf16(a) @ b).float() * _UP
+        return a.float() @ b

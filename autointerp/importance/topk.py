@@ -15,6 +15,7 @@ paths agree exactly):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -66,17 +67,46 @@ def competitors(labels: torch.Tensor, valid: torch.Tensor, n_outputs: int) -> to
 
 
 def decide_interval(
-    lo: torch.Tensor, hi: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, k: int
+    lo: torch.Tensor, hi: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, k: int | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(decided, correct) (N,) bool when each margin ``d_j = z_t - z_j`` is known to lie in ``[lo_j, hi_j]``
     (N, O): surely correct while fewer than ``k`` valid competitors can be above the true output
     (``lo_j < 0``), surely wrong while at least ``k`` surely are (``hi_j < 0``) or ``t`` is invalid.
-    ``correct`` is meaningful where ``decided``; ``lo = hi = d`` gives :func:`topk_correct`."""
+    ``correct`` is meaningful where ``decided``; ``lo = hi = d`` gives :func:`topk_correct`. ``k``: one
+    for all, or one per pair (N,) (:class:`ClassSubset`)."""
     others = competitors(labels, valid, lo.shape[1])
     ok = valid[labels]
     correct = (count_above(lo, others) < k) & ok
     wrong = (count_above(hi, others) >= k) | ~ok
     return correct | wrong, correct
+
+
+@dataclass
+class ClassSubset:
+    """The outputs a later, tighter computation still needs for a batch of pairs (:func:`class_subset`):
+    decisions over ``columns`` with each pair's ``k`` equal the full decisions."""
+
+    columns: torch.Tensor  # (J,) the outputs kept (every pair's true output among them)
+    labels: torch.Tensor  # (N,) each pair's true output's position in ``columns``
+    valid: torch.Tensor  # (J,) ``valid[columns]``
+    k: torch.Tensor  # (N,) ``k`` less each pair's valid competitors outside ``columns`` surely above it
+
+
+def class_subset(lo: torch.Tensor, hi: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, k: int) -> ClassSubset:
+    """From sound intervals ``[lo_j, hi_j]`` (N, O) of every margin ``d_j = z_t - z_j``: the outputs whose
+    interval still contains zero for some pair (or is not finite), and the pairs' true outputs. Any
+    sound interval inside them, with ``decide_interval(..., subset.labels, subset.valid, subset.k)``
+    over ``columns`` only, decides as over all outputs: every competitor left out is surely below
+    (``lo_j >= 0``: never counted) or surely above (``hi_j < 0``: counted in ``k``) for every pair."""
+    others = competitors(labels, valid, lo.shape[1])
+    fixed = (lo >= 0) | (hi < 0)
+    keep = (~fixed & others).any(0)
+    keep[labels.long()] = True
+    columns = torch.nonzero(keep)[:, 0]
+    above = ((hi < 0) & others & ~keep[None, :]).sum(1)
+    position = torch.full((lo.shape[1],), -1, dtype=torch.long)
+    position[columns] = torch.arange(len(columns))
+    return ClassSubset(columns, position[labels.long()], valid[columns], k - above)
 
 
 def boundary_radius(
