@@ -909,9 +909,9 @@ class InceptionMixed5aPath:
         """(decided, correct after, true-class log-probability after, evaluated) for the pairs ``op``:
         both branches' changes from :class:`SparseExactConv`, exact up to their bounded rounding.
 
-        With the 5x5 branch's interval from the rank-one tier (``interval5``: ``(moved, slack)``
-        (P, J), and where it has them the rank-one tier's bounds ``(lo, hi)`` on every ``d_j`` after
-        the ablation: only the outputs they leave open are computed, :func:`class_subset`), the 3x3
+        With the 5x5 branch's interval from the rank-one tier (``interval5``: ``(moved, slack, lo, hi)``
+        (P, J), :meth:`_lowrank_tier`; only the outputs its bounds ``[lo, hi]`` on every ``d_j`` after
+        the ablation leave open are computed, :func:`class_subset`), the 3x3
         branch first: with that interval it decides most pairs (73 % on 64
         benchmark images), and the 5x5 branch, about a third of the tier's cost, runs only for the
         others. Pairs decided so count as bounded (first-order log-probability change); those decided
@@ -921,9 +921,7 @@ class InceptionMixed5aPath:
         within rounding of the top-k boundary."""
         n = len(op.rows)
         # the outputs the rank-one tier's intervals leave open (all where it did not run): about a tenth
-        subset = None
-        if interval5 is not None and len(interval5) == 4:
-            subset = class_subset(interval5[2], interval5[3], op.lab, op.valid, op.k)
+        subset = None if interval5 is None else class_subset(interval5[2], interval5[3], op.lab, op.valid, op.k)
         cols = None if subset is None else subset.columns
 
         def decide(rows: torch.Tensor | None, moved: torch.Tensor, slack: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -1,10 +1,11 @@
 /* Native loops of the InceptionV1 importance path (see native.py, which compiles this file once per
  * machine with the C compiler and calls it through ctypes).
  *
- * Each loop keeps a small kernel (one pair's k×k taps for 8 outputs) in registers and streams positions
- * past it: the same multiply-adds as the PyTorch code they replace, without writing the (pairs,
- * positions, outputs) intermediate to memory. Sums run in a fixed order; a compiler may fuse a
- * multiply and an add (one rounding instead of two), which the callers' rounding bounds allow.
+ * They do the same multiply-adds as the PyTorch code they replace without writing its intermediates
+ * to memory: rank_one_pooled blocks each pair's small product in registers (4 positions × 16 outputs),
+ * rank_one_fit reads each pair's change twice instead of forming the residual. Sums run in a fixed
+ * order; a compiler may fuse a multiply and an add (one rounding instead of two), which the callers'
+ * rounding bounds allow.
  *
  * GCC / Clang vector extensions (8 floats), so the same source builds for AVX2, AVX-512 or NEON.
  */

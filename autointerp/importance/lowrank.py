@@ -85,10 +85,21 @@ def _pooled(
         dr = dr + taps[:, t, None, :] * shifted[:, t, :, None]
     base = r[b_idx]
     pooled = (torch.relu(base + dr) - torch.relu(base)).sum(1) * (1.0 / (h * w))
-    err = rel * (
-        delta_max[:, None] * (alpha_norm[:, None] * kappa[None, :] + taps.abs().sum(1)) + r_mean_abs[b_idx]
-    )
-    return pooled, err.square().sum(1).sqrt()
+    return pooled, _rounding_norm(taps.abs().sum(1), r_mean_abs[b_idx], alpha_norm, delta_max, kappa, rel)
+
+
+def _rounding_norm(
+    tap_abs: torch.Tensor,
+    r_mean_abs: torch.Tensor,
+    alpha_norm: torch.Tensor,
+    delta_max: torch.Tensor,
+    kappa: torch.Tensor,
+    rel: float,
+) -> torch.Tensor:
+    """The norm (P,) over outputs of ``h``'s rounding bound (module doc, **Rounding**), from
+    ``Σ_t |(α @ K)[t, o]|`` (P, O) and each pair's image's ``mean_pos |r|`` (P, O)."""
+    err = rel * (delta_max[:, None] * (alpha_norm[:, None] * kappa[None, :] + tap_abs) + r_mean_abs)
+    return err.square().sum(1).sqrt()
 
 
 @dataclass
@@ -169,10 +180,7 @@ class RankOneConv:
             sums = _native.rank_one_pooled(taps, delta, rw, r, b, self.k, self.pad) if self.native else None
             if sums is not None:  # the same sums as _pooled, from the C loop
                 h, tap_abs = sums
-                err = self.rounding * (
-                    delta_max[:, None] * (alpha_norm[:, None] * self.kappa[None, :] + tap_abs) + r_mean_abs[b]
-                )
-                err = err.square().sum(1).sqrt()
+                err = _rounding_norm(tap_abs, r_mean_abs[b], alpha_norm, delta_max, self.kappa, self.rounding)
             else:
                 h, err = self._pooled(
                     taps, delta, rw, r, r_mean_abs, b, alpha_norm, delta_max, self.kappa, self.rounding, self.k,

@@ -154,6 +154,13 @@ def kernels() -> ctypes.CDLL | None:
     return lib
 
 
+def _check_indices(function: str, *indices: tuple[str, torch.Tensor, int]) -> None:
+    """Raise IndexError naming the first of ``(what, tensor, n)`` with an entry outside ``[0, n)``."""
+    for what, t, n in indices:
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
+            raise IndexError(f"{function}: {what} out of range [0, {n})")
+
+
 def _ptr(t: torch.Tensor, dtype: torch.dtype) -> int:
     """The data pointer of ``t``, checked to be a contiguous CPU tensor of ``dtype``."""
     if t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
@@ -185,8 +192,7 @@ def rank_one_pooled(
     if kk != k * k or r.shape[1:] != (h * w, o) or len(rows) != p or len(b_idx) != p:
         raise ValueError(f"rank_one_pooled: shapes taps {tuple(taps.shape)}, delta {tuple(delta_all.shape)}, "
                          f"r {tuple(r.shape)} do not fit k={k}")  # fmt: skip
-    if p and (int(rows.min()) < 0 or int(rows.max()) >= n or int(b_idx.min()) < 0 or int(b_idx.max()) >= len(r)):
-        raise IndexError("rank_one_pooled: a row or image index is out of range")
+    _check_indices("rank_one_pooled", ("a row", rows, n), ("an image index", b_idx, len(r)))
     rows, b_idx = rows.to(torch.int64).contiguous(), b_idx.to(torch.int64).contiguous()
     taps, delta_all, r = taps.contiguous(), delta_all.contiguous(), r.contiguous()
     pooled, tap_abs = taps.new_empty(p, o), taps.new_empty(p, o)
@@ -219,10 +225,9 @@ def rank_one_fit(
     if delta_all.shape != (n, h, w) or order.shape[1:] != (c,) or len(b_idx) != p:
         raise ValueError(f"rank_one_fit: shapes dq {tuple(dq_all.shape)}, delta {tuple(delta_all.shape)}, "
                          f"order {tuple(order.shape)} do not fit")  # fmt: skip
-    if p and (int(rows.min()) < 0 or int(rows.max()) >= n or int(b_idx.min()) < 0 or int(b_idx.max()) >= len(order)):
-        raise IndexError("rank_one_fit: a row or image index is out of range")
-    if c and (int(order.min()) < 0 or int(order.max()) >= c):
-        raise IndexError("rank_one_fit: a channel in order is out of range")
+    _check_indices(
+        "rank_one_fit", ("a row", rows, n), ("an image index", b_idx, len(order)), ("a channel in order", order, c)
+    )
     rows, b_idx = rows.to(torch.int64).contiguous(), b_idx.to(torch.int64).contiguous()
     order = order.to(torch.int64).contiguous()
     dq_all, delta_all = dq_all.contiguous(), delta_all.contiguous()

@@ -37,6 +37,7 @@ import torch
 from autointerp.importance import engine
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import AblationPath, bound_pass, evaluate_chunk
+from autointerp.importance.native import kernels
 
 #: images of the first unit the optional warm-up runs (compiles every tier outside any timing)
 WARM_UP_IMAGES = 64
@@ -193,8 +194,6 @@ def path_description(path: AblationPath) -> dict[str, str]:
         if hasattr(path, tier):
             info[f"{tier}_tier"] = "on" if getattr(path, tier) else "off"
     if getattr(path, "native", None) is not None:
-        from autointerp.importance.native import kernels
-
         info["native_loops"] = "on" if path.native and kernels() is not None else "off"
     if getattr(path, "bound_reason", None) is not None:
         info["bound"] = path.bound_reason
