@@ -160,7 +160,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-compile", action="store_true", help="eager PyTorch only (no torch.compile)")
     ap.add_argument("--no-native", action="store_true",
-                    help="no C loops (autointerp.importance.native): the rank-one tier's pooled change in PyTorch")
+                    help="no C loops (autointerp.importance.native): the rank-one tier's fit and pooling in PyTorch")
     ap.add_argument("--int8", choices=("auto", "true", "false"), default="auto",
                     help="the int8 tier: auto (where faster than float32 here, as the stage), true (wherever "
                          "exact, even where slow), false (float32 convolutions only)")

@@ -27,15 +27,12 @@ from autointerp.importance.compiled import compiled_or_eager
 PAIRS, H, W = 128, 7, 7
 
 
-def best_us_per_pair(fn: Callable[[], object], rounds: int, repeats: int) -> list[float]:
-    """Microseconds per pair of each round (``repeats`` calls of ``PAIRS`` pairs)."""
-    out = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        out.append((time.perf_counter() - t0) / repeats / PAIRS * 1e6)
-    return out
+def us_per_pair(fn: Callable[[], object], repeats: int) -> float:
+    """Microseconds per pair over ``repeats`` calls of ``PAIRS`` pairs."""
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats / PAIRS * 1e6
 
 
 def main() -> None:
@@ -76,8 +73,8 @@ def main() -> None:
         check[name] = float((torch_fn() - native_fn()).abs().max())  # also the warm-up (compiles)
         runs: dict[str, list[float]] = {"torch": [], "native": []}
         for _ in range(args.rounds):  # alternating: drift hits both alike
-            runs["torch"] += best_us_per_pair(torch_fn, 1, args.repeats)
-            runs["native"] += best_us_per_pair(native_fn, 1, args.repeats)
+            runs["torch"].append(us_per_pair(torch_fn, args.repeats))
+            runs["native"].append(us_per_pair(native_fn, args.repeats))
         times[name] = {m: min(v) for m, v in runs.items()}
     print(f"cpu: {cpu_model()}, one thread, PyTorch {torch.__version__}; blocks of {PAIRS} pairs, 7x7 positions")
     for name, diff in check.items():
