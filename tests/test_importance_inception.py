@@ -374,8 +374,8 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
     for i in range(0, len(b), 40):  # one image's pairs
         rows = slice(i, i + 40)
         img = int(b[i])
-        got3 = path.s3.change(state.r3[img], state.p3[img], state.order3[img], w3b[rows], u.delta[rows], u.dq3[rows])
-        got5 = path.s5.change(state.r5[img], state.p5[img], state.order5[img], w5b[rows], u.delta[rows], u.dq5[rows])
+        got3 = path.s3.change(state.r3[img], state.p3[img], state.order3[img], w3b[rows], u.delta[rows])
+        got5 = path.s5.change(state.r5[img], state.p5[img], state.order5[img], w5b[rows], u.delta[rows])
         torch.testing.assert_close(got3.pooled, q3[rows], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(got5.pooled, q5[rows], rtol=1e-4, atol=1e-4)
         assert got3.support < 0.5 * 49 * 9 * 192  # reads a fraction of what a convolution reads

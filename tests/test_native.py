@@ -107,6 +107,34 @@ def test_fit_matches_pytorch_in_the_network_channel_order(channels):
     assert bool((got[0][2] == 0).all())
 
 
+@pytest.mark.parametrize("channels", [24, 21])
+def test_fit_from_pre_activations_matches_the_fit_of_the_formed_change(channels):
+    """``rank_one_fit_pre`` forms each pair's ``Δq = relu(p + w ⊗ δ) - relu(p)`` itself (pre-activations of
+    both signs, so some entries switch on or off) and gives what ``rank_one_fit`` gives for that change;
+    pairs share images and rows come out of order."""
+    if native.kernels() is None:
+        pytest.skip("native loops unavailable here")
+    from autointerp.importance.bottleneck import bottleneck_change
+
+    gen = torch.Generator().manual_seed(channels)
+    pre = torch.randn(3, 7, 7, channels, generator=gen)
+    w = torch.randn(6, channels, generator=gen)
+    delta = torch.randn(6, 7, 7, generator=gen)
+    order = torch.stack([torch.randperm(channels, generator=gen) for _ in range(3)])
+    b_of_row = torch.tensor([2, 0, 1, 2, 1, 0])  # each row's image
+    rows = torch.tensor([5, 1, 4, 0])
+    dq = bottleneck_change(pre, b_of_row, w, delta)
+    assert 0.05 < float((dq == 0).float().mean()) < 0.95  # both stay-off and switched entries
+    got = native.rank_one_fit_pre(pre, w, delta, rows, order, b_of_row[rows])
+    want = native.rank_one_fit(dq, rows, delta, order, b_of_row[rows])
+    for g, wt in zip(got, want, strict=True):
+        torch.testing.assert_close(g, wt, rtol=1e-5, atol=1e-6)
+    with pytest.raises(IndexError, match="image index"):
+        native.rank_one_fit_pre(pre, w, delta, rows, order, torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="do not fit"):
+        native.rank_one_fit_pre(pre, w[:, 1:], delta, rows, order, b_of_row[rows])
+
+
 def test_an_unwritable_cache_builds_in_the_temporary_folder(fresh_build, tmp_path, monkeypatch):
     """A cache folder that cannot be made (its parent is a file) falls back to a per-user folder
     under the temporary folder, without a warning."""

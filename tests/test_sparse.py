@@ -53,7 +53,7 @@ def test_change_is_the_convolutions_within_its_rounding_bound(k, spatial, scale)
     conv, r, p, wc, delta, dq = _case(k, spatial, seed=k + spatial[1], scale=scale)
     order = torch.randperm(24, generator=torch.Generator().manual_seed(1))
     sc = SparseExactConv(conv, k // 2, spatial)
-    got = sc.change(r, p[..., order], order, wc[:, order], delta, dq[..., order])
+    got = sc.change(r, p[..., order], order, wc[:, order], delta)
     want = _exact(conv, r, dq)
     err = (got.change.double() - want).abs()
     assert bool((err <= got.error.double()).all())
@@ -74,12 +74,12 @@ def test_support_is_the_minority_entries_and_sign_flips():
     p[..., 5] = -p[..., 5]  # one channel all negative
     dq = torch.relu(p + wc[:, None, None, :] * delta[..., None]) - torch.relu(p)
     sc = SparseExactConv(conv, 1, (7, 7))
-    none = sc.change(r, p, torch.arange(24), wc, delta, dq)
+    none = sc.change(r, p, torch.arange(24), wc, delta)
     assert none.support == 0
     torch.testing.assert_close(none.change.double(), _exact(conv, r, dq), rtol=0, atol=1e-6)
     p[3, 4, 7] = -0.5  # one minority entry: read by the 9 windows containing it
     dq = torch.relu(p + wc[:, None, None, :] * delta[..., None]) - torch.relu(p)
-    one = sc.change(r, p, torch.arange(24), wc, delta, dq)
+    one = sc.change(r, p, torch.arange(24), wc, delta)
     assert one.support == 9
     assert bool(((one.change.double() - _exact(conv, r, dq)).abs() <= one.error.double()).all())
 
@@ -100,11 +100,10 @@ def test_compiled_change_needs_no_new_graph_for_a_batch_first_image_or_a_single_
     batch = torch.stack((p * 0.5, p))  # the path's pre-activations: one row per image of the batch
     torch._dynamo.reset()
     compiled = SparseExactConv(conv, 1, (7, 7), compile=True)
-    compiled.change(r, batch[1], order, wc[:3], delta[:3], dq[:3])  # offset > 0, three pairs: compiles
+    compiled.change(r, batch[1], order, wc[:3], delta[:3])  # offset > 0, three pairs: compiles
     graphs = counters["stats"]["unique_graphs"]
     first = batch[0]
-    dq_first = (torch.relu(first + wc[3, None, None] * delta[3, ..., None]) - torch.relu(first))[None]  # one pair
-    got = compiled.change(r, first, order, wc[3:], delta[3:], dq_first)
+    got = compiled.change(r, first, order, wc[3:], delta[3:])  # one pair
     assert counters["stats"]["unique_graphs"] == graphs
-    eager = SparseExactConv(conv, 1, (7, 7)).change(r, first, order, wc[3:], delta[3:], dq_first)
+    eager = SparseExactConv(conv, 1, (7, 7)).change(r, first, order, wc[3:], delta[3:])
     assert torch.allclose(got.change, eager.change, atol=1e-5)

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autointerp.importance.ablation import Ablation
+from autointerp.importance.bottleneck import BottleneckChange, bottleneck_change
 from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.engine import PairResult
 from autointerp.importance.folded import FoldedConv, FoldedImage
@@ -256,19 +257,16 @@ def _rank1_core(
     ``p1`` / ``pr`` (B, out, H, W) and ``p3`` / ``p5`` (B, H, W, out), channels last: baseline
     pre-activations; ``b_idx`` (P,) image of each pair, ``w*`` (P, out) the ablated channel's weight
     column, ``delta`` / ``d_mp`` (P, H, W) the change of the channel and of its max-pool. Returns the
-    pooled 1×1 and pool branches (P, out), the changes of the 3×3 / 5×5 bottleneck activations
-    (P, H, W, out), channels last like the int8 tier reads them, and their squared norms and largest
-    magnitudes (P,).
+    pooled 1×1 and pool branches (P, out) and the squared norms and largest magnitudes (P,) of the
+    changes of the 3×3 / 5×5 bottleneck activations (which are not kept: :class:`BottleneckChange`).
     """
     d = delta[:, None]
     h1 = torch.relu(p1[b_idx] + w1[:, :, None, None] * d).mean((2, 3))
     hp = torch.relu(pr[b_idx] + wpr[:, :, None, None] * d_mp[:, None]).mean((2, 3))
-    base3, base5 = p3[b_idx], p5[b_idx]
-    dq3 = torch.relu(base3 + w3b[:, None, None, :] * delta[..., None]) - torch.relu(base3)
-    dq5 = torch.relu(base5 + w5b[:, None, None, :] * delta[..., None]) - torch.relu(base5)
+    dq3, dq5 = bottleneck_change(p3, b_idx, w3b, delta), bottleneck_change(p5, b_idx, w5b, delta)
     n3, n5 = dq3.square().sum((1, 2, 3)), dq5.square().sum((1, 2, 3))
     a3, a5 = dq3.abs().amax((1, 2, 3)), dq5.abs().amax((1, 2, 3))
-    return h1, hp, dq3, dq5, n3, n5, a3, a5
+    return h1, hp, n3, n5, a3, a5
 
 
 @dataclass
@@ -278,8 +276,6 @@ class Rank1Update:
     target: torch.Tensor  # (P, H, W) values imputed into the ablated channel
     h1: torch.Tensor  # (P, 384) pooled 1x1 branch after the ablation
     hp: torch.Tensor  # (P, 128) pooled pool branch
-    dq3: torch.Tensor  # (P, H, W, 192) change of the 3x3 bottleneck activations (channels last)
-    dq5: torch.Tensor  # (P, H, W, 48) change of the 5x5 bottleneck activations
     n3: torch.Tensor  # (P,) squared norm of the 3x3 bottleneck change
     n5: torch.Tensor  # (P,) squared norm of the 5x5 bottleneck change
     a3: torch.Tensor  # (P,) largest magnitude of the 3x3 bottleneck change
@@ -287,6 +283,18 @@ class Rank1Update:
     delta: torch.Tensor  # (P, H, W) change of the ablated channel
     w3b: torch.Tensor  # (P, 192) its 3x3 bottleneck weights, in the image's channel order
     w5b: torch.Tensor  # (P, 48) its 5x5 bottleneck weights, likewise
+    q3: BottleneckChange  # the change of the 3x3 bottleneck activations, formed where read
+    q5: BottleneckChange  # likewise the 5x5 bottleneck's
+
+    @property
+    def dq3(self) -> torch.Tensor:
+        """(P, H, W, 192) change of the 3x3 bottleneck activations (channels last, each image's order)."""
+        return self.q3.full
+
+    @property
+    def dq5(self) -> torch.Tensor:
+        """(P, H, W, 48) change of the 5x5 bottleneck activations."""
+        return self.q5.full
 
 
 @dataclass
@@ -412,6 +420,7 @@ class InceptionMixed5aPath:
             return compiled_or_eager(fn, batch_args) if compile else fn
 
         self._core = maybe(_rank1_core, (0, 4))
+        self._bottleneck_change = maybe(bottleneck_change, (1,))
         self._margins, self._tier2_decide = maybe(_margins), maybe(_tier2_decide)
         self._branch_bounds, self._int8_decide = maybe(_branch_bounds, (0, 4)), maybe(_int8_decide)
         self._rank_one_interval = maybe(_rank_one_interval)
@@ -597,7 +606,9 @@ class InceptionMixed5aPath:
             state.p1, state.pr, state.p3, state.p5, b_idx, self.w1t[channels], self.wprt[channels],
             w3b, w5b, delta, mp_t - state.mp[b_idx, channels],
         )  # fmt: skip
-        return Rank1Update(target, *outputs, delta, w3b, w5b)
+        q3 = BottleneckChange(state.p3, b_idx, w3b, delta, self._bottleneck_change)
+        q5 = BottleneckChange(state.p5, b_idx, w5b, delta, self._bottleneck_change)
+        return Rank1Update(target, *outputs, delta, w3b, w5b, q3, q5)
 
     # -- engine protocol -------------------------------------------------------------------
     def logits_and_grad(
@@ -724,8 +735,8 @@ class InceptionMixed5aPath:
         def branch_change(branch: str, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             """z = h @ W.T, ||h|| and the radius for the pairs ``keep`` of ``op``."""
             conv, dq, sq_norm, order, (r, r_abs) = (
-                (self.lr3, u.dq3, u.n3, state.order3, state.rl3) if branch == "3"
-                else (self.lr5, u.dq5, u.n5, state.order5, state.rl5)
+                (self.lr3, u.q3, u.n3, state.order3, state.rl3) if branch == "3"
+                else (self.lr5, u.q5, u.n5, state.order5, state.rl5)
             )  # fmt: skip
             change = conv.change(dq, u.delta, rows[keep], b_idx[keep], order, r, r_abs, sq_norm)
             h_norm = torch.linalg.vector_norm(change.h, dim=1) * _SAFETY
@@ -865,7 +876,7 @@ class InceptionMixed5aPath:
         ``relu(r + Δr)`` within ``2u·(|r| + |Δr|)`` more; both enter like the products' rounding."""
         state, b_idx = op.state, op.b_idx
         assert state.r5 is not None and state.order5 is not None
-        dq = op.u.dq5[op.rows]  # (P, H, W, C), each image's channel order: back to the network's for one convolution
+        dq = op.u.q5.rows(op.rows)  # (P, H, W, C), each image's channel order: to the network's for one convolution
         dq = torch.empty_like(dq).scatter_(3, state.order5[b_idx][:, None, None, :].expand_as(dq), dq)
         dr = F.conv2d(dq.permute(0, 3, 1, 2), self.k5.weight.detach(), padding=2)  # (P, O, H, W)
         r = state.r5[b_idx]
@@ -889,14 +900,14 @@ class InceptionMixed5aPath:
         state, u, rows, b_idx = op.state, op.u, op.rows, op.b_idx
         assert state.r3 is not None and state.r5 is not None and state.order3 is not None
         assert state.order5 is not None
-        conv, base, pre, order, w, dq = (
-            (self.s3, state.r3, state.p3, state.order3, u.w3b, u.dq3) if branch == "3"
-            else (self.s5, state.r5, state.p5, state.order5, u.w5b, u.dq5)
+        conv, base, pre, order, w = (
+            (self.s3, state.r3, state.p3, state.order3, u.w3b) if branch == "3"
+            else (self.s5, state.r5, state.p5, state.order5, u.w5b)
         )  # fmt: skip
         changes, errors = [], []
         for s, e in image_blocks(b_idx, self.sparse_block):
             img, r = int(b_idx[s]), rows[s:e]
-            got = conv.change(base[img], pre[img], order[img], w[r], u.delta[r], dq[r])
+            got = conv.change(base[img], pre[img], order[img], w[r], u.delta[r])
             changes.append(got.change)
             errors.append(got.error)
         w_t = self.w35[:, self._COLS[branch]][op.lab]

@@ -142,6 +142,57 @@ int rank_one_pooled(const float *taps, const float *delta, const int64_t *rows, 
     return 0;
 }
 
+/* One pair of the rank-one fit: q (HW, C) the bottleneck change, d (HW) the spatial change, a (C) scratch.
+ * Writes α in the network's channel order (alpha[ord[c]]) and the pair's four norms. */
+static void fit_pair(const float *q, const float *d, const int64_t *ord, int64_t HW, int64_t C, float *a,
+                     float *alpha, float *s_sq, float *alpha_norm, float *delta_max, float *delta_norm)
+{
+    float dd = 0.0f, dmax = 0.0f;
+    for (int64_t pos = 0; pos < HW; pos++) {
+        dd += d[pos] * d[pos];
+        float m = d[pos] < 0 ? -d[pos] : d[pos];
+        dmax = m > dmax ? m : dmax;
+    }
+    float denom = dd > 1e-30f ? dd : 1e-30f;
+    for (int64_t c = 0; c < C; c++)
+        a[c] = 0.0f;
+    for (int64_t pos = 0; pos < HW; pos++) {
+        const float *qp = q + pos * C;
+        float dp = d[pos];
+        for (int64_t c = 0; c < C; c++)
+            a[c] += dp * qp[c];
+    }
+    float an = 0.0f;
+    for (int64_t c = 0; c < C; c++) {
+        a[c] = a[c] / denom;
+        an += a[c] * a[c];
+    }
+    v8 acc = {0};
+    float tail = 0.0f;
+    for (int64_t pos = 0; pos < HW; pos++) {
+        const float *qp = q + pos * C;
+        float dp = d[pos];
+        int64_t c = 0;
+        for (; c + 8 <= C; c += 8) {
+            v8 s = load8(qp + c) - load8(a + c) * dp;
+            acc += s * s;
+        }
+        for (; c < C; c++) {
+            float s = qp[c] - a[c] * dp;
+            tail += s * s;
+        }
+    }
+    float sq = tail;
+    for (int i = 0; i < 8; i++)
+        sq += acc[i];
+    for (int64_t c = 0; c < C; c++)
+        alpha[ord[c]] = a[c];
+    *s_sq = sq;
+    *alpha_norm = __builtin_sqrtf(an);
+    *delta_max = dmax;
+    *delta_norm = __builtin_sqrtf(dd);
+}
+
 /* Rank-one tier (lowrank.py, _fit): for P pairs, the least-squares fit Δq ≈ α ⊗ δ of a bottleneck change
  * dq (N, HW, C) row rows[p] (channels in image bidx[p]'s order: dq[..., j] is channel order[b, j]) to its
  * spatial change delta (N, HW):
@@ -155,54 +206,46 @@ int rank_one_fit(const float *dq, const float *delta, const int64_t *rows, const
     float *a = malloc(sizeof(float) * (size_t)(C + 8));
     if (!a)
         return 1;
+    for (int64_t p = 0; p < P; p++)
+        fit_pair(dq + rows[p] * HW * C, delta + rows[p] * HW, order + bidx[p] * C, HW, C, a, alpha + p * C,
+                 s_sq + p, alpha_norm + p, delta_max + p, delta_norm + p);
+    free(a);
+    return 0;
+}
+
+/* The same fit with the bottleneck change formed here, one pair at a time, instead of read from memory:
+ * dq[pos, c] = relu(pre[b, pos, c] + w[row, c]·δ[pos]) - relu(pre[b, pos, c]) (the path's _rank1_core
+ * formula), pre (B, HW, C) each image's pre-activations and w (N, C) each pair's ablated channel's
+ * weights, both in the image's channel order. Returns 0, or 1 when out of memory. */
+int rank_one_fit_pre(const float *pre, const float *w, const float *delta, const int64_t *rows,
+                     const int64_t *order, const int64_t *bidx, int64_t P, int64_t HW, int64_t C, float *alpha,
+                     float *s_sq, float *alpha_norm, float *delta_max, float *delta_norm)
+{
+    float *a = malloc(sizeof(float) * (size_t)(C + 8));
+    float *q = malloc(sizeof(float) * (size_t)(HW * C + 8));
+    if (!a || !q) {
+        free(a);
+        free(q);
+        return 1;
+    }
     for (int64_t p = 0; p < P; p++) {
-        const float *q = dq + rows[p] * HW * C, *d = delta + rows[p] * HW;
-        float dd = 0.0f, dmax = 0.0f;
+        const float *pb = pre + bidx[p] * HW * C, *wr = w + rows[p] * C, *d = delta + rows[p] * HW;
         for (int64_t pos = 0; pos < HW; pos++) {
-            dd += d[pos] * d[pos];
-            float m = d[pos] < 0 ? -d[pos] : d[pos];
-            dmax = m > dmax ? m : dmax;
-        }
-        float denom = dd > 1e-30f ? dd : 1e-30f;
-        for (int64_t c = 0; c < C; c++)
-            a[c] = 0.0f;
-        for (int64_t pos = 0; pos < HW; pos++) {
-            const float *qp = q + pos * C;
-            float dp = d[pos];
-            for (int64_t c = 0; c < C; c++)
-                a[c] += dp * qp[c];
-        }
-        float an = 0.0f;
-        for (int64_t c = 0; c < C; c++) {
-            a[c] = a[c] / denom;
-            an += a[c] * a[c];
-        }
-        v8 acc = {0};
-        float tail = 0.0f;
-        for (int64_t pos = 0; pos < HW; pos++) {
-            const float *qp = q + pos * C;
+            const float *pp = pb + pos * C;
+            float *qp = q + pos * C;
             float dp = d[pos];
             int64_t c = 0;
             for (; c + 8 <= C; c += 8) {
-                v8 s = load8(qp + c) - load8(a + c) * dp;
-                acc += s * s;
+                v8 base = load8(pp + c);
+                store8(qp + c, relu_change(base, load8(wr + c) * dp));
             }
-            for (; c < C; c++) {
-                float s = qp[c] - a[c] * dp;
-                tail += s * s;
-            }
+            for (; c < C; c++)
+                qp[c] = relu1(pp[c] + wr[c] * dp) - relu1(pp[c]);
         }
-        float sq = tail;
-        for (int i = 0; i < 8; i++)
-            sq += acc[i];
-        const int64_t *ord = order + bidx[p] * C;
-        for (int64_t c = 0; c < C; c++)
-            alpha[p * C + ord[c]] = a[c];
-        s_sq[p] = sq;
-        alpha_norm[p] = __builtin_sqrtf(an);
-        delta_max[p] = dmax;
-        delta_norm[p] = __builtin_sqrtf(dd);
+        fit_pair(q, d, order + bidx[p] * C, HW, C, a, alpha + p * C, s_sq + p, alpha_norm + p, delta_max + p,
+                 delta_norm + p);
     }
     free(a);
+    free(q);
     return 0;
 }

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autointerp.importance import native as _native
+from autointerp.importance.bottleneck import BottleneckChange
 from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.rounding import SAFETY as _SAFETY
@@ -153,7 +154,7 @@ class RankOneConv:
 
     def change(
         self,
-        dq: torch.Tensor,
+        dq: torch.Tensor | BottleneckChange,
         delta: torch.Tensor,
         rows: torch.Tensor,
         b_idx: torch.Tensor,
@@ -163,16 +164,26 @@ class RankOneConv:
         dq_sq: torch.Tensor,
     ) -> RankOneChange:
         """The pooled change for the pairs ``rows`` of ``dq`` (N, H, W, C) (channels last, each image's
-        channels in its own order ``order`` (B, C): ``dq[..., j]`` is input channel ``order[b, j]``)
+        channels in its own order ``order`` (B, C): ``dq[..., j]`` is input channel ``order[b, j]``; or
+        a :class:`BottleneckChange` of N pairs, formed here one pair at a time by the C loop)
         with the ablated channel's change ``delta`` (N, H, W); ``b_idx`` (P,) their images, ``r`` /
         ``r_mean_abs`` from :meth:`baseline`, ``dq_sq`` (N,) the float32 ``||Δq||²``."""
         hs, radii = [], []
         for s in range(0, len(rows), self.block):
             sl = slice(s, s + self.block)
             rw, b = rows[sl], b_idx[sl]
-            fit = _native.rank_one_fit(dq, rw, delta, order, b) if self.native else None
+            fit = None
+            if self.native and isinstance(dq, BottleneckChange):
+                fit = _native.rank_one_fit_pre(dq.pre, dq.w, delta, rw, order, b)
+            elif self.native:
+                fit = _native.rank_one_fit(dq, rw, delta, order, b)
             if fit is None:
-                alpha, s_sq, alpha_norm, delta_max, delta_norm = self._fit(dq, rw, delta)
+                if isinstance(dq, BottleneckChange):  # this block's change, its rows in order
+                    alpha, s_sq, alpha_norm, delta_max, delta_norm = self._fit(
+                        dq.rows(rw), torch.arange(len(rw)), delta[rw]
+                    )
+                else:
+                    alpha, s_sq, alpha_norm, delta_max, delta_norm = self._fit(dq, rw, delta)
                 alpha = torch.empty_like(alpha).scatter_(1, order[b], alpha)  # the network's channel order
             else:  # the same from the C loop, α already in the network's order
                 alpha, s_sq, alpha_norm, delta_max, delta_norm = fit

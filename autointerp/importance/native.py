@@ -151,6 +151,8 @@ def kernels() -> ctypes.CDLL | None:
     lib.rank_one_pooled.restype = ctypes.c_int
     lib.rank_one_fit.argtypes = [ptr] * 5 + [i64] * 3 + [ptr] * 5
     lib.rank_one_fit.restype = ctypes.c_int
+    lib.rank_one_fit_pre.argtypes = [ptr] * 6 + [i64] * 3 + [ptr] * 5
+    lib.rank_one_fit_pre.restype = ctypes.c_int
     return lib
 
 
@@ -241,4 +243,44 @@ def rank_one_fit(
     )  # fmt: skip
     if status != 0:
         raise MemoryError("rank_one_fit: out of memory")
+    return alpha, s_sq, alpha_norm, delta_max, delta_norm
+
+
+def rank_one_fit_pre(
+    pre: torch.Tensor,
+    w_all: torch.Tensor,
+    delta_all: torch.Tensor,
+    rows: torch.Tensor,
+    order: torch.Tensor,
+    b_idx: torch.Tensor,
+) -> tuple[torch.Tensor, ...] | None:
+    """:func:`rank_one_fit` for the bottleneck change ``relu(p + w ⊗ δ) - relu(p)``, formed one pair at a
+    time in the loop rather than read from memory: ``pre`` (B, H, W, C) each image's pre-activations
+    ``p`` and ``w_all`` (N, C) each pair's ablated channel's weights, both in the image's channel order
+    ``order`` (B, C); pair ``p`` is row ``rows[p]`` of ``w_all`` and ``delta_all`` (N, H, W), on image
+    ``b_idx[p]``. None where native loops are off."""
+    lib = kernels()
+    if lib is None:
+        return None
+    b, h, w, c = pre.shape
+    n, p = len(w_all), len(rows)
+    if w_all.shape != (n, c) or delta_all.shape != (n, h, w) or order.shape != (b, c) or len(b_idx) != p:
+        raise ValueError(f"rank_one_fit_pre: shapes pre {tuple(pre.shape)}, w {tuple(w_all.shape)}, "
+                         f"delta {tuple(delta_all.shape)}, order {tuple(order.shape)} do not fit")  # fmt: skip
+    _check_indices(
+        "rank_one_fit_pre", ("a row", rows, n), ("an image index", b_idx, b), ("a channel in order", order, c)
+    )
+    rows, b_idx = rows.to(torch.int64).contiguous(), b_idx.to(torch.int64).contiguous()
+    order = order.to(torch.int64).contiguous()
+    pre, w_all, delta_all = pre.contiguous(), w_all.contiguous(), delta_all.contiguous()
+    alpha = pre.new_zeros(p, c)
+    s_sq, alpha_norm, delta_max, delta_norm = (pre.new_empty(p) for _ in range(4))
+    status = lib.rank_one_fit_pre(
+        _ptr(pre, torch.float32), _ptr(w_all, torch.float32), _ptr(delta_all, torch.float32),
+        _ptr(rows, torch.int64), _ptr(order, torch.int64), _ptr(b_idx, torch.int64), p, h * w, c,
+        _ptr(alpha, torch.float32), _ptr(s_sq, torch.float32), _ptr(alpha_norm, torch.float32),
+        _ptr(delta_max, torch.float32), _ptr(delta_norm, torch.float32),
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError("rank_one_fit_pre: out of memory")
     return alpha, s_sq, alpha_norm, delta_max, delta_norm

@@ -136,18 +136,17 @@ class SparseExactConv:
         order: torch.Tensor,
         w: torch.Tensor,
         delta: torch.Tensor,
-        dq: torch.Tensor,
     ) -> SparseChange:
         """The pooled change for a block of one image's pairs: baseline output pre-activations ``r``
         (O, H, W), bottleneck pre-activations ``p`` (H, W, C) with channels in the image's order
         ``order`` (C,) (entry ``i`` is the network's channel ``order[i]``), and per pair the ablated
-        channel's weight column ``w`` (P, C) and change ``delta`` (P, H, W) and the bottleneck change
-        ``dq`` (P, H, W, C), all in that order."""
+        channel's weight column ``w`` (P, C) and change ``delta`` (P, H, W), all in that order (the
+        bottleneck change ``Δq = relu(p + w ⊗ δ) - relu(p)`` is formed here)."""
         kk, o = self.k * self.k, self.out_channels
         majority = (p > 0).sum((0, 1)) * 2 > self.hw  # (C,) b
         # a copy: torch.compile specialises a view's storage offset 0 (the first image of a batch) and would
         # compile a second graph for it, seconds of a worker's timed run when first met after the warm-up
-        bw, s, support, s_norm = self._split(p.clone(), majority, w, delta, dq)
+        bw, s, support, s_norm = self._split(p.clone(), majority, w, delta)
         groups, entries = self._support_entries(support, order)
         positions = torch.cat([g.positions for g in groups])  # the order of Δr's rows below
         bounds = torch.tensor([0] + [len(g.positions) for g in groups]).cumsum(0).tolist()
@@ -155,9 +154,9 @@ class SparseExactConv:
         window = self.window[positions].reshape(-1)
         bw_net = torch.zeros_like(bw).index_copy_(1, order, bw)
         outputs = []
-        for a in range(0, len(dq), PAIR_CHUNK):  # pairs innermost from here on, in cache-sized chunks
+        for a in range(0, len(w), PAIR_CHUNK):  # pairs innermost from here on, in cache-sized chunks
             z = slice(a, a + PAIR_CHUNK)
-            n_pairs = len(dq[z])
+            n_pairs = len(w[z])
             # K * S: per output position, (O, n) taps @ (n, P) entries
             s_t = self._padded_t(s[z])
             dr = s_t.new_empty(self.hw, o, n_pairs)
@@ -186,11 +185,12 @@ def _gamma(n: int) -> float:
 
 
 def _split(
-    p: torch.Tensor, majority: torch.Tensor, w: torch.Tensor, delta: torch.Tensor, dq: torch.Tensor
+    p: torch.Tensor, majority: torch.Tensor, w: torch.Tensor, delta: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``b ⊙ w`` (P, C), ``S`` (P, H, W, C), its support over the block (H, W, C) and its norms (P,)."""
     bw = w * majority
     change = w[:, None, None, :] * delta[..., None]
+    dq = torch.relu(p + change) - torch.relu(p)  # Δq, as bottleneck_change forms it
     # S = Δq - (b ⊙ w) δᵀ, zero where p and p + wδ are both positive in a majority-positive channel
     # (Δq computed there is wδ up to its rounding, in the error bound) and Δq = 0 = b·w·δ where both
     # are not positive in a majority-negative one
