@@ -43,9 +43,7 @@ from autointerp.importance.rounding import SAFETY as _SAFETY
 from autointerp.importance.rounding import U as _U
 
 
-def _fit(
-    dq_all: torch.Tensor, rows: torch.Tensor, delta_all: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
+def _fit(dq_all: torch.Tensor, rows: torch.Tensor, delta_all: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """For the pairs ``rows`` of ``dq_all`` (N, H, W, C) and ``delta_all`` (N, H, W): ``α`` (P, C),
     ``||S||²`` (P,) (float32 sum), ``||α||``, ``max|δ|`` and ``||δ||`` (P,)."""
     dq, delta = dq_all[rows], delta_all[rows]
