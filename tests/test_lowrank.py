@@ -12,6 +12,7 @@ from conv_cases import random_conv
 from torch import nn
 
 from autointerp.importance import native
+from autointerp.importance.bottleneck import BottleneckChange
 from autointerp.importance.lowrank import RankOneConv
 
 torch.set_num_threads(2)
@@ -72,6 +73,37 @@ def test_radius_holds_around_the_rank_one_change(k, pad, spatial, scale, native)
     if scale >= 1.0:
         linear = F.conv2d(dq.permute(0, 3, 1, 2).double(), conv.weight.detach().double(), padding=pad).mean((2, 3))
         assert float((exact - linear).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
+def test_a_change_formed_from_pre_activations_gives_the_same_result(native):
+    """Given a :class:`BottleneckChange` (``p``, ``w``, ``δ``) instead of the formed ``Δq``, the C loop
+    (or PyTorch) forms the change itself: the same ``h`` and radius for pairs of two images, rows out
+    of order, in two blocks; a ``δ`` other than the change's is refused."""
+    gen = torch.Generator().manual_seed(3)
+    conv = random_conv(3, 1, gen)
+    pre = torch.randn(2, 7, 7, 24, generator=gen)  # (B, H, W, C), each image's channel order
+    order = torch.stack([torch.randperm(24, generator=gen) for _ in range(2)])
+    with torch.no_grad():  # r from relu(p) in the network's channel order
+        net = torch.empty_like(pre).scatter_(3, order[:, None, None, :].expand_as(pre), pre)
+        r = conv(F.relu(net).permute(0, 3, 1, 2))
+    n = 6
+    b_of_row = torch.tensor([0, 1, 1, 0, 1, 0])
+    w = torch.randn(n, 24, generator=gen)
+    delta = torch.randn(n, 7, 7, generator=gen) * torch.tensor([0.01, 0.1, 1.0, 3.0, 0.3, 1.0])[:, None, None]
+    change = BottleneckChange(pre, b_of_row, w, delta)
+    formed = change.full
+    assert 0.05 < float((formed == 0).float().mean()) < 0.95
+    rc = RankOneConv(conv, 1, (7, 7), block=3, native=native)
+    r_cl, r_abs = rc.baseline(r)
+    rows = torch.tensor([4, 0, 5, 2, 1])
+    sq = formed.flatten(1).square().sum(1)
+    want = rc.change(formed, delta, rows, b_of_row[rows], order, r_cl, r_abs, sq)
+    got = rc.change(change, delta, rows, b_of_row[rows], order, r_cl, r_abs, sq)
+    torch.testing.assert_close(got.h, want.h, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.radius, want.radius, rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="another"):
+        rc.change(change, delta * 2, rows, b_of_row[rows], order, r_cl, r_abs, sq)
 
 
 def test_exactly_rank_one_changes_leave_only_rounding():

@@ -166,6 +166,8 @@ class RankOneConv:
         a :class:`BottleneckChange` of N pairs, formed here one pair at a time by the C loop)
         with the ablated channel's change ``delta`` (N, H, W); ``b_idx`` (P,) their images, ``r`` /
         ``r_mean_abs`` from :meth:`baseline`, ``dq_sq`` (N,) the float32 ``||Δq||²``."""
+        if isinstance(dq, BottleneckChange) and dq.delta is not delta and not torch.equal(dq.delta, delta):
+            raise ValueError("RankOneConv.change: the BottleneckChange was formed with another δ than delta")
         hs, radii = [], []
         for s in range(0, len(rows), self.block):
             sl = slice(s, s + self.block)
