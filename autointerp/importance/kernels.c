@@ -3,7 +3,8 @@
  *
  * They do the same multiply-adds as the PyTorch code they replace without writing its intermediates
  * to memory: rank_one_pooled blocks each pair's small product in registers (4 positions × 16 outputs),
- * rank_one_fit reads each pair's change twice instead of forming the residual. Sums run in a fixed
+ * rank_one_fit reads each pair's change twice instead of forming the residual, and rank_one_fit_pre
+ * forms that change itself, one pair at a time, from the pre-activations. Sums run in a fixed
  * order; a compiler may fuse a multiply and an add (one rounding instead of two), which the callers'
  * rounding bounds allow.
  *

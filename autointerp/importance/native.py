@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -233,17 +234,11 @@ def rank_one_fit(
     rows, b_idx = rows.to(torch.int64).contiguous(), b_idx.to(torch.int64).contiguous()
     order = order.to(torch.int64).contiguous()
     dq_all, delta_all = dq_all.contiguous(), delta_all.contiguous()
-    alpha = dq_all.new_zeros(p, c)
-    s_sq, alpha_norm, delta_max, delta_norm = (dq_all.new_empty(p) for _ in range(4))
-    status = lib.rank_one_fit(
+    inputs = (
         _ptr(dq_all, torch.float32), _ptr(delta_all, torch.float32), _ptr(rows, torch.int64),
-        _ptr(order, torch.int64), _ptr(b_idx, torch.int64), p, h * w, c, _ptr(alpha, torch.float32),
-        _ptr(s_sq, torch.float32), _ptr(alpha_norm, torch.float32), _ptr(delta_max, torch.float32),
-        _ptr(delta_norm, torch.float32),
+        _ptr(order, torch.int64), _ptr(b_idx, torch.int64),
     )  # fmt: skip
-    if status != 0:
-        raise MemoryError("rank_one_fit: out of memory")
-    return alpha, s_sq, alpha_norm, delta_max, delta_norm
+    return _fit_call(lib.rank_one_fit, "rank_one_fit", inputs, p, h * w, c)
 
 
 def rank_one_fit_pre(
@@ -273,14 +268,22 @@ def rank_one_fit_pre(
     rows, b_idx = rows.to(torch.int64).contiguous(), b_idx.to(torch.int64).contiguous()
     order = order.to(torch.int64).contiguous()
     pre, w_all, delta_all = pre.contiguous(), w_all.contiguous(), delta_all.contiguous()
-    alpha = pre.new_zeros(p, c)
-    s_sq, alpha_norm, delta_max, delta_norm = (pre.new_empty(p) for _ in range(4))
-    status = lib.rank_one_fit_pre(
+    inputs = (
         _ptr(pre, torch.float32), _ptr(w_all, torch.float32), _ptr(delta_all, torch.float32),
-        _ptr(rows, torch.int64), _ptr(order, torch.int64), _ptr(b_idx, torch.int64), p, h * w, c,
-        _ptr(alpha, torch.float32), _ptr(s_sq, torch.float32), _ptr(alpha_norm, torch.float32),
-        _ptr(delta_max, torch.float32), _ptr(delta_norm, torch.float32),
+        _ptr(rows, torch.int64), _ptr(order, torch.int64), _ptr(b_idx, torch.int64),
     )  # fmt: skip
-    if status != 0:
-        raise MemoryError("rank_one_fit_pre: out of memory")
+    return _fit_call(lib.rank_one_fit_pre, "rank_one_fit_pre", inputs, p, h * w, c)
+
+
+def _fit_call(
+    function: Callable[..., int], name: str, inputs: tuple[int, ...], p: int, hw: int, c: int
+) -> tuple[torch.Tensor, ...]:
+    """Call one of the C fits (their arguments end alike: ``P, HW, C`` and five outputs) with the data
+    pointers ``inputs``: ``α`` (P, C, zeros where the loop writes nothing), ``||S||²``, ``||α||``,
+    ``max|δ|`` and ``||δ||`` (P,) float32."""
+    alpha = torch.zeros(p, c, dtype=torch.float32)
+    s_sq, alpha_norm, delta_max, delta_norm = (torch.empty(p, dtype=torch.float32) for _ in range(4))
+    outputs = (_ptr(t, torch.float32) for t in (alpha, s_sq, alpha_norm, delta_max, delta_norm))
+    if function(*inputs, p, hw, c, *outputs) != 0:
+        raise MemoryError(f"{name}: out of memory")
     return alpha, s_sq, alpha_norm, delta_max, delta_norm
