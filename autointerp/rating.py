@@ -48,6 +48,31 @@ NEEDS = frozenset(
 
 ENTRY_POINT_GROUP = "autointerp.raters"
 
+#: What a rater's ``I`` can mean (its class attribute ``scale``):
+#:
+#: * ``null_percentile``: percentile of the raw statistic within random image sets (:mod:`autointerp.calibration`);
+#: * ``fitted_to_human``: predictions of a model fitted to human answers (out of fold where answers exist);
+#: * ``answer_key``: a ground-truth score in [0, 1] (datasets with known concepts);
+#: * ``uniform``: random numbers in [0, 1] (the baseline);
+#: * ``human``: the survey's own scale, I = (q1·q3 + q4)/2 with q = (Q−1)/4 (negative under ``--human-invalid keep``).
+SCALES = ("null_percentile", "fitted_to_human", "answer_key", "uniform", "human")
+#: Scales whose ``I`` and components must lie in [0, 1] (NaN allowed), higher = more interpretable.
+BOUNDED_SCALES = frozenset(SCALES) - {"human"}
+_UNIT_SLACK = 1e-9  # float rounding of a value computed as 1 or 0
+
+
+def check_unit_interval(rater: str, column: str, features: np.ndarray, values: np.ndarray) -> None:
+    """Refuse a score outside [0, 1] (NaN allowed), naming the rater, column and first offending feature."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = np.flatnonzero((values < -_UNIT_SLACK) | (values > 1 + _UNIT_SLACK))  # NaN compares False: allowed
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(
+            f"rater {rater!r}: {column} of feature {int(features[i])} is {float(values[i])!r}, outside [0, 1] "
+            f"({len(bad)} value(s) out of range); every rater scores on [0, 1], higher = more interpretable "
+            "(map raw statistics with autointerp.calibration.null_percentile)"
+        )
+
 
 # --------------------------------------------------------------------------------------------
 # Score tables
@@ -235,8 +260,14 @@ class Rater:
     needs: ClassVar[frozenset[str]] = frozenset()
     #: names of the score components it returns besides ``I`` (e.g. ``("q4",)``)
     components: ClassVar[tuple[str, ...]] = ()
-    #: whether larger ``I`` means more interpretable
+    #: whether larger ``I`` means more interpretable (always true of a rater on the common scale)
     higher_is_better: ClassVar[bool] = True
+    #: what ``I``'s [0, 1] means (one of :data:`SCALES`; see :mod:`autointerp.calibration`)
+    scale: ClassVar[str] = "null_percentile"
+    #: the extra column holding the raw statistic behind ``I`` (None when ``I`` is not mapped from one)
+    raw_statistic: ClassVar[str | None] = None
+    #: whether a larger (``"higher"``) or smaller (``"lower"``) raw statistic is more interpretable
+    raw_direction: ClassVar[str | None] = None
     #: option names with their default values
     defaults: ClassVar[dict[str, Any]] = {}
 
@@ -267,7 +298,11 @@ class Rater:
         missing = [c for c in self.components if c not in components]
         if missing:
             raise ValueError(f"rater {self.name!r} did not return its declared components {missing}")
-        return ScoreTable(np.asarray(features, dtype=np.int64), I, components, dict(extras or {}), dict(meta or {}))
+        table = ScoreTable(np.asarray(features, dtype=np.int64), I, components, dict(extras or {}), dict(meta or {}))
+        if self.scale in BOUNDED_SCALES:
+            for column in ("I", *components):
+                check_unit_interval(self.name, column, table.feature_ind, table.column(column))
+        return table
 
     def metadata(self) -> dict[str, Any]:
         """What goes into ``RUN/ratings/<rater>.json``."""
@@ -275,6 +310,13 @@ class Rater:
             "rater": self.name,
             "description": self.description,
             "higher_is_better": bool(self.higher_is_better),
+            "scale": {
+                "kind": self.scale,
+                "range": [0.0, 1.0] if self.scale in BOUNDED_SCALES else None,
+                "calibrated_to_human": self.scale == "fitted_to_human",
+                "raw_statistic": self.raw_statistic,
+                "raw_direction": self.raw_direction,
+            },
             "components": list(self.components),
             "needs": sorted(self.needs),
             "options": _jsonable(self.options),
@@ -310,6 +352,13 @@ def register_rater(cls_or_name: type[Rater] | str | None = None) -> Any:
         bad = set(cls.needs) - NEEDS
         if bad:
             raise TypeError(f"{cls.__name__}.needs has unknown entries {sorted(bad)}; allowed: {sorted(NEEDS)}")
+        if cls.scale not in SCALES:
+            raise TypeError(f"{cls.__name__}.scale = {cls.scale!r}; expected one of {', '.join(SCALES)}")
+        if cls.raw_direction not in (None, "higher", "lower"):
+            raise TypeError(f"{cls.__name__}.raw_direction = {cls.raw_direction!r}; expected 'higher', 'lower' or None")
+        if not cls.higher_is_better:
+            raise TypeError(f"{cls.__name__}: I must be higher = more interpretable; map a lower-is-better raw "
+                            "statistic with autointerp.calibration.null_percentile(raw, null, 'lower')")
         existing = RATERS._items.get(name)
         if existing is not None and existing is not cls:
             if _same_definition(existing, cls):
@@ -725,13 +774,16 @@ def build_rater(ctx: RatingContext, name: str) -> Rater:
 
 
 __all__ = [
+    "BOUNDED_SCALES",
     "ENTRY_POINT_GROUP",
     "NEEDS",
     "RATERS",
     "Rater",
     "RatingContext",
+    "SCALES",
     "ScoreTable",
     "build_rater",
+    "check_unit_interval",
     "create_rater",
     "list_raters",
     "load_rater_file",

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-CALIBRATIONS = ("range", "ecdf", "z")
+CALIBRATIONS = ("percentile", "ecdf", "z")
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -42,23 +42,21 @@ def subset_coherence(gram: np.ndarray, subsets: np.ndarray) -> np.ndarray:
     return total / (k * (k - 1))
 
 
-def calibrate(value: float, null: np.ndarray, method: str = "range", ceiling: float = 1.0) -> float:
-    """Map a raw statistic to [0, 1] against its null distribution (random image sets).
+def calibrate(value: float, null: np.ndarray, method: str = "percentile") -> float:
+    """Map a raw statistic (higher = more interpretable) to [0, 1] against its null distribution.
 
-    * ``range``: 0 at the null median, 1 at ``ceiling`` (e.g. cosine 1 = identical images), linear
-      in between and clipped — keeps the ranking among above-chance features;
-    * ``ecdf``: fraction of null values below ``value`` (ties count half);
+    * ``percentile`` (default, the common scale of every rater): the null percentile of
+      :func:`autointerp.calibration.null_percentile` — strictly increasing, so raw ranks are kept;
+    * ``ecdf``: fraction of null values below ``value`` (ties count half; ties at 0 and 1 beyond the null);
     * ``z``: standard normal CDF of the z-score against the null.
     """
     if not np.isfinite(value):
         return float("nan")
     null = np.asarray(null, dtype=np.float64)
-    if method == "range":
-        med = float(np.median(null))
-        span = ceiling - med
-        if span <= 1e-12:
-            return float(value >= ceiling)
-        return float(np.clip((value - med) / span, 0.0, 1.0))
+    if method == "percentile":
+        from autointerp.calibration import null_percentile
+
+        return float(null_percentile(value, null, "higher"))
     if method == "ecdf":
         return float(((null < value).sum() + 0.5 * (null == value).sum()) / len(null))
     if method == "z":
@@ -84,6 +82,11 @@ def check_calibration(method: str, rater: str) -> str:
     """Validate a ``calibration`` option (one-line ConfigError)."""
     from autointerp.errors import ConfigError
 
+    if method == "range":
+        raise ConfigError(
+            f"rate.options.{rater}.calibration = 'range' was removed: it tied every feature below the null median "
+            "at 0 and was not comparable across raters; use 'percentile' (the default)"
+        )
     if method not in CALIBRATIONS:
         raise ConfigError(
             f"rate.options.{rater}.calibration = {method!r} is not allowed; expected one of {', '.join(CALIBRATIONS)}"

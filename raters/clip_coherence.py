@@ -33,7 +33,7 @@ def coherence_null(pool_emb: np.ndarray, k: int, n_null: int, seed: int) -> np.n
 
 def coherence_scores(
     example_sets: Sequence[np.ndarray], pool_emb: np.ndarray, n_null: int = 500, seed: int = 0,
-    calibration: str = "range",
+    calibration: str = "percentile",
 ) -> dict[str, np.ndarray]:
     """Per set: raw coherence, calibrated q4, null mean/std, z and p-value (NaN for sets of < 2)."""
     out = {k: np.full(len(example_sets), np.nan) for k in ("q4", "coherence", "null_mean", "null_std", "z", "p_value")}
@@ -59,7 +59,9 @@ class ClipCoherence(Rater):
     description = "q4: mean pairwise cosine of the examples' embeddings, calibrated against random image sets"
     needs = frozenset({"examples", "embedder", "dataset"})
     components = ("q4",)
-    defaults = {"n_null": 500, "null_pool": 256, "calibration": "range", "which": "top"}
+    raw_statistic = "coherence"
+    raw_direction = "higher"
+    defaults = {"n_null": 500, "null_pool": 256, "calibration": "percentile", "which": "top"}
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
         calibration = check_calibration(self.options["calibration"], self.name)

@@ -88,7 +88,7 @@ MATCHES = ("distribution", "label_mass")
 
 
 def label_match(p_vis: np.ndarray, p_ex: np.ndarray, p_pool: np.ndarray, subsets: np.ndarray, top_m: int,
-                calibration: str = "range", match: str = "distribution") -> dict[str, object]:
+                calibration: str = "percentile", match: str = "distribution") -> dict[str, object]:
     """Label of the visualisations and how well it describes the examples, against random sets.
 
     The label is the ``top_m`` phrases of the mean visualisation distribution p̄. ``match``:
@@ -126,6 +126,8 @@ class ClipLabel(Rater):
     description = "q3 via words: zero-shot phrases for the visualisations, then how well they describe the examples"
     needs = frozenset({"visualizations", "examples", "embedder", "dataset"})
     components = ("q3",)
+    raw_statistic = "match"
+    raw_direction = "higher"
     defaults = {
         "vocabulary": ["imagenet", "concepts"],
         "concepts": None,
@@ -134,7 +136,7 @@ class ClipLabel(Rater):
         "logit_scale": None,
         "n_null": 500,
         "null_pool": 256,
-        "calibration": "range",
+        "calibration": "percentile",
         "match": "distribution",
     }
 

@@ -20,7 +20,7 @@ from raters._similarity import calibrate, check_calibration, l2_normalize, null_
 
 
 def vis_match(vis_emb: np.ndarray, ex_emb: np.ndarray, pool_emb: np.ndarray, subsets: np.ndarray,
-              calibration: str = "range") -> dict[str, float]:
+              calibration: str = "percentile") -> dict[str, float]:
     """Raw match, calibrated q1q3 and null statistics for one feature.
 
     ``subsets`` (n_null, k) indexes random sets of the pool with k = len(ex_emb).
@@ -44,7 +44,9 @@ class ClipVisMatch(Rater):
     description = "q1*q3: similarity of the visualisations to the examples vs to random images, calibrated"
     needs = frozenset({"visualizations", "examples", "embedder", "dataset"})
     components = ("q1q3",)
-    defaults = {"n_null": 500, "null_pool": 256, "calibration": "range"}
+    raw_statistic = "match"
+    raw_direction = "higher"
+    defaults = {"n_null": 500, "null_pool": 256, "calibration": "percentile"}
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
         calibration = check_calibration(self.options["calibration"], self.name)

@@ -125,6 +125,7 @@ class ConceptPurityRater(Rater):
     description = "reference answer key (datasets with known concepts, e.g. the demo): graded concept purity of top-k"
     needs = frozenset({"activations", "dataset"})
     components = ()
+    scale = "answer_key"
     defaults: dict[str, Any] = {"k": 64}
 
     def __init__(self, seed: int = 0, **options: Any) -> None:

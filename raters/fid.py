@@ -105,7 +105,6 @@ class FidRater(Rater):
     description = "Frechet distance (shrunk covariances, works for 4 vs 8 images) and KID: visualisations vs examples"
     needs = frozenset({"visualizations", "examples", "embedder"})
     components = ("fd", "kid")
-    higher_is_better = False
     defaults = {"shrinkage": "ledoit_wolf", "normalize": True}
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:

@@ -46,6 +46,7 @@ class HumanRater(Rater):
     description = "survey answers (study CSV or survey-app export), averaged over participants with spread"
     needs = frozenset({"human"})
     components = ("q1", "q3", "q4", "q5", "q6", "q1q3")
+    scale = "human"
     defaults = {"invalid": None, "layer": None, "model": None}
 
     def load(self, ctx: RatingContext):  # noqa: ANN201 - HumanScores

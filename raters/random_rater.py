@@ -23,6 +23,7 @@ class RandomRater(Rater):
     name = "random"
     description = "seeded uniform q1, q3, q4 and I = (q1*q3 + q4)/2; the baseline every useful rater must beat"
     components = ("q1", "q3", "q4")
+    scale = "uniform"
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
         comp = random_components(features, self.seed)

@@ -40,8 +40,8 @@ def test_calibrations_match_scipy():
         assert calibrate(v, null, "ecdf") == pytest.approx(stats.percentileofscore(null, v, kind="mean") / 100)
         z = (v - null.mean()) / null.std(ddof=1)
         assert calibrate(v, null, "z") == pytest.approx(stats.norm.cdf(z))
-        med = np.median(null)
-        assert calibrate(v, null, "range") == pytest.approx(np.clip((v - med) / (1 - med), 0, 1))
+    for v in null[::37]:  # at a null value the percentile is scipy's mean percentile of that value
+        assert calibrate(v, null, "percentile") == pytest.approx(stats.percentileofscore(null, v, kind="mean") / 100)
     mean, sd, z, p = null_summary(0.4, null)
     assert p == pytest.approx((1 + (null >= 0.4).sum()) / 401) and z == pytest.approx((0.4 - mean) / sd)
     with pytest.raises(ValueError, match="unknown calibration"):
@@ -57,8 +57,8 @@ def test_coherence_scores_reference():
     for i, s in enumerate(sets):
         raw = np.mean(1 - pdist(s, "cosine"))
         assert res["coherence"][i] == pytest.approx(raw)
-        assert res["q4"][i] == pytest.approx(np.clip((raw - np.median(null)) / (1 - np.median(null)), 0, 1))
-    assert res["q4"][1] > 0.99 and res["p_value"][1] == pytest.approx(1 / 201)
+        assert res["q4"][i] == pytest.approx(calibrate(raw, null, "percentile"))
+    assert 1 - 0.5 / 200 < res["q4"][1] < 1 and res["p_value"][1] == pytest.approx(1 / 201)
 
 
 def test_vis_match_reference():
@@ -69,7 +69,7 @@ def test_vis_match_reference():
     null = np.array([np.mean(1 - cdist(vis, pool[s], "cosine")) for s in subsets])
     assert res["match"] == pytest.approx(raw)
     assert res["null_mean"] == pytest.approx(null.mean())
-    assert res["q1q3"] == pytest.approx(calibrate(raw, null, "range"))
+    assert res["q1q3"] == pytest.approx(calibrate(raw, null, "percentile"))
 
 
 def test_label_match_reference():
