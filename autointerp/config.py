@@ -110,6 +110,10 @@ class VisualizeConfig(_Section):
     batch_features: int = Field(default=4, ge=1)  # 4 x 4 images per batch: fastest on 2 CPU cores (sweep)
     negative: bool = False
     n_examples: int = Field(default=8, ge=1)
+    # Dataset examples are cheap (the activation cache ranks every feature), so by default every feature gets
+    # them and example-based raters score the whole layer: "all", "visualized" (= visualize.features), "groups",
+    # or a list of indices
+    example_features: list[int] | Literal["all", "visualized", "groups"] = "all"
     bottom_examples: bool = False
     crop_examples: bool = False
 

@@ -36,4 +36,9 @@ def test_reduced_real_run_produces_a_report(shared_dir: Path, tmp_path: Path) ->
     assert summary["n_features"] == 12 and {"clip_coherence", "random"} <= set(summary["correlations"])
     vis = json.loads((ctx.paths.visualizations / "index.json").read_text())["features"]
     assert len(vis) == 4  # the report's two groups of 2 (visualize.features: groups)
+    # examples for every channel, so the example-based rater scores the whole layer, not the visualised subset
+    examples = json.loads((ctx.paths.examples / "index.json").read_text())["features"]
+    assert len(examples) == 1280
+    coherence = json.loads((ctx.paths.ratings / "clip_coherence.json").read_text())
+    assert coherence["n_scored"] == 1280
     assert (ctx.paths.report / "index.html").stat().st_size > 1000

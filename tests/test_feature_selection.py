@@ -11,11 +11,12 @@ import pytest
 from autointerp.config import config_from_dict
 from autointerp.errors import UserError
 from autointerp.runfolder import RunPaths
-from autointerp.vis.selection import configured_features
+from autointerp.vis.selection import configured_example_features, configured_features
 
 
-def _ctx(tmp: Path, features: object) -> SimpleNamespace:
-    cfg = config_from_dict({"visualize": {"features": features}, "report": {"top_n": 3, "middle_n": 2}})
+def _ctx(tmp: Path, features: object, example_features: object = "all") -> SimpleNamespace:
+    cfg = config_from_dict({"visualize": {"features": features, "example_features": example_features},
+                            "report": {"top_n": 3, "middle_n": 2}})
     return SimpleNamespace(config=cfg, paths=RunPaths(tmp))
 
 
@@ -37,3 +38,12 @@ def test_lists_pass_through_and_missing_importance_is_an_error(tmp_path: Path) -
     assert configured_features(_ctx(tmp_path, None)) is None
     with pytest.raises(UserError, match="needs .*importance.csv: run the importance stage first"):
         configured_features(_ctx(tmp_path, "groups"))
+
+
+def test_examples_cover_every_feature_unless_told_otherwise(tmp_path: Path) -> None:
+    # visualisations of a subset must not restrict the examples: example-based raters score the whole layer
+    assert configured_example_features(_ctx(tmp_path, [3, 1])) is None
+    assert configured_example_features(_ctx(tmp_path, [3, 1], "visualized")) == [3, 1]
+    assert configured_example_features(_ctx(tmp_path, None, [5, 2])) == [5, 2]
+    with pytest.raises(UserError, match="needs .*importance.csv"):
+        configured_example_features(_ctx(tmp_path, None, "groups"))

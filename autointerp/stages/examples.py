@@ -1,5 +1,8 @@
 """Stage 3 — dataset examples: the most (and optionally least) activating images of every feature.
 
+Every feature of the layer gets its examples by default (``visualize.example_features: all``), so raters
+that need only examples score the whole layer even where only a subset is visualised.
+
 Reads the activation cache (``RUN/activations/topk.npz``; ``top_idx`` are indices into the run's
 dataset) and writes ``RUN/examples/NNNN/top_i.png`` (full images at native resolution, as in the
 study, or crops of the receptive field around the maximal position with ``visualize.crop_examples``),
@@ -25,7 +28,7 @@ from autointerp.features import select_features
 from autointerp.progress import Progress
 from autointerp.runfolder import RunContext, feature_dirname
 from autointerp.stages.activations import load_meta
-from autointerp.vis.selection import configured_features
+from autointerp.vis.selection import configured_example_features
 
 
 def load_topk(ctx: RunContext) -> dict[str, np.ndarray]:
@@ -50,14 +53,14 @@ def read_feature_entries(folder: Path) -> dict[str, dict]:
 
 
 def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] | None = None) -> Path:
-    """Write the dataset examples of ``features`` (default: ``visualize.features``, else all)."""
+    """Write the dataset examples of ``features`` (default: ``visualize.example_features``, i.e. every feature)."""
     from PIL import Image
 
     cfg = ctx.config.visualize
     meta = load_meta(ctx)
     topk = load_topk(ctx)
     channels = int(meta["channels"])
-    feats = select_features(features, configured_features(ctx), channels, ctx.config.layer)
+    feats = select_features(features, configured_example_features(ctx), channels, ctx.config.layer)
     k = cfg.n_examples
     available = topk["top_idx"].shape[1]
     if k > available:

@@ -18,6 +18,10 @@ def configured_features(ctx: RunContext) -> list[int] | None:
     configured = ctx.config.visualize.features
     if configured != "groups":
         return configured
+    return _group_features(ctx)
+
+
+def _group_features(ctx: RunContext) -> list[int]:
     import csv
 
     import numpy as np
@@ -26,13 +30,25 @@ def configured_features(ctx: RunContext) -> list[int] | None:
 
     path = ctx.paths.importance_csv
     if not path.exists():
-        raise UserError(f"visualize.features = 'groups' needs {path}: run the importance stage first")
+        raise UserError(f"'groups' (the report's top and middle groups) needs {path}: run the importance stage first")
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     ids = np.array([int(r["feature_ind"]) for r in rows])
     values = np.array([float(r["importance"]) for r in rows])
     groups = select_groups(ids, values, ctx.config.report.top_n, ctx.config.report.middle_n)
     return sorted(set(groups.top.tolist()) | set(groups.middle.tolist()))
+
+
+def configured_example_features(ctx: RunContext) -> list[int] | None:
+    """``visualize.example_features`` resolved (None = every feature of the layer)."""
+    configured = ctx.config.visualize.example_features
+    if configured == "all":
+        return None
+    if configured == "visualized":
+        return configured_features(ctx)
+    if configured == "groups":
+        return _group_features(ctx)
+    return configured
 
 
 def chunks(items: Sequence[int], size: int) -> list[list[int]]:
