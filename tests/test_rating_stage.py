@@ -138,7 +138,12 @@ def test_cli_rate_with_a_local_rater_file(cli, world, monkeypatch, tmp_path):
     rater_file = tmp_path / "my_rater.py"  # the README's example, as a user would save it
     rater_file.write_text(readme_example())
     before = set(RATERS.names())
-    (world.root / "config.yaml").write_text("seed: 0\nrate:\n  embedder: {type: handcrafted}\n")
+    # the example's null draws random dataset images: give the run the world's images as a downsampled-ImageNet file
+    images = np.stack([world.dataset.image(i) for i in range(len(world.dataset))])
+    np.savez(tmp_path / "world.npz", data=images.transpose(0, 3, 1, 2).reshape(len(images), -1),
+             labels=np.ones(len(images), dtype=np.int64))
+    (world.root / "config.yaml").write_text(f"seed: 0\ndataset: {{type: npz, path: {tmp_path / 'world.npz'}}}\n"
+                                            "rate:\n  embedder: {type: handcrafted}\n")
     try:
         res = CliRunner().invoke(cli, ["rate", str(world.root), "--raters", "brightness,random",
                                        "--rater-path", str(rater_file)])
