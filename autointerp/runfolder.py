@@ -7,6 +7,7 @@ resolved config, the model adapter and the dataset.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,14 +114,50 @@ class RunContext:
         return torch.device(want)
 
     @functools.cached_property
-    def model(self) -> ModelAdapter:
-        """The model adapter (eval mode, on :attr:`device`)."""
+    def unchecked_model(self) -> ModelAdapter:
+        """The model adapter (eval mode, on :attr:`device`), not compared with the activation cache.
+
+        Random initialisation (``model.pretrained: false``) is seeded from the config's ``seed``, so every
+        process (a resumed stage, a worker) builds the same network; the global RNG is left as it was.
+        """
+        import torch
+
         from autointerp.models.base import create_model
 
+        if "model" in self.__dict__:  # an adapter set on the context directly (tests, notebooks) is the model
+            return self.__dict__["model"]
         mc = self.config.model
-        adapter = create_model(mc.name, weights=mc.weights, pretrained=mc.pretrained, **mc.options)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            adapter = create_model(mc.name, weights=mc.weights, pretrained=mc.pretrained, **mc.options)
         adapter.check_layer(self.config.layer)
         return adapter.to(self.device)
+
+    @functools.cached_property
+    def model_fingerprint(self) -> str:
+        """:func:`~autointerp.models.fingerprint.weights_fingerprint` of the model's weights."""
+        from autointerp.models.fingerprint import weights_fingerprint
+
+        return weights_fingerprint(self.unchecked_model.module)
+
+    @functools.cached_property
+    def model(self) -> ModelAdapter:
+        """The model adapter, checked against the activation cache: a cache recorded with other weights
+        (``model_fingerprint`` in ``RUN/activations/meta.json``) is a one-line error, never silently mixed."""
+        adapter = self.unchecked_model
+        meta_path = self.paths.activations / "meta.json"
+        if meta_path.exists():
+            try:
+                recorded = json.loads(meta_path.read_text(encoding="utf-8")).get("model_fingerprint")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                recorded = None  # the activation stage's own reader reports a broken file
+            if recorded is not None and recorded != self.model_fingerprint:
+                raise UserError(
+                    f"{meta_path}: the activation cache was made with other model weights (fingerprint {recorded}, "
+                    f"this model {self.model_fingerprint}); rerun `autointerp activations {self.root} --overwrite` "
+                    "or use the weights it was made with"
+                )
+        return adapter
 
     @functools.cached_property
     def dataset(self) -> ImageDataset:

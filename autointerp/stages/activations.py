@@ -56,7 +56,8 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
     if (out_dir / "meta.json").exists() and not overwrite:
         return out_dir
     cfg = ctx.config.activations
-    model = ctx.model
+    model = ctx.unchecked_model  # this stage makes the cache the other stages check the model against
+    fingerprint = ctx.model_fingerprint
     ds = ctx.dataset
     layer = ctx.config.layer
     n = len(ds)
@@ -78,7 +79,7 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
     dtype = np.float16 if cfg.dtype == "float16" else np.float32
 
     partial = out_dir.with_name(out_dir.name + ".partial")
-    key = _settings_key(ctx)
+    key = _settings_key(ctx) + "-" + fingerprint  # a checkpoint made with other weights starts over
     state_file = partial / "checkpoint.npz"
     start = 0
     if overwrite and partial.exists():
@@ -157,6 +158,7 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
         "accuracy": {f"top{k}": hits[k] / n for k in cfg.accuracy_k},
         "correct": {f"top{k}": hits[k] for k in cfg.accuracy_k},
         "settings_key": key,
+        "model_fingerprint": fingerprint,
     }
     if state_file.exists():
         state_file.unlink()
