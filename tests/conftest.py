@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from skips import STRICT, skip_unless_available
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AUTOINTERP_SHARED", REPO.parent / "shared"))
@@ -18,7 +19,7 @@ os.environ.setdefault("AUTOINTERP_NO_PROGRESS", "1")
 def shared_dir() -> Path:
     """The ../shared folder; skips the test when it is absent (e.g. a user's fresh clone)."""
     if not (SHARED / "README.md").exists():
-        pytest.skip(f"needs the shared data folder {SHARED} (present for developers and CI only)")
+        skip_unless_available(f"needs the shared data folder {SHARED} (present for developers and CI only)")
     return SHARED
 
 
@@ -28,14 +29,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 #: mark for browser tests: skipped with a reason where Debian's chromium is absent (.ci/run installs it)
 requires_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"needs Debian chromium ({CHROMIUM}): apt-get install chromium"
+    not CHROMIUM.exists() and not STRICT, reason=f"needs Debian chromium ({CHROMIUM}): apt-get install chromium"
 )
 
 
 @pytest.fixture(scope="module")
 def browser():  # noqa: ANN201
     """A headless Chromium driven by Playwright (its own browser download fails offline)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    if not CHROMIUM.exists():
+        skip_unless_available(f"needs Debian chromium ({CHROMIUM}): apt-get install chromium")
+    from playwright import sync_api  # a [dev] dependency: a missing one is a broken install, not a skip
+
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield b

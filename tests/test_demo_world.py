@@ -183,7 +183,8 @@ def test_planted_coherent_set_shares_the_most_concepts(world):
 
 # --------------------------------------------------------------------------------------------- model
 
-model = pytest.importorskip("autointerp.demo.model")
+from autointerp.demo import model  # noqa: E402 - grouped with the tests that use it
+
 # reduced training for speed: learns colour (a colour-only classifier scores 1/4) and starts on shape;
 # the default settings (4000 images x 8 epochs) reach > 0.9, checked by the slow test at the end
 TINY = {"n_train": 1000, "n_val": 400, "epochs": 3}

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from skips import skip_unless_available
 
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import bound_pass, evaluate_chunk
@@ -166,7 +167,7 @@ def test_compiled_core_gives_the_same_counts_as_eager(perturbed):
         warnings.simplefilter("always")
         compiled, _, path = fast_counts(model, acts, labels, feats, ablation, compile=True)
     if not path._core.is_compiled():
-        pytest.skip(f"torch.compile unavailable here: {[str(w.message) for w in caught]}")
+        skip_unless_available(f"torch.compile unavailable here: {[str(w.message) for w in caught]}")
     assert int(bp.candidate.sum()) > 0
     assert compiled.correct_to_wrong.tolist() == eager.correct_to_wrong.tolist()
     assert compiled.wrong_to_correct.tolist() == eager.wrong_to_correct.tolist()

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conv_cases import random_conv
+from skips import skip_unless_available
 from torch import nn
 
 from autointerp.importance import native
@@ -146,7 +147,7 @@ def test_native_loop_and_pytorch_agree(k, pad, spatial):
     """The C loop (40 outputs: two blocks of 16 and a scalar tail; 49 or 15 positions: groups of four
     and a remainder) gives PyTorch's ``h`` and radius up to float32 rounding."""
     if native.kernels() is None:
-        pytest.skip("native loops unavailable here (no C compiler)")
+        skip_unless_available("native loops unavailable here (no C compiler)")
     conv, r, dq, delta, b_idx = _case(k, pad, spatial, seed=11, scale=1.0)
     _, torch_got = _run(conv, r, dq, delta, b_idx, pad, spatial, native=False)
     _, native_got = _run(conv, r, dq, delta, b_idx, pad, spatial, native=True)

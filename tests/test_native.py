@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from skips import skip_unless_available
 
 from autointerp.importance import native
 
@@ -35,7 +36,7 @@ def _reference(taps, delta, rows, r, b_idx, k, pad):
 
 def test_builds_into_the_cache_once_and_matches_a_convolution(fresh_build):
     if native._compiler() is None:
-        pytest.skip("no C compiler here")
+        skip_unless_available("no C compiler here")
     gen = torch.Generator().manual_seed(0)
     k, pad, h, w, o = 3, 1, 6, 5, 24
     taps = torch.randn(5, k * k, o, generator=gen)
@@ -70,7 +71,7 @@ def test_turned_off_by_the_environment(fresh_build, monkeypatch):
 
 def test_bad_arguments_raise_before_the_loop_reads_memory():
     if native.kernels() is None:
-        pytest.skip("native loops unavailable here")
+        skip_unless_available("native loops unavailable here (no C compiler)")
     taps, delta, r = torch.zeros(2, 9, 8), torch.zeros(3, 4, 4), torch.zeros(2, 16, 8)
     with pytest.raises(IndexError, match="out of range"):
         native.rank_one_pooled(taps, delta, torch.tensor([0, 3]), r, torch.tensor([0, 1]), 3, 1)
@@ -89,7 +90,7 @@ def test_fit_matches_pytorch_in_the_network_channel_order(channels):
     ``||S||²`` and norms, for channel counts with and without a tail beyond a multiple of 8; a zero
     ``δ`` gives ``α = 0`` (no division by zero)."""
     if native.kernels() is None:
-        pytest.skip("native loops unavailable here")
+        skip_unless_available("native loops unavailable here (no C compiler)")
     from autointerp.importance.lowrank import _fit
 
     gen = torch.Generator().manual_seed(channels)
@@ -113,7 +114,7 @@ def test_fit_from_pre_activations_matches_the_fit_of_the_formed_change(channels)
     both signs, so some entries switch on or off) and gives what ``rank_one_fit`` gives for that change;
     pairs share images and rows come out of order."""
     if native.kernels() is None:
-        pytest.skip("native loops unavailable here")
+        skip_unless_available("native loops unavailable here (no C compiler)")
     from autointerp.importance.bottleneck import bottleneck_change
 
     gen = torch.Generator().manual_seed(channels)
@@ -139,7 +140,7 @@ def test_an_unwritable_cache_builds_in_the_temporary_folder(fresh_build, tmp_pat
     """A cache folder that cannot be made (its parent is a file) falls back to a per-user folder
     under the temporary folder, without a warning."""
     if native._compiler() is None:
-        pytest.skip("no C compiler here")
+        skip_unless_available("no C compiler here")
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv("AUTOINTERP_KERNEL_CACHE", str(tmp_path / "a-file" / "kernels"))
     (tmp_path / "tmp").mkdir()
@@ -154,7 +155,7 @@ def test_the_temporary_folder_is_refused_when_others_could_have_written_it(fresh
     """A per-user temporary folder that others can write (or someone else owns) is never loaded from:
     a library planted there would run as this user. The build then has nowhere to go: one warning."""
     if native._compiler() is None or not hasattr(os, "getuid"):
-        pytest.skip("no C compiler, or no POSIX ownership here")
+        skip_unless_available("no C compiler, or no POSIX ownership here")
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv("AUTOINTERP_KERNEL_CACHE", str(tmp_path / "a-file" / "kernels"))
     (tmp_path / "tmp").mkdir()

@@ -119,7 +119,7 @@ def test_participant_completes_survey_and_export_imports(browser, tmp_path: Path
         assert [int(row[f"question{i}"]) for i in (1, 3, 4, 5, 6)] == [q1, q3, q4, q5, q6]
         assert row["text_question"] == ", ".join(p.strip() for p in q2.split(",") if p.strip())
 
-    human = pytest.importorskip("autointerp.human_answers", reason="autointerp.human_answers not in this tree yet")
+    from autointerp import human_answers as human
     scores = human.load_human_scores([out], layer="mixed5a", model="FakeNet")
     assert sorted(scores.feature_ind.tolist()) == [3, 7, 11] and scores.n_participants == 1
     for number, feature in features.items():
