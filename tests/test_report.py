@@ -57,17 +57,35 @@ def test_report_files_and_summary_schema(run) -> None:  # noqa: ANN001
     agree = s["agreement"]
     assert set(agree) == {"good", "noise"} and set(agree["good"]) == {"human"}
     assert agree["good"]["human"]["spearman"] > agree["noise"]["human"]["spearman"]
-    assert isinstance(agree["good"]["human"]["krippendorff_alpha"], float)
+    # neither rater is calibrated to the human 1..5 answer scale: rank agreement only
+    assert agree["good"]["human"]["krippendorff_alpha"] is None and agree["good"]["human"]["mae"] is None
+    assert agree["good"]["human"]["alpha_reason"] == "n/a (uncalibrated scale)"
     assert {"q1", "q3", "q4", "I"} <= set(agree["good"]["human"])
     ceiling = s["noise_ceiling"]["human"]
-    assert ceiling["available"] and ceiling["I"]["n_participants"] == 2 and ceiling["I"]["lower"] > 0.5
+    assert ceiling["available"] and ceiling["I"]["n_participants"] == 2 and ceiling["I"]["individual_lower"] > 0.5
+    assert 0.5 < ceiling["I"]["split_half"] <= 1 and ceiling["I"]["ceiling"] == pytest.approx(
+        np.sqrt(ceiling["I"]["split_half"])
+    )
+    # every rater scored all 48 features: layer-wide; the survey covers every other feature: a subset
+    assert [h["rater"] for h in s["headline"]] == ["good", "noise", "human"]
+    assert s["correlations"]["good"]["scope"] == "layer-wide" and s["correlations"]["good"]["n"] == N_FEATURES
+    assert s["raters"]["good"]["scope_label"] == f"layer-wide: scored {N_FEATURES} of {N_FEATURES}"
+    assert s["correlations"]["human"]["scope"] == "subset" and s["correlations"]["human"]["n"] == N_FEATURES // 2
+    assert s["importance_measures"]["reliability"]["available"] is False
+    assert "importance_reliability" in s["empty_reasons"]
     names = s["rater_correlations"]["names"]
     assert names[0] == "importance" and len(s["rater_correlations"]["matrix"]) == len(names)
     for fig in s["figures"]:
         assert (out / fig["png"]).stat().st_size > 1000 and (out / fig["svg"]).read_text().lstrip().startswith("<")
     figure_names = {f["name"] for f in s["figures"]}
-    assert {"importance_hist", "group_hist", "scatter_importance_good", "agreement_good_vs_human",
-            "rater_correlations", "ablation_curve"} <= figure_names
+    assert {
+        "importance_hist",
+        "group_hist",
+        "scatter_importance_good",
+        "agreement_good_vs_human",
+        "rater_correlations",
+        "ablation_curve",
+    } <= figure_names
     md = (out / "summary.md").read_text()
     assert "| good |" in md and "Top vs middle" in md
 
@@ -113,31 +131,66 @@ def test_cli_bare_files_and_errors(tmp_path: Path) -> None:
     imp = tmp_path / "imp.csv"
     imp.write_text("model,layer,feature_ind,importance\n" + "".join(f"M,L,{f},{(f * 7) % 23}\n" for f in range(30)))
     survey = tmp_path / "s.csv"
-    survey.write_text("model,layer,neuron,question1,text_question,question3,question4,question5,question6\n"
-                      + "".join(f"M,L,{f},{1 + f % 5},x,{1 + f % 5},{1 + f % 5},3,3\n" for f in range(0, 30, 3)))
+    survey.write_text(
+        "model,layer,neuron,question1,text_question,question3,question4,question5,question6\n"
+        + "".join(f"M,L,{f},{1 + f % 5},x,{1 + f % 5},{1 + f % 5},3,3\n" for f in range(0, 30, 3))
+    )
     runner = CliRunner()
-    res = runner.invoke(_app(), ["report", "--importance", str(imp), "--human", str(survey), "--out",
-                                 str(tmp_path / "rep"), "--top-n", "5", "--middle-n", "5", "--bootstrap", "100",
-                                 "--permutations", "100"])
+    res = runner.invoke(
+        _app(),
+        [
+            "report",
+            "--importance",
+            str(imp),
+            "--human",
+            str(survey),
+            "--out",
+            str(tmp_path / "rep"),
+            "--top-n",
+            "5",
+            "--middle-n",
+            "5",
+            "--bootstrap",
+            "100",
+            "--permutations",
+            "100",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "30 features" in res.output and "human:" in res.output
     s = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert s["groups"]["top"]["n"] == 5 and s["correlations"]["human"]["n"] == 10
     again = runner.invoke(_app(), ["report", "--importance", str(imp), "--out", str(tmp_path / "rep")])
     assert isinstance(again.exception, UserError) and "--overwrite" in str(again.exception)
-    ok = runner.invoke(_app(), ["report", "--importance", str(imp), "--out", str(tmp_path / "rep"), "--overwrite",
-                                "--bootstrap", "0", "--permutations", "0"])
+    ok = runner.invoke(
+        _app(),
+        [
+            "report",
+            "--importance",
+            str(imp),
+            "--out",
+            str(tmp_path / "rep"),
+            "--overwrite",
+            "--bootstrap",
+            "0",
+            "--permutations",
+            "0",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     s = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert s["raters"] == {} and s["correlations"] == {}
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("keep me")
-    refused = runner.invoke(_app(), ["report", "--importance", str(imp), "--out", str(tmp_path / "precious"),
-                                     "--overwrite"])
+    refused = runner.invoke(
+        _app(), ["report", "--importance", str(imp), "--out", str(tmp_path / "precious"), "--overwrite"]
+    )
     assert isinstance(refused.exception, UserError) and (tmp_path / "precious" / "thesis.tex").exists()
-    for args, message in ((["report"], "either a run folder"), (["report", "--importance", str(imp)], "--out"),
-                          (["report", "--importance", str(imp), "--out", "x", "--human-invalid", "skip"],
-                           "--human-invalid 'skip'")):
+    for args, message in (
+        (["report"], "either a run folder"),
+        (["report", "--importance", str(imp)], "--out"),
+        (["report", "--importance", str(imp), "--out", "x", "--human-invalid", "skip"], "--human-invalid 'skip'"),
+    ):
         bad = runner.invoke(_app(), args)
         assert isinstance(bad.exception, UserError) and message in str(bad.exception), args
 
@@ -148,8 +201,9 @@ def test_bad_run_inputs_are_reported_not_fatal(tmp_path: Path) -> None:
     imp.write_text(imp.read_text() + "demo,mixed5a,2,999\ndemo,mixed5a,7,nan\n")  # conflicting dup + NaN dup
     (ctx.paths.ratings / "flat.csv").write_text("feature_ind,I\n" + "".join(f"{f},0.5\n" for f in range(60)))
     out = tmp_path / "elsewhere"  # the CLI on a run folder, writing outside it
-    res = CliRunner().invoke(_app(), ["report", str(ctx.root), "--out", str(out), "--bootstrap", "50",
-                                      "--permutations", "50"])
+    res = CliRunner().invoke(
+        _app(), ["report", str(ctx.root), "--out", str(out), "--bootstrap", "50", "--permutations", "50"]
+    )
     assert res.exit_code == 0, res.output
     assert not (ctx.root / "report").exists()
     s = json.loads((out / "summary.json").read_text())
@@ -162,3 +216,55 @@ def test_bad_run_inputs_are_reported_not_fatal(tmp_path: Path) -> None:
     page = (out / "index.html").read_text()
     assert "conflicting duplicate" in page and page.count('data-group="') == 60
     assert "../run/visualizations/0000/card.png" in page
+
+
+def test_page_labels_scales_alpha_policy_and_grouped_notes(tmp_path: Path) -> None:
+    """The page says what each number is: scale kinds, α only for the out-of-fold calibrated rater,
+    'n/a (uncalibrated scale)' elsewhere, scopes, the noise ceiling, and one data note per cause."""
+    from autointerp.report.sources import report_from_run
+
+    ctx = build_run(tmp_path / "run", with_media=False)
+    ctx.config.report.bootstrap = ctx.config.report.permutations = 50
+    ratings = ctx.paths.ratings
+    meta = json.loads((ratings / "good.json").read_text())
+    meta["scale"] = {"kind": "null_percentile", "calibrated_to_human": False}
+    (ratings / "good.json").write_text(json.dumps(meta))
+    # two calibrated raters that scored only the surveyed (even) features, with out-of-fold predictions
+    good = np.loadtxt(ratings / "good.csv", delimiter=",", skiprows=1, usecols=1)
+    for name in ("fitted", "fitted_b"):
+        rows = ["feature_ind,I,I_oof"] + [
+            f"{f},{good[f]:.4f},{min(1.0, good[f] * 0.9 + 0.05):.4f}" if f % 2 == 0 else f"{f},,"
+            for f in range(N_FEATURES)
+        ]
+        (ratings / f"{name}.csv").write_text("\n".join(rows) + "\n")
+        (ratings / f"{name}.json").write_text(
+            json.dumps(
+                {"rater": name, "calibrated": True, "scale": {"kind": "fitted_to_human", "calibrated_to_human": True}}
+            )
+        )
+    page = report_from_run(ctx.root, tmp_path / "rep", config=ctx.config).read_text()
+    s = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert isinstance(s["agreement"]["fitted"]["human"]["krippendorff_alpha"], float)
+    assert s["agreement"]["good"]["human"]["alpha_reason"] == "n/a (uncalibrated scale)"
+    assert s["correlations"]["fitted"]["scope"] == "subset" and s["correlations"]["good"]["scope"] == "layer-wide"
+    coverage = [i for i in s["issues"] if i["kind"] == "coverage"]
+    assert len(coverage) == 1 and coverage[0]["subjects"] == ["fitted", "fitted_b", "human"]
+    assert page.count("<li>") == len(s["issues"])  # one line per note
+    for text in (
+        "n/a (uncalibrated scale)",
+        "null_percentile",
+        "fitted_to_human (calibrated to human)",
+        "not stated",
+        "layer-wide",
+        "subset",
+        "scored 24 of 48",
+        "reliability of the mean",
+        "noise ceiling ρ",
+        "Nili",
+        "within top ρ",
+        "one line per cause",
+        "importance reliability unavailable",
+    ):
+        assert text in page, text
+    alpha = s["agreement"]["fitted"]["human"]["krippendorff_alpha"]
+    assert f"{alpha:.3f}" in page

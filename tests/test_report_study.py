@@ -18,9 +18,24 @@ def test_reproduces_published_numbers(shared_dir: Path, tmp_path: Path) -> None:
     app.command()(lambda: None)  # keep `report` as a subcommand
     study = shared_dir / "reference" / "seed_study"
     out = tmp_path / "study"
-    res = CliRunner().invoke(app, ["report", "--importance", str(study / "importance.csv"), "--human",
-                                   str(study / "survey_results.csv"), "--human-invalid", "keep", "--out", str(out),
-                                   "--bootstrap", "300", "--permutations", "300"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--importance",
+            str(study / "importance.csv"),
+            "--human",
+            str(study / "survey_results.csv"),
+            "--human-invalid",
+            "keep",
+            "--out",
+            str(out),
+            "--bootstrap",
+            "300",
+            "--permutations",
+            "300",
+        ],
+    )
     assert res.exit_code == 0, res.output
     s = json.loads((out / "summary.json").read_text())
     assert s["n_features"] == 832
@@ -37,6 +52,16 @@ def test_reproduces_published_numbers(shared_dir: Path, tmp_path: Path) -> None:
         assert (out / f"{fig}.png").stat().st_size > 5000 and (out / f"{fig}.svg").exists()
     kept = [i for i in s["issues"] if i["kind"] == "human_answers"]
     assert kept and "kept 3 answer(s)" in kept[0]["message"]
+    # the survey covers the 80 extreme-group features only: its correlation is labelled so, with the
+    # within-group correlations beside it (values checked against scipy in test_analysis_headline.py)
+    human = s["correlations"]["human"]
+    assert human["scope"] == "extreme groups" and (human["n_scored"], human["n_with_importance"]) == (80, 832)
+    assert round(human["spearman"], 2) == 0.50
+    assert round(human["extreme_groups"]["within"]["top"]["spearman"], 2) == 0.29
+    assert round(human["extreme_groups"]["within"]["middle"]["spearman"], 2) == -0.02
+    assert s["noise_ceiling"]["human"]["reason"] == "no noise ceiling: only one rater"
+    assert "extreme groups (top 40 + middle 40): scored 80 of 832" in res.output
+    assert "no noise ceiling: only one rater" in res.output
 
 
 def test_study_answers_rejected_by_default(shared_dir: Path, tmp_path: Path) -> None:

@@ -2,6 +2,15 @@
 
 :func:`analyze` returns an :class:`Analysis` whose ``summary`` is JSON-ready (``None`` for undefined
 values, with a reason) and whose per-feature table feeds the plots and the feature gallery.
+
+What a correlation with importance is computed over (its *scope*, see :func:`correlation_scope`):
+
+* ``layer-wide`` — the rater scored (nearly: at least :data:`LAYER_WIDE_FRACTION`) every feature
+  with an importance; the correlation is over all of them. This is the headline.
+* ``extreme groups`` — the rater scored only features of the top and middle groups (e.g. the
+  study's survey of 40 + 40 features). Correlations over two groups far apart in importance are
+  inflated by the gap; the within-group correlations are shown beside them.
+* ``subset`` — any other partial coverage; the subset is named ("scored N of M").
 """
 
 from __future__ import annotations
@@ -11,10 +20,35 @@ from typing import Any
 
 import numpy as np
 
-from autointerp.analysis.agreement import noise_ceiling, rater_agreement
-from autointerp.analysis.groups import select_groups
-from autointerp.analysis.inputs import AGREEMENT_COMPONENTS, Importance, Issue, RaterScores, align
+from autointerp.analysis.agreement import ONE_RATER, noise_ceiling, rater_agreement
+from autointerp.analysis.groups import Groups, select_groups
+from autointerp.analysis.inputs import (
+    AGREEMENT_COMPONENTS,
+    Importance,
+    Issue,
+    RaterScores,
+    align,
+    group_issues,
+    id_list,
+)
 from autointerp.analysis.stats import METHODS, _float, compare_two_groups, correlation, correlation_test, describe
+
+#: a rater that scored at least this fraction of the features with an importance is "layer-wide"
+LAYER_WIDE_FRACTION = 0.95
+
+#: labels of the importance measures the report knows
+MEASURE_LABELS = {
+    "importance": "importance (Δ correct top-k when ablated)",
+    "mean_delta_logprob_true": "mean Δ log p(true class) when ablated",
+}
+
+#: what empty sections say when the caller gives no more specific reason
+DEFAULT_EXPLANATIONS = {
+    "no_human": "no human answers (see docs/survey.md to run a survey)",
+    "no_auto": "no automatic raters to compare with the human answers",
+    "no_raters": "no raters: nothing to correlate with importance",
+    "reliability": "importance reliability unavailable: no per-image importance data was given",
+}
 
 
 @dataclass
@@ -39,6 +73,8 @@ class Analysis:
     group: np.ndarray  # "top" | "middle" | "" per feature
     raters: list[RaterScores]
     issues: list[Issue] = field(default_factory=list)
+    #: further per-feature columns aligned on features: other importance measures, importance CIs
+    measures: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def human_raters(self) -> list[str]:
@@ -54,44 +90,63 @@ class Analysis:
         return [r.name for r in self.raters if not r.is_target]
 
 
-def _id_list(ids: list[int] | np.ndarray, limit: int = 20) -> str:
-    ids = [int(i) for i in ids]
-    text = ", ".join(str(i) for i in ids[:limit])
-    return text + (f", … ({len(ids) - limit} more)" if len(ids) > limit else "")
+# --------------------------------------------------------------------------------------------- data notes
 
 
 def _coverage_issues(features: np.ndarray, importance: Importance, raters: list[RaterScores]) -> list[Issue]:
     issues: list[Issue] = []
     missing = np.setdiff1d(features, importance.feature_ind)
     if len(missing):
-        issues.append(Issue("missing_feature", f"{len(missing)} feature(s) have ratings but no importance "
-                                               f"({_id_list(missing)}); they are left out of importance statistics",
-                            missing.tolist()))
+        issues.append(
+            Issue(
+                "missing_feature",
+                f"{len(missing)} feature(s) have ratings but no importance "
+                f"({id_list(missing)}); they are left out of importance statistics",
+                missing.tolist(),
+            )
+        )
     nan_imp = importance.feature_ind[~np.isfinite(importance.importance)]
     if len(nan_imp) and not any(i.kind in ("not_numeric", "duplicate_conflict") for i in importance.issues):
-        issues.append(Issue("not_numeric", f"{len(nan_imp)} feature(s) have a NaN importance ({_id_list(nan_imp)})",
-                            nan_imp.tolist()))
+        issues.append(
+            Issue(
+                "not_numeric", f"{len(nan_imp)} feature(s) have a NaN importance ({id_list(nan_imp)})", nan_imp.tolist()
+            )
+        )
+    with_importance = importance.feature_ind[np.isfinite(importance.importance)]
+    m = len(with_importance)
     for rater in raters:
-        absent = np.setdiff1d(importance.feature_ind, rater.feature_ind)
-        nan_score = rater.feature_ind[~np.isfinite(rater.I)]
-        if rater.is_human:  # unrated rows of a survey are coverage, not bad values
-            absent = np.setdiff1d(importance.feature_ind, rater.feature_ind[np.isfinite(rater.I)])
-            nan_score = nan_score[:0]
-        if len(absent):
-            kind = "coverage" if rater.is_human else "missing_feature"
-            what = "rated" if rater.is_human else "scored"
-            n_rated = int(np.isfinite(rater.I).sum())
-            issues.append(Issue(kind, f"rater {rater.name!r} {what} {n_rated} feature(s); "
-                                      f"{len(absent)} with an importance have no score ({_id_list(absent)})",
-                                absent.tolist()))
-        if len(nan_score):
-            issues.append(Issue("not_numeric", f"rater {rater.name!r} has a NaN or missing I for {len(nan_score)} "
-                                               f"feature(s) ({_id_list(nan_score)})", nan_score.tolist()))
+        scored = rater.feature_ind[np.isfinite(rater.I)]
+        absent = np.setdiff1d(with_importance, scored)
+        if not len(absent):
+            continue
+        what = "rated" if rater.is_human else "scored"
+        n_rated = m - len(absent)
+        nan_rows = np.intersect1d(absent, rater.feature_ind)
+        detail = f" ({len(nan_rows)} of them on rows with an empty or non-numeric I)" if len(nan_rows) else ""
+        issues.append(
+            Issue(
+                "coverage",
+                f"rater {rater.name!r} {what} {n_rated} of {m} feature(s) with an importance; {len(absent)} have no "
+                f"score{detail} ({id_list(absent)})",
+                absent.tolist(),
+                subject=rater.name,
+                cause=f"features with an importance (of {m}) without a score",
+            )
+        )
     return issues
 
 
-def _group_summary(ids: np.ndarray, features: np.ndarray, importance: np.ndarray,
-                   scores: dict[str, np.ndarray]) -> dict[str, Any]:
+def _rater_input_issues(rater: RaterScores) -> list[Issue]:
+    """The reader's notes on a rater, less the missing-I one (the coverage note tells it)."""
+    return [i for i in rater.issues if not (i.kind == "not_numeric" and i.column == "I")]
+
+
+# --------------------------------------------------------------------------------------------- pieces
+
+
+def _group_summary(
+    ids: np.ndarray, features: np.ndarray, importance: np.ndarray, scores: dict[str, np.ndarray]
+) -> dict[str, Any]:
     member = np.isin(features, ids)
     out: dict[str, Any] = {
         "n": int(member.sum()),
@@ -121,44 +176,222 @@ def _rater_matrix(names: list[str], columns: list[np.ndarray]) -> list[list[floa
     return out
 
 
-def analyze(importance: Importance, raters: list[RaterScores], settings: AnalysisSettings | None = None) -> Analysis:
-    """Run every statistic of the report. Never raises on imperfect data; problems become issues."""
+def correlation_scope(scored: np.ndarray, n_with_importance: int, groups: Groups) -> tuple[str, str]:
+    """``(scope, label)`` of a rater's correlation with importance (see the module docstring).
+
+    ``scored`` are the features with both an importance and a score. The label names the subset,
+    e.g. ``"layer-wide: scored 1280 of 1280"`` or ``"extreme groups (top 40 + middle 40): scored 80 of 832"``.
+    """
+    n, m = len(scored), n_with_importance
+    counted = f"scored {n} of {m}"
+    if m and n >= LAYER_WIDE_FRACTION * m:
+        return "layer-wide", f"layer-wide: {counted}"
+    in_groups = np.isin(scored, np.concatenate([groups.top, groups.middle]))
+    if n and in_groups.all():
+        return "extreme groups", f"extreme groups (top {groups.top_n} + middle {groups.middle_n}): {counted}"
+    return "subset", f"subset: {counted} (neither the whole layer nor the extreme groups)"
+
+
+def _test(
+    x: np.ndarray, y: np.ndarray, name: str, settings: AnalysisSettings, seed: int, methods: tuple[str, ...] = METHODS
+) -> dict[str, Any]:
+    """Correlations of importance ``x`` with rater ``y``; the Spearman one flat, the others nested."""
+    entry: dict[str, Any] = {"n": int(len(x))}
+    for method in methods:
+        res = correlation_test(x, y, method, settings.n_boot, settings.n_perm, seed)
+        test = {"value": res["value"], "ci95": res["ci95"], "p": res["p"]}
+        if "reason" in res:
+            test["reason"] = (
+                res["reason"].replace("first variable", "importance").replace("second variable", f"rater {name!r}")
+            )
+        if method == "spearman":
+            entry.update(spearman=test["value"], ci95=test["ci95"], p=test["p"])
+            if "reason" in test:
+                entry["reason"] = test["reason"]
+        else:
+            entry[method] = test
+    return entry
+
+
+def _extreme_groups(
+    imp: np.ndarray, values: np.ndarray, group: np.ndarray, name: str, settings: AnalysisSettings, seed: int
+) -> dict[str, Any]:
+    """Correlation over the top + middle groups, and within each group."""
+    ok = np.isfinite(imp) & np.isfinite(values)
+    both = ok & (group != "")
+    out = _test(imp[both], values[both], name, settings, seed, ("spearman", "kendall"))
+    out["within"] = {}
+    for k, label in enumerate(("top", "middle")):
+        sel = ok & (group == label)
+        out["within"][label] = _test(imp[sel], values[sel], name, settings, seed + 104729 * (k + 1), ("spearman",))
+    return out
+
+
+def _reliability_summary(reliability: Any, reason: str | None) -> dict[str, Any]:
+    """``ImportanceReliability`` (from :mod:`autointerp.analysis.reliability`) as JSON, or why there is none."""
+    if reliability is None:
+        return {"available": False, "reason": reason or DEFAULT_EXPLANATIONS["reliability"], "measures": {}}
+    measures: dict[str, Any] = {}
+    for key, entry in (getattr(reliability, "measures", None) or {}).items():
+        entry = entry if isinstance(entry, dict) else {}
+        measures[str(key)] = {
+            k: entry.get(k)
+            for k in ("split_half_spearman_brown", "split_half_raw", "odd_even", "n_splits", "reason")
+            if k in entry
+        }
+    out = {
+        "available": True,
+        "method": getattr(reliability, "method", None),
+        "n_images": getattr(reliability, "n_images", None),
+        "n_units": getattr(reliability, "n_units", None),
+        "measures": measures,
+    }
+    if getattr(reliability, "warning", None):
+        out["warning"] = str(reliability.warning)
+    return out
+
+
+def _corrected(r: float | None, reliability_x: float | None) -> tuple[float | None, str | None]:
+    """Spearman ``r`` corrected for the unreliability of the importance measure, or why not."""
+    if r is None:
+        return None, "no correlation"
+    if reliability_x is None:
+        return None, "reliability of the measure unknown"
+    try:
+        from autointerp.analysis.reliability import attenuation_corrected
+    except ImportError:
+        return None, "autointerp.analysis.reliability is not available"
+    value = attenuation_corrected(r, reliability_x)
+    if value is None or not np.isfinite(value):
+        return None, f"undefined for reliability {reliability_x:.3f}"
+    return float(value), None
+
+
+def _importance_measures(
+    imp: np.ndarray, measures: dict[str, np.ndarray], scores: dict[str, np.ndarray], rel: dict[str, Any]
+) -> dict[str, Any]:
+    """Both importance measures, their reliabilities and each rater's correlation with each
+    (over every feature the rater scored), raw and corrected for the measure's unreliability."""
+    columns = {"importance": imp, **measures}
+    out: dict[str, Any] = {"measures": {}, "correlations": {}}
+    for key, values in columns.items():
+        r = rel["measures"].get(key, {})
+        out["measures"][key] = {
+            "label": MEASURE_LABELS.get(key, key),
+            **describe(values),
+            "reliability": r.get("split_half_spearman_brown"),
+        }
+    for name, values in scores.items():
+        per: dict[str, Any] = {}
+        for key, x in columns.items():
+            ok = np.isfinite(x) & np.isfinite(values)
+            entry: dict[str, Any] = {"n": int(ok.sum()), "spearman": None, "corrected": None}
+            if ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(values[ok]) > 0:
+                entry["spearman"] = _float(correlation(x[ok], values[ok], "spearman"))
+            if rel["available"]:
+                corrected, why = _corrected(entry["spearman"], out["measures"][key]["reliability"])
+                entry["corrected"] = corrected
+                if why:
+                    entry["corrected_reason"] = why
+            per[key] = entry
+        out["correlations"][name] = per
+    return out
+
+
+def _ceiling(h: RaterScores, seed: int) -> dict[str, Any]:
+    """The noise ceiling of human rater ``h`` per component, or why there is none."""
+    if h.answers is None:
+        counts = h.components.get("n_raters")
+        if counts is not None and np.isfinite(counts).any() and np.nanmax(counts) <= 1:
+            return {"available": False, "reason": ONE_RATER}
+        return {
+            "available": False,
+            "reason": "no noise ceiling: only per-feature means are available, not the "
+            "individual answers (give the survey files with --human)",
+        }
+    present = [c for c in AGREEMENT_COMPONENTS if c == "I" or c in h.components]
+    overall = noise_ceiling(h.answers, "I", seed=seed)
+    if overall.get("reason"):
+        return {"available": False, "reason": overall["reason"]}
+    return {"available": True, **{c: noise_ceiling(h.answers, c, seed=seed) for c in present}}
+
+
+def _empty_reasons(summary: dict[str, Any], raters: list[RaterScores], explain: dict[str, str]) -> dict[str, str]:
+    """Why a section of the report is empty (only the empty ones)."""
+    out: dict[str, str] = {}
+    targets = [r for r in raters if r.is_target]
+    autos = [r for r in raters if not r.is_target]
+    if not raters:
+        out["correlations"] = explain["no_raters"]
+    if not targets:
+        out["agreement"] = explain["no_human"]
+    elif not autos:
+        out["agreement"] = explain["no_auto"]
+    if not [r for r in raters if r.is_human]:
+        out["noise_ceiling"] = explain["no_human"] + "; so no noise ceiling"
+    if not summary["importance_measures"]["reliability"]["available"]:
+        out["importance_reliability"] = summary["importance_measures"]["reliability"]["reason"]
+    if summary["n_features"] == 0:
+        out["groups"] = "no feature has an importance"
+    return out
+
+
+# --------------------------------------------------------------------------------------------- analysis
+
+
+def analyze(
+    importance: Importance,
+    raters: list[RaterScores],
+    settings: AnalysisSettings | None = None,
+    reliability: Any = None,
+    explain: dict[str, str] | None = None,
+) -> Analysis:
+    """Run every statistic of the report. Never raises on imperfect data; problems become issues.
+
+    ``reliability`` is an ``ImportanceReliability`` (:mod:`autointerp.analysis.reliability`) or
+    None; ``explain`` overrides the one-line reasons of empty sections (keys ``no_human``,
+    ``no_auto``, ``no_raters``, ``reliability``; see :data:`DEFAULT_EXPLANATIONS`).
+    """
     settings = settings or AnalysisSettings()
+    explain = {**DEFAULT_EXPLANATIONS, **(explain or {})}
     names = [r.name for r in raters]
     if len(set(names)) != len(names):
         raise ValueError(f"rater names must be unique, got {names}")
     features = np.unique(np.concatenate([importance.feature_ind, *[r.feature_ind for r in raters]])).astype(np.int64)
     imp = align(features, importance.feature_ind, importance.importance)
+    measures = {k: align(features, importance.feature_ind, v) for k, v in importance.measures.items()}
     scores = {r.name: align(features, r.feature_ind, r.I) for r in raters}
     issues = list(importance.issues)
     for r in raters:
-        issues.extend(r.issues)
+        issues.extend(_rater_input_issues(r))
     issues.extend(_coverage_issues(features, importance, raters))
 
     finite_imp = np.isfinite(imp)
+    n_with_importance = int(finite_imp.sum())
     summary: dict[str, Any] = {
         "model": importance.model,
         "layer": importance.layer,
-        "n_features": int(finite_imp.sum()),
+        "n_features": n_with_importance,
         "n_features_total": int(len(features)),
         "importance": describe(imp),
         "raters": {},
-        "settings": {"top_n": settings.top_n, "middle_n": settings.middle_n, "bootstrap": settings.n_boot,
-                     "permutations": settings.n_perm, "seed": settings.seed},
+        "settings": {
+            "top_n": settings.top_n,
+            "middle_n": settings.middle_n,
+            "bootstrap": settings.n_boot,
+            "permutations": settings.n_perm,
+            "seed": settings.seed,
+            "layer_wide_fraction": LAYER_WIDE_FRACTION,
+        },
     }
-    if finite_imp.sum() < 2:
-        issues.append(Issue("too_few_features", f"only {int(finite_imp.sum())} feature(s) with an importance; "
-                                                "statistics need at least two (three for correlations)"))
-    for r in raters:
-        summary["raters"][r.name] = {
-            "human": r.is_human,
-            "reference": r.is_reference,
-            "n_scored": int(np.isfinite(scores[r.name]).sum()),
-            "higher_is_better": r.higher_is_better,
-            "calibrated": r.calibrated,
-            "I": describe(scores[r.name]),
-            "meta": r.meta,
-        }
+    if n_with_importance < 2:
+        issues.append(
+            Issue(
+                "too_few_features",
+                f"only {n_with_importance} feature(s) with an importance; "
+                "statistics need at least two (three for correlations)",
+            )
+        )
 
     # Groups ------------------------------------------------------------------------------------
     priority = sum((np.isfinite(v).astype(float) for v in scores.values()), np.zeros(len(features)))
@@ -172,8 +405,10 @@ def analyze(importance: Importance, raters: list[RaterScores], settings: Analysi
         b = values[np.isin(features, groups.middle)]
         comparison[name] = compare_two_groups(a[np.isfinite(a)], b[np.isfinite(b)], settings.n_boot, settings.seed)
     summary["groups"] = {
-        "definition": (f"top = the {groups.top_n} most important features; middle = the {groups.middle_n} "
-                       "features at the sorted positions centred on the median; I means over rated features"),
+        "definition": (
+            f"top = the {groups.top_n} most important features; middle = the {groups.middle_n} "
+            "features at the sorted positions centred on the median; I means over rated features"
+        ),
         "top": _group_summary(groups.top, features, imp, scores),
         "middle": _group_summary(groups.middle, features, imp, scores),
         "comparison": comparison,
@@ -182,27 +417,78 @@ def analyze(importance: Importance, raters: list[RaterScores], settings: Analysi
     for note in groups.notes:
         issues.append(Issue("groups", note))
 
-    # Correlations with importance ---------------------------------------------------------------
+    # Raters ------------------------------------------------------------------------------------
+    for r in raters:
+        scored = features[finite_imp & np.isfinite(scores[r.name])]
+        scope, label = correlation_scope(scored, n_with_importance, groups)
+        summary["raters"][r.name] = {
+            "human": r.is_human,
+            "reference": r.is_reference,
+            "n_scored": int(np.isfinite(scores[r.name]).sum()),
+            "n_scored_with_importance": int(len(scored)),
+            "n_with_importance": n_with_importance,
+            "scope": scope,
+            "scope_label": label,
+            "higher_is_better": r.higher_is_better,
+            "calibrated": r.calibrated,
+            "out_of_fold": sorted(k for k in r.oof if r.on_human_scale_out_of_fold(k)),
+            "scale": r.scale,
+            "scale_kind": r.scale_kind,
+            "I": describe(scores[r.name]),
+            "meta": r.meta,
+        }
+
+    # Correlations with importance: over the rater's scope, plus extreme groups and within groups ---
     correlations: dict[str, Any] = {}
+    headline: list[dict[str, Any]] = []
     for k, (name, values) in enumerate(scores.items()):
+        info = summary["raters"][name]
         ok = finite_imp & np.isfinite(values)
-        entry: dict[str, Any] = {"n": int(ok.sum())}
-        tests = {}
-        for method in METHODS:
-            res = correlation_test(imp[ok], values[ok], method, settings.n_boot, settings.n_perm,
-                                   settings.seed + 7919 * k)
-            tests[method] = {"value": res["value"], "ci95": res["ci95"], "p": res["p"]}
-            if "reason" in res:
-                tests[method]["reason"] = res["reason"].replace("first variable", "importance").replace(
-                    "second variable", f"rater {name!r}")
-        spearman = tests.pop("spearman")
-        entry.update(spearman=spearman["value"], ci95=spearman["ci95"], p=spearman["p"], **tests)
-        if "reason" in spearman:
-            entry["reason"] = spearman["reason"]
-            issues.append(Issue("undefined", f"correlation of importance with {name!r} is undefined: "
-                                             f"{spearman['reason']}"))
+        seed = settings.seed + 7919 * k
+        entry = _test(imp[ok], values[ok], name, settings, seed)
+        entry.update(
+            scope=info["scope"],
+            scope_label=info["scope_label"],
+            n_scored=int(ok.sum()),
+            n_with_importance=n_with_importance,
+        )
+        if "reason" in entry:
+            issues.append(
+                Issue("undefined", f"correlation of importance with {name!r} is undefined: {entry['reason']}")
+            )
+        entry["extreme_groups"] = _extreme_groups(imp, values, group, name, settings, seed + 1)
         correlations[name] = entry
+        eg = entry["extreme_groups"]
+        headline.append(
+            {
+                "rater": name,
+                "automatic": not (info["human"] or info["reference"]),
+                "scope": info["scope"],
+                "label": info["scope_label"],
+                "n_scored": int(ok.sum()),
+                "n_with_importance": n_with_importance,
+                "spearman": entry["spearman"],
+                "ci95": entry["ci95"],
+                "p": entry["p"],
+                "extreme_groups": eg["spearman"],
+                "within_top": eg["within"]["top"]["spearman"],
+                "within_middle": eg["within"]["middle"]["spearman"],
+            }
+        )
     summary["correlations"] = correlations
+    summary["headline"] = headline
+
+    # Both importance measures, their reliability, attenuation-corrected correlations --------------
+    rel = _reliability_summary(reliability, explain["reliability"] if reliability is None else None)
+    summary["importance_measures"] = {"reliability": rel, **_importance_measures(imp, measures, scores, rel)}
+    if reliability is not None:
+        rel_features = np.asarray(getattr(reliability, "feature_ind", []), dtype=np.int64)
+        for key, values in (getattr(reliability, "per_feature", None) or {}).items():
+            values = np.asarray(values)
+            usable = str(key).endswith(("_ci_low", "_ci_high", "_se")) and values.ndim == 1
+            if usable and len(values) == len(rel_features) and np.issubdtype(values.dtype, np.number):
+                order = np.argsort(rel_features, kind="stable")
+                measures[str(key)] = align(features, rel_features[order], values[order].astype(np.float64))
 
     # Automatic vs human (and reference answer key) agreement, and the noise ceiling ---------------
     humans = [r for r in raters if r.is_human]
@@ -213,18 +499,7 @@ def analyze(importance: Importance, raters: list[RaterScores], settings: Analysi
         summary["human_agreement"] = {
             h1.name: {h2.name: rater_agreement(h1, h2, features) for h2 in humans if h2 is not h1} for h1 in humans
         }
-    ceilings: dict[str, Any] = {}
-    for h in humans:
-        if h.answers is None:
-            continue
-        present = [c for c in AGREEMENT_COMPONENTS if c == "I" or c in h.components]
-        overall = noise_ceiling(h.answers, "I", seed=settings.seed)
-        if overall.get("reason"):
-            ceilings[h.name] = {"available": False, "reason": overall["reason"]}
-        else:
-            ceilings[h.name] = {"available": True, **{c: noise_ceiling(h.answers, c, seed=settings.seed)
-                                                      for c in present}}
-    summary["noise_ceiling"] = ceilings
+    summary["noise_ceiling"] = {h.name: _ceiling(h, settings.seed) for h in humans}
 
     # Rater x rater correlation matrix (importance first) ------------------------------------------
     matrix_names = ["importance", *scores]
@@ -233,5 +508,7 @@ def analyze(importance: Importance, raters: list[RaterScores], settings: Analysi
         "names": matrix_names,
         "matrix": _rater_matrix(matrix_names, [imp, *scores.values()]),
     }
-    summary["issues"] = [i.to_json() for i in issues]
-    return Analysis(summary, features, imp, scores, group, list(raters), issues)
+    summary["empty_reasons"] = _empty_reasons(summary, list(raters), explain)
+    grouped = group_issues(issues)
+    summary["issues"] = [i.to_json() for i in grouped]
+    return Analysis(summary, features, imp, scores, group, list(raters), grouped, measures)

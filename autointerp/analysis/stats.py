@@ -213,11 +213,16 @@ def compare_two_groups(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: i
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     out: dict[str, Any] = {
-        "n_a": len(a), "n_b": len(b),
+        "n_a": len(a),
+        "n_b": len(b),
         "mean_a": _float(a.mean()) if len(a) else None,
         "mean_b": _float(b.mean()) if len(b) else None,
-        "difference": None, "ci95": None, "mann_whitney_u": None, "p": None,
-        "rank_biserial": None, "cohens_d": None,
+        "difference": None,
+        "ci95": None,
+        "mann_whitney_u": None,
+        "p": None,
+        "rank_biserial": None,
+        "cohens_d": None,
     }
     if len(a) == 0 or len(b) == 0:
         out["reason"] = "a group has no rated features"

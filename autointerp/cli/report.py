@@ -16,17 +16,25 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def report(
         run_dir: Annotated[Path | None, typer.Argument(help="Run folder (omit when giving --importance).")] = None,
-        importance: Annotated[Path | None, typer.Option(
-            "--importance", help="Importance CSV (model,layer,feature_ind,importance), not a run folder.")] = None,
-        human: Annotated[list[Path] | None, typer.Option(
-            "--human", help="Survey answer CSV in the study's format (repeatable).")] = None,
-        human_invalid: Annotated[str | None, typer.Option(
-            "--human-invalid", help="Answers outside 1..5: error (default), drop, clip or keep.")] = None,
-        out: Annotated[Path | None, typer.Option(
-            "--out", "-o", help="Report folder (default RUN/report; required with --importance).")] = None,
+        importance: Annotated[
+            Path | None,
+            typer.Option("--importance", help="Importance CSV (model,layer,feature_ind,importance), not a run folder."),
+        ] = None,
+        human: Annotated[
+            list[Path] | None, typer.Option("--human", help="Survey answer CSV in the study's format (repeatable).")
+        ] = None,
+        human_invalid: Annotated[
+            str | None,
+            typer.Option("--human-invalid", help="Answers outside 1..5: error (default), drop, clip or keep."),
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option("--out", "-o", help="Report folder (default RUN/report; required with --importance)."),
+        ] = None,
         top_n: Annotated[int | None, typer.Option("--top-n", min=1, help="Size of the top group (40).")] = None,
-        middle_n: Annotated[int | None, typer.Option(
-            "--middle-n", min=1, help="Size of the group around the median (40).")] = None,
+        middle_n: Annotated[
+            int | None, typer.Option("--middle-n", min=1, help="Size of the group around the median (40).")
+        ] = None,
         bootstrap: Annotated[int | None, typer.Option(min=0, help="Bootstrap resamples (2000).")] = None,
         permutations: Annotated[int | None, typer.Option(min=0, help="Permutations for p-values (2000).")] = None,
         seed: Annotated[int | None, typer.Option(help="Random seed of bootstrap and permutations.")] = None,
@@ -47,8 +55,11 @@ def register(app: typer.Typer) -> None:
             if out is None:
                 raise UserError("--importance needs --out DIR (where to write the report)")
             settings = AnalysisSettings(
-                top_n=top_n or 40, middle_n=middle_n or 40, n_boot=2000 if bootstrap is None else bootstrap,
-                n_perm=2000 if permutations is None else permutations, seed=seed or 0,
+                top_n=top_n or 40,
+                middle_n=middle_n or 40,
+                n_boot=2000 if bootstrap is None else bootstrap,
+                n_perm=2000 if permutations is None else permutations,
+                seed=seed or 0,
             )
             page = report_from_files(importance, out, human or [], human_invalid or "error", settings, overwrite)
         else:
@@ -58,7 +69,8 @@ def register(app: typer.Typer) -> None:
             ctx = RunContext.open(run_dir)
             rc = ctx.config.report
             settings = AnalysisSettings(
-                top_n=top_n or rc.top_n, middle_n=middle_n or rc.middle_n,
+                top_n=top_n or rc.top_n,
+                middle_n=middle_n or rc.middle_n,
                 n_boot=rc.bootstrap if bootstrap is None else bootstrap,
                 n_perm=rc.permutations if permutations is None else permutations,
                 seed=ctx.config.seed if seed is None else seed,
@@ -78,11 +90,27 @@ def register(app: typer.Typer) -> None:
         def f(v: float | None, d: int = 3) -> str:
             return "n/a" if v is None else f"{v:.{d}f}"
 
-        typer.echo(f"{s['n_features']} features, mean importance {f(s['importance']['mean'], 2)}; "
-                   f"top {g['top']['n']}: importance {f(g['top']['importance_mean'], 2)}, "
-                   f"middle {g['middle']['n']}: importance {f(g['middle']['importance_mean'], 2)}")
+        typer.echo(
+            f"{s['n_features']} features, mean importance {f(s['importance']['mean'], 2)}; "
+            f"top {g['top']['n']}: importance {f(g['top']['importance_mean'], 2)}, "
+            f"middle {g['middle']['n']}: importance {f(g['middle']['importance_mean'], 2)}"
+        )
         for name, c in s["correlations"].items():
-            typer.echo(f"  {name}: I top {f(g['top']['I_mean'].get(name))} vs middle "
-                       f"{f(g['middle']['I_mean'].get(name))}; Spearman with importance {f(c['spearman'])}"
-                       + (f" (p={c['p']:.2g})" if c["p"] is not None else ""))
+            eg = c.get("extreme_groups", {})
+            within = eg.get("within", {})
+            line = (
+                f"  {name}: I top {f(g['top']['I_mean'].get(name))} vs middle "
+                f"{f(g['middle']['I_mean'].get(name))}; Spearman with importance {f(c['spearman'])}"
+                + (f" (p={c['p']:.2g})" if c["p"] is not None else "")
+                + f" [{c.get('scope_label', '')}]"
+            )
+            if within:
+                line += (
+                    f"; within top {f(within.get('top', {}).get('spearman'))}, "
+                    f"within middle {f(within.get('middle', {}).get('spearman'))}"
+                )
+            typer.echo(line)
+        for name, res in s.get("noise_ceiling", {}).items():
+            if not res.get("available"):
+                typer.echo(f"  {name}: {res.get('reason')}")
         typer.echo(f"report: {page}")

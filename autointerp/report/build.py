@@ -41,6 +41,15 @@ def _f(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _pf(p: float | None) -> str:
+    """A p-value: 4 decimals, or scientific notation below 1e-4."""
+    return "n/a" if p is None else (f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}")
+
+
+def _empty_line(s: dict[str, Any], section: str, fallback: str) -> list[str]:
+    return ["", f"_{s.get('empty_reasons', {}).get(section) or fallback}_"]
+
+
 def render_markdown(summary: dict[str, Any], title: str) -> str:
     """A short human-readable summary (the headline numbers and tables of the page)."""
     s = summary
@@ -54,37 +63,119 @@ def render_markdown(summary: dict[str, Any], title: str) -> str:
         f"- top group: {g['top']['n']} features, mean importance {_f(g['top']['importance_mean'], 2)}",
         f"- middle group: {g['middle']['n']} features, mean importance {_f(g['middle']['importance_mean'], 2)}",
         "",
-        "## Top vs middle",
+        "## Importance vs interpretability",
         "",
-        "| rater | mean I top | mean I middle | difference [95% CI] | Mann–Whitney p | rank-biserial r |",
-        "|---|---|---|---|---|---|",
+        "Spearman ρ over every feature a rater scored; *layer-wide* = (nearly) every feature with an importance, "
+        "*extreme groups* = only the top and middle groups (within-group ρ beside it), *subset* = other coverage.",
     ]
+    if s.get("headline"):
+        lines += [
+            "",
+            "| rater | scope | scored | Spearman ρ [95% CI] | p | extreme groups ρ | within top ρ | within middle ρ |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in s["headline"]:
+            ci = row["ci95"]
+            ci_text = f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else ""
+            lines.append(
+                f"| {row['rater']} | {row['scope']} | {row['n_scored']} of {row['n_with_importance']} | "
+                f"{_f(row['spearman'])}{ci_text} | {_pf(row['p'])} | "
+                f"{_f(row['extreme_groups'])} | {_f(row['within_top'])} | {_f(row['within_middle'])} |"
+            )
+    else:
+        lines += _empty_line(s, "correlations", "no raters")
+    lines += ["", "## Top vs middle", ""]
+    if g["comparison"]:
+        lines += [
+            "| rater | mean I top | mean I middle | difference [95% CI] | Mann–Whitney p | rank-biserial r |",
+            "|---|---|---|---|---|---|",
+        ]
+    else:
+        lines += _empty_line(s, "correlations", "no raters")[1:]
     for name, c in g["comparison"].items():
         ci = c["ci95"]
         ci_text = f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else ""
-        lines.append(f"| {name} | {_f(g['top']['I_mean'].get(name))} (n={g['top']['n_rated'].get(name, 0)}) | "
-                     f"{_f(g['middle']['I_mean'].get(name))} (n={g['middle']['n_rated'].get(name, 0)}) | "
-                     f"{_f(c['difference'])}{ci_text} | {_f(c['p'], 4) if c['p'] is not None else 'n/a'} | "
-                     f"{_f(c['rank_biserial'])} |")
-    lines += ["", "## Importance vs I", "", "| rater | n | Spearman ρ [95% CI] | p | Kendall τ | Pearson r |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {_f(g['top']['I_mean'].get(name))} (n={g['top']['n_rated'].get(name, 0)}) | "
+            f"{_f(g['middle']['I_mean'].get(name))} (n={g['middle']['n_rated'].get(name, 0)}) | "
+            f"{_f(c['difference'])}{ci_text} | {_pf(c['p'])} | "
+            f"{_f(c['rank_biserial'])} |"
+        )
+    if s["correlations"]:
+        lines += [
+            "",
+            "## Importance vs I: all coefficients",
+            "",
+            "| rater | scope | n | Spearman ρ [95% CI] | p | Kendall τ | Pearson r |",
+            "|---|---|---|---|---|---|---|",
+        ]
     for name, c in s["correlations"].items():
         ci = c["ci95"]
         ci_text = f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else ""
         reason = f" ({c['reason']})" if c.get("reason") else ""
-        lines.append(f"| {name} | {c['n']} | {_f(c['spearman'])}{ci_text}{reason} | "
-                     f"{_f(c['p'], 4) if c['p'] is not None else 'n/a'} | {_f(c['kendall']['value'])} | "
-                     f"{_f(c['pearson']['value'])} |")
-    if s["agreement"]:
-        lines += ["", "## Human vs automatic (I)", "",
-                  "| automatic | human / reference | n | Spearman | Krippendorff α | MAE |",
-                  "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {c.get('scope', '')} | {c['n']} | {_f(c['spearman'])}{ci_text}{reason} | "
+            f"{_pf(c['p'])} | {_f(c['kendall']['value'])} | "
+            f"{_f(c['pearson']['value'])} |"
+        )
+    im = s.get("importance_measures")
+    if im:
+        rel = im["reliability"]
+        lines += ["", "## Importance measures and their reliability", ""]
+        if not rel["available"]:
+            lines += [f"_{rel['reason']}_", ""]
+        lines += ["| measure | n | split-half reliability (Spearman–Brown) |", "|---|---|---|"]
+        for key, m in im["measures"].items():
+            lines.append(f"| {key} | {m['n']} | {_f(m['reliability'])} |")
+        if im["correlations"]:
+            keys = list(im["measures"])
+            lines += [
+                "",
+                "| rater | " + " | ".join(f"ρ with {k} | corrected" for k in keys) + " |",
+                "|---|" + "---|---|" * len(keys),
+            ]
+            for name, per in im["correlations"].items():
+                lines.append(
+                    f"| {name} | "
+                    + " | ".join(
+                        f"{_f(per[k]['spearman'])} (n={per[k]['n']}) | {_f(per[k]['corrected'])}" for k in keys
+                    )
+                    + " |"
+                )
+    lines += ["", "## Human vs automatic (I)"]
+    if s["agreement"] and any(s["agreement"].values()):
+        lines += [
+            "",
+            "| automatic | human / reference | n | Spearman | Krippendorff α | MAE |",
+            "|---|---|---|---|---|---|",
+        ]
         for auto, by_human in s["agreement"].items():
             lower = " (lower is better)" if s["raters"].get(auto, {}).get("higher_is_better") is False else ""
             for human, res in by_human.items():
                 r = res.get("I", {"n": 0, "spearman": None, "krippendorff_alpha": None, "mae": None})
-                lines.append(f"| {auto}{lower} | {target_label(s, human)} | {r['n']} | {_f(r['spearman'])} | "
-                             f"{_f(r['krippendorff_alpha'])} | {_f(r['mae'])} |")
+                alpha = r.get("alpha_reason") or _f(r["krippendorff_alpha"])
+                mae = r.get("alpha_reason") or _f(r["mae"])
+                lines.append(
+                    f"| {auto}{lower} | {target_label(s, human)} | {r['n']} | {_f(r['spearman'])} | {alpha} | {mae} |"
+                )
+    else:
+        lines += _empty_line(s, "agreement", "no automatic rater and human rater to compare")
+    lines += ["", "## Noise ceiling"]
+    if s["noise_ceiling"]:
+        lines.append("")
+        for human, res in s["noise_ceiling"].items():
+            if not res.get("available"):
+                lines.append(f"- {human}: {res.get('reason')}")
+                continue
+            r = res["I"]
+            lines.append(
+                f"- {human} (I): reliability of the mean of {r['n_participants']} raters (split-half, "
+                f"Spearman–Brown) {_f(r['split_half'])}; noise ceiling ρ ≈ √reliability "
+                f"{_f(r['ceiling'])}; α among humans {_f(r['krippendorff_alpha'])}; mean ρ with individual "
+                f"raters (Nili bounds) {_f(r['individual_lower'])}–{_f(r['individual_upper'])}"
+            )
+    else:
+        lines += _empty_line(s, "noise_ceiling", "no human answers, so no noise ceiling")
     if s["issues"]:
         lines += ["", "## Data notes", ""] + [f"- **{i['kind']}**: {i['message']}" for i in s["issues"]]
     return "\n".join(lines) + "\n"
@@ -150,8 +241,10 @@ def write_report(
         if not overwrite:
             raise UserError(f"{out_dir}: report folder exists; pass --overwrite to replace it")
         if not out_dir.is_dir() or not ((out_dir / "index.html").exists() or (out_dir / "summary.json").exists()):
-            raise UserError(f"{out_dir}: exists and does not look like a report folder (no index.html); "
-                            "refusing to replace it, choose another --out")
+            raise UserError(
+                f"{out_dir}: exists and does not look like a report folder (no index.html); "
+                "refusing to replace it, choose another --out"
+            )
     summary = json_ready(analysis.summary)
     with atomic_dir(out_dir) as tmp:
         plots = make_plots(analysis, tmp, ablation)

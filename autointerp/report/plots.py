@@ -69,18 +69,27 @@ def importance_histogram(analysis: Analysis, out_dir: Path) -> Plot | None:
     for label, colour in (("top", TOP_COLOUR), ("middle", MIDDLE_COLOUR)):
         sel = analysis.importance[(analysis.group == label) & np.isfinite(analysis.importance)]
         if len(sel):
-            ax.hist(sel, bins=np.histogram_bin_edges(imp, bins=bins), color=colour, alpha=0.85,
-                    edgecolor="white", linewidth=0.4, label=f"{label} group (n={len(sel)})")
+            ax.hist(
+                sel,
+                bins=np.histogram_bin_edges(imp, bins=bins),
+                color=colour,
+                alpha=0.85,
+                edgecolor="white",
+                linewidth=0.4,
+                label=f"{label} group (n={len(sel)})",
+            )
     ax.axvline(float(np.mean(imp)), color="black", linestyle="--", linewidth=1, label=f"mean {np.mean(imp):.2f}")
-    ax.axvline(float(np.median(imp)), color="black", linestyle=":", linewidth=1,
-               label=f"median {np.median(imp):.2f}")
+    ax.axvline(float(np.median(imp)), color="black", linestyle=":", linewidth=1, label=f"median {np.median(imp):.2f}")
     ax.set_xlabel("importance (Δ correct top-k when the feature is mean-ablated)")
     ax.set_ylabel("number of features")
     ax.set_title(f"Importance of {len(imp)} features")
     ax.legend(frameon=False, fontsize=8)
     _save(fig, out_dir, "importance_hist")
-    return Plot("importance_hist", "Importance histogram (the study's Figure 1)",
-                f"Importance of all {len(imp)} features; the top and middle groups are coloured.")
+    return Plot(
+        "importance_hist",
+        "Importance histogram (the study's Figure 1)",
+        f"Importance of all {len(imp)} features; the top and middle groups are coloured.",
+    )
 
 
 def group_histograms(analysis: Analysis, out_dir: Path) -> Plot | None:
@@ -92,7 +101,7 @@ def group_histograms(analysis: Analysis, out_dir: Path) -> Plot | None:
     rows = int(np.ceil(len(names) / cols))
     fig = _figure(4.2 * cols, 3.4 * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.ravel()[len(names):]:
+    for ax in axes.ravel()[len(names) :]:
         ax.set_visible(False)
     for ax, name in zip(axes.ravel(), names, strict=False):
         values = analysis.scores[name]
@@ -101,17 +110,30 @@ def group_histograms(analysis: Analysis, out_dir: Path) -> Plot | None:
         both = np.concatenate([top, mid])
         lo, hi = (0.0, 1.0) if both.min() >= 0 and both.max() <= 1 else (both.min(), both.max())
         edges = np.linspace(lo, hi if hi > lo else lo + 1, 11)
-        ax.hist(mid, bins=edges, color=MIDDLE_COLOUR, alpha=0.6, label=f"middle (n={len(mid)}, mean {mid.mean():.2f})"
-                if len(mid) else "middle (none rated)")
-        ax.hist(top, bins=edges, color=TOP_COLOUR, alpha=0.6, label=f"top (n={len(top)}, mean {top.mean():.2f})"
-                if len(top) else "top (none rated)")
+        ax.hist(
+            mid,
+            bins=edges,
+            color=MIDDLE_COLOUR,
+            alpha=0.6,
+            label=f"middle (n={len(mid)}, mean {mid.mean():.2f})" if len(mid) else "middle (none rated)",
+        )
+        ax.hist(
+            top,
+            bins=edges,
+            color=TOP_COLOUR,
+            alpha=0.6,
+            label=f"top (n={len(top)}, mean {top.mean():.2f})" if len(top) else "top (none rated)",
+        )
         ax.set_title(name)
         ax.set_xlabel("interpretability I")
         ax.set_ylabel("number of features")
         ax.legend(frameon=False, fontsize=8)
     _save(fig, out_dir, "group_hist")
-    return Plot("group_hist", "Interpretability of the two groups (the study's Figure 2)",
-                "Histograms of I for the most important features (top) and those around the median (middle).")
+    return Plot(
+        "group_hist",
+        "Interpretability of the two groups (the study's Figure 2)",
+        "Histograms of I for the most important features (top) and those around the median (middle).",
+    )
 
 
 def importance_scatter(analysis: Analysis, out_dir: Path, name: str) -> Plot | None:
@@ -126,8 +148,15 @@ def importance_scatter(analysis: Analysis, out_dir: Path, name: str) -> Plot | N
     for label, colour in (("", OTHER_COLOUR), ("middle", MIDDLE_COLOUR), ("top", TOP_COLOUR)):
         sel = grp == label
         if sel.any():
-            ax.scatter(x[sel], y[sel], s=14, color=colour, alpha=0.75, linewidths=0,
-                       label={"": "other", "middle": "middle group", "top": "top group"}[label])
+            ax.scatter(
+                x[sel],
+                y[sel],
+                s=14,
+                color=colour,
+                alpha=0.75,
+                linewidths=0,
+                label={"": "other", "middle": "middle group", "top": "top group"}[label],
+            )
     corr = analysis.summary["correlations"].get(name, {})
     rho = corr.get("spearman")
     if len(x) >= 2 and np.ptp(x) > 0:
@@ -136,13 +165,15 @@ def importance_scatter(analysis: Analysis, out_dir: Path, name: str) -> Plot | N
         ax.plot(grid, slope * grid + intercept, color="black", linewidth=1.2, label="linear fit")
     ci = corr.get("ci95")
     ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
-    ax.set_title(f"{name}: Spearman ρ = {_fmt(rho)}{ci_text} (n={len(x)})")
+    scope = corr.get("scope")
+    ax.set_title(f"{name}: Spearman ρ = {_fmt(rho)}{ci_text} (n={len(x)}{', ' + scope if scope else ''})", fontsize=10)
     ax.set_xlabel("importance")
     ax.set_ylabel(f"I ({name})")
     ax.legend(frameon=False, fontsize=8)
     file = f"scatter_importance_{safe_name(name)}"
     _save(fig, out_dir, file)
-    return Plot(file, f"Importance vs I: {name}", f"Each dot is a feature; ρ = {_fmt(rho)}{ci_text}.")
+    label = corr.get("scope_label") or f"n={len(x)}"
+    return Plot(file, f"Importance vs I: {name}", f"Each dot is a feature; ρ = {_fmt(rho)}{ci_text} ({label}).")
 
 
 def agreement_scatter(analysis: Analysis, out_dir: Path, auto: str, human: str) -> Plot | None:
@@ -153,15 +184,19 @@ def agreement_scatter(analysis: Analysis, out_dir: Path, auto: str, human: str) 
         return None
     fig = _figure(4.8, 4.4)
     ax = fig.add_subplot()
-    colours = np.where(analysis.group[ok] == "top", TOP_COLOUR,
-                       np.where(analysis.group[ok] == "middle", MIDDLE_COLOUR, OTHER_COLOUR))
+    colours = np.where(
+        analysis.group[ok] == "top", TOP_COLOUR, np.where(analysis.group[ok] == "middle", MIDDLE_COLOUR, OTHER_COLOUR)
+    )
     ax.scatter(h[ok], a[ok], s=16, c=list(colours), alpha=0.8, linewidths=0)
     lo = float(min(h[ok].min(), a[ok].min()))
     hi = float(max(h[ok].max(), a[ok].max()))
     ax.plot([lo, hi], [lo, hi], color="black", linewidth=0.8, linestyle="--", label="y = x")
     res = analysis.summary["agreement"].get(auto, {}).get(human, {}).get("I", {})
-    ax.set_title(f"ρ = {_fmt(res.get('spearman'))}, α = {_fmt(res.get('krippendorff_alpha'))}, "
-                 f"MAE = {_fmt(res.get('mae'))} (n={int(ok.sum())})", fontsize=10)
+    if res.get("alpha_reason"):
+        values = f"α, MAE {res['alpha_reason']}"
+    else:
+        values = f"α = {_fmt(res.get('krippendorff_alpha'))}, MAE = {_fmt(res.get('mae'))}"
+    ax.set_title(f"ρ = {_fmt(res.get('spearman'))}, {values} (n={int(ok.sum())})", fontsize=10)
     reference = next((r.is_reference for r in analysis.raters if r.name == human), False)
     ax.set_xlabel(f"I ({human}, ground truth)" if reference else f"I ({human})")
     ax.set_ylabel(f"I ({auto})")
@@ -188,13 +223,23 @@ def rater_heatmap(analysis: Analysis, out_dir: Path) -> Plot | None:
     for i in range(len(names)):
         for j in range(len(names)):
             text = "n/a" if np.isnan(matrix[i, j]) else f"{matrix[i, j]:.2f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                    color="white" if np.isfinite(matrix[i, j]) and abs(matrix[i, j]) > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if np.isfinite(matrix[i, j]) and abs(matrix[i, j]) > 0.6 else "black",
+            )
     fig.colorbar(image, ax=ax, shrink=0.8, label="Spearman ρ")
     ax.set_title("Rater × rater correlation")
     _save(fig, out_dir, "rater_correlations")
-    return Plot("rater_correlations", "Rater × rater correlation",
-                "Spearman ρ between importance and each rater's I over the features both scored.")
+    return Plot(
+        "rater_correlations",
+        "Rater × rater correlation",
+        "Spearman ρ between importance and each rater's I over the features both scored.",
+    )
 
 
 def ablation_curve(curve: dict[str, list[float]], out_dir: Path) -> Plot | None:
@@ -213,16 +258,20 @@ def ablation_curve(curve: dict[str, list[float]], out_dir: Path) -> Plot | None:
     ax.set_title("Accuracy drop under cumulative ablation")
     ax.legend(frameon=False, fontsize=8)
     _save(fig, out_dir, "ablation_curve")
-    return Plot("ablation_curve", "Accuracy-drop curve",
-                "Accuracy of the model as more features are replaced by their mean, in importance order.")
+    return Plot(
+        "ablation_curve",
+        "Accuracy-drop curve",
+        "Accuracy of the model as more features are replaced by their mean, in importance order.",
+    )
 
 
 def make_plots(analysis: Analysis, out_dir: Path, ablation: dict[str, list[float]] | None = None) -> list[Plot]:
     """Draw every figure the data allows; returns them in page order."""
     plots: list[Plot | None] = [importance_histogram(analysis, out_dir), group_histograms(analysis, out_dir)]
     plots += [importance_scatter(analysis, out_dir, name) for name in analysis.scores]
-    plots += [agreement_scatter(analysis, out_dir, a, h) for a in analysis.auto_raters
-              for h in analysis.reference_raters]
+    plots += [
+        agreement_scatter(analysis, out_dir, a, h) for a in analysis.auto_raters for h in analysis.reference_raters
+    ]
     plots.append(rater_heatmap(analysis, out_dir))
     if ablation:
         plots.append(ablation_curve(ablation, out_dir))

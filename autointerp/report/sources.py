@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autointerp.analysis.analyze import AnalysisSettings, analyze
 from autointerp.analysis.inputs import (
@@ -16,7 +16,7 @@ from autointerp.analysis.inputs import (
     read_importance_csv,
     read_rating_csv,
 )
-from autointerp.errors import UserError
+from autointerp.errors import DataError, UserError
 from autointerp.human_answers import aggregate, read_answers
 from autointerp.report.build import collect_media, write_report
 
@@ -41,8 +41,32 @@ def _human_from_files(paths: Sequence[str | Path], invalid: str, importance: Imp
 
 
 def _empty_importance(source: str) -> Importance:
-    return Importance(np.array([], dtype=np.int64), np.array([], dtype=np.float64), source=source,
-                      issues=[Issue("missing_file", f"{source} not found: no importance; run `autointerp importance`")])
+    return Importance(
+        np.array([], dtype=np.int64),
+        np.array([], dtype=np.float64),
+        source=source,
+        issues=[Issue("missing_file", f"{source} not found: no importance; run `autointerp importance`")],
+    )
+
+
+def importance_reliability(importance_dir: Path) -> tuple[Any, str | None]:
+    """The split-half reliability of a run's importance, or ``(None, why not)`` in one line."""
+    try:
+        from autointerp.analysis.reliability import read_importance_reliability
+    except ImportError:
+        return None, "importance reliability unavailable: this installation has no autointerp.analysis.reliability"
+    if not importance_dir.is_dir():
+        return None, f"importance reliability unavailable: no {importance_dir} (run `autointerp importance`)"
+    try:
+        rel = read_importance_reliability(importance_dir)
+    except (DataError, UserError) as exc:
+        return None, f"importance reliability unavailable: {exc}"
+    if rel is None:
+        return None, (
+            f"importance reliability unavailable: {importance_dir} has no per-image importance data "
+            "to split (written by `autointerp importance`; older runs lack it)"
+        )
+    return rel, None
 
 
 def report_from_files(
@@ -57,7 +81,16 @@ def report_from_files(
     """Report on an importance CSV (the study's format) and optional survey CSVs; returns ``index.html``."""
     imp = read_importance_csv(importance)
     raters = [_human_from_files(human, human_invalid, imp, "human")] if human else []
-    analysis = analyze(imp, raters, settings)
+    explain = {
+        "no_human": "no human answers given (--human FILE); see docs/survey.md",
+        "no_auto": "no automatic raters: a bare importance CSV has none (report on a run folder to include them)",
+        "no_raters": "no raters: give survey answers with --human FILE, or report on a run folder",
+        "reliability": (
+            "importance reliability unavailable: --importance gives a table of per-feature values "
+            "only; split-half reliability needs a run folder's per-image importance data"
+        ),
+    }
+    analysis = analyze(imp, raters, settings, explain=explain)
     return write_report(analysis, out_dir, title=title, overwrite=overwrite)
 
 
@@ -81,8 +114,9 @@ def report_from_run(
 
         config = RunContext.open(root).config
     out_dir = Path(out_dir) if out_dir is not None else root / "report"
-    settings = settings or AnalysisSettings(config.report.top_n, config.report.middle_n, config.report.bootstrap,
-                                            config.report.permutations, config.seed)
+    settings = settings or AnalysisSettings(
+        config.report.top_n, config.report.middle_n, config.report.bootstrap, config.report.permutations, config.seed
+    )
     imp_path = root / "importance" / "importance.csv"
     importance = read_importance_csv(imp_path) if imp_path.exists() else _empty_importance(str(imp_path))
     importance.layer = importance.layer or config.layer
@@ -102,16 +136,34 @@ def report_from_run(
         except UserError as exc:
             if human:  # asked for on the command line: fail loudly
                 raise
-            importance.issues.append(Issue("human_answers", f"survey files of the config could not be re-read for "
-                                                            f"the noise ceiling: {exc}"))
+            importance.issues.append(
+                Issue("human_answers", f"survey files of the config could not be re-read for the noise ceiling: {exc}")
+            )
         existing = [r for r in raters if r.is_human and r.meta.get("rater", r.name) == "human"]
         if answers is not None and existing and not human:
             existing[0].answers = answers
         elif answers is not None and len(answers):
             name = _unique("human", {r.name for r in raters})
             raters.append(human_rater(aggregate(answers), answers, name=name))
-    analysis = analyze(importance, raters, settings)
+    reliability, why = importance_reliability(root / "importance")
+    explain = {
+        "no_human": (
+            "no human answers in this run (rate.human is empty); see docs/survey.md"
+            if not files
+            else "no usable human answers in this run (see the data notes); see docs/survey.md"
+        ),
+        "no_auto": "no automatic raters in this run (ratings/ holds none; run `autointerp rate`)",
+        "no_raters": "no ratings in this run (ratings/ is empty and rate.human is empty; run `autointerp rate`)",
+        "reliability": why or "",
+    }
+    analysis = analyze(importance, raters, settings, reliability=reliability, explain=explain)
     media = collect_media(root, out_dir)
     ablation = read_ablation_curve(root / "importance" / "cumulative_ablation.csv")
-    return write_report(analysis, out_dir, media=media, ablation=ablation,
-                        title=f"autointerp report: {config.name}", overwrite=overwrite)
+    return write_report(
+        analysis,
+        out_dir,
+        media=media,
+        ablation=ablation,
+        title=f"autointerp report: {config.name}",
+        overwrite=overwrite,
+    )
