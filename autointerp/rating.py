@@ -52,10 +52,14 @@ ENTRY_POINT_GROUP = "autointerp.raters"
 #:
 #: * ``null_percentile``: percentile of the raw statistic within random image sets (:mod:`autointerp.calibration`);
 #: * ``fitted_to_human``: predictions of a model fitted to human answers (out of fold where answers exist);
+#: * ``mean_of_null_percentiles``: the mean of null-percentile components (``auto_I`` without human answers): about
+#:   0.5 when every component is at chance, but not itself a percentile (``mean_of_sources`` when a component is on
+#:   another [0, 1] scale);
 #: * ``answer_key``: a ground-truth score in [0, 1] (datasets with known concepts);
 #: * ``uniform``: random numbers in [0, 1] (the baseline);
 #: * ``human``: the survey's own scale, I = (q1·q3 + q4)/2 with q = (Q−1)/4 (negative under ``--human-invalid keep``).
-SCALES = ("null_percentile", "fitted_to_human", "answer_key", "uniform", "human")
+SCALES = ("null_percentile", "fitted_to_human", "mean_of_null_percentiles", "mean_of_sources",
+          "answer_key", "uniform", "human")
 #: Scales whose ``I`` and components must lie in [0, 1] (NaN allowed), higher = more interpretable.
 BOUNDED_SCALES = frozenset(SCALES) - {"human"}
 _UNIT_SLACK = 1e-9  # float rounding of a value computed as 1 or 0

@@ -96,7 +96,7 @@ def test_several_participants_are_averaged_with_spread(tmp_path):
 
 
 def test_auto_i_calibrates_to_humans_with_out_of_fold_predictions(tmp_path):
-    from raters.auto_i import combine, cross_validated_calibration
+    from raters.auto_i import combine, fit_out_of_fold
 
     world = make_world(tmp_path / "run", n_features=24, n_images=240)
     answers = write_answers(tmp_path / "answers.csv", planted_answers(world, np.random.default_rng(0), 0.5))
@@ -109,11 +109,12 @@ def test_auto_i_calibrates_to_humans_with_out_of_fold_predictions(tmp_path):
     assert oof["n"] == 24 and oof["spearman"] > 0.5
     # I is exactly the out-of-fold prediction of the cross-validated calibration
     ctx = world.context()
-    raw = combine(create_rater("clip_vis_match", seed=3).score(ctx, world.features).components["q1q3"],
-                  create_rater("clip_coherence", seed=3).score(ctx, world.features).components["q4"])
-    np.testing.assert_allclose(table.extras["I_raw"], raw)
-    human = create_rater("human").score(ctx, world.features).I
-    np.testing.assert_allclose(table.I, cross_validated_calibration(raw, human, "isotonic", 4, seed=3))
+    q13 = create_rater("clip_vis_match", seed=3).score(ctx, world.features).components["q1q3"]
+    q4 = create_rater("clip_coherence", seed=3).score(ctx, world.features).components["q4"]
+    np.testing.assert_allclose(table.extras["I_raw"], combine(q13, q4))
+    human = create_rater("human").score(ctx, world.features)
+    fit = fit_out_of_fold(q13, q4, human.components["q1q3"], human.components["q4"], human.I, "isotonic", 4, seed=3)
+    np.testing.assert_allclose(table.I, np.clip(fit["I"], 0, 1))
     np.testing.assert_allclose(table.extras["I_oof"], table.I)  # every feature here has answers
     # the written metadata carries the out-of-fold agreement
     run_rate(world.run, raters=["auto_I"], dataset=world.dataset)
@@ -128,11 +129,14 @@ def test_auto_i_calibrates_to_humans_with_out_of_fold_predictions(tmp_path):
     assert scores.calibrated and np.isfinite(scores.oof["I"]).all()
 
 
-def test_auto_i_skips_calibration_with_too_few_answers(tmp_path):
+def test_auto_i_refuses_calibration_with_too_few_answers(tmp_path):
+    from autointerp.errors import ConfigError
+
     world = make_world(tmp_path / "run", n_features=6, n_images=120)
     answers = write_answers(tmp_path / "few.csv", planted_answers(world, np.random.default_rng(1), 0.3)[:3])
     world.run.config.rate.human = [str(answers)]
-    t = create_rater("auto_I").score(world.context(), world.features)
-    assert "skipped" in t.meta["calibration"]
+    with pytest.raises(ConfigError, match=r"only 3 feature\(s\) have both .* at least 10"):
+        create_rater("auto_I").score(world.context(), world.features)
+    t = create_rater("auto_I", calibration="none").score(world.context(), world.features)
     np.testing.assert_allclose(t.I, t.extras["I_raw"])
     assert np.isnan(t.extras["I_oof"]).all() and "calibrated" not in t.meta

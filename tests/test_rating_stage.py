@@ -69,8 +69,9 @@ def test_nan_scores_are_written_as_empty_cells(world):
     del data["features"]["1"]
     idx.write_text(json.dumps(data))
     run_rate(world.run, raters=["fid"])
-    row = (world.root / "ratings" / "fid.csv").read_text().splitlines()[2]
-    assert row == "1,,,"
+    header, _, row = (world.root / "ratings" / "fid.csv").read_text().splitlines()[:3]
+    assert header == "feature_ind,I,kid,fd,fd_corrected,null_mean,null_std,z,p_value"
+    assert row == "1" + "," * 8
 
 
 def test_each_image_is_embedded_once_across_raters(world):
