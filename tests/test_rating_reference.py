@@ -14,7 +14,7 @@ from raters.clip_coherence import coherence_scores
 from raters.clip_label import label_match, label_probabilities
 from raters.clip_vis_match import vis_match
 from raters.fid import frechet_distance, kernel_inception_distance
-from raters.mis import mis_probabilities, sample_queries, sigmoid
+from raters.mis import choice_log_likelihood, fit_alpha, mis_probabilities, sigmoid, task_draws, task_evidence
 
 RNG = np.random.default_rng(1234)
 
@@ -131,6 +131,12 @@ def test_raw_frechet_distance_and_kid_match_torchmetrics():
     kid.update(torch.tensor(x, dtype=torch.float64), real=True)
     kid.update(torch.tensor(y, dtype=torch.float64), real=False)
     assert kernel_inception_distance(y, x) == pytest.approx(float(kid.compute()[0]), rel=1e-5)
+    # the kernel scale fid uses on L2-normalised embeddings (γ = 1: k = (cos + 1)³)
+    xn, yn = x / np.linalg.norm(x, axis=1, keepdims=True), y / np.linalg.norm(y, axis=1, keepdims=True)
+    kid = KernelInceptionDistance(feature=Identity(), subsets=1, subset_size=24, gamma=1.0, normalize=True)
+    kid.update(torch.tensor(xn, dtype=torch.float64), real=True)
+    kid.update(torch.tensor(yn, dtype=torch.float64), real=False)
+    assert kernel_inception_distance(yn, xn, gamma=1.0) == pytest.approx(float(kid.compute()[0]), rel=1e-5)
 
 
 def test_fid_handles_four_vs_eight_in_high_dimension():
@@ -144,34 +150,61 @@ def test_fid_handles_four_vs_eight_in_high_dimension():
 
 def test_mis_reference():
     assert np.allclose(sigmoid(np.array([-800.0, -1.0, 0.0, 3.0, 800.0])), special.expit([-800, -1, 0, 3, 800]))
-    pos, neg = RNG.normal(size=(5, 9)), RNG.normal(size=(5, 9))
-    qp, qm = RNG.normal(size=(7, 9)), RNG.normal(size=(7, 9))
-    d = lambda q: (1 - cdist(q, pos, "cosine")).mean(1) - (1 - cdist(q, neg, "cosine")).mean(1)  # noqa: E731
-    np.testing.assert_allclose(mis_probabilities(qp, qm, pos, neg, 7.0), special.expit(7.0 * (d(qp) - d(qm))))
-    d1 = lambda q: (1 - cdist(q, pos, "cosine")).mean(1)  # noqa: E731
-    np.testing.assert_allclose(mis_probabilities(qp, qm, pos, None, 2.0), special.expit(2.0 * (d1(qp) - d1(qm))))
+    rng = np.random.default_rng(5)  # own generator: the other tests' data do not depend on these
+    top, bottom = rng.normal(size=(7, 6, 9)), rng.normal(size=(7, 6, 9))  # 7 tasks, K = 5 explanations + query
+
+    def s(q, e):  # mean cosine similarity of each task's query to its explanations
+        return np.array([np.mean(1 - cdist(q[t][None], e[t], "cosine")) for t in range(len(q))])
+
+    ep, qp, em, qm = top[:, :5], top[:, 5], bottom[:, :5], bottom[:, 5]
+    ref = (s(qp, ep) - s(qp, em)) - (s(qm, ep) - s(qm, em))
+    np.testing.assert_allclose(task_evidence(top, bottom), ref, atol=1e-12)
+    np.testing.assert_allclose(mis_probabilities(ref, 7.0), special.expit(7.0 * ref))
 
 
-def test_mis_query_sampling_respects_quantiles_and_exclusions():
-    scores = np.arange(100, dtype=float)
-    top, bottom = sample_queries(scores, np.array([99, 0]), 0.1, 50, np.random.default_rng(0))
-    assert set(top) <= set(range(89, 99)) and set(bottom) <= set(range(1, 11))
+def test_mis_draws_come_from_the_activation_quantiles():
+    scores = np.random.default_rng(6).permutation(100).astype(float)  # distinct activations: exact quantiles
+    top, bottom = task_draws(scores, (0, 1, 2), 30, 4, 0.1)
+    assert top.shape == bottom.shape == (30, 5)
+    assert set(scores[top.ravel()]) <= set(range(90, 100)) and set(scores[bottom.ravel()]) <= set(range(10))
+    assert all(len(set(row)) == 5 for row in np.concatenate([top, bottom]))  # without replacement
+    assert np.all(np.diff(scores[top], axis=1) < 0) and np.all(np.diff(scores[bottom], axis=1) > 0)
+
+
+def test_mis_alpha_fit_matches_sklearn_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(7)
+    evidence = rng.normal(0.0, 0.3, 400)
+    correct = rng.random(400) < special.expit(5.0 * evidence)
+    ref = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-12, max_iter=10_000)  # no penalty
+    ref.fit(evidence[:, None], correct)
+    alpha, loglik = fit_alpha(evidence, correct)
+    assert alpha == pytest.approx(float(ref.coef_[0, 0]), rel=1e-5)
+    assert loglik == pytest.approx(-400 * log_loss(correct, ref.predict_proba(evidence[:, None])[:, 1]), rel=1e-7)
+    assert choice_log_likelihood(0.0, evidence, correct) == pytest.approx(-400 * np.log(2))
 
 
 def test_auto_i_cross_validation_matches_sklearn():
+    """Out-of-fold calibrations on the human scale (not clipped: human I can be negative under keep)."""
     from sklearn.isotonic import IsotonicRegression
     from sklearn.model_selection import KFold, cross_val_predict
 
     x = RNG.random(60)
-    y = np.clip(x**2 + 0.1 * RNG.normal(size=60), 0, 1)
+    y = x**2 - 0.2 + 0.1 * RNG.normal(size=60)  # some below 0
     ours = cross_validated_calibration(x, y, "isotonic", 5, seed=3)
-    ref = cross_val_predict(IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1), x[:, None].ravel(), y,
-                            cv=KFold(5, shuffle=True, random_state=3))
+    ref = cross_val_predict(IsotonicRegression(out_of_bounds="clip"), x, y, cv=KFold(5, shuffle=True, random_state=3))
     np.testing.assert_allclose(ours, ref)
+    assert (ours < 0).any()
     lin = cross_validated_calibration(x, y, "linear", 4, seed=0)
     for train, test in KFold(4, shuffle=True, random_state=0).split(x):
         slope, icpt = stats.linregress(x[train], y[train])[:2]
-        np.testing.assert_allclose(lin[test], np.clip(slope * x[test] + icpt, 0, 1))
+        np.testing.assert_allclose(lin[test], slope * x[test] + icpt)
+    # a falling line would invert the common scale's direction: the calibration is then the mean
+    falling = cross_validated_calibration(x, 1 - x, "linear", 3, seed=0)
+    for train, test in KFold(3, shuffle=True, random_state=0).split(x):
+        np.testing.assert_allclose(falling[test], np.mean(1 - x[train]))
     a = agreement(ours, y)
     assert a["spearman"] == pytest.approx(stats.spearmanr(ours, y).statistic)
     assert a["pearson"] == pytest.approx(stats.pearsonr(ours, y).statistic)
