@@ -8,10 +8,10 @@ extra columns. See docs/raters.md.
 | ``human`` | I = (q1·q3 + q4)/2 (human) | survey answers (study CSV / survey app export), averaged over participants |
 | ``clip_coherence`` | q4 (null percentile) | mean pairwise cosine of the examples' embeddings, against random sets |
 | ``clip_vis_match`` | q1·q3 (null percentile) | similarity of visualisations to examples vs to random images |
-| ``clip_label`` | q3 (null percentile) | zero-shot phrases for the visualisations, and how well they describe the examples |
-| ``fid`` | I (null percentile of KID) | visualisation vs example embedding distributions; FD raw and mean-corrected as extras |
-| ``mis`` | I (null percentile of MIS) | Machine Interpretability Score: simulated 2-AFC tasks drawn from activation quantiles |
-| ``auto_I`` | Î = (q̂1·q̂3 + q̂4)/2 (fitted to human) | components fitted to human answers out of fold; their mean without answers |
+| ``clip_label`` | q3 (null percentile) | zero-shot phrases for the visualisations, checked on the examples |
+| ``fid`` | I (null percentile of KID) | visualisation vs example embeddings; FD (raw, mean-corrected) as extras |
+| ``mis`` | I (null percentile of MIS) | simulated 2-AFC tasks drawn from activation quantiles (Zimmermann et al.) |
+| ``auto_I`` | Î = (q̂1·q̂3 + q̂4)/2 (fitted to human) | fitted to human answers out of fold; the plain mean without |
 | ``random`` | q1, q3, q4, I (uniform) | seeded uniform noise: the baseline every useful rater must beat |
 | ``concept_purity`` | I (answer key) | graded concept purity of the top-k images (needs known concepts) |
 """
