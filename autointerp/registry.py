@@ -23,8 +23,11 @@ class Registry(Generic[T]):
         self._loaders.append(loader)
 
     def _load(self) -> None:
+        # A loader is dropped only once it succeeded: if it raises (a broken module), the next lookup
+        # raises again instead of reporting "unknown <kind>".
         while self._loaders:
-            self._loaders.pop(0)()
+            self._loaders[0]()
+            self._loaders.pop(0)
 
     def register(self, name: str, item: T | None = None, *, overwrite: bool = False):
         """Register ``item`` under ``name``; usable as a decorator when ``item`` is omitted."""

@@ -1,17 +1,16 @@
 """The ``autointerp`` command line. Heavy libraries are imported inside commands, so ``--help`` is instant.
 
 Stage commands live one file per group (``autointerp/cli/<group>.py``) and each exposes
-``register(app)``; this module wires in whichever are installed.
+``register(app)``; this module imports and wires in every group (a broken group fails loudly).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 
 import typer
 
+from autointerp.cli import importance, rate, report, survey, visualize
 from autointerp.cli.common import handle_errors
 from autointerp.cli.core import register as register_core
 
@@ -27,10 +26,8 @@ register_core(app)
 
 #: command groups contributed by the stage modules, in pipeline order
 GROUPS = ("importance", "visualize", "rate", "report", "survey")
-for _group in GROUPS:
-    _name = f"autointerp.cli.{_group}"
-    if importlib.util.find_spec(_name) is not None:
-        importlib.import_module(_name).register(app)
+for _module in (importance, visualize, rate, report, survey):
+    _module.register(app)
 
 
 def main() -> None:

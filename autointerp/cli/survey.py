@@ -63,6 +63,10 @@ def serve(
     db: DbOption = None,
 ) -> None:
     """Serve the survey: participants enter an id and rate each feature (Q1-Q2, then Q3-Q6)."""
+    from autointerp.extras import EXTRAS, require
+
+    for module in EXTRAS["survey"]:  # fastapi, uvicorn: checked before the run folder is read
+        require(module, "survey", "the survey")
     from autointerp.survey.app import serve as serve_app
     from autointerp.survey.loader import open_survey
 

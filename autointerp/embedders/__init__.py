@@ -15,16 +15,13 @@ content per embedder id).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from autointerp.embedders.base import Embedder
-from autointerp.errors import ConfigError
+from autointerp.errors import ConfigError, UserError
 from autointerp.registry import Registry
 
 EMBEDDERS: Registry[type[Embedder]] = Registry("embedder")
-
-_BUILTIN_MODULES = ("handcrafted", "open_clip_embedder", "torch_backbones", "tflite")
 
 
 def register_embedder(cls: type[Embedder]) -> type[Embedder]:
@@ -34,8 +31,18 @@ def register_embedder(cls: type[Embedder]) -> type[Embedder]:
 
 
 def _load_builtins() -> None:
-    for mod in _BUILTIN_MODULES:
-        importlib.import_module(f"autointerp.embedders.{mod}")
+    """Import the built-in embedder modules (plain imports: a broken one fails with its real error).
+
+    None of them imports its optional package (open_clip, timm, LiteRT, dreamsim) at import time; each
+    embedder's ``__init__`` does, through :func:`autointerp.extras.require`.
+    """
+    from autointerp.embedders import (  # noqa: F401
+        dreamsim,
+        handcrafted,
+        open_clip_embedder,
+        tflite,
+        torch_backbones,
+    )
 
 
 EMBEDDERS.add_loader(_load_builtins)
@@ -53,7 +60,7 @@ def create_embedder(spec: dict[str, Any] | str) -> Embedder:
         raise ConfigError(f"rate.embedder: missing key 'type'; valid types: {', '.join(EMBEDDERS.names())}")
     try:
         cls = EMBEDDERS.get(str(kind))
-    except Exception as exc:
+    except UserError as exc:  # an unknown type; a broken embedder module raises its real error
         raise ConfigError(f"rate.embedder.type: {exc}") from None
     params = inspect.signature(cls.__init__).parameters
     allowed = [p for p in params if p != "self" and params[p].kind is not inspect.Parameter.VAR_KEYWORD]

@@ -19,6 +19,7 @@ from autointerp.embedders._offline import hub_offline_if_unreachable, weights_er
 from autointerp.embedders.base import file_fingerprint, resolve_device
 from autointerp.embedders.torch_image import TorchImageEmbedder
 from autointerp.errors import ConfigError, WeightsError
+from autointerp.extras import require
 
 
 def _looks_like_path(text: str) -> bool:
@@ -41,8 +42,9 @@ class OpenClipEmbedder(TorchImageEmbedder):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        import open_clip
         import torch
+
+        open_clip = require("open_clip", "clip", "the open_clip embedder")
 
         if model not in open_clip.list_models():
             sample = ", ".join(open_clip.list_models()[:12])

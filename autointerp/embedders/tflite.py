@@ -17,27 +17,21 @@ import numpy as np
 from autointerp.embedders import register_embedder
 from autointerp.embedders.base import Embedder, file_fingerprint, resize_square
 from autointerp.errors import ConfigError, WeightsError
+from autointerp.extras import installed, require
 
 
 def _interpreter_class() -> Any:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
+    """LiteRT's interpreter (the [tflite] extra), else an installed TensorFlow's or tflite_runtime's."""
+    if not installed("ai_edge_litert"):
+        if installed("tensorflow"):
+            import tensorflow as tf  # type: ignore[import-not-found]
 
-        return Interpreter
-    except ImportError:
-        pass
-    try:
-        import tensorflow as tf  # type: ignore[import-not-found]
+            return tf.lite.Interpreter
+        if installed("tflite_runtime"):
+            from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
 
-        return tf.lite.Interpreter
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
-
-        return Interpreter
-    except ImportError:
-        raise ConfigError("rate.embedder.type 'tflite' needs ai-edge-litert (pip install ai-edge-litert)") from None
+            return Interpreter
+    return require("ai_edge_litert.interpreter", "tflite", "the tflite embedder").Interpreter
 
 
 @register_embedder
@@ -46,8 +40,13 @@ class TFLiteEmbedder(Embedder):
 
     kind = "tflite"
 
-    def __init__(self, path: str, num_threads: int | None = None, batch_size: int = 32,
-                 input_range: tuple[float, float] = (-1.0, 1.0)) -> None:
+    def __init__(
+        self,
+        path: str,
+        num_threads: int | None = None,
+        batch_size: int = 32,
+        input_range: tuple[float, float] = (-1.0, 1.0),
+    ) -> None:
         super().__init__()
         path = os.path.expanduser(str(path))
         if not os.path.isfile(path):

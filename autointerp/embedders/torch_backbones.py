@@ -10,6 +10,7 @@ from autointerp.embedders._offline import hub_offline_if_unreachable, network_re
 from autointerp.embedders.base import file_fingerprint, resolve_device
 from autointerp.embedders.torch_image import TorchImageEmbedder
 from autointerp.errors import ConfigError, WeightsError
+from autointerp.extras import require
 
 
 def _strip_classifier(net: Any) -> Any:
@@ -32,8 +33,15 @@ class TorchvisionEmbedder(TorchImageEmbedder):
 
     kind = "torchvision"
 
-    def __init__(self, model: str = "resnet50", weights: str | None = None, device: str = "auto",
-                 batch_size: int = 64, seed: int = 0, input_size: int = 224) -> None:
+    def __init__(
+        self,
+        model: str = "resnet50",
+        weights: str | None = None,
+        device: str = "auto",
+        batch_size: int = 64,
+        seed: int = 0,
+        input_size: int = 224,
+    ) -> None:
         super().__init__()
         import torch
         import torchvision
@@ -82,11 +90,19 @@ class TimmEmbedder(TorchImageEmbedder):
 
     kind = "timm"
 
-    def __init__(self, model: str = "resnet50", pretrained: bool = False, checkpoint: str | None = None,
-                 device: str = "auto", batch_size: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: str = "resnet50",
+        pretrained: bool = False,
+        checkpoint: str | None = None,
+        device: str = "auto",
+        batch_size: int = 64,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
-        import timm
         import torch
+
+        timm = require("timm", "timm", "the timm embedder")
 
         if not timm.list_models(model):
             raise ConfigError(f"rate.embedder.model: unknown timm model {model!r}")
@@ -98,7 +114,9 @@ class TimmEmbedder(TorchImageEmbedder):
         try:
             with hub_offline_if_unreachable():
                 net = timm.create_model(
-                    model, pretrained=bool(pretrained), num_classes=0,
+                    model,
+                    pretrained=bool(pretrained),
+                    num_classes=0,
                     checkpoint_path=os.path.expanduser(checkpoint) if checkpoint else "",
                 )
         except Exception as exc:

@@ -1,10 +1,9 @@
-"""Imports the built-in adapters so their ``@register_model`` decorators run (lazily, on first lookup)."""
+"""Imports the built-in adapters so their ``@register_model`` decorators run (lazily, on first lookup).
 
-import contextlib
+Plain imports: a broken adapter module fails with its real error instead of showing up as "unknown model".
+None of these modules imports an optional package (timm, tflite, ...) at import time; their factories do,
+through :func:`autointerp.extras.require`.
+"""
 
-from autointerp.models import generic, inceptionv1  # noqa: F401
-
-# Adapters written alongside (demo model, TFLite import) register themselves when present.
-for _name in ("autointerp.demo.model", "autointerp.models.tflite"):
-    with contextlib.suppress(ModuleNotFoundError):
-        __import__(_name)
+from autointerp.demo import model as _demo_model  # noqa: F401
+from autointerp.models import generic, inceptionv1, tflite  # noqa: F401

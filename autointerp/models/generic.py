@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from autointerp.errors import UserError, WeightsError
+from autointerp.extras import require
 from autointerp.models.base import register_model
 from autointerp.models.inceptionv1 import offline
 from autointerp.models.split import HookFxAdapter
@@ -136,7 +137,7 @@ def create_timm(
     weights: str | None = None, pretrained: bool = True, arch: str = "resnet18", input_size: int | None = None
 ) -> ModuleAdapter:
     """Any timm classifier by name (``options: {arch: ...}``); weights from a local file or the HF hub."""
-    import timm
+    timm = require("timm", "timm", "the timm model adapter")
 
     if arch not in timm.list_models():
         raise UserError(f"unknown timm model {arch!r} (model.options.arch); see timm.list_models()")
@@ -147,18 +148,27 @@ def create_timm(
         module = timm.create_model(arch, pretrained=False)
     else:
         if offline():
-            raise WeightsError(f"timm model {arch!r} needs pretrained weights but offline mode is set; "
-                               "pass model.weights=/path/to/weights")
+            raise WeightsError(
+                f"timm model {arch!r} needs pretrained weights but offline mode is set; "
+                "pass model.weights=/path/to/weights"
+            )
         try:
             with _network_timeout():
                 module = timm.create_model(arch, pretrained=True)
         except Exception as exc:  # noqa: BLE001 - hub errors vary
-            raise WeightsError(f"could not fetch timm weights for {arch!r} ({str(exc).splitlines()[0]}); "
-                               "pass model.weights=/path/to/weights") from None
+            raise WeightsError(
+                f"could not fetch timm weights for {arch!r} ({str(exc).splitlines()[0]}); "
+                "pass model.weights=/path/to/weights"
+            ) from None
     cfg = module.pretrained_cfg
     size = input_size or int(cfg.get("input_size", (3, 224, 224))[-1])
-    return ModuleAdapter(module.eval(), name=f"timm:{arch}", input_size=size,
-                         mean=cfg.get("mean", IMAGENET_MEAN), std=cfg.get("std", IMAGENET_STD))
+    return ModuleAdapter(
+        module.eval(),
+        name=f"timm:{arch}",
+        input_size=size,
+        mean=cfg.get("mean", IMAGENET_MEAN),
+        std=cfg.get("std", IMAGENET_STD),
+    )
 
 
 @register_model("module")

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autointerp.errors import UserError, WeightsError
+from autointerp.extras import require
 from autointerp.models.base import ModelAdapter, register_model
 
 __all__ = [
@@ -155,14 +156,14 @@ class TFLiteGraph:
 
 
 def _builtin_names() -> dict[int, str]:
-    import tflite
+    tflite = require("tflite", "tflite", "the tflite model adapter")
 
     return {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
 
 
 def _options(op: Any, kind: str) -> dict[str, Any]:
     """The builtin options of ``op`` that the converter uses, as a plain dict."""
-    import tflite
+    tflite = require("tflite", "tflite", "the tflite model adapter")
 
     table = op.BuiltinOptions()
 
@@ -239,7 +240,7 @@ def _options(op: Any, kind: str) -> dict[str, Any]:
 
 def read_tflite(path: str | Path) -> TFLiteGraph:
     """Parse the main subgraph of a ``.tflite`` file (missing/corrupt file → :class:`WeightsError`)."""
-    import tflite
+    tflite = require("tflite", "tflite", "the tflite model adapter")
 
     path = Path(path)
     if not path.is_file():
@@ -1074,9 +1075,9 @@ def run_tflite_interpreter(
     index of an intermediate tensor to read instead of the graph output (4-D results stay NHWC).
     Returns an array (N, ...) without the interpreter's batch-1 dimension.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
     from autointerp.progress import Progress
+
+    Interpreter = require("ai_edge_litert.interpreter", "tflite", "the TFLite interpreter").Interpreter
 
     path = Path(path)
     graph = read_tflite(path)

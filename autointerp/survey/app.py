@@ -21,17 +21,20 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from autointerp.extras import extra_imports, require
 from autointerp.survey.db import AnswerRejected, ParticipantState
 from autointerp.survey.loader import Survey
 from autointerp.survey.questions import LIKERT_MAX, LIKERT_MIN, QUESTIONS
+
+with extra_imports("survey", "the survey"):  # fastapi and uvicorn are the [survey] extra
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 16 * 1024
@@ -262,8 +265,7 @@ def create_app(survey: Survey, title: str = "Feature survey") -> FastAPI:
 
 def serve(survey: Survey, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     """Run the survey on a real server (uvicorn) until interrupted (Ctrl+C)."""
-    import uvicorn
-
+    uvicorn = require("uvicorn", "survey", "the survey")
     uvicorn.run(
         create_app(survey),
         host=host,
