@@ -1,13 +1,12 @@
 """The pipeline: stages in order, each skipped when its output exists unless ``overwrite``.
 
-A stage is listed here by module path so that ``autointerp run`` executes whatever stages are
-installed, in order, without importing any of them until needed.
+A stage is listed here by module path so that no stage module is imported until it runs; every stage
+is part of the package, so a stage that fails to import is an error, never silently skipped.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 import time
 from collections.abc import Callable
@@ -25,10 +24,6 @@ class Stage:
     name: str
     target: str  # "module:function"; the function is called as fn(ctx, overwrite=...)
     enabled: Callable[[RunConfig], bool]
-
-    def available(self) -> bool:
-        """True when the stage's module is installed."""
-        return importlib.util.find_spec(self.target.split(":")[0]) is not None
 
     def function(self) -> Callable[..., object]:
         module, _, attr = self.target.partition(":")
@@ -51,7 +46,7 @@ def stage_names() -> list[str]:
 
 
 def run_pipeline(ctx: RunContext, overwrite: bool = False, only: list[str] | None = None) -> list[str]:
-    """Run every available, enabled stage in order (or only those named); returns those run."""
+    """Run every enabled stage in order (or only those named); returns those run."""
     if only:
         unknown = sorted(set(only) - set(stage_names()))
         if unknown:
@@ -60,7 +55,7 @@ def run_pipeline(ctx: RunContext, overwrite: bool = False, only: list[str] | Non
     for stage in STAGES:
         if only and stage.name not in only:
             continue
-        if not stage.enabled(ctx.config) or not stage.available():
+        if not stage.enabled(ctx.config):
             continue
         t0 = time.perf_counter()
         print(f"[autointerp] stage {stage.name} ...", file=sys.stderr)

@@ -95,8 +95,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def stages() -> None:
-        """List the pipeline stages in order, and whether each is installed."""
+        """List the pipeline stages in order."""
         from autointerp.pipeline import STAGES
 
         for s in STAGES:
-            typer.echo(f"{s.name}\t{'installed' if s.available() else 'not installed'}")
+            typer.echo(s.name)
