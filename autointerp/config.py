@@ -94,6 +94,9 @@ class ImportanceConfig(_Section):
     # operations and Python do not spread over one process's threads (InceptionV1 on 2 cores: 1.3x faster).
     # "auto": one per CPU, at most one per unit; 1: in this process. Other models' paths run in this process.
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # method "exact": bootstrap resamples (over images) for bootstrap.csv's per-feature intervals; the run's
+    # seed seeds them and the split-half reliability's random splits (reliability.json)
+    reliability_boot: int = Field(default=1000, ge=2)
 
 
 class VisualizeConfig(_Section):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 import types
 from pathlib import Path
 from types import SimpleNamespace
@@ -240,21 +239,10 @@ def _planted_reliability(features: np.ndarray) -> SimpleNamespace:
 
 
 @pytest.fixture
-def reliability_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """``autointerp.analysis.reliability`` — the real one when installed, else a minimal stand-in (tests only)."""
-    try:
-        import autointerp.analysis.reliability as module
-    except ImportError:
-        module = types.ModuleType("autointerp.analysis.reliability")
+def reliability_module() -> types.ModuleType:
+    """``autointerp.analysis.reliability`` (the real module: the report imports it plainly)."""
+    import autointerp.analysis.reliability as module
 
-        def attenuation_corrected(r, reliability_x, reliability_y=1.0):  # noqa: ANN001, ANN202
-            if r is None or reliability_x is None or reliability_x <= 0 or reliability_y <= 0:
-                return None
-            return r / math.sqrt(reliability_x * reliability_y)
-
-        module.attenuation_corrected = attenuation_corrected
-        module.read_importance_reliability = lambda importance_dir: None
-        monkeypatch.setitem(sys.modules, module.__name__, module)
     return module
 
 

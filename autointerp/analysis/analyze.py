@@ -257,10 +257,8 @@ def _corrected(r: float | None, reliability_x: float | None) -> tuple[float | No
         return None, "no correlation"
     if reliability_x is None:
         return None, "reliability of the measure unknown"
-    try:
-        from autointerp.analysis.reliability import attenuation_corrected
-    except ImportError:
-        return None, "autointerp.analysis.reliability is not available"
+    from autointerp.analysis.reliability import attenuation_corrected
+
     value = attenuation_corrected(r, reliability_x)
     if value is None or not np.isfinite(value):
         return None, f"undefined for reliability {reliability_x:.3f}"

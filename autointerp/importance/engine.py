@@ -13,6 +13,10 @@ The stage runs both steps for each chunk of features segment by segment over the
 The delta-log-probability column is exact for exactly evaluated pairs and first-order for pairs whose
 correctness was decided by a bound (their change is provably small).
 
+With ``per_image=True`` both steps also return each (image, feature) pair's outcome
+(:class:`ImageOutcomes`), which the stage saves for the importance reliability estimates
+(:mod:`autointerp.importance.reliability`); the tallies are the same either way.
+
 Importing this module calls :func:`~autointerp.importance.memory.keep_freed_memory` (glibc keeps
 freed memory for reuse instead of page-faulting it in again: about 12 % of the exact path's time; it
 must happen before worker threads start allocating, hence at import rather than in either step).
@@ -23,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -78,6 +82,19 @@ class AblationPath(Protocol):
         valid: torch.Tensor,
     ) -> PairResult:
         """Evaluate pairs (``x[b_idx]`` with channel ``channels`` ablated); ``z`` baseline logits of ``x``."""
+
+
+@dataclass
+class ImageOutcomes:
+    """Each (image, feature) pair's outcome: rows are the images of a segment, columns the features of a chunk.
+
+    ``flip``: +1 where ablating the feature turned the image's top-k correctness from correct to wrong, -1 from
+    wrong to correct, 0 unchanged (so ``flip.sum(0)`` is the importance count); ``delta_logprob``: the change
+    in the true class's log-probability (exact where the pair was evaluated exactly, else the first-order
+    estimate: the same terms, in float32, that the tally's ``sum_delta_logprob`` adds up in float64)."""
+
+    flip: np.ndarray  # (N, F) int8
+    delta_logprob: np.ndarray  # (N, F) float32
 
 
 @dataclass
@@ -161,12 +178,15 @@ def evaluate_chunk(
     batch_size: int = 256,
     pair_batch: int | None = None,
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[FeatureTally, dict[str, int]]:
+    per_image: bool = False,
+) -> tuple[FeatureTally, dict[str, Any]]:
     """Step 2 for the features ``chunk`` (a subset of ``bp.features``): exact tallies for these features.
 
     ``pair_batch``: pairs per :meth:`AblationPath.evaluate` call; default the path's ``pair_batch``
     attribute when it has one (larger batches amortise per-call overhead), else 256. ``on_batch``
     is called with the number of images done after each batch (images with no pair left count at the end).
+    ``stats``: boundary fallbacks (``"fallback"``) and, with ``per_image``, every pair's outcome
+    (``"outcomes"``, an :class:`ImageOutcomes`).
     """
     if pair_batch is None:
         pair_batch = int(getattr(path, "pair_batch", 256))
@@ -181,7 +201,10 @@ def evaluate_chunk(
     # pairs never looked at again: first-order log-prob change, correctness unchanged
     tally.sum_delta_logprob += (fo * (~cand)).sum(0).numpy()
     tally.n_skipped += (~cand).sum(0).numpy()
-    stats = {"fallback": 0}
+    stats: dict[str, Any] = {"fallback": 0}
+    if per_image:  # skipped pairs: first-order change, no flip; the others are filled in below
+        flip = torch.zeros(n, len(chunk), dtype=torch.int8)
+        dlp_image = (fo * (~cand)).float()
     lab_all = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     rows_with_work = torch.nonzero(cand.any(1))[:, 0]
     for s in range(0, len(rows_with_work), batch_size):
@@ -202,10 +225,16 @@ def evaluate_chunk(
             tally.sum_delta_logprob += torch.bincount(fi, weights=dlp, minlength=len(chunk)).numpy()
             tally.n_exact += torch.bincount(fi, weights=exact.double(), minlength=len(chunk)).long().numpy()
             tally.n_bounded += torch.bincount(fi, weights=res.bounded.double(), minlength=len(chunk)).long().numpy()
+            if per_image:
+                after = res.after_correct
+                flip[rows[bi], fi] = (base & ~after).to(torch.int8) - (~base & after).to(torch.int8)
+                dlp_image[rows[bi], fi] = dlp.float()
         if on_batch is not None:
             on_batch(len(rows))
     if on_batch is not None and n > len(rows_with_work):
         on_batch(n - len(rows_with_work))
+    if per_image:
+        stats["outcomes"] = ImageOutcomes(flip.numpy(), dlp_image.numpy())
     return tally, stats
 
 
@@ -219,17 +248,20 @@ def evaluate_segment(
     valid: torch.Tensor,
     batch_size: int = 256,
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[FeatureTally, dict[str, float]]:
+    per_image: bool = False,
+) -> tuple[FeatureTally, dict[str, Any]]:
     """Both steps for the images ``acts`` (e.g. a slice of the cache) and ``features`` together.
 
     Every feature of an image batch is evaluated before the next batch, so the path's per-image
     state (:meth:`AblationPath.prepare`) is computed once per image for all of ``features``: with
     InceptionV1 four chunks of 208 features took about 10 % longer than one of 832. Tallies add up
-    over segments of images, so a run resumes segment by segment. ``stats``: boundary fallbacks and
-    bound-pass seconds.
+    over segments of images, so a run resumes segment by segment. ``stats``: boundary fallbacks,
+    bound-pass seconds and, with ``per_image``, every pair's outcome (``"outcomes"``, :class:`ImageOutcomes`).
     """
     t0 = time.perf_counter()
     bp = bound_pass(path, acts, labels, features, ablation, k, valid, batch_size)
     seconds = time.perf_counter() - t0
-    tally, stats = evaluate_chunk(path, acts, labels, bp, features, ablation, k, valid, batch_size, on_batch=on_batch)
-    return tally, {"fallback": stats["fallback"], "bound_pass_seconds": seconds}
+    tally, stats = evaluate_chunk(
+        path, acts, labels, bp, features, ablation, k, valid, batch_size, on_batch=on_batch, per_image=per_image
+    )
+    return tally, {**stats, "bound_pass_seconds": seconds}

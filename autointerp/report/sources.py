@@ -51,10 +51,8 @@ def _empty_importance(source: str) -> Importance:
 
 def importance_reliability(importance_dir: Path) -> tuple[Any, str | None]:
     """The split-half reliability of a run's importance, or ``(None, why not)`` in one line."""
-    try:
-        from autointerp.analysis.reliability import read_importance_reliability
-    except ImportError:
-        return None, "importance reliability unavailable: this installation has no autointerp.analysis.reliability"
+    from autointerp.analysis.reliability import read_importance_reliability
+
     if not importance_dir.is_dir():
         return None, f"importance reliability unavailable: no {importance_dir} (run `autointerp importance`)"
     try:

@@ -21,6 +21,12 @@ method's table), ``summary.json``, ``cumulative_ablation.csv`` (exact/naive), an
 finished units of work in ``chunks/<method>/`` (chunks of ``importance.chunk_size`` features; for
 ``exact`` each in segments of ``importance.segment_images`` images) so an interrupted run resumes
 where it stopped and ends with identical output.
+
+For the exact method it also writes how noisy both measures are (:mod:`autointerp.importance.reliability`):
+``bootstrap.csv`` (per-feature bootstrap intervals over images) and ``reliability.json`` (split-half
+reliability across features), from the saved units: per image where the units hold each pair's outcome
+(every path but the InceptionV1 ``mixed5a`` one, whose units keep per-segment sums only), else per
+segment. A run whose table exists but whose reliability files do not gets them from its saved units.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from autointerp.importance.ablation import Ablation, FeatureTally
-    from autointerp.importance.workers import Unit
+    from autointerp.importance.engine import ImageOutcomes
+    from autointerp.importance.workers import Unit, UnitResult
     from autointerp.runfolder import RunContext
 
 STUDY_COLUMNS = ["model", "layer", "feature_ind", "importance"]
@@ -201,6 +208,8 @@ def run_importance(
     if method_csv.exists() and not overwrite:
         if primary and (not out_csv.exists() or out_csv.read_bytes() != method_csv.read_bytes()):
             write_text(out_csv, method_csv.read_text(encoding="utf-8"))
+        if primary:
+            update_reliability(ctx, method, refresh=False)
         return out_csv if primary else method_csv
     inputs = ImportanceInputs(ctx)
     n, c, h, w = inputs.shape
@@ -249,7 +258,55 @@ def run_importance(
     summaries = _read_json(ctx.paths.importance / "summary.json")
     summaries[method] = summary
     write_json(ctx.paths.importance / "summary.json", summaries)
+    if primary:
+        update_reliability(ctx, method, refresh=True)
     return out_csv if primary else method_csv
+
+
+def update_reliability(ctx: RunContext, method: str, refresh: bool) -> dict[str, Any] | None:
+    """Write ``bootstrap.csv`` and ``reliability.json`` for ``importance.csv`` (``method``'s table) from the
+    exact method's saved units (:mod:`autointerp.importance.reliability`); returns what the JSON holds, or
+    None where nothing was written.
+
+    ``refresh``: the table was just computed (always rewrite). Otherwise only when the JSON is missing or was
+    made with another ``importance.reliability_boot`` or ``seed``; where the units are gone (or are another
+    run's), nothing is written and readers report the estimates unavailable. Tables of other methods have
+    no reliability files (stale ones are removed)."""
+    from autointerp.importance.reliability import (
+        BOOTSTRAP_CSV,
+        RELIABILITY_JSON,
+        UnitsUnavailable,
+        load_units,
+        summary_line,
+        write_reliability,
+    )
+
+    folder = ctx.paths.importance
+    json_path, boot_path = folder / RELIABILITY_JSON, folder / BOOTSTRAP_CSV
+    if method != "exact":
+        for p in (json_path, boot_path):
+            p.unlink(missing_ok=True)
+        return None
+    n_boot, seed = ctx.config.importance.reliability_boot, ctx.config.seed
+    if not refresh and json_path.exists() and boot_path.exists():
+        old = _read_json(json_path)
+        if old.get("n_boot") == n_boot and old.get("seed") == seed:
+            return old
+    table = folder / "importance_exact.csv"
+    try:
+        with table.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        counts = {int(r["feature_ind"]): (int(r["correct_to_wrong"]), int(r["wrong_to_correct"])) for r in rows}
+        units = load_units(folder / "chunks" / "exact", list(counts), counts)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        print(f"[importance] reliability unavailable: cannot read {table} ({exc})", file=sys.stderr)
+        return None
+    except UnitsUnavailable as exc:
+        print(f"[importance] reliability unavailable: {exc}", file=sys.stderr)
+        return None
+    info = write_reliability(folder, units, n_boot, seed)
+    print(f"[importance] {summary_line(info)}", file=sys.stderr)
+    return info
 
 
 def _run_counts(
@@ -375,7 +432,8 @@ def _exact_segments(
     (:mod:`autointerp.importance.workers`). Every finished unit is saved and reused; tallies add up in
     segment order, so a resumed run gives identical output."""
     from autointerp.importance.ablation import FeatureTally
-    from autointerp.importance.workers import UnitJob, UnitResult, WorkerPool, evaluate_unit, path_description
+    from autointerp.importance.inception import supports_inception_mixed5a
+    from autointerp.importance.workers import UnitJob, WorkerPool, evaluate_unit, path_description
 
     cfg = ctx.config.importance
     units = exact_units(ctx, inputs, feats)
@@ -385,11 +443,14 @@ def _exact_segments(
         workers, threads = worker_plan(ctx, inputs, feats)
         job = UnitJob(str(inputs.folder / "acts.npy"), inputs.labels, ablation, valid, cfg.k, cfg.batch_size, threads)
 
-        def save(unit: Unit, result: UnitResult) -> None:
+        def save(unit: Unit, result: UnitResult, outcomes: ImageOutcomes | None = None) -> None:
             arrays = dict(result.sums)
             arrays["fallback"] = np.asarray(result.fallback, np.int64)
             arrays["tier_names"] = np.asarray(list(result.tiers), dtype=str)
             arrays["tier_pairs"] = np.asarray(list(result.tiers.values()), np.int64)
+            if outcomes is not None:  # each pair's outcome, for the reliability estimates
+                arrays["image_flip"] = outcomes.flip
+                arrays["image_delta_logprob"] = outcomes.delta_logprob
             store.save(list(unit.features), arrays, store.segment_path(list(unit.features), unit.start, unit.end))
             if workers > 1:  # the parent's own peak is in the summary's peak_rss_mb
                 info["worker_peak_rss_mb"] = max(info.get("worker_peak_rss_mb", 0.0), result.peak_rss_mb)
@@ -412,10 +473,15 @@ def _exact_segments(
         else:
             path = choose_path(ctx, inputs)
             describe(path_description(path))
+            # each pair's outcome is kept on every path but the InceptionV1 one (832 features x every image)
+            per_image = not supports_inception_mixed5a(ctx.model.module, ctx.config.layer, inputs.shape[2:])
             with Progress(f"importance ({path.name})", total, "ablations") as bar:
                 for unit in todo:
                     advance = lambda images, f=len(unit.features): bar.advance(images * f)  # noqa: E731
-                    save(unit, evaluate_unit(path, inputs.acts, job, unit, advance))
+                    if per_image:
+                        save(*_evaluate_unit_outcomes(path, inputs.acts, job, unit, advance))
+                    else:
+                        save(unit, evaluate_unit(path, inputs.acts, job, unit, advance))
     chunk_tallies = []
     fallback = 0
     tiers_total: dict[str, int] = {}
@@ -438,6 +504,29 @@ def _exact_segments(
         info["pairs_by_tier"] = tiers_total  # pairs decided per tier of the path
     arrays = {name: np.concatenate([t[name] for t in chunk_tallies]) for name in _TALLY_COLUMNS}
     return arrays, info, bool(todo)
+
+
+def _evaluate_unit_outcomes(
+    path: Any, acts: np.ndarray, job: Any, unit: Unit, on_batch: Callable[[int], None]
+) -> tuple[Unit, UnitResult, ImageOutcomes]:
+    """:func:`~autointerp.importance.workers.evaluate_unit` that also returns each pair's outcome (same
+    tallies; CPU seconds and peak memory, which only worker processes report, left at 0)."""
+    from autointerp.importance import engine
+    from autointerp.importance.workers import UnitResult
+
+    pairs, seconds = dict(getattr(path, "pairs", {})), dict(getattr(path, "seconds", {}))
+    tally, stats = engine.evaluate_segment(  # looked up on the module: tests interrupt it there
+        path, acts[unit.start : unit.end], job.labels[unit.start : unit.end], list(unit.features), job.ablation,
+        job.k, job.valid, job.batch_size, on_batch=on_batch, per_image=True,
+    )  # fmt: skip
+    result = UnitResult(
+        sums={name: getattr(tally, name) for name in tally.SUMS},
+        fallback=int(stats["fallback"]),
+        tiers={t: v - pairs.get(t, 0) for t, v in getattr(path, "pairs", {}).items()},
+        seconds={t: v - seconds.get(t, 0.0) for t, v in getattr(path, "seconds", {}).items()},
+        bound_pass_seconds=float(stats["bound_pass_seconds"]),
+    )
+    return unit, result, stats["outcomes"]
 
 
 def _naive_chunks(
@@ -571,5 +660,3 @@ def peak_rss_mb() -> float:
     from autointerp.importance.workers import peak_rss_mb as process_peak
 
     return process_peak()
-
-
