@@ -224,7 +224,9 @@ def test_generic_path_equals_naive_hooks_on_small_cnn(scope):
         Paced(), full[0], images, labels, feats, ablation, k, valid, batch_size=16, seconds=seconds
     )
     assert set(seconds) == {"baseline", "ablated"} and seconds["baseline"] >= 3 * 0.02
-    assert seconds["ablated"] >= 18 * 0.02 > 3 * seconds["baseline"]  # 6 passes per batch against 1
+    # 6 passes per batch against 1: the ablated share holds at least the 18 paced calls and outweighs the baseline's
+    # 3 (the unpaced compute of a loaded machine lands in both, so no tighter ratio is asserted)
+    assert seconds["ablated"] >= 18 * 0.02 and seconds["ablated"] > seconds["baseline"]
     fast, _ = run_fast(tail, acts, labels, feats, ablation, k, valid)
     assert fast["c2w"] == naive.correct_to_wrong.tolist()
     assert fast["w2c"] == naive.wrong_to_correct.tolist()
