@@ -48,17 +48,24 @@ def test_calibrations_match_scipy():
         calibrate(0.1, null, "nope")
 
 
-def test_coherence_scores_reference():
-    pool = RNG.normal(size=(60, 16))
-    sets = [RNG.normal(size=(8, 16)), np.repeat(RNG.normal(size=(1, 16)), 8, axis=0) + 1e-3 * RNG.normal(size=(8, 16))]
-    res = coherence_scores(sets, pool, n_null=200, seed=5)
+@pytest.mark.parametrize("center", ["none", "pool"])
+def test_coherence_scores_reference(center):
+    pool = RNG.normal(size=(60, 16)) + 3.0  # a common offset: every image shares it, as embedder cones do
+    sets = [RNG.normal(size=(8, 16)) + 3.0,
+            np.repeat(RNG.normal(size=(1, 16)), 8, axis=0) + 1e-3 * RNG.normal(size=(8, 16))]
+    res = coherence_scores(sets, pool, n_null=200, seed=5, center=center)
+    shift = pool.mean(axis=0) if center == "pool" else 0.0
     subsets = random_subsets(60, 8, 200, np.random.default_rng([5, 8, 0x636F68]))
-    null = np.array([np.mean(1 - pdist(pool[s], "cosine")) for s in subsets])
+    null = np.array([np.mean(1 - pdist(pool[s] - shift, "cosine")) for s in subsets])
     for i, s in enumerate(sets):
-        raw = np.mean(1 - pdist(s, "cosine"))
+        raw = np.mean(1 - pdist(s - shift, "cosine"))
         assert res["coherence"][i] == pytest.approx(raw)
         assert res["q4"][i] == pytest.approx(calibrate(raw, null, "percentile"))
     assert 1 - 0.5 / 200 < res["q4"][1] < 1 and res["p_value"][1] == pytest.approx(1 / 201)
+    if center == "pool":  # centred, a random set's coherence is near 0; plain, the shared offset dominates it
+        assert abs(res["coherence"][0]) < 0.2
+    else:
+        assert res["coherence"][0] > 0.8
 
 
 def test_vis_match_reference():
@@ -209,3 +216,11 @@ def test_auto_i_cross_validation_matches_sklearn():
     assert a["spearman"] == pytest.approx(stats.spearmanr(ours, y).statistic)
     assert a["pearson"] == pytest.approx(stats.pearsonr(ours, y).statistic)
     assert a["mae"] == pytest.approx(np.mean(np.abs(ours - y)))
+
+
+def test_coherence_center_option_is_checked():
+    from autointerp.errors import ConfigError
+    from autointerp.rating import create_rater
+
+    with pytest.raises(ConfigError, match=r"clip_coherence.center = 'mean'; expected one of pool, none"):
+        create_rater("clip_coherence", center="mean").score(None, [0])
