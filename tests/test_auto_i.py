@@ -19,20 +19,10 @@ from rater_harness import check_rater, make_world
 
 from autointerp.errors import ConfigError, UserError
 from autointerp.rating import RATERS, Rater, RatingContext, ScoreTable, create_rater, register_rater
+from autointerp.survey.export import COLUMNS
 from raters.auto_i import HumanFit, agreement, check_source, fit_out_of_fold, nonnegative_combination
 
-HEADER = [
-    "model",
-    "layer",
-    "neuron",
-    "question1",
-    "text_question",
-    "question3",
-    "question4",
-    "question5",
-    "question6",
-    "participant",
-]
+HEADER = list(COLUMNS)  # the survey export's columns: the study format with a participant column
 
 
 # ------------------------------------------------------------------------------------------ planted sources
