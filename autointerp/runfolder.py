@@ -127,8 +127,10 @@ class RunContext:
         if "model" in self.__dict__:  # an adapter set on the context directly (tests, notebooks) is the model
             return self.__dict__["model"]
         mc = self.config.model
+        # the CPU generator only (the network is built on the CPU): torch.manual_seed would also reseed every
+        # CUDA generator, which fork_rng(devices=[]) does not restore
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
+            torch.default_generator.manual_seed(self.config.seed)
             adapter = create_model(mc.name, weights=mc.weights, pretrained=mc.pretrained, **mc.options)
         adapter.check_layer(self.config.layer)
         return adapter.to(self.device)

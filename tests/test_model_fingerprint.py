@@ -20,12 +20,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(data: Path, seed: int = 0):
-    return config_from_dict({
-        "seed": seed, "model": {"name": "torchvision", "pretrained": False, "options": {"arch": "resnet18"}},
-        "layer": "layer4", "device": "cpu", "dataset": {"type": "npz", "path": str(data), "image_size": 64},
-        "label_mapping": {"type": "identity"},
-        "activations": {"batch_size": 4, "top_k": 2, "bottom_k": 2, "accuracy_k": [1]},
-    })
+    return config_from_dict(
+        {
+            "seed": seed,
+            "model": {"name": "torchvision", "pretrained": False, "options": {"arch": "resnet18"}},
+            "layer": "layer4",
+            "device": "cpu",
+            "dataset": {"type": "npz", "path": str(data), "image_size": 64},
+            "label_mapping": {"type": "identity"},
+            "activations": {"batch_size": 4, "top_k": 2, "bottom_k": 2, "accuracy_k": [1]},
+        }
+    )
 
 
 @pytest.fixture
@@ -70,3 +75,68 @@ def test_a_cache_made_with_other_weights_is_refused(data: Path, tmp_path: Path):
         _ = other.model
     run_activations(other, overwrite=True)  # remaking the cache is how to switch weights
     assert other.model is not None
+
+
+class _WithExtraState(torch.nn.Module):
+    """A module whose state dict holds a non-tensor entry (``get_extra_state``), as e.g. TransformerEngine's."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+        self.version = version
+
+    def get_extra_state(self) -> dict:
+        return {"version": self.version, "scale": torch.tensor([0.5])}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.version = state["version"]
+
+
+def _reference_fingerprint(module: torch.nn.Module) -> str:
+    """The documented scheme written independently: SHA-256 over name|dtype|shape| and the values' bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def test_fingerprints_of_ordinary_weights_are_unchanged():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    assert weights_fingerprint(model) == _reference_fingerprint(model)  # caches recorded earlier stay valid
+
+
+def test_non_tensor_extra_state_is_fingerprinted_not_a_crash():
+    a, b = _WithExtraState(1), _WithExtraState(2)
+    b.lin.load_state_dict(a.lin.state_dict())
+    fa = weights_fingerprint(a)
+    assert fa == weights_fingerprint(a)
+    assert fa != weights_fingerprint(b)  # the extra state's content counts
+
+
+def test_dtypes_numpy_lacks_are_fingerprinted():
+    if not hasattr(torch, "float8_e4m3fn"):
+        pytest.skip("this torch has no float8 dtype")
+    a = torch.nn.Linear(4, 4).to(torch.float8_e4m3fn)
+    b = torch.nn.Linear(4, 4).to(torch.float8_e4m3fn)
+    b.load_state_dict(a.state_dict())
+    assert weights_fingerprint(a) == weights_fingerprint(b)
+    with torch.no_grad():
+        b.weight.view(torch.uint8)[0, 0] ^= 1  # one bit of one weight
+    assert weights_fingerprint(a) != weights_fingerprint(b)
+
+
+def test_lazy_modules_before_their_first_forward():
+    assert weights_fingerprint(torch.nn.LazyLinear(3)) == weights_fingerprint(torch.nn.LazyLinear(3))
+
+
+def test_building_the_model_leaves_the_cuda_generators_alone(data: Path, tmp_path: Path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+    ctx = RunContext.create(_config(data, seed=3), tmp_path / "run")
+    _ = ctx.model_fingerprint
+    assert calls == []  # fork_rng(devices=[]) restores the CPU generator only: the CUDA ones must not be reseeded
