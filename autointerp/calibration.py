@@ -41,7 +41,7 @@ def null_percentile(raw: float | Sequence[float] | np.ndarray, null: Sequence[fl
                     direction: str = "higher") -> np.ndarray:
     """Map raw statistics to [0, 1] by their percentile within ``null`` (see the module docstring).
 
-    ``raw`` may be a scalar or an array (NaN stays NaN); ``null`` needs at least two finite values.
+    ``raw`` may be a scalar or an array (NaN stays NaN; ±inf map to 1 or 0); ``null`` needs at least two finite values.
     ``direction`` says whether a larger raw value is more interpretable (``"higher"``) or a smaller
     one (``"lower"``, e.g. a distance). The result is strictly increasing in the oriented raw value.
     """
@@ -60,7 +60,7 @@ def null_percentile(raw: float | Sequence[float] | np.ndarray, null: Sequence[fl
     if not tau > 0:
         tau = max(abs(float(ref[0])), 1.0) * 1e-6
     out = np.full(x.shape, np.nan)
-    ok = np.isfinite(x)
+    ok = ~np.isnan(x)  # ±inf lie beyond every null value: I = 1 or 0
     xv = x[ok]
     res = np.empty_like(xv)
     lo, hi = xv < values[0], xv > values[-1]

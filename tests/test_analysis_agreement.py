@@ -314,3 +314,15 @@ def test_single_rater_study_has_no_noise_ceiling() -> None:
     flat = _rater("human_file", np.arange(30), truth[0] / 5, human=True, n_raters=np.ones(30))
     b = analyze(Importance(np.arange(30), np.arange(30.0)), [flat], FAST)
     assert b.summary["noise_ceiling"]["human_file"]["reason"] == "no noise ceiling: only one rater"
+
+
+def test_split_half_steps_up_the_mean_correlation_not_each_split() -> None:
+    # two raters of five features that disagree: single splits near r = -1 would blow up (or drop out as NaN)
+    # if each were stepped up first; the mean half correlation stepped up once is 2r / (1 + r)
+    from autointerp.analysis.agreement import split_half_reliability
+
+    panel = np.random.default_rng(1).normal(size=(2, 5))
+    res = split_half_reliability(panel, seed=0)
+    r = res["raw"]
+    assert res["factor"] == pytest.approx(2.0)
+    assert res["reliability"] == pytest.approx(2 * r / (1 + r))

@@ -277,6 +277,16 @@ def test_both_importance_measures_with_reliability_and_corrected_correlations(
     np.testing.assert_allclose(a.measures["importance_ci_low"], np.arange(n) - 1.0)
     assert "importance" not in a.measures  # only the per-feature intervals go to the gallery
 
+    # The reliability is the layer's: a rater that scored only the two extreme groups gets no corrected value.
+    ids = np.arange(n)
+    rated = ids[np.argsort(-top_k, kind="stable")][:10]
+    extreme = _rater("extreme", rated, rater_i[rated])
+    b = analyze(imp, [rater, extreme], AnalysisSettings(10, 10, 0, 0), reliability=_planted_reliability(ids))
+    got = b.summary["importance_measures"]["correlations"]["extreme"]["importance"]
+    assert b.summary["raters"]["extreme"]["scope"] != "layer-wide"
+    assert got["corrected"] is None and "reliability is layer-wide" in got["corrected_reason"]
+    assert b.summary["importance_measures"]["correlations"]["auto"]["importance"]["corrected"] is not None
+
     # Through a run folder: the report shows the measures, their reliabilities and the corrected values.
     from autointerp.report.sources import report_from_run
     from tests.report_fixtures import build_run

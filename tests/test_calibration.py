@@ -86,3 +86,9 @@ def test_the_human_scale_may_leave_the_unit_interval():
             return self.table(features, I=[-0.125])
 
     assert isinstance(Keep().score(None, [1]), ScoreTable)
+
+
+def test_infinite_raw_values_lie_beyond_every_null_value():
+    null = RNG.normal(size=100)
+    np.testing.assert_array_equal(null_percentile(np.array([np.inf, -np.inf]), null), [1.0, 0.0])
+    np.testing.assert_array_equal(null_percentile(np.array([np.inf, -np.inf]), null, "lower"), [0.0, 1.0])

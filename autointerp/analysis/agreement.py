@@ -131,12 +131,12 @@ def split_half_reliability(matrix: np.ndarray, n_splits: int = 200, seed: int = 
 
     ``matrix`` is raters × features (NaN = not rated); features with fewer than two ratings are left
     out. Each split sends a random half of each feature's raters to A (``floor(k/2)``) and the rest
-    to B; the Spearman correlation of the A and B means is stepped up with Spearman–Brown to the full
-    number of raters, ``factor = k / sqrt(a·b)`` (``k``, ``a``, ``b``: harmonic means over features of
-    the number of raters and of the half sizes; exactly 2 when every feature has an even number of
-    raters). Returns ``reliability`` (mean over splits of the stepped-up values), ``raw`` (mean half
-    correlation), ``factor``, ``k`` and ``n_features``; reliability is None (with ``reason``) when
-    undefined.
+    to B; the Spearman correlation of the A and B means, averaged over splits, is stepped up with
+    Spearman–Brown to the full number of raters, ``factor = k / sqrt(a·b)`` (``k``, ``a``, ``b``:
+    harmonic means over features of the number of raters and of the half sizes; exactly 2 when every
+    feature has an even number of raters). Returns ``reliability`` (the stepped-up mean half
+    correlation), ``raw`` (mean half correlation), ``factor``, ``k`` and ``n_features``; reliability
+    is None (with ``reason``) when undefined.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     counts = np.isfinite(matrix).sum(axis=0)
@@ -161,7 +161,7 @@ def split_half_reliability(matrix: np.ndarray, n_splits: int = 200, seed: int = 
     out["factor"], out["k"] = factor, float(k_eff)
     rng = np.random.default_rng(seed)
     values = np.where(filled, sub, 0.0)
-    raw, stepped = [], []
+    raw = []
     for _ in range(n_splits):
         keys = np.where(filled, rng.random(sub.shape), np.inf)
         rank = keys.argsort(axis=0).argsort(axis=0)
@@ -172,12 +172,12 @@ def split_half_reliability(matrix: np.ndarray, n_splits: int = 200, seed: int = 
         r = correlation(mean_a, mean_b, "spearman")
         if np.isfinite(r):
             raw.append(r)
-            stepped.append(spearman_brown(r, factor))
     if not raw:
         out["reason"] = "the half means are constant in every split"
         return out
     out["raw"] = _float(np.mean(raw))
-    out["reliability"] = _float(np.nanmean(stepped)) if np.isfinite(stepped).any() else None
+    # step up the mean split-half correlation (stepping up each split first blows up near r = -1 and drops NaNs)
+    out["reliability"] = _float(spearman_brown(float(np.mean(raw)), factor))
     return out
 
 
@@ -188,8 +188,8 @@ def noise_ceiling(answers: AnswerTable, component: str = "I", n_splits: int = 20
     reliability of that mean. Needs at least two participants who rated the same features. Returns:
 
     * ``split_half``: reliability of the mean over participants (:func:`split_half_reliability`:
-      random halves of each feature's raters, Spearman between the half means, Spearman–Brown
-      corrected to the full number of raters, averaged over ``n_splits`` splits);
+      random halves of each feature's raters, Spearman between the half means averaged over ``n_splits``
+      splits, Spearman–Brown corrected to the full number of raters);
     * ``ceiling``: ``sqrt(split_half)``, about the highest Spearman correlation with the mean human
       rater that a rater who knew each feature's true score could reach (None when reliability ≤ 0);
     * ``krippendorff_alpha`` among participants (units = features; missing answers allowed);

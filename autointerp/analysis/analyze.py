@@ -266,7 +266,8 @@ def _corrected(r: float | None, reliability_x: float | None) -> tuple[float | No
 
 
 def _importance_measures(
-    imp: np.ndarray, measures: dict[str, np.ndarray], scores: dict[str, np.ndarray], rel: dict[str, Any]
+    imp: np.ndarray, measures: dict[str, np.ndarray], scores: dict[str, np.ndarray], rel: dict[str, Any],
+    scopes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Both importance measures, their reliabilities and each rater's correlation with each
     (over every feature the rater scored), raw and corrected for the measure's unreliability."""
@@ -286,7 +287,11 @@ def _importance_measures(
             entry: dict[str, Any] = {"n": int(ok.sum()), "spearman": None, "corrected": None}
             if ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(values[ok]) > 0:
                 entry["spearman"] = _float(correlation(x[ok], values[ok], "spearman"))
-            if rel["available"]:
+            scope = (scopes or {}).get(name, "layer-wide")
+            if rel["available"] and scope != "layer-wide":
+                # the reliability is the layer's; a correlation over a subset (e.g. two extreme groups) has another
+                entry["corrected_reason"] = f"the reliability is layer-wide; this correlation is over {scope}"
+            elif rel["available"]:
                 corrected, why = _corrected(entry["spearman"], out["measures"][key]["reliability"])
                 entry["corrected"] = corrected
                 if why:
@@ -478,7 +483,8 @@ def analyze(
 
     # Both importance measures, their reliability, attenuation-corrected correlations --------------
     rel = _reliability_summary(reliability, explain["reliability"] if reliability is None else None)
-    summary["importance_measures"] = {"reliability": rel, **_importance_measures(imp, measures, scores, rel)}
+    scopes = {name: info["scope"] for name, info in summary["raters"].items()}
+    summary["importance_measures"] = {"reliability": rel, **_importance_measures(imp, measures, scores, rel, scopes)}
     if reliability is not None:
         rel_features = np.asarray(getattr(reliability, "feature_ind", []), dtype=np.int64)
         for key, values in (getattr(reliability, "per_feature", None) or {}).items():
