@@ -37,8 +37,9 @@ def check_direction(direction: str, what: str = "raw statistic") -> str:
     return direction
 
 
-def null_percentile(raw: float | Sequence[float] | np.ndarray, null: Sequence[float] | np.ndarray,
-                    direction: str = "higher") -> np.ndarray:
+def null_percentile(
+    raw: float | Sequence[float] | np.ndarray, null: Sequence[float] | np.ndarray, direction: str = "higher"
+) -> np.ndarray:
     """Map raw statistics to [0, 1] by their percentile within ``null`` (see the module docstring).
 
     ``raw`` may be a scalar or an array (NaN stays NaN; ±inf map to 1 or 0); ``null`` needs at least two finite values.

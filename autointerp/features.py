@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from autointerp.errors import UserError
 
 
-def select_features(requested: Sequence[int] | None, configured: Sequence[int] | None, channels: int,
-                    layer: str) -> list[int]:
+def select_features(
+    requested: Sequence[int] | None, configured: Sequence[int] | None, channels: int, layer: str
+) -> list[int]:
     """``requested`` (e.g. ``--features``), else ``configured`` (``visualize.features``), else all channels;
     sorted, without duplicates. An index outside ``0..channels-1`` is a :class:`UserError`."""
     chosen = requested if requested is not None else configured

@@ -313,8 +313,10 @@ def read_answers(
     notes: list[str] = []
     fatal_answers = [b for b in bad_answers if invalid == "error" or not b[3] and invalid in ("clip", "keep")]
     if fatal_answers:
-        hint = "" if invalid != "error" else (
-            "; or set the invalid-answer policy (--human-invalid, rate.human_invalid) to drop, clip or keep"
+        hint = (
+            ""
+            if invalid != "error"
+            else ("; or set the invalid-answer policy (--human-invalid, rate.human_invalid) to drop, clip or keep")
         )
         what = "answers outside 1..5 or not numbers" if invalid == "error" else "non-numeric answers"
         problems.append(

@@ -77,8 +77,10 @@ class Progress:
             self._bar.__exit__(*exc)
         if exc[0] is None:
             rate = self.done / elapsed if elapsed > 0 else float("inf")
-            print(f"{self.description}: {self.done} {self.unit} in {elapsed:.1f}s ({rate:.1f} {self.unit}/s)",
-                  file=sys.stderr)
+            print(
+                f"{self.description}: {self.done} {self.unit} in {elapsed:.1f}s ({rate:.1f} {self.unit}/s)",
+                file=sys.stderr,
+            )
 
 
 def track(items: Iterable[T], description: str, total: int, unit: str = "items") -> Iterator[T]:

@@ -58,8 +58,15 @@ ENTRY_POINT_GROUP = "autointerp.raters"
 #: * ``answer_key``: a ground-truth score in [0, 1] (datasets with known concepts);
 #: * ``uniform``: random numbers in [0, 1] (the baseline);
 #: * ``human``: the survey's own scale, I = (q1·q3 + q4)/2 with q = (Q−1)/4 (negative under ``--human-invalid keep``).
-SCALES = ("null_percentile", "fitted_to_human", "mean_of_null_percentiles", "mean_of_sources",
-          "answer_key", "uniform", "human")
+SCALES = (
+    "null_percentile",
+    "fitted_to_human",
+    "mean_of_null_percentiles",
+    "mean_of_sources",
+    "answer_key",
+    "uniform",
+    "human",
+)
 #: Scales whose ``I`` and components must lie in [0, 1] (NaN allowed), higher = more interpretable.
 BOUNDED_SCALES = frozenset(SCALES) - {"human"}
 _UNIT_SLACK = 1e-9  # float rounding of a value computed as 1 or 0
@@ -279,9 +286,7 @@ class Rater:
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             allowed = ", ".join(sorted(self.defaults)) or "(none)"
-            raise ConfigError(
-                f"rate.options.{self.name}: unknown option {unknown[0]!r}; allowed options: {allowed}"
-            )
+            raise ConfigError(f"rate.options.{self.name}: unknown option {unknown[0]!r}; allowed options: {allowed}")
         self.seed = int(seed)
         self.options: dict[str, Any] = {**self.defaults, **options}
 
@@ -361,8 +366,10 @@ def register_rater(cls_or_name: type[Rater] | str | None = None) -> Any:
         if cls.raw_direction not in (None, "higher", "lower"):
             raise TypeError(f"{cls.__name__}.raw_direction = {cls.raw_direction!r}; expected 'higher', 'lower' or None")
         if not cls.higher_is_better:
-            raise TypeError(f"{cls.__name__}: I must be higher = more interpretable; map a lower-is-better raw "
-                            "statistic with autointerp.calibration.null_percentile(raw, null, 'lower')")
+            raise TypeError(
+                f"{cls.__name__}: I must be higher = more interpretable; map a lower-is-better raw "
+                "statistic with autointerp.calibration.null_percentile(raw, null, 'lower')"
+            )
         existing = RATERS._items.get(name)
         if existing is not None and existing is not cls:
             if _same_definition(existing, cls):
@@ -386,8 +393,17 @@ def _same_definition(a: type, b: type) -> bool:
     return a.__qualname__ == b.__qualname__ and fa is not None and fa == fb
 
 
-BUILTIN_RATER_MODULES = ("human", "clip_coherence", "clip_vis_match", "clip_label", "fid", "mis", "auto_i",
-                         "random_rater", "concept_purity")
+BUILTIN_RATER_MODULES = (
+    "human",
+    "clip_coherence",
+    "clip_vis_match",
+    "clip_label",
+    "fid",
+    "mis",
+    "auto_i",
+    "random_rater",
+    "concept_purity",
+)
 
 
 def _load_builtin_raters() -> None:
@@ -450,8 +466,10 @@ def load_rater_file(path: str | Path) -> list[str]:
 
 def list_raters() -> dict[str, str]:
     """Registered rater names → one-line descriptions."""
-    return {name: RATERS.get(name).description.strip().splitlines()[0] if RATERS.get(name).description else ""
-            for name in RATERS.names()}
+    return {
+        name: RATERS.get(name).description.strip().splitlines()[0] if RATERS.get(name).description else ""
+        for name in RATERS.names()
+    }
 
 
 def create_rater(name: str, seed: int = 0, **options: Any) -> Rater:
@@ -533,8 +551,10 @@ class RatingContext:
         if need == "human":
             return bool(self.human_paths)
         if need == "dataset":
-            return self._dataset_override is not None or self.config.dataset.path is not None or (
-                self.config.dataset.type == "synthetic"
+            return (
+                self._dataset_override is not None
+                or self.config.dataset.path is not None
+                or (self.config.dataset.type == "synthetic")
             )
         if need == "embedder":
             return True
@@ -722,8 +742,9 @@ class RatingContext:
             return self.embed_paths([paths[i] for i in pick])
         return self.embed_dataset(indices)
 
-    def prefetch(self, features: Sequence[int], what: Sequence[str] = ("vis", "top"), null_size: int = 0,
-                 batch: int = 256) -> None:
+    def prefetch(
+        self, features: Sequence[int], what: Sequence[str] = ("vis", "top"), null_size: int = 0, batch: int = 256
+    ) -> None:
         """Embed, in large batches with a progress bar, every image the raters will ask for."""
         from autointerp.progress import Progress
 
@@ -794,4 +815,3 @@ __all__ = [
     "rater_options",
     "register_rater",
 ]
-

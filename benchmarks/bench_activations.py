@@ -37,9 +37,12 @@ def main() -> None:
     os.environ.setdefault("AUTOINTERP_NO_PROGRESS", "1")
     torch.manual_seed(0)
     overrides = [
-        "model.pretrained=false", f"dataset.path={SHARED / 'data/imagenet_sample_64.npz'}",
-        f"dataset.max_images={args.images}", f"label_mapping.map_clsloc={SHARED / 'reference/imagenet/map_clsloc.txt'}",
-        f"activations.batch_size={args.batch}", "device=cpu",
+        "model.pretrained=false",
+        f"dataset.path={SHARED / 'data/imagenet_sample_64.npz'}",
+        f"dataset.max_images={args.images}",
+        f"label_mapping.map_clsloc={SHARED / 'reference/imagenet/map_clsloc.txt'}",
+        f"activations.batch_size={args.batch}",
+        "device=cpu",
     ]
     cfg = load_config(REPO / "configs/inceptionv1_mixed5a.yaml", overrides)
     plain_best = ours_best = float("inf")

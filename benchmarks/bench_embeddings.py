@@ -28,12 +28,12 @@ from PIL import Image
 
 os.environ.setdefault("AUTOINTERP_NO_PROGRESS", "1")
 
-from autointerp.config import RunConfig  # noqa: E402
-from autointerp.data.base import ImageDataset  # noqa: E402
-from autointerp.embedders import create_embedder  # noqa: E402
-from autointerp.embedders.cache import EmbeddingCache, image_key  # noqa: E402
-from autointerp.runfolder import RunContext  # noqa: E402
-from autointerp.stages.rate import run_rate  # noqa: E402
+from autointerp.config import RunConfig
+from autointerp.data.base import ImageDataset
+from autointerp.embedders import create_embedder
+from autointerp.embedders.cache import EmbeddingCache, image_key
+from autointerp.runfolder import RunContext
+from autointerp.stages.rate import run_rate
 
 RATERS = ["random", "clip_coherence", "clip_vis_match", "clip_label", "fid", "mis", "auto_I"]
 
@@ -116,10 +116,13 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}, cpus: {os.cpu_count()}, device: {args.device}")
     # -- 1. throughput -----------------------------------------------------------------------
     rng = np.random.default_rng(0)
-    imgs = [np.kron(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), np.ones((8, 8, 1), dtype=np.uint8))
-            for _ in range(args.clip_images)]
-    clip = create_embedder({"type": "open_clip", "model": args.clip_model, "pretrained": None, "device": args.device,
-                            "batch_size": 16})
+    imgs = [
+        np.kron(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), np.ones((8, 8, 1), dtype=np.uint8))
+        for _ in range(args.clip_images)
+    ]
+    clip = create_embedder(
+        {"type": "open_clip", "model": args.clip_model, "pretrained": None, "device": args.device, "batch_size": 16}
+    )
     clip.embed(imgs[:2])  # warm-up
     clip_ips = throughput(clip, imgs)
     hand_ips = throughput(create_embedder("handcrafted"), imgs, repeats=2)
@@ -128,8 +131,10 @@ def main() -> None:
     t0 = time.perf_counter()
     cache.embed(imgs)
     cached_ips = len(imgs) / (time.perf_counter() - t0)
-    print(f"open_clip {args.clip_model} random init: {clip_ips:.1f} images/s; handcrafted: {hand_ips:.1f} images/s; "
-          f"open_clip cache hit: {cached_ips:.0f} images/s")
+    print(
+        f"open_clip {args.clip_model} random init: {clip_ips:.1f} images/s; handcrafted: {hand_ips:.1f} images/s; "
+        f"open_clip cache hit: {cached_ips:.0f} images/s"
+    )
 
     # -- 2. every rater on N features × 12 images -----------------------------------------------
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,14 +169,20 @@ def main() -> None:
             EmbeddingCache.get = original
         needed = len(set(requested))
         ratio = len(computed) / needed
-        print(f"scored {len(RATERS)} raters on {args.features} features in {total:.1f}s with {args.embedder}; "
-              f"images requested by raters {len(requested)}, distinct images needed {needed}, "
-              f"embeddings computed {len(computed)} (distinct {len(set(computed))})")
-        print(f"estimated open_clip {args.clip_model} embedding time for those images on this machine: "
-              f"{needed / clip_ips:.0f}s (a cache-less design: {len(requested) / clip_ips:.0f}s)")
-    print(f"clip_images_per_s: {clip_ips:.2f} handcrafted_images_per_s: {hand_ips:.1f} total_s: {total:.1f} "
-          f"images_requested: {len(requested)} embeddings_computed: {len(computed)} images_needed: {needed} "
-          f"embeddings_computed/images_needed: {ratio:.3f}")
+        print(
+            f"scored {len(RATERS)} raters on {args.features} features in {total:.1f}s with {args.embedder}; "
+            f"images requested by raters {len(requested)}, distinct images needed {needed}, "
+            f"embeddings computed {len(computed)} (distinct {len(set(computed))})"
+        )
+        print(
+            f"estimated open_clip {args.clip_model} embedding time for those images on this machine: "
+            f"{needed / clip_ips:.0f}s (a cache-less design: {len(requested) / clip_ips:.0f}s)"
+        )
+    print(
+        f"clip_images_per_s: {clip_ips:.2f} handcrafted_images_per_s: {hand_ips:.1f} total_s: {total:.1f} "
+        f"images_requested: {len(requested)} embeddings_computed: {len(computed)} images_needed: {needed} "
+        f"embeddings_computed/images_needed: {ratio:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -151,24 +151,44 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--naive-features", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--segment-images", type=int, default=None,
-                    help="images per segment (a unit of work, all features at once); default: four segments "
-                         "per worker (the stage: 2,048, configs/inceptionv1_mixed5a.yaml)")
-    ap.add_argument("--workers", default="auto",
-                    help="worker processes for the fast path, one thread each: auto (one per CPU, as the stage) or N "
-                         "(1: this process, --threads threads)")
+    ap.add_argument(
+        "--segment-images",
+        type=int,
+        default=None,
+        help="images per segment (a unit of work, all features at once); default: four segments "
+        "per worker (the stage: 2,048, configs/inceptionv1_mixed5a.yaml)",
+    )
+    ap.add_argument(
+        "--workers",
+        default="auto",
+        help="worker processes for the fast path, one thread each: auto (one per CPU, as the stage) or N "
+        "(1: this process, --threads threads)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-compile", action="store_true", help="eager PyTorch only (no torch.compile)")
-    ap.add_argument("--no-native", action="store_true",
-                    help="no C loops (autointerp.importance.native): the rank-one tier's fit and pooling in PyTorch")
-    ap.add_argument("--int8", choices=("auto", "true", "false"), default="auto",
-                    help="the int8 tier: auto (where faster than float32 here, as the stage), true (wherever "
-                         "exact, even where slow), false (float32 convolutions only)")
-    for tier, what, auto in (("folded", "the folded-mask tier", "the int8 and sparse tiers are"),
-                             ("sparse", "the sparse exact tier", "the int8 tier is"),
-                             ("lowrank", "the rank-one tier", "the int8 tier is")):
-        ap.add_argument(f"--{tier}", choices=("auto", "true", "false"), default="auto",
-                        help=f"{what}: auto (where {auto} off, as the stage), true or false")
+    ap.add_argument(
+        "--no-native",
+        action="store_true",
+        help="no C loops (autointerp.importance.native): the rank-one tier's fit and pooling in PyTorch",
+    )
+    ap.add_argument(
+        "--int8",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="the int8 tier: auto (where faster than float32 here, as the stage), true (wherever "
+        "exact, even where slow), false (float32 convolutions only)",
+    )
+    for tier, what, auto in (
+        ("folded", "the folded-mask tier", "the int8 and sparse tiers are"),
+        ("sparse", "the sparse exact tier", "the int8 tier is"),
+        ("lowrank", "the rank-one tier", "the int8 tier is"),
+    ):
+        ap.add_argument(
+            f"--{tier}",
+            choices=("auto", "true", "false"),
+            default="auto",
+            help=f"{what}: auto (where {auto} off, as the stage), true or false",
+        )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -261,8 +281,10 @@ def main() -> None:
     print(f"fast path elementwise core: {compiled}; {tier_notes}")
     where = f"{workers} worker processes x {threads} thread" if workers > 1 else f"this process, {threads} threads"
     print(f"fast path runs in {where} (start-up and warm-up {t_warm:.1f}s, not timed)")
-    print(f"cpu: {cpu_model()}, {available_cpus()} CPUs, PyTorch {torch.__version__} "
-          f"(vector capability {torch.backends.cpu.get_cpu_capability()})")
+    print(
+        f"cpu: {cpu_model()}, {available_cpus()} CPUs, PyTorch {torch.__version__} "
+        f"(vector capability {torch.backends.cpu.get_cpu_capability()})"
+    )
     print(f"naive: {len(naive_feats)} features x {len(images)} images in {t_naive:.1f}s, this process, "
           f"{torch.get_num_threads()} threads (+ {naive_seconds['baseline']:.1f}s for the unablated pass, "
           "not counted)")  # fmt: skip

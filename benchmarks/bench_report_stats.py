@@ -49,11 +49,15 @@ def main() -> None:
     t = time.perf_counter()
     full = {m: correlation_test(x, y, m, n_boot=args.boot, n_perm=args.boot) for m in REFS}
     full_s = time.perf_counter() - t
-    print(f"{args.n} features, {args.boot} resamples, 3 correlations; full correlation_test incl. "
-          f"{args.boot} permutations each: {full_s:.2f}s")
+    print(
+        f"{args.n} features, {args.boot} resamples, 3 correlations; full correlation_test incl. "
+        f"{args.boot} permutations each: {full_s:.2f}s"
+    )
     lo, hi = full["spearman"]["ci95"]
-    print(f"loop_s: {best_loop:.3f} vectorised_s: {best_vec:.3f} speedup: {best_loop / best_vec:.1f} "
-          f"full_test_s: {full_s:.2f} spearman_ci_lo: {lo:.4f} spearman_ci_hi: {hi:.4f}")
+    print(
+        f"loop_s: {best_loop:.3f} vectorised_s: {best_vec:.3f} speedup: {best_loop / best_vec:.1f} "
+        f"full_test_s: {full_s:.2f} spearman_ci_lo: {lo:.4f} spearman_ci_hi: {hi:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ def _lucent_rate(model: torch.nn.Module, features: list[int], steps: int) -> flo
     t0 = time.perf_counter()
     for f in features:
         obj = objectives.channel("mixed5a", f) - 1e2 * objectives.diversity("mixed5a")
-        render.render_vis(model, obj, lambda: param.image(128, batch=N_IMAGES), thresholds=(steps,),
-                          progress=False, show_image=False)
+        render.render_vis(
+            model, obj, lambda: param.image(128, batch=N_IMAGES), thresholds=(steps,), progress=False, show_image=False
+        )
     return len(features) * N_IMAGES * steps / (time.perf_counter() - t0)
 
 
@@ -49,7 +50,7 @@ def _ours_rate(head: torch.nn.Module, features: list[int], steps: int, batch_fea
     settings = RenderSettings(steps=steps, **kw)
     t0 = time.perf_counter()
     for lo in range(0, len(features), batch_features):
-        render(head, [Job(f) for f in features[lo:lo + batch_features]], settings, seed=0)
+        render(head, [Job(f) for f in features[lo : lo + batch_features]], settings, seed=0)
     return len(features) * N_IMAGES * steps / (time.perf_counter() - t0)
 
 
@@ -72,8 +73,10 @@ def main() -> None:
     torch.manual_seed(0)
     adapter = InceptionV1Adapter(load_inceptionv1(pretrained=False))
     model, head = adapter.module, adapter.head("mixed5a")
-    print(f"InceptionV1 (random init) mixed5a, 128 px, {N_IMAGES} images/feature, {args.steps} steps timed; "
-          f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"InceptionV1 (random init) mixed5a, 128 px, {N_IMAGES} images/feature, {args.steps} steps timed; "
+        f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}, load {os.getloadavg()[0]:.1f}"
+    )
     _lucent_rate(model, [0], 1)  # warm-up (allocator, oneDNN primitives)
     _ours_rate(head, list(range(args.batch_features)), 1, args.batch_features)
     lucent, ours = [], []
@@ -81,20 +84,28 @@ def main() -> None:
         feats = list(range(trial * args.features, (trial + 1) * args.features))
         lucent.append(_lucent_rate(model, feats[: args.lucent_features], args.steps))
         ours.append(_ours_rate(head, feats, args.steps, args.batch_features))
-        print(f"trial {trial}: lucent {lucent[-1]:.2f} image-steps/s, ours {ours[-1]:.2f} image-steps/s "
-              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+        print(
+            f"trial {trial}: lucent {lucent[-1]:.2f} image-steps/s, ours {ours[-1]:.2f} image-steps/s "
+            f"(load {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
     if args.sweep:
-        for label, kw in (("1 feature/batch", {"bf": 1}), ("4 features/batch", {"bf": 4}),
-                          ("16 features/batch", {"bf": 16}), ("no fast kernels", {"fast_kernels": False}),
-                          ("channels-last", {"channels_last": True})):
+        for label, kw in (
+            ("1 feature/batch", {"bf": 1}),
+            ("4 features/batch", {"bf": 4}),
+            ("16 features/batch", {"bf": 16}),
+            ("no fast kernels", {"fast_kernels": False}),
+            ("channels-last", {"channels_last": True}),
+        ):
             bf = kw.pop("bf", args.batch_features)
             rate = _ours_rate(head, list(range(max(bf, args.features))), args.steps, bf, **kw)
             print(f"  ours, {label}: {rate:.2f} image-steps/s", flush=True)
     best_l, best_o = max(lucent), max(ours)
-    print(f"projection, 832 features x 4 images x 512 steps on this machine: lucent {_hours(best_l):.0f} h, "
-          f"ours {_hours(best_o):.0f} h ({best_o / N_IMAGES * 3600 / N_STEPS:.1f} features/h)")
-    print(f"lucent_image_steps_per_s: {best_l:.3f} ours_image_steps_per_s: {best_o:.3f} "
-          f"speedup: {best_o / best_l:.2f}")
+    print(
+        f"projection, 832 features x 4 images x 512 steps on this machine: lucent {_hours(best_l):.0f} h, "
+        f"ours {_hours(best_o):.0f} h ({best_o / N_IMAGES * 3600 / N_STEPS:.1f} features/h)"
+    )
+    print(f"lucent_image_steps_per_s: {best_l:.3f} ours_image_steps_per_s: {best_o:.3f} speedup: {best_o / best_l:.2f}")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def topk_hits(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
     return (top == targets[:, None]).any(axis=1)
 
 
-def torch_logits(adapter, x_batches) -> tuple[np.ndarray, float]:  # noqa: ANN001
+def torch_logits(adapter, x_batches) -> tuple[np.ndarray, float]:
     out = []
     t0 = time.perf_counter()
     with torch.no_grad():

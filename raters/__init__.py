@@ -28,5 +28,14 @@ from raters import (
     random_rater,
 )
 
-__all__ = ["auto_i", "clip_coherence", "clip_label", "clip_vis_match", "concept_purity", "fid", "human", "mis",
-           "random_rater"]
+__all__ = [
+    "auto_i",
+    "clip_coherence",
+    "clip_label",
+    "clip_vis_match",
+    "concept_purity",
+    "fid",
+    "human",
+    "mis",
+    "random_rater",
+]

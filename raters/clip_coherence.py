@@ -42,8 +42,12 @@ CENTERS = ("pool", "none")
 
 
 def coherence_scores(
-    example_sets: Sequence[np.ndarray], pool_emb: np.ndarray, n_null: int = 500, seed: int = 0,
-    calibration: str = "percentile", center: str = "pool",
+    example_sets: Sequence[np.ndarray],
+    pool_emb: np.ndarray,
+    n_null: int = 500,
+    seed: int = 0,
+    calibration: str = "percentile",
+    center: str = "pool",
 ) -> dict[str, np.ndarray]:
     """Per set: raw coherence, calibrated q4, null mean/std, z and p-value (NaN for sets of < 2).
 

@@ -87,8 +87,15 @@ def label_probabilities(img_emb: np.ndarray, text_emb: np.ndarray, logit_scale: 
 MATCHES = ("distribution", "label_mass")
 
 
-def label_match(p_vis: np.ndarray, p_ex: np.ndarray, p_pool: np.ndarray, subsets: np.ndarray, top_m: int,
-                calibration: str = "percentile", match: str = "distribution") -> dict[str, object]:
+def label_match(
+    p_vis: np.ndarray,
+    p_ex: np.ndarray,
+    p_pool: np.ndarray,
+    subsets: np.ndarray,
+    top_m: int,
+    calibration: str = "percentile",
+    match: str = "distribution",
+) -> dict[str, object]:
     """Label of the visualisations and how well it describes the examples, against random sets.
 
     The label is the ``top_m`` phrases of the mean visualisation distribution p̄. ``match``:
@@ -100,8 +107,15 @@ def label_match(p_vis: np.ndarray, p_ex: np.ndarray, p_pool: np.ndarray, subsets
     """
     nan = float("nan")
     if len(p_vis) == 0 or len(p_ex) == 0:
-        return {"q3": nan, "match": nan, "null_mean": nan, "null_std": nan, "z": nan, "p_value": nan,
-                "label_idx": np.zeros(0, np.int64)}
+        return {
+            "q3": nan,
+            "match": nan,
+            "null_mean": nan,
+            "null_std": nan,
+            "z": nan,
+            "p_value": nan,
+            "label_idx": np.zeros(0, np.int64),
+        }
     mean_vis = p_vis.mean(axis=0)
     top = np.argsort(-mean_vis, kind="stable")[:top_m]
     if match == "distribution":
@@ -114,8 +128,15 @@ def label_match(p_vis: np.ndarray, p_ex: np.ndarray, p_pool: np.ndarray, subsets
     raw = float(per_ex.mean())
     null = per_pool[subsets].mean(axis=1)
     mean, sd, z, pval = null_summary(raw, null)
-    return {"q3": calibrate(raw, null, calibration), "match": raw, "null_mean": mean, "null_std": sd,
-            "z": z, "p_value": pval, "label_idx": top}
+    return {
+        "q3": calibrate(raw, null, calibration),
+        "match": raw,
+        "null_mean": mean,
+        "null_std": sd,
+        "z": z,
+        "p_value": pval,
+        "label_idx": top,
+    }
 
 
 @register_rater
@@ -173,15 +194,27 @@ class ClipLabel(Rater):
             p_ex = label_probabilities(ctx.embed_paths(ep), text, scale) if ep else np.zeros((0, len(phrases)))
             k = len(p_ex)
             if k and k not in subsets:
-                subsets[k] = random_subsets(len(p_pool), k, int(self.options["n_null"]),
-                                            np.random.default_rng([self.seed, k, 0x6C62]))
-            res = label_match(p_vis, p_ex, p_pool, subsets.get(k, np.zeros((0, 0), np.int64)), top_m, calibration,
-                              self.options["match"])
+                subsets[k] = random_subsets(
+                    len(p_pool), k, int(self.options["n_null"]), np.random.default_rng([self.seed, k, 0x6C62])
+                )
+            res = label_match(
+                p_vis,
+                p_ex,
+                p_pool,
+                subsets.get(k, np.zeros((0, 0), np.int64)),
+                top_m,
+                calibration,
+                self.options["match"],
+            )
             labels.append("; ".join(phrases[i] for i in res.pop("label_idx")))  # type: ignore[union-attr]
             rows.append(res)
         keys = ("q3", "match", "null_mean", "null_std", "z", "p_value")
         cols = {key: np.array([r[key] for r in rows], dtype=np.float64) for key in keys}
         q3 = cols.pop("q3")
-        return self.table(features, I=q3, components={"q3": q3},
-                          extras={**cols, "label": np.array(labels, dtype=object)},
-                          meta={"vocabulary_size": len(phrases)})
+        return self.table(
+            features,
+            I=q3,
+            components={"q3": q3},
+            extras={**cols, "label": np.array(labels, dtype=object)},
+            meta={"vocabulary_size": len(phrases)},
+        )

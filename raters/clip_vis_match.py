@@ -19,8 +19,9 @@ from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
 from raters._similarity import calibrate, check_calibration, l2_normalize, null_summary, random_subsets
 
 
-def vis_match(vis_emb: np.ndarray, ex_emb: np.ndarray, pool_emb: np.ndarray, subsets: np.ndarray,
-              calibration: str = "percentile") -> dict[str, float]:
+def vis_match(
+    vis_emb: np.ndarray, ex_emb: np.ndarray, pool_emb: np.ndarray, subsets: np.ndarray, calibration: str = "percentile"
+) -> dict[str, float]:
     """Raw match, calibrated q1q3 and null statistics for one feature.
 
     ``subsets`` (n_null, k) indexes random sets of the pool with k = len(ex_emb).
@@ -32,8 +33,14 @@ def vis_match(vis_emb: np.ndarray, ex_emb: np.ndarray, pool_emb: np.ndarray, sub
     per_pool = (v @ p.T).mean(axis=0)  # mean similarity of the visualisations to each pool image
     null = per_pool[subsets].mean(axis=1)
     mean, sd, z, pval = null_summary(raw, null)
-    return {"q1q3": calibrate(raw, null, calibration), "match": raw, "null_mean": mean, "null_std": sd,
-            "z": z, "p_value": pval}
+    return {
+        "q1q3": calibrate(raw, null, calibration),
+        "match": raw,
+        "null_mean": mean,
+        "null_std": sd,
+        "z": z,
+        "p_value": pval,
+    }
 
 
 @register_rater

@@ -50,8 +50,9 @@ from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
 EXAMPLES_K = 8
 
 
-def encode_concepts(concepts: Mapping[str, Sequence[Any] | np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray,
-                                                                                           np.ndarray]]:
+def encode_concepts(
+    concepts: Mapping[str, Sequence[Any] | np.ndarray],
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Integer-code each non-constant concept: ``{name: (values, codes (N,), base_rate per value)}``.
 
     Constant concepts (one value over the images) carry no information and are left out.
@@ -68,8 +69,9 @@ def encode_concepts(concepts: Mapping[str, Sequence[Any] | np.ndarray]) -> dict[
     return out
 
 
-def graded_purity(encoded: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                  ranked: Sequence[int] | np.ndarray) -> dict[str, Any]:
+def graded_purity(
+    encoded: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], ranked: Sequence[int] | np.ndarray
+) -> dict[str, Any]:
     """Graded purity of a ranked image set (see the module docstring).
 
     ``encoded`` comes from :func:`encode_concepts`; ``ranked`` are positions into its arrays, most
@@ -98,8 +100,9 @@ def graded_purity(encoded: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray
     return best
 
 
-def set_purity(encoded: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-               indices: Sequence[int] | np.ndarray) -> float:
+def set_purity(
+    encoded: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], indices: Sequence[int] | np.ndarray
+) -> float:
     """The demo helper's purity (:func:`autointerp.demo.purity.purity`) of an unordered set, on encoded concepts:
     ``max(0, max_v (fraction(v) − p_v) / (1 − p_v))``."""
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -141,18 +144,23 @@ class ConceptPurityRater(Rater):
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
         concepts = getattr(ctx.dataset, "concepts", None)
         if not concepts:
-            raise UserError(f"rater 'concept_purity' needs ground-truth concepts, and dataset "
-                            f"{getattr(ctx.dataset, 'name', type(ctx.dataset).__name__)!r} has none (only datasets "
-                            "with a concept table, like the synthetic demo, have them); remove it from rate.raters")
+            raise UserError(
+                f"rater 'concept_purity' needs ground-truth concepts, and dataset "
+                f"{getattr(ctx.dataset, 'name', type(ctx.dataset).__name__)!r} has none (only datasets "
+                "with a concept table, like the synthetic demo, have them); remove it from rate.raters"
+            )
         scores = ctx.scores
         rows = ctx.dataset_index
         n_concept = len(next(iter(concepts.values())))
         if len(rows) != scores.shape[0]:
-            raise DataError(f"{ctx.paths.activations}: dataset_index.npy has {len(rows)} rows, scores.npy "
-                            f"{scores.shape[0]}")
+            raise DataError(
+                f"{ctx.paths.activations}: dataset_index.npy has {len(rows)} rows, scores.npy {scores.shape[0]}"
+            )
         if len(rows) and (rows.min() < 0 or rows.max() >= n_concept):
-            raise DataError(f"{ctx.paths.activations / 'dataset_index.npy'}: index {int(rows.max())} out of range "
-                            f"for a concept table of {n_concept} images")
+            raise DataError(
+                f"{ctx.paths.activations / 'dataset_index.npy'}: index {int(rows.max())} out of range "
+                f"for a concept table of {n_concept} images"
+            )
         # chance = a random draw from the images that were ranked (the cached ones)
         encoded = encode_concepts({name: np.asarray(v)[rows] for name, v in concepts.items()})
         k = min(int(self.options["k"]), scores.shape[0])
@@ -160,8 +168,10 @@ class ConceptPurityRater(Rater):
         out: dict[str, list[Any]] = {c: [] for c in ("I", "purity_k8", "purity_topk", "concept", "fraction")}
         for f in features:
             if not 0 <= int(f) < n_features:
-                raise DataError(f"{ctx.paths.activations / 'scores.npy'}: feature {int(f)} out of range "
-                                f"(the cache has {n_features} channels)")
+                raise DataError(
+                    f"{ctx.paths.activations / 'scores.npy'}: feature {int(f)} out of range "
+                    f"(the cache has {n_features} channels)"
+                )
             column = np.asarray(scores[:, int(f)], dtype=np.float64)
             ranked = np.argsort(-column, kind="stable")[:k]  # the activation stage's order
             res = graded_purity(encoded, ranked)
@@ -170,6 +180,8 @@ class ConceptPurityRater(Rater):
             out["purity_topk"].append(set_purity(encoded, ranked))
             out["concept"].append("" if res["concept"] is None else f"{res['concept']}={res['value']}")
             out["fraction"].append(res["fraction"])
-        extras = {name: np.asarray(out[name], dtype=object if name == "concept" else np.float64)
-                  for name in ("purity_k8", "purity_topk", "concept", "fraction")}
+        extras = {
+            name: np.asarray(out[name], dtype=object if name == "concept" else np.float64)
+            for name in ("purity_k8", "purity_topk", "concept", "fraction")
+        }
         return self.table(features, I=out["I"], extras=extras, meta={"k": k, "n_ranked_images": int(scores.shape[0])})

@@ -19,7 +19,7 @@ from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
 INVALID_POLICIES = ("error", "drop", "clip", "keep")
 
 
-def human_table(scores, features: Sequence[int]) -> dict[str, np.ndarray]:  # noqa: ANN001 - HumanScores
+def human_table(scores, features: Sequence[int]) -> dict[str, np.ndarray]:
     """Columns of ``scores`` (a HumanScores) aligned to ``features`` (NaN where not rated)."""
     pos = {int(f): i for i, f in enumerate(scores.feature_ind)}
     idx = np.array([pos.get(int(f), -1) for f in features], dtype=np.int64)
@@ -49,7 +49,7 @@ class HumanRater(Rater):
     scale = "human"
     defaults = {"invalid": None, "layer": None, "model": None}
 
-    def load(self, ctx: RatingContext):  # noqa: ANN201 - HumanScores
+    def load(self, ctx: RatingContext):
         """The aggregated human scores of the run's answer files."""
         from autointerp.human_answers import load_human_scores
 
@@ -68,8 +68,12 @@ class HumanRater(Rater):
         cols = human_table(scores, features)
         rated = set(int(f) for f in scores.feature_ind)
         outside = sorted(rated - set(int(f) for f in ctx.features)) if ctx.features else []
-        meta = {"files": [str(p) for p in ctx.human_paths], "n_participants": int(scores.n_participants),
-                "n_features_rated": len(rated), "notes": list(scores.notes)}
+        meta = {
+            "files": [str(p) for p in ctx.human_paths],
+            "n_participants": int(scores.n_participants),
+            "n_features_rated": len(rated),
+            "notes": list(scores.notes),
+        }
         if outside:
             meta["rated_features_not_in_run"] = outside
         return self.table(

@@ -92,9 +92,18 @@ def _save_png(path: Path, img: np.ndarray) -> None:
     Image.fromarray(img).save(path)
 
 
-def make_world(root: Path, n_features: int = 12, n_images: int = 240, seed: int = 0, k: int = 8, n_vis: int = 4,
-               bottom: bool = True, config: dict[str, Any] | None = None, dataset: ImageDataset | None = None,
-               match: np.ndarray | None = None) -> World:
+def make_world(
+    root: Path,
+    n_features: int = 12,
+    n_images: int = 240,
+    seed: int = 0,
+    k: int = 8,
+    n_vis: int = 4,
+    bottom: bool = True,
+    config: dict[str, Any] | None = None,
+    dataset: ImageDataset | None = None,
+    match: np.ndarray | None = None,
+) -> World:
     """Write a planted run folder into ``root`` (see the module docstring).
 
     ``dataset`` + ``match`` (an (N, n_features) bool array: image shows feature f's concept) plant
@@ -186,8 +195,14 @@ def assert_tables_equal(a: ScoreTable, b: ScoreTable) -> None:
             np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=name)
 
 
-def check_rater(name: str, world: World, options: dict[str, Any] | None = None, planted: int | None = None,
-                seed: int = 3, features: list[int] | None = None) -> ScoreTable:
+def check_rater(
+    name: str,
+    world: World,
+    options: dict[str, Any] | None = None,
+    planted: int | None = None,
+    seed: int = 3,
+    features: list[int] | None = None,
+) -> ScoreTable:
     """Run the shared checks on rater ``name``; returns its table on ``features``."""
     options = options or {}
     features = list(world.features if features is None else features)
@@ -204,7 +219,7 @@ def check_rater(name: str, world: World, options: dict[str, Any] | None = None, 
     # output shape
     assert isinstance(table, ScoreTable)
     assert list(table.feature_ind) == features
-    assert list(table.components) [: len(cls.components)] == list(cls.components)
+    assert list(table.components)[: len(cls.components)] == list(cls.components)
     assert len(table.I) == len(features) and np.isfinite(table.I).any()
     # determinism: a fresh instance and a fresh context give the same numbers
     again = create_rater(name, seed=seed, **options).score(world.context(), features)
@@ -219,8 +234,9 @@ def check_rater(name: str, world: World, options: dict[str, Any] | None = None, 
     path = world.root / "ratings" / f"_harness_{name}.csv"
     table.to_csv(path)
     back = ScoreTable.read_csv(path, components=list(table.components))
-    assert_tables_equal(back, ScoreTable(table.feature_ind, table.I, table.components, {
-        k: v for k, v in table.extras.items()}))
+    assert_tables_equal(
+        back, ScoreTable(table.feature_ind, table.I, table.components, {k: v for k, v in table.extras.items()})
+    )
     path.unlink()
     # planted case
     if planted is not None:

@@ -35,7 +35,8 @@ def build_run(root: Path, with_media: bool = True) -> RunContext:
     (root / "importance").mkdir(parents=True, exist_ok=True)
     (root / "importance" / "importance.csv").write_text("\n".join(lines) + "\n")
     (root / "importance" / "cumulative_ablation.csv").write_text(
-        "n_ablated,top1,top5\n" + "".join(f"{n},{0.8 - 0.05 * n:.3f},{0.95 - 0.04 * n:.3f}\n" for n in range(8)))
+        "n_ablated,top1,top5\n" + "".join(f"{n},{0.8 - 0.05 * n:.3f},{0.95 - 0.04 * n:.3f}\n" for n in range(8))
+    )
     rank = importance.argsort().argsort() / (N_FEATURES - 1)
     good = np.clip(rank + rng.normal(0, 0.1, N_FEATURES), 0, 1)
     ratings = root / "ratings"
@@ -43,9 +44,11 @@ def build_run(root: Path, with_media: bool = True) -> RunContext:
     for name, values in (("good", good), ("noise", rng.random(N_FEATURES))):
         rows = ["feature_ind,I,q1,q3,q4"] + [f"{f},{v:.4f},{v:.4f},{v:.4f},{v:.4f}" for f, v in enumerate(values)]
         (ratings / f"{name}.csv").write_text("\n".join(rows) + "\n")
-        (ratings / f"{name}.json").write_text(json.dumps({"rater": name, "higher_is_better": True,
-                                                          "components": ["q1", "q3", "q4"], "options": {},
-                                                          "seed": 0}))
+        (ratings / f"{name}.json").write_text(
+            json.dumps(
+                {"rater": name, "higher_is_better": True, "components": ["q1", "q3", "q4"], "options": {}, "seed": 0}
+            )
+        )
     # Two survey participants who agree with 'good' on the answer scale (1..5).
     survey = [HEADER]
     for p in ("ann", "bob"):
@@ -66,13 +69,19 @@ def build_run(root: Path, with_media: bool = True) -> RunContext:
             _png(root / "visualizations" / d / "card.png", colour, (40, 30))
             _png(root / "visualizations" / d / "vis_0.png", colour)
             _png(root / "examples" / d / "top_0.png", colour)
-            vis_index[str(f)] = {"vis": [f"visualizations/{d}/vis_0.png"], "vis_activation": [1.0],
-                                 "card": f"visualizations/{d}/card.png",
-                                 "quality": {"vis_max": 2.0, "example_max": 1.0, "ratio": 2.0, "ok": f != 3},
-                                 "flags": []}
-            ex_index[str(f)] = {"top": [{"path": f"examples/{d}/top_0.png", "dataset_index": f, "activation": 1.0}],
-                                "bottom": []}
-        (root / "visualizations" / "index.json").write_text(json.dumps({"seed": 0, "settings": {},
-                                                                        "features": vis_index}))
+            vis_index[str(f)] = {
+                "vis": [f"visualizations/{d}/vis_0.png"],
+                "vis_activation": [1.0],
+                "card": f"visualizations/{d}/card.png",
+                "quality": {"vis_max": 2.0, "example_max": 1.0, "ratio": 2.0, "ok": f != 3},
+                "flags": [],
+            }
+            ex_index[str(f)] = {
+                "top": [{"path": f"examples/{d}/top_0.png", "dataset_index": f, "activation": 1.0}],
+                "bottom": [],
+            }
+        (root / "visualizations" / "index.json").write_text(
+            json.dumps({"seed": 0, "settings": {}, "features": vis_index})
+        )
         (root / "examples" / "index.json").write_text(json.dumps({"features": ex_index}))
     return RunContext.open(root)

@@ -21,8 +21,13 @@ from autointerp.stages import activations as act_stage
 def _tiny_cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 4),
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 5, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, 4),
     ).eval()
 
 
@@ -36,18 +41,22 @@ def world(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
 
 
 def _ctx(root: Path, data: Path, **acts: object) -> RunContext:
-    cfg = config_from_dict({
-        "model": {"name": "module"}, "layer": "2", "device": "cpu",
-        "dataset": {"type": "npz", "path": str(data), "image_size": 16},
-        "label_mapping": {"type": "identity"},
-        "activations": {"batch_size": 4, "top_k": 3, "bottom_k": 2, "accuracy_k": [1, 2], **acts},
-    })
+    cfg = config_from_dict(
+        {
+            "model": {"name": "module"},
+            "layer": "2",
+            "device": "cpu",
+            "dataset": {"type": "npz", "path": str(data), "image_size": 16},
+            "label_mapping": {"type": "identity"},
+            "activations": {"batch_size": 4, "top_k": 3, "bottom_k": 2, "accuracy_k": [1, 2], **acts},
+        }
+    )
     ctx = RunContext.create(cfg, root)
     ctx.__dict__["model"] = ModuleAdapter(_tiny_cnn(), input_size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
     return ctx
 
 
-def test_statistics_match_direct_computation(world) -> None:  # noqa: ANN001
+def test_statistics_match_direct_computation(world) -> None:
     tmp, images, labels = world
     ctx = _ctx(tmp / "run", tmp / "data.npz")
     out = act_stage.run_activations(ctx)
@@ -75,7 +84,7 @@ def test_statistics_match_direct_computation(world) -> None:  # noqa: ANN001
     np.testing.assert_array_equal(np.load(out / "labels.npy"), labels)
 
 
-def test_skip_when_done_and_overwrite(world) -> None:  # noqa: ANN001
+def test_skip_when_done_and_overwrite(world) -> None:
     tmp, _, _ = world
     ctx = _ctx(tmp / "run", tmp / "data.npz")
     out = act_stage.run_activations(ctx)
@@ -86,7 +95,7 @@ def test_skip_when_done_and_overwrite(world) -> None:  # noqa: ANN001
     assert (out / "meta.json").stat().st_mtime_ns != stamp
 
 
-def test_crash_then_resume_gives_identical_files(world, monkeypatch) -> None:  # noqa: ANN001
+def test_crash_then_resume_gives_identical_files(world, monkeypatch) -> None:
     tmp, _, _ = world
     clean = act_stage.run_activations(_ctx(tmp / "clean", tmp / "data.npz", dtype="float16"))
 
@@ -95,7 +104,7 @@ def test_crash_then_resume_gives_identical_files(world, monkeypatch) -> None:  #
     real_batch = type(ctx.dataset).batch
     calls = {"n": 0}
 
-    def flaky(self, indices, size):  # noqa: ANN001, ANN202
+    def flaky(self, indices, size):
         calls["n"] += 1
         if calls["n"] == 7:  # after the checkpoints at batches 2, 4 and 6 (the probe is call 1)
             raise RuntimeError("simulated crash")
@@ -114,7 +123,7 @@ def test_crash_then_resume_gives_identical_files(world, monkeypatch) -> None:  #
     assert not (tmp / "crashy/activations.partial").exists()
 
 
-def test_k_larger_than_dataset_and_bad_layer(world) -> None:  # noqa: ANN001
+def test_k_larger_than_dataset_and_bad_layer(world) -> None:
     tmp, _, _ = world
     ctx = _ctx(tmp / "run", tmp / "data.npz", top_k=50)
     with pytest.raises(UserError, match="'activations.top_k' = 50 is larger than the dataset \\(37 images\\)"):
@@ -123,7 +132,7 @@ def test_k_larger_than_dataset_and_bad_layer(world) -> None:  # noqa: ANN001
         ctx.model.head("nope")
 
 
-def test_run_folder_refuses_a_different_model(world) -> None:  # noqa: ANN001
+def test_run_folder_refuses_a_different_model(world) -> None:
     tmp, _, _ = world
     _ctx(tmp / "run", tmp / "data.npz")
     cfg = config_from_dict({"model": {"name": "inceptionv1"}, "dataset": {"type": "npz", "path": "x.npz"}})
@@ -136,11 +145,18 @@ def test_real_inceptionv1_on_shared_images(shared_dir: Path, tmp_path: Path) -> 
     from autointerp.config import load_config
 
     repo = Path(__file__).resolve().parents[1]
-    cfg = load_config(repo / "configs/inceptionv1_mixed5a.yaml", [
-        "model.pretrained=false", f"dataset.path={shared_dir / 'data/imagenet_sample_64.npz'}",
-        "dataset.max_images=10", f"label_mapping.map_clsloc={shared_dir / 'reference/imagenet/map_clsloc.txt'}",
-        "activations.batch_size=3", "activations.bottom_k=2", "device=cpu",
-    ])
+    cfg = load_config(
+        repo / "configs/inceptionv1_mixed5a.yaml",
+        [
+            "model.pretrained=false",
+            f"dataset.path={shared_dir / 'data/imagenet_sample_64.npz'}",
+            "dataset.max_images=10",
+            f"label_mapping.map_clsloc={shared_dir / 'reference/imagenet/map_clsloc.txt'}",
+            "activations.batch_size=3",
+            "activations.bottom_k=2",
+            "device=cpu",
+        ],
+    )
     torch.manual_seed(0)
     ctx = RunContext.create(cfg, tmp_path / "run")
     out = act_stage.run_activations(ctx)

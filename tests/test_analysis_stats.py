@@ -19,12 +19,14 @@ from autointerp.analysis.stats import (
 
 NAN = np.nan
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability": 4 coders, 12 units; interval alpha = 0.849.
-KRIPPENDORFF_EXAMPLE = np.array([
-    [1, 2, 3, 3, 2, 1, 4, 1, 2, NAN, NAN, NAN],
-    [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, NAN, 3],
-    [NAN, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, NAN],
-    [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, NAN],
-])
+KRIPPENDORFF_EXAMPLE = np.array(
+    [
+        [1, 2, 3, 3, 2, 1, 4, 1, 2, NAN, NAN, NAN],
+        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, NAN, 3],
+        [NAN, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, NAN],
+        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, NAN],
+    ]
+)
 
 
 def alpha_by_pairs(data: np.ndarray) -> float:
@@ -64,11 +66,14 @@ def test_krippendorff_hand_computed_two_coders() -> None:
     assert np.isnan(krippendorff_alpha_interval(np.ones((2, 4))))  # no variation: undefined
 
 
-@pytest.mark.parametrize("method,reference", [
-    ("spearman", lambda x, y: stats.spearmanr(x, y).statistic),
-    ("kendall", lambda x, y: stats.kendalltau(x, y).statistic),
-    ("pearson", lambda x, y: stats.pearsonr(x, y).statistic),
-])
+@pytest.mark.parametrize(
+    "method,reference",
+    [
+        ("spearman", lambda x, y: stats.spearmanr(x, y).statistic),
+        ("kendall", lambda x, y: stats.kendalltau(x, y).statistic),
+        ("pearson", lambda x, y: stats.pearsonr(x, y).statistic),
+    ],
+)
 def test_vectorised_bootstrap_equals_per_resample_scipy(method, reference) -> None:
     rng = np.random.default_rng(1)
     x = rng.integers(0, 8, 40).astype(float)  # many ties

@@ -47,8 +47,16 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert res.returncode == 2 and "'importance.method' = 'magic' is not allowed" in res.stderr
     assert "Traceback" not in res.stderr
 
-    res = _cli("run", str(REPO / "configs/inceptionv1_mixed5a.yaml"), "--out", str(tmp_path / "r2"),
-               "--set", "dataset.path=/definitely/missing.npz", "--set", "model.pretrained=false")
+    res = _cli(
+        "run",
+        str(REPO / "configs/inceptionv1_mixed5a.yaml"),
+        "--out",
+        str(tmp_path / "r2"),
+        "--set",
+        "dataset.path=/definitely/missing.npz",
+        "--set",
+        "model.pretrained=false",
+    )
     assert res.returncode == 2 and "/definitely/missing.npz: dataset file not found" in res.stderr
 
 

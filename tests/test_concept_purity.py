@@ -115,8 +115,12 @@ def planted_run(root, n_images: int = 640, n_features: int = 8, k: int = 64):
     scores = rng.random((n_images, n_features)).astype(np.float32)  # background below 1
     for f in range(n_features):
         n_red = int(round(share[f] * k))
-        top = np.concatenate([rng.choice(np.flatnonzero(red), n_red, replace=False),
-                              rng.choice(np.flatnonzero(~red), k - n_red, replace=False)])
+        top = np.concatenate(
+            [
+                rng.choice(np.flatnonzero(red), n_red, replace=False),
+                rng.choice(np.flatnonzero(~red), k - n_red, replace=False),
+            ]
+        )
         scores[top, f] = 1.0 + rng.random(k)  # interleaved: red and non-red ranks mixed
     act = root / "activations"
     act.mkdir(parents=True)
@@ -156,13 +160,15 @@ def test_rater_contract_on_the_shared_planted_world(tmp_path) -> None:
 
 def test_errors_without_concepts_and_on_bad_options(tmp_path) -> None:
     run, _, _ = planted_run(tmp_path, n_images=100, n_features=2, k=8)
-    with pytest.raises(UserError, match=r"concept_purity.*needs ground-truth concepts.*'concept_table' has none") \
-            as err:
+    with pytest.raises(
+        UserError, match=r"concept_purity.*needs ground-truth concepts.*'concept_table' has none"
+    ) as err:
         create_rater("concept_purity").score(RatingContext(run, dataset=ConceptTable(None, 100)), [0, 1])
     assert "\n" not in str(err.value)
     with pytest.raises(UserError, match="out of range"):  # concept table shorter than the cached images
         create_rater("concept_purity").score(
-            RatingContext(run, dataset=ConceptTable(sample_concepts(50, seed=1), 50)), [0])
+            RatingContext(run, dataset=ConceptTable(sample_concepts(50, seed=1), 50)), [0]
+        )
     for bad in (0, -3, 2.5, "64", True):
         with pytest.raises(ConfigError, match="concept_purity.k"):
             create_rater("concept_purity", k=bad)
@@ -170,8 +176,17 @@ def test_errors_without_concepts_and_on_bad_options(tmp_path) -> None:
 
 def test_listed_with_the_builtins() -> None:
     names = set(list_raters())
-    assert {"human", "clip_coherence", "clip_vis_match", "clip_label", "fid", "mis", "auto_I", "random",
-            "concept_purity"} <= names
+    assert {
+        "human",
+        "clip_coherence",
+        "clip_vis_match",
+        "clip_label",
+        "fid",
+        "mis",
+        "auto_I",
+        "random",
+        "concept_purity",
+    } <= names
 
 
 # --------------------------------------------------------------------------------------------- analysis/report
@@ -189,8 +204,10 @@ def test_reference_json_makes_a_ground_truth_rater_in_the_analysis(tmp_path) -> 
     assert ref.is_reference and ref.is_target and not ref.is_human
     auto = read_rating_csv(tmp_path / "ratings" / "clip_coherence.csv")
     assert not auto.is_reference and not auto.is_target
-    analysis = analyze(read_importance_csv(tmp_path / "importance" / "importance.csv"),
-                       [ref, auto, read_rating_csv(tmp_path / "ratings" / "random.csv")])
+    analysis = analyze(
+        read_importance_csv(tmp_path / "importance" / "importance.csv"),
+        [ref, auto, read_rating_csv(tmp_path / "ratings" / "random.csv")],
+    )
     s = analysis.summary
     assert set(s["agreement"]) == {"clip_coherence", "random"}
     assert set(s["agreement"]["clip_coherence"]) == {"concept_purity"}
@@ -210,19 +227,26 @@ def test_end_to_end_on_a_small_demo_like_run(tmp_path) -> None:
     from autointerp.stages.rate import run_rate
     from autointerp.stages.report import run_report
 
-    cfg = config_from_dict({
-        "name": "purity-e2e", "seed": 0, "device": "cpu",
-        "model": {"name": "demo_cnn", "pretrained": False},  # random init: nothing to train or download
-        "layer": "conv3",
-        "dataset": {"type": "synthetic", "options": {"n_images": 192, "seed": 1}},
-        "label_mapping": {"type": "identity"},
-        "activations": {"batch_size": 64, "top_k": 8, "bottom_k": 8},
-        "importance": {"method": "exact", "k": 1, "batch_size": 64},
-        "visualize": {"n_examples": 8, "bottom_examples": True},
-        "rate": {"raters": ["clip_coherence", "random", "concept_purity"], "embedder": {"type": "handcrafted"},
-                 "options": {"concept_purity": {"k": 32}}},
-        "report": {"top_n": 6, "middle_n": 6, "bootstrap": 100, "permutations": 100},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "purity-e2e",
+            "seed": 0,
+            "device": "cpu",
+            "model": {"name": "demo_cnn", "pretrained": False},  # random init: nothing to train or download
+            "layer": "conv3",
+            "dataset": {"type": "synthetic", "options": {"n_images": 192, "seed": 1}},
+            "label_mapping": {"type": "identity"},
+            "activations": {"batch_size": 64, "top_k": 8, "bottom_k": 8},
+            "importance": {"method": "exact", "k": 1, "batch_size": 64},
+            "visualize": {"n_examples": 8, "bottom_examples": True},
+            "rate": {
+                "raters": ["clip_coherence", "random", "concept_purity"],
+                "embedder": {"type": "handcrafted"},
+                "options": {"concept_purity": {"k": 32}},
+            },
+            "report": {"top_n": 6, "middle_n": 6, "bootstrap": 100, "permutations": 100},
+        }
+    )
     ctx = RunContext.create(cfg, tmp_path / "run")
     run_activations(ctx)
     run_importance(ctx)

@@ -23,8 +23,16 @@ def test_shipped_configs_validate(path: Path) -> None:
 
 
 def test_overrides_parse_yaml_values_and_nested_keys() -> None:
-    cfg = load_config(None, ["importance.k=5", "model.options={arch: resnet50}", "rate.raters=[random,fid]",
-                             "visualize.lr=0.01", "model.weights=/x/y.pth"])
+    cfg = load_config(
+        None,
+        [
+            "importance.k=5",
+            "model.options={arch: resnet50}",
+            "rate.raters=[random,fid]",
+            "visualize.lr=0.01",
+            "model.weights=/x/y.pth",
+        ],
+    )
     assert cfg.importance.k == 5
     assert cfg.model.options == {"arch": "resnet50"}
     assert cfg.rate.raters == ["random", "fid"]

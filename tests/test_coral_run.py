@@ -16,15 +16,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_reduced_real_run_produces_a_report(shared_dir: Path, tmp_path: Path) -> None:
     coral = shared_dir / "models/coral"
-    cfg = load_config(REPO / "configs/mobilenetv2_coral.yaml", [
-        f"model.weights={coral / 'mobilenet_v2_1.0_224_quant.tflite'}",
-        f"dataset.path={shared_dir / 'data/imagenet_sample_64.npz'}",
-        f"label_mapping.map_clsloc={shared_dir / 'reference/imagenet/map_clsloc.txt'}",
-        f"rate.embedder.path={coral / 'mobilenet_v1_1.0_224_quant_embedding_extractor.tflite'}",
-        "dataset.max_images=40", "importance.features=[0,1,2,3,4,5,6,7,8,9,10,11]",
-        "visualize.steps=3", "visualize.size=64", "report.top_n=2", "report.middle_n=2",
-        "rate.raters=[clip_coherence,random]", "report.bootstrap=50", "report.permutations=50",
-    ])
+    cfg = load_config(
+        REPO / "configs/mobilenetv2_coral.yaml",
+        [
+            f"model.weights={coral / 'mobilenet_v2_1.0_224_quant.tflite'}",
+            f"dataset.path={shared_dir / 'data/imagenet_sample_64.npz'}",
+            f"label_mapping.map_clsloc={shared_dir / 'reference/imagenet/map_clsloc.txt'}",
+            f"rate.embedder.path={coral / 'mobilenet_v1_1.0_224_quant_embedding_extractor.tflite'}",
+            "dataset.max_images=40",
+            "importance.features=[0,1,2,3,4,5,6,7,8,9,10,11]",
+            "visualize.steps=3",
+            "visualize.size=64",
+            "report.top_n=2",
+            "report.middle_n=2",
+            "rate.raters=[clip_coherence,random]",
+            "report.bootstrap=50",
+            "report.permutations=50",
+        ],
+    )
     ctx = RunContext.create(cfg, tmp_path / "run")
     done = run_pipeline(ctx)
     assert done == ["activations", "importance", "examples", "visualize", "rate", "report"]

@@ -31,7 +31,7 @@ def npz_file(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     return path, images, labels
 
 
-def test_npz_roundtrip_planar_layout(npz_file) -> None:  # noqa: ANN001
+def test_npz_roundtrip_planar_layout(npz_file) -> None:
     path, images, labels = npz_file
     ds = NpzDataset(path)
     assert len(ds) == 6
@@ -42,14 +42,18 @@ def test_npz_roundtrip_planar_layout(npz_file) -> None:  # noqa: ANN001
     np.testing.assert_allclose(batch[1].permute(1, 2, 0).numpy() * 255, images[1], atol=1e-3)
 
 
-def test_bilinear_upscale_matches_reference(npz_file) -> None:  # noqa: ANN001
+def test_bilinear_upscale_matches_reference(npz_file) -> None:
     import torch
     import torch.nn.functional as F
 
     path, images, _ = npz_file
     up = NpzDataset(path).batch([2], size=28)
-    ref = F.interpolate(torch.from_numpy(images[2:3]).permute(0, 3, 1, 2).float() / 255, size=(28, 28),
-                        mode="bilinear", align_corners=False)
+    ref = F.interpolate(
+        torch.from_numpy(images[2:3]).permute(0, 3, 1, 2).float() / 255,
+        size=(28, 28),
+        mode="bilinear",
+        align_corners=False,
+    )
     torch.testing.assert_close(up, ref)
 
 
@@ -117,7 +121,7 @@ def test_subset_is_deterministic_per_class_then_max() -> None:
     np.testing.assert_array_equal(subset_indices(labels, 5, None), [0, 1, 2, 3, 4])
 
 
-def test_label_mappings_identity_file_and_errors(tmp_path: Path, npz_file) -> None:  # noqa: ANN001
+def test_label_mappings_identity_file_and_errors(tmp_path: Path, npz_file) -> None:
     path, _, labels = npz_file
     ds = NpzDataset(path)
     np.testing.assert_array_equal(model_targets(ds, LabelMappingConfig(type="identity", offset=2), 10), labels + 2)
@@ -129,14 +133,13 @@ def test_label_mappings_identity_file_and_errors(tmp_path: Path, npz_file) -> No
         model_targets(ds, LabelMappingConfig(type="identity"), 10, valid)
     table = tmp_path / "map.csv"
     table.write_text("dataset_label,model_output\r\n1,7\r\n2,8\r\n3,9\r\n")
-    np.testing.assert_array_equal(model_targets(ds, LabelMappingConfig(type="file", path=str(table)), 10),
-                                  labels + 6)
+    np.testing.assert_array_equal(model_targets(ds, LabelMappingConfig(type="file", path=str(table)), 10), labels + 6)
     table.write_text("dataset_label,model_output\n1,7\n")
     with pytest.raises(DataError, match="no row for dataset label '3'"):
         model_targets(ds, LabelMappingConfig(type="file", path=str(table)), 10)
 
 
-def test_devkit_mapping_rejects_unknown_ids(tmp_path: Path, npz_file) -> None:  # noqa: ANN001
+def test_devkit_mapping_rejects_unknown_ids(tmp_path: Path, npz_file) -> None:
     path, _, _ = npz_file
     cls = tmp_path / "map_clsloc.txt"
     cls.write_text("n003 1 c\nn001 2 a\n")

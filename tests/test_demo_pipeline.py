@@ -15,10 +15,14 @@ from autointerp.cli.core import DEMO_CONFIG
 from autointerp.config import load_config
 
 FAST = [
-    "--set", "dataset.options.n_images=400",
-    "--set", "visualize.steps=8",
-    "--set", "report.bootstrap=100",
-    "--set", "report.permutations=100",
+    "--set",
+    "dataset.options.n_images=400",
+    "--set",
+    "visualize.steps=8",
+    "--set",
+    "report.bootstrap=100",
+    "--set",
+    "report.permutations=100",
 ]
 
 
@@ -60,8 +64,13 @@ def test_demo_writes_every_artefact_for_every_feature(demo_run: Path) -> None:
 
 
 def test_second_demo_run_skips_finished_stages(demo_run: Path) -> None:
-    watched = ["activations/meta.json", "importance/importance.csv", "visualizations/index.json",
-               "ratings/random.csv", "report/summary.json"]
+    watched = [
+        "activations/meta.json",
+        "importance/importance.csv",
+        "visualizations/index.json",
+        "ratings/random.csv",
+        "report/summary.json",
+    ]
     stamps = {p: (demo_run / p).stat().st_mtime_ns for p in watched}
     result = CliRunner().invoke(app, ["demo", "--out", str(demo_run), *FAST])
     assert result.exit_code == 0, result.output

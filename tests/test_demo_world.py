@@ -55,8 +55,7 @@ def test_dataset_contract(world):
 
 
 def _render(**concepts: str) -> np.ndarray:
-    spec = S.ImageSpec(**{"texture": "solid", "position": "centre", "size": "large", "background": "dark",
-                          **concepts})
+    spec = S.ImageSpec(**{"texture": "solid", "position": "centre", "size": "large", "background": "dark", **concepts})
     return S.render(spec, np.random.default_rng(0))
 
 
@@ -137,8 +136,11 @@ def test_purity_against_a_brute_force_reference():
     c = {"a": rng.integers(0, 3, 200).astype(str), "b": rng.integers(0, 5, 200).astype(str)}
     for _ in range(20):
         idx = rng.choice(200, size=8, replace=False)
-        ref = max((np.mean(c[n][idx] == v) - np.mean(c[n] == v)) / (1 - np.mean(c[n] == v))
-                  for n in c for v in np.unique(c[n]))
+        ref = max(
+            (np.mean(c[n][idx] == v) - np.mean(c[n] == v)) / (1 - np.mean(c[n] == v))
+            for n in c
+            for v in np.unique(c[n])
+        )
         assert P.purity(c, idx) == pytest.approx(max(ref, 0.0))
         assert 0.0 <= P.purity(c, idx) <= 1.0
 
@@ -211,8 +213,7 @@ def test_cached_weights_are_reused_without_training(trained, monkeypatch):
     adapter, cache = trained
     monkeypatch.setattr(model, "train_demo_cnn", lambda *a, **k: pytest.fail("retrained despite cache"))
     again = model.create_demo_cnn(cache_dir=cache, verbose=False, **TINY)
-    for (name, a), (_, b) in zip(adapter.module.state_dict().items(), again.module.state_dict().items(),
-                                 strict=True):
+    for (name, a), (_, b) in zip(adapter.module.state_dict().items(), again.module.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     assert again.summary == adapter.summary
 

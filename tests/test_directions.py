@@ -117,7 +117,7 @@ def test_scores_match_an_independent_projection_at_any_chunk_size() -> None:
     np.testing.assert_allclose(direction_scores(flat, dirs, "max"), flat @ dirs.T, rtol=1e-5, atol=1e-5)
 
 
-def _error(tmp: Path, name: str, write, **kwargs) -> str:  # noqa: ANN001
+def _error(tmp: Path, name: str, write, **kwargs) -> str:
     path = tmp / name
     write(path)
     with pytest.raises(DataError) as exc:

@@ -44,8 +44,7 @@ def test_top_examples_are_the_most_activating_images_saved_losslessly(tmp_path: 
 
 
 def test_bottom_examples_and_feature_subset(tmp_path: Path) -> None:
-    ctx = make_run(tmp_path / "run", visualize={"bottom_examples": True, "n_examples": 4},
-                   activations={"bottom_k": 4})
+    ctx = make_run(tmp_path / "run", visualize={"bottom_examples": True, "n_examples": 4}, activations={"bottom_k": 4})
     out = run_examples(ctx, features=[RED])
     index = json.loads((out / "index.json").read_text())
     assert list(index["features"]) == [str(RED)]

@@ -139,10 +139,10 @@ class _PlantedModule(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def __init__(self, target: str, body: str) -> None:
         self.target, self.body = target, body
 
-    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, ANN201 - importlib protocol
+    def find_spec(self, fullname, path=None, target=None):
         return importlib.util.spec_from_loader(fullname, self) if fullname == self.target else None
 
-    def create_module(self, spec):  # noqa: ANN001, ANN201
+    def create_module(self, spec):
         return None
 
     def exec_module(self, module: ModuleType) -> None:

@@ -15,8 +15,12 @@ from autointerp.vis.selection import configured_example_features, configured_fea
 
 
 def _ctx(tmp: Path, features: object, example_features: object = "all") -> SimpleNamespace:
-    cfg = config_from_dict({"visualize": {"features": features, "example_features": example_features},
-                            "report": {"top_n": 3, "middle_n": 2}})
+    cfg = config_from_dict(
+        {
+            "visualize": {"features": features, "example_features": example_features},
+            "report": {"top_n": 3, "middle_n": 2},
+        }
+    )
     return SimpleNamespace(config=cfg, paths=RunPaths(tmp))
 
 

@@ -11,12 +11,12 @@ import pytest
 from autointerp.errors import DataError, UserError
 from autointerp.human_answers import aggregate, load_human_scores, read_answers
 
-HEADER = ["model", "layer", "neuron", "question1", "text_question", "question3", "question4", "question5",
-          "question6"]
+HEADER = ["model", "layer", "neuron", "question1", "text_question", "question3", "question4", "question5", "question6"]
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[object]], encoding: str = "utf-8",
-              newline: str = "\n") -> Path:
+def write_csv(
+    path: Path, header: list[str], rows: list[list[object]], encoding: str = "utf-8", newline: str = "\n"
+) -> Path:
     lines = [",".join(header)] + [",".join(_cell(v) for v in row) for row in rows]
     path.write_bytes((newline.join(lines) + newline).encode(encoding))
     return path
@@ -27,8 +27,16 @@ def _cell(value: object) -> str:
     return f'"{text}"' if "," in text else text
 
 
-def row(neuron: int, q1: object, q3: object, q4: object, q5: object = 3, q6: object = 3, text: str = "dogs, fur",
-        layer: str = "mixed5a") -> list[object]:
+def row(
+    neuron: int,
+    q1: object,
+    q3: object,
+    q4: object,
+    q5: object = 3,
+    q6: object = 3,
+    text: str = "dogs, fur",
+    layer: str = "mixed5a",
+) -> list[object]:
     return ["InceptionV1", layer, neuron, q1, text, q3, q4, q5, q6]
 
 
@@ -48,8 +56,9 @@ def test_single_file_scores_match_formula(tmp_path: Path) -> None:
     assert scores.layer == "mixed5a" and scores.model == "InceptionV1"
 
 
-@pytest.mark.parametrize("encoding,newline", [("utf-8-sig", "\n"), ("utf-8", "\r\n"), ("cp1252", "\r\n"),
-                                              ("latin-1", "\n")])
+@pytest.mark.parametrize(
+    "encoding,newline", [("utf-8-sig", "\n"), ("utf-8", "\r\n"), ("cp1252", "\r\n"), ("latin-1", "\n")]
+)
 def test_encodings_and_line_endings(tmp_path: Path, encoding: str, newline: str) -> None:
     rows = [row(1, 4, 2, 3, text="café, naïve"), row(2, 2, 5, 1, text="€ signs")]
     if encoding == "latin-1":
@@ -63,8 +72,18 @@ def test_encodings_and_line_endings(tmp_path: Path, encoding: str, newline: str)
 
 
 def test_column_order_and_header_case_do_not_matter(tmp_path: Path) -> None:
-    header = ["Question4", "neuron", " question1 ", "participant", "question6", "layer", "question3", "model",
-              "question5", "text_question"]
+    header = [
+        "Question4",
+        "neuron",
+        " question1 ",
+        "participant",
+        "question6",
+        "layer",
+        "question3",
+        "model",
+        "question5",
+        "text_question",
+    ]
     rows = [[3, 9, 4, "p1", 1, "mixed5a", 2, "InceptionV1", 5, "eyes"]]
     scores = load_human_scores([write_csv(tmp_path / "r.csv", header, rows)])
     assert scores.feature_ind.tolist() == [9]
@@ -119,14 +138,19 @@ def test_files_without_participant_column_are_one_participant_each(tmp_path: Pat
 
 
 def test_every_out_of_range_and_non_numeric_answer_is_listed(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "bad.csv", HEADER, [row(1, 0, 3, 3), row(2, 3, 3, 3), row(3, 3, 6, "abc"),
-                                                    row(4, 3, 3, 3, q6="")])
+    path = write_csv(
+        tmp_path / "bad.csv", HEADER, [row(1, 0, 3, 3), row(2, 3, 3, 3), row(3, 3, 6, "abc"), row(4, 3, 3, 3, q6="")]
+    )
     with pytest.raises(DataError) as info:
         read_answers(path)
     message = str(info.value)
     assert "\n" not in message
-    for where, column, value in (("bad.csv:2", "question1", "'0'"), ("bad.csv:4", "question3", "'6'"),
-                                 ("bad.csv:4", "question4", "'abc'"), ("bad.csv:5", "question6", "''")):
+    for where, column, value in (
+        ("bad.csv:2", "question1", "'0'"),
+        ("bad.csv:4", "question3", "'6'"),
+        ("bad.csv:4", "question4", "'abc'"),
+        ("bad.csv:5", "question6", "''"),
+    ):
         assert f"{where} column {column} = {value}" in message
     assert "bad.csv:3" not in message
     assert "4 answers" in message
@@ -156,8 +180,13 @@ def test_non_numeric_cannot_be_clipped_or_kept_but_can_be_dropped(tmp_path: Path
 
 def test_duplicate_participant_feature(tmp_path: Path) -> None:
     header = [*HEADER, "participant"]
-    rows = [[*row(5, 3, 3, 3), "ann"], [*row(5, 4, 4, 4), "bob"], [*row(5, 2, 2, 2), "ann"],
-            [*row(6, 2, 2, 2), "ann"], [*row(6, 2, 2, 2), "ann"]]
+    rows = [
+        [*row(5, 3, 3, 3), "ann"],
+        [*row(5, 4, 4, 4), "bob"],
+        [*row(5, 2, 2, 2), "ann"],
+        [*row(6, 2, 2, 2), "ann"],
+        [*row(6, 2, 2, 2), "ann"],
+    ]
     with pytest.raises(DataError) as info:
         read_answers(write_csv(tmp_path / "d.csv", header, rows))
     message = str(info.value)
@@ -173,8 +202,11 @@ def test_duplicates_across_files_without_participant_column(tmp_path: Path) -> N
 
 
 def test_wrong_layer_and_model(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "l.csv", HEADER, [row(1, 3, 3, 3), row(2, 3, 3, 3, layer="mixed4d"),
-                                                  row(3, 3, 3, 3, layer="mixed4e")])
+    path = write_csv(
+        tmp_path / "l.csv",
+        HEADER,
+        [row(1, 3, 3, 3), row(2, 3, 3, 3, layer="mixed4d"), row(3, 3, 3, 3, layer="mixed4e")],
+    )
     with pytest.raises(DataError) as info:
         read_answers(path, layer="mixed5a")
     message = str(info.value)
@@ -193,9 +225,15 @@ def test_missing_columns_and_bad_neuron(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "c.csv", header, [["InceptionV1", 1, 3, "x", 3, 3, 3]])
     with pytest.raises(DataError, match=r"c.csv: missing column\(s\) layer, question3"):
         read_answers(path)
-    bad = write_csv(tmp_path / "b.csv", HEADER, [row(1, 3, 3, 3), ["InceptionV1", "mixed5a", "1.5", 3, "x", 3, 3, 3,
-                                                                   3], ["InceptionV1", "mixed5a", "-2", 3, "", 3, 3,
-                                                                        3, 3]])
+    bad = write_csv(
+        tmp_path / "b.csv",
+        HEADER,
+        [
+            row(1, 3, 3, 3),
+            ["InceptionV1", "mixed5a", "1.5", 3, "x", 3, 3, 3, 3],
+            ["InceptionV1", "mixed5a", "-2", 3, "", 3, 3, 3, 3],
+        ],
+    )
     with pytest.raises(DataError) as info:
         read_answers(bad)
     assert "b.csv:3 column neuron = '1.5'" in str(info.value) and "b.csv:4 column neuron = '-2'" in str(info.value)
@@ -225,7 +263,9 @@ def test_real_seed_study_file(shared_dir: Path) -> None:
     assert len(scores) == 80 and scores.n_raters.max() == 1
     # reference computed independently with the csv module and the study's formula
     with path.open(newline="") as fh:
-        ref = {int(r["neuron"]): I_of(float(r["question1"]), float(r["question3"]), float(r["question4"]))
-               for r in csv.DictReader(fh)}
+        ref = {
+            int(r["neuron"]): I_of(float(r["question1"]), float(r["question3"]), float(r["question4"]))
+            for r in csv.DictReader(fh)
+        }
     np.testing.assert_allclose(scores.I, [ref[f] for f in scores.feature_ind.tolist()])
     assert len(load_human_scores([path], invalid="drop")) == 77

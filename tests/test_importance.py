@@ -171,7 +171,7 @@ def test_unsupported_tail_still_exact_without_bound():
             self.conv = nn.Conv2d(4, 4, 3, padding=1)
             self.fc = nn.Linear(4, 3)
 
-        def forward(self, x):  # noqa: ANN001, ANN201
+        def forward(self, x):
             return self.fc((x + self.conv(x)).mean((2, 3)))
 
     bound, reason = analyse_tail(Residual(), torch.randn(1, 4, 5, 5))

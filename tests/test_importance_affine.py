@@ -21,8 +21,15 @@ from autointerp.stages.importance import run_importance
 
 def _net(tie: bool) -> nn.Module:
     torch.manual_seed(3)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, stride=2, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 6, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 5),
+    )
     with torch.no_grad():
         net[6].weight.mul_(8.0)
         if tie:  # outputs 1 and 2 identical: exact ties that only the real tail may decide
@@ -41,19 +48,26 @@ def _run(tmp: Path, method: str, tie: bool) -> tuple[dict[int, tuple[int, int, i
     data = tmp / "data.npz"
     if not data.exists():
         np.savez(data, data=images.transpose(0, 3, 1, 2).reshape(60, -1), labels=labels)
-    cfg = config_from_dict({
-        "model": {"name": "module"}, "layer": "3", "device": "cpu",
-        "dataset": {"type": "npz", "path": str(data), "image_size": 12},
-        "label_mapping": {"type": "identity"}, "activations": {"batch_size": 16, "top_k": 2},
-        "importance": {"method": method, "k": 2, "chunk_size": 4, "batch_size": 16},
-    })
+    cfg = config_from_dict(
+        {
+            "model": {"name": "module"},
+            "layer": "3",
+            "device": "cpu",
+            "dataset": {"type": "npz", "path": str(data), "image_size": 12},
+            "label_mapping": {"type": "identity"},
+            "activations": {"batch_size": 16, "top_k": 2},
+            "importance": {"method": method, "k": 2, "chunk_size": 4, "batch_size": 16},
+        }
+    )
     ctx = RunContext.create(cfg, tmp / f"run_{method}_{tie}")
     ctx.__dict__["model"] = ModuleAdapter(_net(tie), input_size=12, mean=(0.5,) * 3, std=(0.25,) * 3)
     run_activations(ctx)
     table = run_importance(ctx)
     with table.open() as fh:
-        counts = {int(r["feature_ind"]): (int(r["importance"]), int(r["correct_to_wrong"]), int(r["wrong_to_correct"]))
-                  for r in csv.DictReader(fh)}
+        counts = {
+            int(r["feature_ind"]): (int(r["importance"]), int(r["correct_to_wrong"]), int(r["wrong_to_correct"]))
+            for r in csv.DictReader(fh)
+        }
     return counts, json.loads((table.parent / "summary.json").read_text())[method]
 
 

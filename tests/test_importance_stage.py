@@ -27,8 +27,13 @@ def make_run(root, dtype="float32", chunk_size=8, segment_images=16, **importanc
             "layer": "conv3",
             "dataset": {"type": "synthetic", "options": {"n_images": 48, "seed": 2}},
             "activations": {"batch_size": 16, "top_k": 4, "dtype": dtype},
-            "importance": {"k": 8, "chunk_size": chunk_size, "segment_images": segment_images, "batch_size": 16,
-                           **importance},
+            "importance": {
+                "k": 8,
+                "chunk_size": chunk_size,
+                "segment_images": segment_images,
+                "batch_size": 16,
+                **importance,
+            },
         }
     )
     ctx = RunContext.create(cfg, root)

@@ -16,7 +16,7 @@ from autointerp.models.generic import ModuleAdapter
 
 
 @pytest.fixture(scope="module")
-def inception():  # noqa: ANN201
+def inception():
     torch.manual_seed(0)
     return create_model("inceptionv1", pretrained=False)
 
@@ -28,7 +28,7 @@ def test_registry_lists_builtins_and_rejects_unknown() -> None:
         create_model("nope")
 
 
-def test_inceptionv1_layers_outputs_and_preprocessing(inception) -> None:  # noqa: ANN001
+def test_inceptionv1_layers_outputs_and_preprocessing(inception) -> None:
     assert inception.layers()["mixed5a"] == 832
     assert inception.num_outputs == 1008
     valid = inception.valid_outputs
@@ -41,7 +41,7 @@ def test_inceptionv1_layers_outputs_and_preprocessing(inception) -> None:  # noq
         inception.check_channels("mixed5a", [0, 832])
 
 
-def test_inceptionv1_head_tail_equal_full_network(inception) -> None:  # noqa: ANN001
+def test_inceptionv1_head_tail_equal_full_network(inception) -> None:
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
         act = inception.head("mixed5a")(x)
@@ -52,18 +52,19 @@ def test_inceptionv1_head_tail_equal_full_network(inception) -> None:  # noqa: A
     torch.testing.assert_close(torch.softmax(logits, dim=1), probs, rtol=1e-4, atol=1e-6)
 
 
-def test_inceptionv1_head_keeps_gradients(inception) -> None:  # noqa: ANN001
+def test_inceptionv1_head_keeps_gradients(inception) -> None:
     x = torch.rand(1, 3, 96, 96, requires_grad=True)
     inception.head("mixed4a")(x)[:, 3].mean().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_inceptionv1_weights_local_file_corrupt_and_offline(tmp_path: Path, monkeypatch, inception) -> None:  # noqa: ANN001
+def test_inceptionv1_weights_local_file_corrupt_and_offline(tmp_path: Path, monkeypatch, inception) -> None:
     path = tmp_path / "inception5h.pth"
     torch.save(inception.module.state_dict(), path)
     again = create_model("inceptionv1", weights=str(path))
-    torch.testing.assert_close(again.module.mixed5a_1x1_pre_relu_conv.weight,
-                               inception.module.mixed5a_1x1_pre_relu_conv.weight)
+    torch.testing.assert_close(
+        again.module.mixed5a_1x1_pre_relu_conv.weight, inception.module.mixed5a_1x1_pre_relu_conv.weight
+    )
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="not a valid InceptionV1"):
         create_model("inceptionv1", weights=str(path))
@@ -79,7 +80,7 @@ def test_inceptionv1_weights_local_file_corrupt_and_offline(tmp_path: Path, monk
     assert "inception5h.pth" in msg and "model.weights" in msg and "\n" not in msg
 
 
-def test_torchvision_and_timm_random_init_split(monkeypatch) -> None:  # noqa: ANN001
+def test_torchvision_and_timm_random_init_split(monkeypatch) -> None:
     tv = create_model("torchvision", pretrained=False, arch="resnet18")
     assert tv.layers()["layer3"] == 256
     x = torch.rand(2, 3, 64, 64)

@@ -138,7 +138,11 @@ def test_bad_options_are_one_line_errors(world):
 def test_clip_label_needs_a_text_embedder(world, shared_dir):
     from autointerp.embedders import create_embedder
 
-    emb = create_embedder({"type": "tflite", "path": str(
-        shared_dir / "models/coral/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")})
+    emb = create_embedder(
+        {
+            "type": "tflite",
+            "path": str(shared_dir / "models/coral/mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"),
+        }
+    )
     with pytest.raises(UserError, match="needs an embedder that embeds text"):
         create_rater("clip_label").score(world.context(embedder=emb, cache=False), [0])

@@ -149,7 +149,8 @@ def test_register_rejects_clashes_and_bad_needs(forget_raters):
 # ------------------------------------------------------------------------------------- plug-ins
 def test_entry_point_plugins_are_imported_and_broken_ones_warn(tmp_path, monkeypatch, forget_raters):
     pkg = tmp_path / "ep_raters_pkg.py"
-    pkg.write_text(textwrap.dedent('''
+    pkg.write_text(
+        textwrap.dedent("""
         from autointerp.rating import Rater, register_rater
 
         @register_rater
@@ -159,7 +160,8 @@ def test_entry_point_plugins_are_imported_and_broken_ones_warn(tmp_path, monkeyp
 
             def score(self, ctx, features):
                 return self.table(features, I=[1.0] * len(features))
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     eps = [
         importlib.metadata.EntryPoint("good", "ep_raters_pkg", "autointerp.raters"),
@@ -203,8 +205,10 @@ def test_readme_custom_rater_example_runs_and_passes_the_harness(tmp_path, world
     from PIL import Image
 
     ctx = world.context()
-    expected = [np.mean([np.asarray(Image.open(p).convert("RGB")).mean() / 255 for p in ctx.example_paths(f)])
-                for f in world.features]
+    expected = [
+        np.mean([np.asarray(Image.open(p).convert("RGB")).mean() / 255 for p in ctx.example_paths(f)])
+        for f in world.features
+    ]
     np.testing.assert_allclose(table.extras["brightness"], expected, rtol=1e-12)
     # I is the raw value's percentile among random sets: in (0, 1) and in the raw value's order
     assert np.all((table.I > 0) & (table.I < 1))

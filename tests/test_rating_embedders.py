@@ -143,8 +143,9 @@ def test_open_clip_loads_a_local_checkpoint(tmp_path, clip_random):
 
     ckpt = tmp_path / "clip.pt"
     torch.save(clip_random.module.state_dict(), ckpt)
-    emb = create_embedder({"type": "open_clip", "model": "ViT-B-32", "pretrained": str(ckpt), "device": "cpu",
-                           "seed": 99})
+    emb = create_embedder(
+        {"type": "open_clip", "model": "ViT-B-32", "pretrained": str(ckpt), "device": "cpu", "seed": 99}
+    )
     assert emb.id.startswith("open_clip:ViT-B-32:file-")
     img = concept_image(2, np.random.default_rng(0), 64)
     np.testing.assert_allclose(emb.embed([img])[0], clip_random.embed([img])[0], rtol=1e-4, atol=1e-4)
@@ -185,13 +186,17 @@ def test_coral_coherence_one_semantic_group_beats_random_sets(shared_dir):
     images = data["data"].reshape(-1, 3, 64, 64).transpose(0, 2, 3, 1)
     sorted_index = np.argsort(np.argsort(data["wnids"]))  # class index in sorted-wnid order
     dogs = np.flatnonzero((sorted_index >= 151) & (sorted_index <= 268))
-    birds = np.flatnonzero(((sorted_index >= 7) & (sorted_index <= 24)) | ((sorted_index >= 80) & (sorted_index <= 100))
-                           | ((sorted_index >= 127) & (sorted_index <= 146)))
+    birds = np.flatnonzero(
+        ((sorted_index >= 7) & (sorted_index <= 24))
+        | ((sorted_index >= 80) & (sorted_index <= 100))
+        | ((sorted_index >= 127) & (sorted_index <= 146))
+    )
     assert len(dogs) == 118 and len(birds) == 59
     rng = np.random.default_rng(0)
     pool = rng.choice(len(images), 160, replace=False)
-    group_sets = [rng.choice(dogs, 8, replace=False) for _ in range(6)] + [rng.choice(birds, 8, replace=False)
-                                                                          for _ in range(6)]
+    group_sets = [rng.choice(dogs, 8, replace=False) for _ in range(6)] + [
+        rng.choice(birds, 8, replace=False) for _ in range(6)
+    ]
     random_sets = [rng.choice(len(images), 8, replace=False) for _ in range(12)]
     needed = np.unique(np.concatenate([pool, *group_sets, *random_sets]))
     emb = create_embedder({"type": "tflite", "path": str(shared_dir / CORAL)})
@@ -230,8 +235,7 @@ def test_timm_backbone_random_init_checkpoint_and_offline_pretrained(monkeypatch
     assert out.shape == (1, 512) and emb.id == "timm:resnet18:random-init-seed0:224"
     ckpt = tmp_path / "r18.pth"
     torch.save(emb.module.state_dict(), ckpt)
-    loaded = create_embedder({"type": "timm", "model": "resnet18", "checkpoint": str(ckpt), "seed": 5,
-                              "device": "cpu"})
+    loaded = create_embedder({"type": "timm", "model": "resnet18", "checkpoint": str(ckpt), "seed": 5, "device": "cpu"})
     np.testing.assert_allclose(loaded.embed([img]), out, rtol=1e-4, atol=1e-5)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

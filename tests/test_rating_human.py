@@ -13,8 +13,7 @@ from autointerp.errors import UserError
 from autointerp.rating import create_rater
 from autointerp.stages.rate import run_rate
 
-HEADER = ["model", "layer", "neuron", "question1", "text_question", "question3", "question4", "question5",
-          "question6"]
+HEADER = ["model", "layer", "neuron", "question1", "text_question", "question3", "question4", "question5", "question6"]
 
 
 def write_answers(path: Path, rows: list[list], participant: str | None = None) -> Path:
@@ -57,13 +56,13 @@ def test_human_rater_reproduces_the_seed_study(seed_study_world, shared_dir):
     assert len(feats) == 832
     table = create_rater("human").score(ctx, feats)
     rows = list(csv.DictReader(open(shared_dir / "reference/seed_study/survey_results.csv")))
-    ref = {int(r["neuron"]): study_I(float(r["question1"]), float(r["question3"]), float(r["question4"]))
-           for r in rows}
+    ref = {int(r["neuron"]): study_I(float(r["question1"]), float(r["question3"]), float(r["question4"])) for r in rows}
     rated = np.isfinite(table.I)
     assert rated.sum() == 80 and set(table.feature_ind[rated]) == set(ref)
     np.testing.assert_allclose(table.I[rated], [ref[int(f)] for f in table.feature_ind[rated]], atol=1e-12)
-    np.testing.assert_allclose(table.components["q1q3"][rated] + table.components["q4"][rated],
-                               2 * table.I[rated], atol=1e-12)
+    np.testing.assert_allclose(
+        table.components["q1q3"][rated] + table.components["q4"][rated], 2 * table.I[rated], atol=1e-12
+    )
     assert (table.extras["n_raters"][rated] == 1).all() and (table.extras["n_raters"][~rated] == 0).all()
     # the published group means: importance > 50 → 0.56, the rest of the rated features → 0.24
     imp = np.array([ctx.importance[int(f)] for f in table.feature_ind])
@@ -83,8 +82,11 @@ def test_invalid_answers_policy_is_passed_through(seed_study_world):
 
 def test_several_participants_are_averaged_with_spread(tmp_path):
     world = make_world(tmp_path / "run", n_features=4, n_images=60)
-    a = write_answers(tmp_path / "a.csv", [["planted", "layer", 0, 5, "", 5, 5, 3, 3],
-                                           ["planted", "layer", 2, 1, "", 1, 1, 3, 3]], participant="ann")
+    a = write_answers(
+        tmp_path / "a.csv",
+        [["planted", "layer", 0, 5, "", 5, 5, 3, 3], ["planted", "layer", 2, 1, "", 1, 1, 3, 3]],
+        participant="ann",
+    )
     b = write_answers(tmp_path / "b.csv", [["planted", "layer", 0, 3, "", 3, 1, 3, 3]], participant="bob")
     world.run.config.rate.human = [str(a), str(b)]
     table = check_rater("human", world)

@@ -51,8 +51,10 @@ def test_calibrations_match_scipy():
 @pytest.mark.parametrize("center", ["none", "pool"])
 def test_coherence_scores_reference(center):
     pool = RNG.normal(size=(60, 16)) + 3.0  # a common offset: every image shares it, as embedder cones do
-    sets = [RNG.normal(size=(8, 16)) + 3.0,
-            np.repeat(RNG.normal(size=(1, 16)), 8, axis=0) + 1e-3 * RNG.normal(size=(8, 16))]
+    sets = [
+        RNG.normal(size=(8, 16)) + 3.0,
+        np.repeat(RNG.normal(size=(1, 16)), 8, axis=0) + 1e-3 * RNG.normal(size=(8, 16)),
+    ]
     res = coherence_scores(sets, pool, n_null=200, seed=5, center=center)
     shift = pool.mean(axis=0) if center == "pool" else 0.0
     subsets = random_subsets(60, 8, 200, np.random.default_rng([5, 8, 0x636F68]))

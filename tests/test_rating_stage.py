@@ -87,8 +87,12 @@ def test_each_image_is_embedded_once_across_raters(world):
             calls.append(len(images))
             return super()._embed_batch(images)
 
-    run_rate(world.run, raters=["clip_coherence", "clip_vis_match", "fid", "mis", "auto_I"], embedder=Counting(),
-             dataset=world.dataset)
+    run_rate(
+        world.run,
+        raters=["clip_coherence", "clip_vis_match", "fid", "mis", "auto_I"],
+        embedder=Counting(),
+        dataset=world.dataset,
+    )
     cache = EmbeddingCache(HandcraftedEmbedder(), world.root / "ratings" / "cache")
     image_rows = [k for k in cache._index if not k.startswith("text:")]
     assert sum(calls) == len(image_rows)  # nothing embedded twice
@@ -101,8 +105,13 @@ def test_each_image_is_embedded_once_across_raters(world):
             needed.add(cache.key(ctx.load_image(p)))
     assert needed <= set(image_rows)
     calls.clear()
-    run_rate(world.run, raters=["clip_coherence", "clip_vis_match", "fid", "mis"], embedder=Counting(),
-             dataset=world.dataset, overwrite=True)
+    run_rate(
+        world.run,
+        raters=["clip_coherence", "clip_vis_match", "fid", "mis"],
+        embedder=Counting(),
+        dataset=world.dataset,
+        overwrite=True,
+    )
     assert sum(calls) == 0
 
 
@@ -141,19 +150,23 @@ def test_cli_rate_with_a_local_rater_file(cli, world, monkeypatch, tmp_path):
     before = set(RATERS.names())
     # the example's null draws random dataset images: give the run the world's images as a downsampled-ImageNet file
     images = np.stack([world.dataset.image(i) for i in range(len(world.dataset))])
-    np.savez(tmp_path / "world.npz", data=images.transpose(0, 3, 1, 2).reshape(len(images), -1),
-             labels=np.ones(len(images), dtype=np.int64))
-    (world.root / "config.yaml").write_text(f"seed: 0\ndataset: {{type: npz, path: {tmp_path / 'world.npz'}}}\n"
-                                            "rate:\n  embedder: {type: handcrafted}\n")
+    np.savez(
+        tmp_path / "world.npz",
+        data=images.transpose(0, 3, 1, 2).reshape(len(images), -1),
+        labels=np.ones(len(images), dtype=np.int64),
+    )
+    (world.root / "config.yaml").write_text(
+        f"seed: 0\ndataset: {{type: npz, path: {tmp_path / 'world.npz'}}}\nrate:\n  embedder: {{type: handcrafted}}\n"
+    )
     try:
-        res = CliRunner().invoke(cli, ["rate", str(world.root), "--raters", "brightness,random",
-                                       "--rater-path", str(rater_file)])
+        res = CliRunner().invoke(
+            cli, ["rate", str(world.root), "--raters", "brightness,random", "--rater-path", str(rater_file)]
+        )
         assert res.exit_code == 0, res.output
         table = ScoreTable.read_csv(world.root / "ratings" / "brightness.csv")
         assert list(table.feature_ind) == world.features and np.all((table.I > 0) & (table.I < 1))
         assert (world.root / "ratings" / "random.csv").exists()
-        listed = CliRunner().invoke(cli, ["raters", "list", "--rater-path",
-                                          str(rater_file)])
+        listed = CliRunner().invoke(cli, ["raters", "list", "--rater-path", str(rater_file)])
         assert "brightness" in listed.output
     finally:
         for name in set(RATERS.names()) - before:
@@ -174,8 +187,9 @@ def test_cli_rate_human_with_invalid_policy(cli, world, tmp_path, shared_dir):
     answers = shared_dir / "reference/seed_study/survey_results.csv"
     res = CliRunner().invoke(cli, ["rate", str(world.root), "--raters", "human", "--human", str(answers)])
     assert res.exit_code == 2 and "survey_results.csv" in res.output
-    res = CliRunner().invoke(cli, ["rate", str(world.root), "--raters", "human", "--human", str(answers),
-                                   "--invalid", "keep"])
+    res = CliRunner().invoke(
+        cli, ["rate", str(world.root), "--raters", "human", "--human", str(answers), "--invalid", "keep"]
+    )
     assert res.exit_code == 0, res.output
     table = ScoreTable.read_csv(world.root / "ratings" / "human.csv")
     meta = json.loads((world.root / "ratings" / "human.json").read_text())
@@ -185,6 +199,7 @@ def test_cli_rate_human_with_invalid_policy(cli, world, tmp_path, shared_dir):
     assert meta["n_features_rated"] == 80
     assert meta["rated_features_not_in_run"] == sorted(rated - set(world.features))
     assert [f for f, v in zip(table.feature_ind, table.I, strict=True) if np.isfinite(v)] == sorted(
-        rated & set(world.features))
+        rated & set(world.features)
+    )
     res = CliRunner().invoke(cli, ["rate", str(world.root), "--raters", "human", "--invalid", "maybe"])
     assert res.exit_code == 2 and "human_invalid" in res.output

@@ -32,13 +32,13 @@ class _Refs(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def run(tmp_path_factory: pytest.TempPathFactory):
     ctx = build_run(tmp_path_factory.mktemp("run") / "run")
     run_report(ctx)
     return ctx
 
 
-def test_report_files_and_summary_schema(run) -> None:  # noqa: ANN001
+def test_report_files_and_summary_schema(run) -> None:
     out = run.paths.report
     s = json.loads((out / "summary.json").read_text())
     assert s["n_features"] == N_FEATURES
@@ -90,7 +90,7 @@ def test_report_files_and_summary_schema(run) -> None:  # noqa: ANN001
     assert "| good |" in md and "Top vs middle" in md
 
 
-def test_page_references_resolve(run) -> None:  # noqa: ANN001
+def test_page_references_resolve(run) -> None:
     out = run.paths.report
     page = (out / "index.html").read_text()
     refs = _Refs()
@@ -105,7 +105,7 @@ def test_page_references_resolve(run) -> None:  # noqa: ANN001
     assert "visualisation weaker than examples" in page  # feature 3's quality flag is shown
 
 
-def test_stage_skips_then_overwrites(run) -> None:  # noqa: ANN001
+def test_stage_skips_then_overwrites(run) -> None:
     index = run.paths.report / "index.html"
     before = index.stat().st_mtime_ns
     run_report(run)

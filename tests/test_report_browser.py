@@ -17,13 +17,14 @@ pytestmark = [
 ]
 
 
-def _column_values(page, col: int) -> list[str]:  # noqa: ANN001
+def _column_values(page, col: int) -> list[str]:
     return page.eval_on_selector_all(
-        "#gallery tbody tr", f"rows => rows.filter(r => r.style.display !== 'none')"
-        f".map(r => r.cells[{col}].getAttribute('data-v'))")
+        "#gallery tbody tr",
+        f"rows => rows.filter(r => r.style.display !== 'none').map(r => r.cells[{col}].getAttribute('data-v'))",
+    )
 
 
-def test_report_page_in_chromium(browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_report_page_in_chromium(browser, tmp_path: Path) -> None:
     ctx = build_run(tmp_path / "run")
     run_report(ctx)
     page = browser.new_page()
@@ -54,8 +55,12 @@ def test_report_page_in_chromium(browser, tmp_path: Path) -> None:  # noqa: ANN0
 
     page.select_option("#group-filter", "top")
     assert page.text_content("#shown") == "8"
-    assert set(page.eval_on_selector_all("#gallery tbody tr", "rows => rows.filter(r => r.style.display "
-                                         "!== 'none').map(r => r.getAttribute('data-group'))")) == {"top"}
+    assert set(
+        page.eval_on_selector_all(
+            "#gallery tbody tr",
+            "rows => rows.filter(r => r.style.display !== 'none').map(r => r.getAttribute('data-group'))",
+        )
+    ) == {"top"}
     page.select_option("#group-filter", "")
     page.fill("#filter", "weaker")  # feature 3's quality flag
     assert page.text_content("#shown") == "1"

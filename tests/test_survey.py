@@ -220,6 +220,7 @@ def _answer_all(store: SurveyStore, participant: str, answers: dict[int, tuple])
 
 def test_export_is_the_study_format_and_the_importer_reads_it(run: Path, tmp_path: Path) -> None:
     from autointerp import human_answers as human
+
     survey = open_survey(run)
     given = {
         "p1": {3: (5, "dogs, fur", 4, 5, 1, 2), 7: (1, "", 1, 2, 2, 1), 11: (3, 'a "quoted", b', 2, 3, 4, 5)},

@@ -24,7 +24,7 @@ pytestmark = [
 PLAN = {1: (4, "dog faces, fur", 5, 4, 2, 1), 2: (2, "", 1, 3, 1, 1), 3: (5, "wheels,cars , road", 3, 5, 4, 2)}
 
 
-def _images_loaded(page, selector: str) -> list[str]:  # noqa: ANN001
+def _images_loaded(page, selector: str) -> list[str]:
     """src of every image under ``selector``, asserting each one really decoded."""
     page.wait_for_function(
         "sel => [...document.querySelectorAll(sel + ' img')].every(i => i.complete && i.naturalWidth > 0)",
@@ -33,7 +33,7 @@ def _images_loaded(page, selector: str) -> list[str]:  # noqa: ANN001
     return page.eval_on_selector_all(f"{selector} img", "imgs => imgs.map(i => i.getAttribute('src'))")
 
 
-def _step1(page, number: int) -> int:  # noqa: ANN001
+def _step1(page, number: int) -> int:
     """Answer Q1-Q2 on the shown feature; returns the feature index (from the image URLs)."""
     q1, q2, *_ = PLAN[number]
     page.wait_for_selector("#survey:not([hidden])")
@@ -51,7 +51,7 @@ def _step1(page, number: int) -> int:  # noqa: ANN001
     return feature
 
 
-def _step2(page, number: int) -> None:  # noqa: ANN001
+def _step2(page, number: int) -> None:
     q1, q2, q3, q4, q5, q6 = PLAN[number]
     assert len(_images_loaded(page, "#examples")) == 8
     phrases = [p.strip() for p in q2.split(",") if p.strip()]
@@ -70,7 +70,7 @@ def _step2(page, number: int) -> None:  # noqa: ANN001
     page.wait_for_function(f"() => document.getElementById('progress-text').textContent.startsWith('{number} of 3')")
 
 
-def test_participant_completes_survey_and_export_imports(browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_participant_completes_survey_and_export_imports(browser, tmp_path: Path) -> None:
     run = make_fake_run(tmp_path / "run", features=(3, 7, 11))
     features: dict[int, int] = {}  # position -> feature
     with running_server(run) as url:
@@ -120,6 +120,7 @@ def test_participant_completes_survey_and_export_imports(browser, tmp_path: Path
         assert row["text_question"] == ", ".join(p.strip() for p in q2.split(",") if p.strip())
 
     from autointerp import human_answers as human
+
     scores = human.load_human_scores([out], layer="mixed5a", model="FakeNet")
     assert sorted(scores.feature_ind.tolist()) == [3, 7, 11] and scores.n_participants == 1
     for number, feature in features.items():

@@ -25,6 +25,7 @@ SMALL = RenderSettings(steps=12, size=32)
 
 # -- building blocks vs lucent -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("size", [32, 33])
 @pytest.mark.parametrize("fft", [True, False])
 def test_image_param_matches_lucent(size: int, fft: bool) -> None:
@@ -56,7 +57,7 @@ def test_batched_loss_is_the_sum_of_lucent_objectives() -> None:
     signs = torch.ones(8)
     loss, _ = job_losses(acts, channels, signs, 4, 100.0)
     for j, ch in enumerate((5, 9)):
-        part = acts[4 * j:4 * j + 4]
+        part = acts[4 * j : 4 * j + 4]
         ref = (lobj.channel("layer", ch) - 100.0 * lobj.diversity("layer"))(lambda _name, p=part: p)
         torch.testing.assert_close(loss[j], ref, rtol=1e-5, atol=1e-5)
 
@@ -108,7 +109,8 @@ def test_render_mode_folds_batchnorm_redirects_relu_and_restores() -> None:
 
 # -- transforms ----------------------------------------------------------------------------------
 
-def _theta(dx1=0.0, dy1=0.0, scale=1.0, angle=0.0, dx2=0.0, dy2=0.0, size=16, pad=0):  # noqa: ANN001, ANN202
+
+def _theta(dx1=0.0, dy1=0.0, scale=1.0, angle=0.0, dx2=0.0, dy2=0.0, size=16, pad=0):
     return affine_thetas(torch.tensor([[dx1, dy1, scale, angle, dx2, dy2]]), size, pad)
 
 
@@ -140,6 +142,7 @@ def test_transform_draws_follow_lucent_distributions() -> None:
 
 # -- the renderer --------------------------------------------------------------------------------
 
+
 def test_same_settings_same_images_and_batch_independence() -> None:
     head = planted_adapter().head("2")
     a = render(head, [Job(0), Job(1), Job(2)], SMALL, seed=7)
@@ -162,7 +165,7 @@ def test_the_four_images_differ_and_diversity_lowers_their_similarity() -> None:
         for j in range(i + 1, 4):
             assert np.abs(imgs[i] - imgs[j]).mean() > 8, (i, j)
 
-    def similarity(result) -> float:  # noqa: ANN001
+    def similarity(result) -> float:
         x = torch.from_numpy(result.images).permute(0, 3, 1, 2).float() / 255
         with torch.no_grad():
             return float(gram_similarity(head(x), 4))

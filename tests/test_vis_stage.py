@@ -27,7 +27,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> RunContext:
     ctx = make_run(tmp_path_factory.mktemp("vis") / "run", visualize={"steps": 96, "negative": True})
     ctx.paths.importance.mkdir()
     ctx.paths.importance_csv.write_text(
-        "model,layer,feature_ind,importance\n" + "".join(f"planted,2,{f},{10 * f + 3}\n" for f in range(4)))
+        "model,layer,feature_ind,importance\n" + "".join(f"planted,2,{f},{10 * f + 3}\n" for f in range(4))
+    )
     run_visualize(ctx)
     return ctx
 
@@ -74,8 +75,9 @@ def test_vis_activation_is_measured_like_the_cache(run: RunContext) -> None:
     head = planted_adapter().head("2")
     index = json.loads((run.paths.visualizations / "index.json").read_text())
     for f, entry in index["features"].items():
-        x = torch.stack([torch.from_numpy(_png(run.root / p).copy()).permute(2, 0, 1).float() / 255
-                         for p in entry["vis"]])
+        x = torch.stack(
+            [torch.from_numpy(_png(run.root / p).copy()).permute(2, 0, 1).float() / 255 for p in entry["vis"]]
+        )
         with torch.no_grad():
             ref = head(x)[:, int(f)].amax(dim=(1, 2)).numpy()
         np.testing.assert_allclose(entry["vis_activation"], ref, rtol=1e-5, atol=1e-6)
@@ -95,7 +97,7 @@ def test_card_has_visualisations_above_examples(run: RunContext) -> None:
             return np.asarray(im.convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC)).astype(float)
 
     def find_row(image: np.ndarray, x: int) -> int:
-        errors = [np.abs(card[y:y + cell, x:x + cell] - image).mean() for y in range(card.shape[0] - cell)]
+        errors = [np.abs(card[y : y + cell, x : x + cell] - image).mean() for y in range(card.shape[0] - cell)]
         assert min(errors) < 1.0
         return int(np.argmin(errors))
 

@@ -46,8 +46,13 @@ def planted_cnn(seed: int = 0) -> nn.Sequential:
 
 def planted_adapter(module: nn.Module | None = None) -> ModuleAdapter:
     """The planted model as an adapter (no normalisation: images in [0, 1] go straight in)."""
-    return ModuleAdapter(module if module is not None else planted_cnn(), name="planted", input_size=SIZE,
-                         mean=(0.0,) * 3, std=(1.0,) * 3)
+    return ModuleAdapter(
+        module if module is not None else planted_cnn(),
+        name="planted",
+        input_size=SIZE,
+        mean=(0.0,) * 3,
+        std=(1.0,) * 3,
+    )
 
 
 def blob_images(n: int = N_IMAGES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -77,20 +82,31 @@ def write_blobs(path: Path, n: int = N_IMAGES) -> np.ndarray:
     return images
 
 
-def make_run(root: Path, visualize: dict | None = None, activations: dict | None = None,
-             module: nn.Module | None = None, seed: int = 0, layer: str = "2") -> RunContext:
+def make_run(
+    root: Path,
+    visualize: dict | None = None,
+    activations: dict | None = None,
+    module: nn.Module | None = None,
+    seed: int = 0,
+    layer: str = "2",
+) -> RunContext:
     """A run folder on the planted world with the activation stage done."""
     from autointerp.stages.activations import run_activations
 
     data = root.parent / f"{root.name}_blobs.npz"
     write_blobs(data)
-    cfg = config_from_dict({
-        "model": {"name": "module"}, "layer": layer, "device": "cpu", "seed": seed,
-        "dataset": {"type": "npz", "path": str(data)},
-        "label_mapping": {"type": "identity"},
-        "activations": {"batch_size": 8, "top_k": 8, "accuracy_k": [1], **(activations or {})},
-        "visualize": {"steps": 48, "size": 32, "batch_features": 4, **(visualize or {})},
-    })
+    cfg = config_from_dict(
+        {
+            "model": {"name": "module"},
+            "layer": layer,
+            "device": "cpu",
+            "seed": seed,
+            "dataset": {"type": "npz", "path": str(data)},
+            "label_mapping": {"type": "identity"},
+            "activations": {"batch_size": 8, "top_k": 8, "accuracy_k": [1], **(activations or {})},
+            "visualize": {"steps": 48, "size": 32, "batch_features": 4, **(visualize or {})},
+        }
+    )
     ctx = RunContext.create(cfg, root)
     ctx.__dict__["model"] = planted_adapter(module)
     run_activations(ctx)
@@ -98,6 +114,7 @@ def make_run(root: Path, visualize: dict | None = None, activations: dict | None
 
 
 # -- the world is what the tests assume ------------------------------------------------------------
+
 
 def test_red_channel_detects_red_discs(tmp_path: Path) -> None:
     ctx = make_run(tmp_path / "run")

@@ -266,7 +266,10 @@ def _corrected(r: float | None, reliability_x: float | None) -> tuple[float | No
 
 
 def _importance_measures(
-    imp: np.ndarray, measures: dict[str, np.ndarray], scores: dict[str, np.ndarray], rel: dict[str, Any],
+    imp: np.ndarray,
+    measures: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
+    rel: dict[str, Any],
     scopes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Both importance measures, their reliabilities and each rater's correlation with each

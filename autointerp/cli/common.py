@@ -51,7 +51,7 @@ def parse_features(text: str | None) -> list[int] | None:
     return sorted(set(out))
 
 
-def open_run(run_dir: Path, overrides: list[str] | None = None, config: Path | None = None):  # noqa: ANN201
+def open_run(run_dir: Path, overrides: list[str] | None = None, config: Path | None = None):
     """Open a run folder, or create it from ``config`` when it has no config.yaml yet."""
     from autointerp.config import load_config
     from autointerp.runfolder import RunContext

@@ -53,8 +53,9 @@ def register(app: typer.Typer) -> None:
                 extra.append(f"rate.human_invalid={invalid}")
             ctx = open_run(run_dir, extra)
             names = [n.strip() for n in raters.split(",") if n.strip()] if raters else None
-            out = run_rate(ctx, overwrite=overwrite, raters=names, rater_paths=rater_path or (),
-                           features=parse_features(features))
+            out = run_rate(
+                ctx, overwrite=overwrite, raters=names, rater_paths=rater_path or (), features=parse_features(features)
+            )
             typer.echo(str(out))
 
     @raters_app.command("list")

@@ -20,8 +20,9 @@ def register(app: typer.Typer) -> None:
     """Add ``examples`` and ``visualize`` to ``app``."""
 
     @app.command()
-    def examples(run_dir: RunDir, features: Features = None, overwrite: Overwrite = False,
-                 overrides: Overrides = None) -> None:
+    def examples(
+        run_dir: RunDir, features: Features = None, overwrite: Overwrite = False, overrides: Overrides = None
+    ) -> None:
         """Save the most (and optionally least) activating dataset images of each feature."""
         from autointerp.stages.examples import run_examples
 

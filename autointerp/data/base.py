@@ -64,9 +64,7 @@ class SubsetDataset(ImageDataset):
         self.name = base.name
         self.labels = np.asarray(base.labels)[self.indices]
         self.class_keys = base.class_keys
-        self.concepts = (
-            {k: np.asarray(v)[self.indices] for k, v in base.concepts.items()} if base.concepts else None
-        )
+        self.concepts = {k: np.asarray(v)[self.indices] for k, v in base.concepts.items()} if base.concepts else None
 
     def __len__(self) -> int:
         return len(self.indices)

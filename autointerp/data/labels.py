@@ -42,14 +42,16 @@ def _devkit_ids(ds: ImageDataset, id_to_wnid: dict[int, str]) -> np.ndarray:
         wnid_to_id = {w: i for i, w in id_to_wnid.items()}
         missing = sorted({ds.class_keys[int(lab)] for lab in ds.labels} - set(wnid_to_id))
         if missing:
-            raise DataError(f"class {missing[0]!r} of dataset {ds.name!r} is not in map_clsloc "
-                            f"({len(missing)} unknown classes)")
+            raise DataError(
+                f"class {missing[0]!r} of dataset {ds.name!r} is not in map_clsloc ({len(missing)} unknown classes)"
+            )
         return np.asarray([wnid_to_id[ds.class_keys[int(lab)]] for lab in ds.labels], dtype=np.int64)
     return ds.labels
 
 
-def model_targets(ds: ImageDataset, mapping: LabelMappingConfig, num_outputs: int,
-                  valid_outputs: np.ndarray | None = None) -> np.ndarray:
+def model_targets(
+    ds: ImageDataset, mapping: LabelMappingConfig, num_outputs: int, valid_outputs: np.ndarray | None = None
+) -> np.ndarray:
     """Model output index of each image's true class; out-of-range labels are one-line errors."""
     labels = ds.labels
     kind = mapping.type
@@ -63,8 +65,10 @@ def model_targets(ds: ImageDataset, mapping: LabelMappingConfig, num_outputs: in
         bad = np.flatnonzero(~np.isin(ids, list(id_to_wnid)))
         if bad.size:
             i = int(bad[0])
-            raise DataError(f"dataset {ds.name!r} image {i}: label {int(ids[i])} is not a devkit id in "
-                            f"{mapping.map_clsloc} (expected 1..{max(id_to_wnid)}; {bad.size} such images)")
+            raise DataError(
+                f"dataset {ds.name!r} image {i}: label {int(ids[i])} is not a devkit id in "
+                f"{mapping.map_clsloc} (expected 1..{max(id_to_wnid)}; {bad.size} such images)"
+            )
         if kind == "devkit":
             out = ids - 1 + mapping.offset
         else:
@@ -86,14 +90,18 @@ def model_targets(ds: ImageDataset, mapping: LabelMappingConfig, num_outputs: in
     bad = np.flatnonzero((out < 0) | (out >= num_outputs))
     if bad.size:
         i = int(bad[0])
-        raise DataError(f"label mapping {kind!r} sends image {i} (label {int(labels[i])}) to output {int(out[i])}, "
-                        f"outside the model's 0..{num_outputs - 1}: mismatched label mapping")
+        raise DataError(
+            f"label mapping {kind!r} sends image {i} (label {int(labels[i])}) to output {int(out[i])}, "
+            f"outside the model's 0..{num_outputs - 1}: mismatched label mapping"
+        )
     if valid_outputs is not None:
         dummy = np.flatnonzero(~valid_outputs[out])
         if dummy.size:
             i = int(dummy[0])
-            raise DataError(f"label mapping {kind!r} sends image {i} (label {int(labels[i])}) to output {int(out[i])}, "
-                            "which is a dummy/background output of the model: mismatched label mapping (check offset)")
+            raise DataError(
+                f"label mapping {kind!r} sends image {i} (label {int(labels[i])}) to output {int(out[i])}, "
+                "which is a dummy/background output of the model: mismatched label mapping (check offset)"
+            )
     return out
 
 

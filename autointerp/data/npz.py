@@ -32,14 +32,17 @@ class NpzDataset(ImageDataset):
         with archive:
             for key in ("data", "labels"):
                 if key not in archive.files:
-                    raise DataError(f"{self.path}: missing key {key!r}; expected keys 'data' and 'labels' "
-                                    f"(found {', '.join(archive.files)})")
+                    raise DataError(
+                        f"{self.path}: missing key {key!r}; expected keys 'data' and 'labels' "
+                        f"(found {', '.join(archive.files)})"
+                    )
             data = archive["data"]
             labels = archive["labels"]
             wnids = archive["wnids"] if "wnids" in archive.files else None
         if data.ndim != 2 or data.dtype != np.uint8:
-            raise DataError(f"{self.path}: key 'data' must be a 2-D uint8 array (N, 3*S*S); "
-                            f"got {data.dtype} {data.shape}")
+            raise DataError(
+                f"{self.path}: key 'data' must be a 2-D uint8 array (N, 3*S*S); got {data.dtype} {data.shape}"
+            )
         side = math.isqrt(data.shape[1] // 3)
         if 3 * side * side != data.shape[1]:
             raise DataError(f"{self.path}: key 'data' rows have {data.shape[1]} values; expected 3*S*S (e.g. 12288)")

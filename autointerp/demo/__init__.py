@@ -30,14 +30,32 @@ from autointerp.demo.synthetic import (
     generate,
 )
 
-_MODEL_NAMES = {"DEFAULT_LAYER", "DemoCNN", "DemoCNNAdapter", "TrainSettings", "build_demo_cnn", "create_demo_cnn",
-                "load_or_train", "train_demo_cnn"}
+_MODEL_NAMES = {
+    "DEFAULT_LAYER",
+    "DemoCNN",
+    "DemoCNNAdapter",
+    "TrainSettings",
+    "build_demo_cnn",
+    "create_demo_cnn",
+    "load_or_train",
+    "train_demo_cnn",
+}
 
 __all__ = [
-    "CONCEPT_VALUES", "N_CLASSES", "SyntheticDataset", "build_synthetic_dataset", "class_keys", "generate",
-    "best_concept", "concept_purity", "concept_scores", "planted_coherent_indices", "planted_coherent_set",
+    "CONCEPT_VALUES",
+    "N_CLASSES",
+    "SyntheticDataset",
+    "build_synthetic_dataset",
+    "class_keys",
+    "generate",
+    "best_concept",
+    "concept_purity",
+    "concept_scores",
+    "planted_coherent_indices",
+    "planted_coherent_set",
     "purity_table",
-    "random_indices", *sorted(_MODEL_NAMES),
+    "random_indices",
+    *sorted(_MODEL_NAMES),
 ]
 
 

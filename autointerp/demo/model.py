@@ -69,8 +69,9 @@ class TrainSettings:
 
     def key(self) -> str:
         """Short hash of the settings, the generator and the model version."""
-        blob = json.dumps({**asdict(self), "generator": synthetic.GENERATOR_VERSION, "model": MODEL_VERSION},
-                          sort_keys=True)
+        blob = json.dumps(
+            {**asdict(self), "generator": synthetic.GENERATOR_VERSION, "model": MODEL_VERSION}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @property
@@ -140,9 +141,9 @@ def evaluate(module: nn.Module, images: np.ndarray, labels: np.ndarray, batch_si
     correct = 0
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = _images_tensor(images[start:start + batch_size])
+            x = _images_tensor(images[start : start + batch_size])
             pred = module(x).argmax(1).numpy()
-            correct += int((pred == labels[start:start + batch_size]).sum())
+            correct += int((pred == labels[start : start + batch_size]).sum())
     return correct / max(len(images), 1)
 
 
@@ -166,15 +167,16 @@ def train_demo_cnn(settings: TrainSettings = TrainSettings(), verbose: bool = Tr
         module = build_demo_cnn(settings.seed)
         optimizer = torch.optim.AdamW(module.parameters(), lr=settings.max_lr, weight_decay=settings.weight_decay)
         steps_per_epoch = (settings.n_train + settings.batch_size - 1) // settings.batch_size
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.max_lr,
-                                                        total_steps=settings.epochs * steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=settings.max_lr, total_steps=settings.epochs * steps_per_epoch
+        )
         generator = torch.Generator().manual_seed(settings.seed)
         for epoch in range(settings.epochs):
             module.train()
             order = torch.randperm(settings.n_train, generator=generator)
             total_loss = 0.0
             for start in range(0, settings.n_train, settings.batch_size):
-                idx = order[start:start + settings.batch_size]
+                idx = order[start : start + settings.batch_size]
                 loss = F.cross_entropy(module(x_train[idx]), y_train[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -182,8 +184,11 @@ def train_demo_cnn(settings: TrainSettings = TrainSettings(), verbose: bool = Tr
                 scheduler.step()
                 total_loss += float(loss.detach()) * len(idx)
             if verbose:
-                print(f"demo_cnn: epoch {epoch + 1}/{settings.epochs} loss {total_loss / settings.n_train:.3f} "
-                      f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
+                print(
+                    f"demo_cnn: epoch {epoch + 1}/{settings.epochs} loss {total_loss / settings.n_train:.3f} "
+                    f"({time.perf_counter() - t0:.0f}s)",
+                    file=sys.stderr,
+                )
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
     module.eval()
@@ -195,13 +200,17 @@ def train_demo_cnn(settings: TrainSettings = TrainSettings(), verbose: bool = Tr
         "settings": asdict(settings),
     }
     if verbose:
-        print(f"demo_cnn: trained in {summary['train_seconds']:.0f}s, held-out accuracy "
-              f"{summary['val_accuracy']:.3f} (chance {summary['chance_accuracy']:.3f})", file=sys.stderr)
+        print(
+            f"demo_cnn: trained in {summary['train_seconds']:.0f}s, held-out accuracy "
+            f"{summary['val_accuracy']:.3f} (chance {summary['chance_accuracy']:.3f})",
+            file=sys.stderr,
+        )
     return module, summary
 
 
-def load_or_train(settings: TrainSettings = TrainSettings(), cache_dir: str | os.PathLike[str] | None = None,
-                  verbose: bool = True) -> tuple[nn.Module, dict]:
+def load_or_train(
+    settings: TrainSettings = TrainSettings(), cache_dir: str | os.PathLike[str] | None = None, verbose: bool = True
+) -> tuple[nn.Module, dict]:
     """The trained DemoCNN for ``settings``: from the cache, or trained now and cached atomically."""
     path = cache_path(settings, cache_dir)
     if path.exists():
@@ -278,9 +287,13 @@ _TRAIN_FIELDS = {f.name for f in fields(TrainSettings)}
 
 
 @register_model("demo_cnn")
-def create_demo_cnn(weights: str | os.PathLike[str] | None = None, pretrained: bool = True,
-                    cache_dir: str | os.PathLike[str] | None = None, verbose: bool = True,
-                    **training: Any) -> DemoCNNAdapter:
+def create_demo_cnn(
+    weights: str | os.PathLike[str] | None = None,
+    pretrained: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    verbose: bool = True,
+    **training: Any,
+) -> DemoCNNAdapter:
     """The demo CNN adapter.
 
     ``weights``: a checkpoint file (wins over ``pretrained``). ``pretrained=True``: the cached

@@ -40,8 +40,10 @@ def _check(concepts: dict[str, np.ndarray], indices: np.ndarray) -> int:
     if indices.size == 0:
         raise DataError("purity: empty set of image indices")
     if indices.min() < 0 or indices.max() >= n:
-        raise DataError(f"purity: image index {int(indices.max() if indices.max() >= n else indices.min())} "
-                        f"out of range for a dataset of {n} images")
+        raise DataError(
+            f"purity: image index {int(indices.max() if indices.max() >= n else indices.min())} "
+            f"out of range for a dataset of {n} images"
+        )
     return n
 
 
@@ -63,8 +65,16 @@ def concept_scores(concepts: dict[str, np.ndarray], indices: Sequence[int] | np.
         for value, count in zip(set_values.tolist(), set_counts.tolist(), strict=True):
             fraction = count / len(idx)
             p = base[value]
-            rows.append({"concept": name, "value": value, "fraction": fraction, "base_rate": p,
-                         "score": (fraction - p) / (1.0 - p), "_order": order})
+            rows.append(
+                {
+                    "concept": name,
+                    "value": value,
+                    "fraction": fraction,
+                    "base_rate": p,
+                    "score": (fraction - p) / (1.0 - p),
+                    "_order": order,
+                }
+            )
     rows.sort(key=lambda r: (-r["score"], r["_order"], str(r["value"])))
     for r in rows:
         del r["_order"]
@@ -85,12 +95,16 @@ def best_concept(concepts: dict[str, np.ndarray], indices: Sequence[int] | np.nd
     for r in rows:  # rows are sorted by score, so the first per concept is its best
         per_concept.setdefault(r["concept"], r["score"])
     if not rows:
-        return {"purity": 0.0, "concept": None, "value": None, "fraction": 0.0, "base_rate": 0.0,
-                "per_concept": {}}
+        return {"purity": 0.0, "concept": None, "value": None, "fraction": 0.0, "base_rate": 0.0, "per_concept": {}}
     top = rows[0]
-    return {"purity": max(0.0, top["score"]), "concept": top["concept"], "value": top["value"],
-            "fraction": top["fraction"], "base_rate": top["base_rate"],
-            "per_concept": {name: per_concept.get(name, 0.0) for name in concepts if name in per_concept}}
+    return {
+        "purity": max(0.0, top["score"]),
+        "concept": top["concept"],
+        "value": top["value"],
+        "fraction": top["fraction"],
+        "base_rate": top["base_rate"],
+        "per_concept": {name: per_concept.get(name, 0.0) for name in concepts if name in per_concept},
+    }
 
 
 def purity_table(concepts: dict[str, np.ndarray], topk_idx: np.ndarray) -> dict[int, dict]:

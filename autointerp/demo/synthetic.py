@@ -73,8 +73,9 @@ _SUPERSAMPLE = 4  # shapes are drawn at 4× and box-downsampled: smooth edges
 
 def class_keys() -> dict[int, str]:
     """Label -> class key, e.g. ``{0: "red_circle", 1: "green_circle", ...}``."""
-    return {s * len(COLOURS) + c: f"{colour}_{shape}" for s, shape in enumerate(SHAPES) for c, colour in
-            enumerate(COLOURS)}
+    return {
+        s * len(COLOURS) + c: f"{colour}_{shape}" for s, shape in enumerate(SHAPES) for c, colour in enumerate(COLOURS)
+    }
 
 
 @dataclass(frozen=True)
@@ -225,8 +226,13 @@ def labels_from_concepts(concepts: dict[str, np.ndarray]) -> np.ndarray:
     """(N,) int64 class labels ``shape_index * n_colours + colour_index``."""
     shape_code = {v: i for i, v in enumerate(SHAPES)}
     colour_code = {v: i for i, v in enumerate(COLOURS)}
-    return np.asarray([shape_code[s] * len(COLOURS) + colour_code[c]
-                       for s, c in zip(concepts["shape"], concepts["colour"], strict=True)], dtype=np.int64)
+    return np.asarray(
+        [
+            shape_code[s] * len(COLOURS) + colour_code[c]
+            for s, c in zip(concepts["shape"], concepts["colour"], strict=True)
+        ],
+        dtype=np.int64,
+    )
 
 
 class SyntheticDataset(ImageDataset):
@@ -267,8 +273,9 @@ def build_synthetic_dataset(options: dict | None = None) -> SyntheticDataset:
     options = dict(options or {})
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
-        raise ConfigError(f"dataset.{unknown[0]}: unknown option for the synthetic dataset; "
-                          f"valid: {', '.join(_OPTIONS)}")
+        raise ConfigError(
+            f"dataset.{unknown[0]}: unknown option for the synthetic dataset; valid: {', '.join(_OPTIONS)}"
+        )
     values = {**_OPTIONS, **options}
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -137,8 +137,17 @@ def describe(img: np.ndarray, size: int = 64) -> np.ndarray:
     # inside coloured regions: edge density (patterned vs solid) and brightness spread (stripes, dots)
     inner_edges = float((cmag * salient).sum() / area)
     inner_spread = float(gray[salient].std()) if salient.any() else 0.0
-    energy = np.array([mag.mean() * 4, np.hypot(gx2, gy2).mean() * 2, gray.std() * 2, cmag.mean() * 8,
-                       inner_edges * 8, inner_spread * 4], dtype=np.float32)
+    energy = np.array(
+        [
+            mag.mean() * 4,
+            np.hypot(gx2, gy2).mean() * 2,
+            gray.std() * 2,
+            cmag.mean() * 8,
+            inner_edges * 8,
+            inner_spread * 4,
+        ],
+        dtype=np.float32,
+    )
 
     return np.concatenate(
         [
@@ -205,8 +214,7 @@ def _shape_mask(shape: str, size: int) -> np.ndarray:
     else:  # star
         angles = np.pi / 2 + np.arange(10) * np.pi / 5
         radii = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
-        draw.polygon([(c + rr * np.cos(a), c - rr * np.sin(a)) for a, rr in zip(angles, radii, strict=True)],
-                     fill=255)
+        draw.polygon([(c + rr * np.cos(a), c - rr * np.sin(a)) for a, rr in zip(angles, radii, strict=True)], fill=255)
     return np.asarray(canvas, dtype=np.float32) / 255.0
 
 
@@ -225,9 +233,9 @@ def render_phrase(text: str, size: int = 64) -> np.ndarray | None:
     mask = _pattern_mask(pattern, size)
     if shape is not None:
         inside = _shape_mask(shape, size)
-        img = inside[..., None] * (mask[..., None] * fg + (1 - mask[..., None]) * bg * 0.5) + (
-            1 - inside[..., None]
-        ) * bg
+        img = (
+            inside[..., None] * (mask[..., None] * fg + (1 - mask[..., None]) * bg * 0.5) + (1 - inside[..., None]) * bg
+        )
     else:
         img = mask[..., None] * fg + (1 - mask[..., None]) * bg
     return np.clip(img, 0, 255).astype(np.uint8)

@@ -93,5 +93,6 @@ class AffineTailPath(TailPath):
             exact = super().evaluate(state, x, z, labels, b_idx[ambiguous], channels[ambiguous], ablation, k, valid)
             after[ambiguous] = exact.after_correct
             logprob[ambiguous] = exact.logprob_after
-        return PairResult(after_correct=after, logprob_after=logprob,
-                          bounded=torch.zeros(p, dtype=torch.bool), fallback=n_fallback)
+        return PairResult(
+            after_correct=after, logprob_after=logprob, bounded=torch.zeros(p, dtype=torch.bool), fallback=n_fallback
+        )

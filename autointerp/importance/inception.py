@@ -132,7 +132,7 @@ class ReferenceTail(nn.Module):
         super().__init__()
         self.inception = module
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return reference_tail(self.inception, x)
 
 
@@ -416,7 +416,7 @@ class InceptionMixed5aPath:
         self.native = native
         self.hw = spatial[0] * spatial[1]
 
-        def maybe(fn, batch_args=(0,)):  # noqa: ANN001, ANN202
+        def maybe(fn, batch_args=(0,)):
             return compiled_or_eager(fn, batch_args) if compile else fn
 
         self._core = maybe(_rank1_core, (0, 4))

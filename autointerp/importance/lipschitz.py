@@ -96,7 +96,7 @@ def analyse_tail(tail: nn.Module, example: torch.Tensor) -> tuple[TailBound | No
         gm = tail if isinstance(tail, fx.GraphModule) else fx.symbolic_trace(tail)
         gm = fx.GraphModule(gm, gm.graph)
         ShapeProp(gm).propagate(example)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return None, f"tail is not traceable ({type(exc).__name__})"
     modules = dict(gm.named_modules())
     nodes = [n for n in gm.graph.nodes if n.op not in ("get_attr",)]

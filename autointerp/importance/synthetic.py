@@ -44,9 +44,7 @@ def rescaled_inceptionv1(
             convs = ("mixed5a_1x1_pre_relu_conv", "mixed5a_3x3_pre_relu_conv", "mixed5a_5x5_pre_relu_conv",
                      "mixed5a_pool_reduce_pre_relu_conv")  # fmt: skip
             outs: dict[str, torch.Tensor] = {}
-            hs = [
-                getattr(model, n).register_forward_hook(lambda _m, _i, o, n=n: outs.__setitem__(n, o)) for n in convs
-            ]
+            hs = [getattr(model, n).register_forward_hook(lambda _m, _i, o, n=n: outs.__setitem__(n, o)) for n in convs]
             model(example)
             for h in hs:
                 h.remove()

@@ -216,7 +216,7 @@ def _worker_main(job: UnitJob, tasks: Any, results: Any, index: int) -> None:
             number, unit = task
             pairs_done = lambda n, f=len(unit.features): results.put(("progress", n * f, None))  # noqa: E731
             results.put(("done", number, evaluate_unit(path, acts, job, unit, pairs_done)))
-    except BaseException:  # noqa: BLE001 - anything a worker hits goes to the parent, which raises it
+    except BaseException:
         results.put(("error", index, traceback.format_exc()))
 
 

@@ -21,12 +21,12 @@ def _trace(module: nn.Module, layer: str) -> fx.GraphModule:
     import torch.fx as fx
 
     class _Tracer(fx.Tracer):
-        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:  # noqa: D102
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
             return qualname == layer or super().is_leaf_module(m, qualname)
 
     try:
         graph = _Tracer().trace(module)
-    except Exception as exc:  # noqa: BLE001 - fx raises many kinds; report one line
+    except Exception as exc:
         raise UserError(
             f"cannot split model {type(module).__name__} at {layer!r}: torch.fx tracing failed ({exc}); "
             "give an adapter with explicit head/tail instead"
@@ -56,9 +56,7 @@ def _ancestors(node: fx.Node) -> set[fx.Node]:
     return seen
 
 
-def split_module(
-    module: nn.Module, layer: str, output: str | None = None
-) -> tuple[fx.GraphModule, fx.GraphModule]:
+def split_module(module: nn.Module, layer: str, output: str | None = None) -> tuple[fx.GraphModule, fx.GraphModule]:
     """Return ``(head, tail)`` GraphModules for ``module`` cut at ``layer``.
 
     ``output`` optionally names the node whose value is the tail's output (e.g. the pre-softmax
@@ -120,7 +118,7 @@ def layer_shapes(module: nn.Module, example: object, names: list[str]) -> dict[s
         if mod is None:
             continue
 
-        def hook(_m, _i, out, name=name):  # noqa: ANN001
+        def hook(_m, _i, out, name=name):
             if isinstance(out, torch.Tensor):
                 shapes[name] = tuple(out.shape)
 

@@ -92,7 +92,7 @@ def _load_state(module: nn.Module, path: Path) -> None:
         module.load_state_dict(state)
     except WeightsError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WeightsError(f"{path}: not a state dict for this architecture ({str(exc).splitlines()[0]})") from None
 
 
@@ -155,7 +155,7 @@ def create_timm(
         try:
             with _network_timeout():
                 module = timm.create_model(arch, pretrained=True)
-        except Exception as exc:  # noqa: BLE001 - hub errors vary
+        except Exception as exc:
             raise WeightsError(
                 f"could not fetch timm weights for {arch!r} ({str(exc).splitlines()[0]}); "
                 "pass model.weights=/path/to/weights"

@@ -108,7 +108,7 @@ def load_inceptionv1(weights: str | None = None, pretrained: bool = True) -> nn.
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except Exception as exc:  # noqa: BLE001 - corrupt / wrong file
+    except Exception as exc:
         first = str(exc).splitlines()[0]
         raise WeightsError(f"{path}: not a valid InceptionV1 (inception5h) state dict ({first})") from None
     return model.eval()

@@ -30,7 +30,7 @@ class HookHead(nn.Module):
         self._preprocess = preprocess
         self._target = dict(module.named_modules())[layer]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         captured: list[torch.Tensor] = []
 
         def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
@@ -57,7 +57,7 @@ class Normalized(nn.Module):
         self.module = module
         self._preprocess = preprocess
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(self._preprocess(x))
 
 

@@ -31,15 +31,21 @@ CHECKPOINT_EVERY = 8  # batches
 def _settings_key(ctx: RunContext) -> str:
     cfg = ctx.config
     blob = json.dumps(
-        [cfg.model.model_dump(mode="json"), cfg.layer, cfg.dataset.model_dump(mode="json"),
-         cfg.label_mapping.model_dump(mode="json"), cfg.activations.dtype, cfg.activations.reduce,
-         ctx.image_size()],
+        [
+            cfg.model.model_dump(mode="json"),
+            cfg.layer,
+            cfg.dataset.model_dump(mode="json"),
+            cfg.label_mapping.model_dump(mode="json"),
+            cfg.activations.dtype,
+            cfg.activations.reduce,
+            ctx.image_size(),
+        ],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def topk_accuracy(logits, targets, valid, ks: list[int]) -> dict[str, int]:  # noqa: ANN001
+def topk_accuracy(logits, targets, valid, ks: list[int]) -> dict[str, int]:
     """Number of images whose target is among the top-k valid outputs, for each k."""
     masked = logits.masked_fill(~valid.to(logits.device), float("-inf"))
     kmax = min(max(ks), int(valid.sum()))

@@ -64,13 +64,17 @@ def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] |
     k = cfg.n_examples
     available = topk["top_idx"].shape[1]
     if k > available:
-        raise UserError(f"config key 'visualize.n_examples' = {k} exceeds the cached top-k ({available}); "
-                        f"rerun activations with --set activations.top_k={k} --overwrite")
+        raise UserError(
+            f"config key 'visualize.n_examples' = {k} exceeds the cached top-k ({available}); "
+            f"rerun activations with --set activations.top_k={k} --overwrite"
+        )
     kinds = [("top", topk["top_idx"], topk["top_val"])]
     if cfg.bottom_examples:
         if "bottom_idx" not in topk or topk["bottom_idx"].shape[1] < k:
-            raise UserError(f"config key 'visualize.bottom_examples' needs {k} bottom images per feature in the "
-                            f"activation cache; rerun activations with --set activations.bottom_k={k} --overwrite")
+            raise UserError(
+                f"config key 'visualize.bottom_examples' needs {k} bottom images per feature in the "
+                f"activation cache; rerun activations with --set activations.bottom_k={k} --overwrite"
+            )
         kinds.append(("bottom", topk["bottom_idx"], topk["bottom_val"]))
 
     out = ctx.paths.examples
@@ -86,11 +90,16 @@ def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] |
                     for r in range(k):
                         index = int(idx[f, r])
                         if not 0 <= index < len(ds):
-                            raise DataError(f"{ctx.paths.activations / 'topk.npz'}: image index {index} is outside "
-                                            f"the dataset ({len(ds)} images); rerun activations with --overwrite")
+                            raise DataError(
+                                f"{ctx.paths.activations / 'topk.npz'}: image index {index} is outside "
+                                f"the dataset ({len(ds)} images); rerun activations with --overwrite"
+                            )
                         image = np.asarray(ds.image(index))
-                        item = {"path": f"examples/{name}/{kind}_{r}.png", "dataset_index": index,
-                                "activation": float(val[f, r])}
+                        item = {
+                            "path": f"examples/{name}/{kind}_{r}.png",
+                            "dataset_index": index,
+                            "activation": float(val[f, r]),
+                        }
                         if crop is not None:
                             image, box, position = crop(image, index, f)
                             item["crop"] = list(box)
@@ -100,8 +109,12 @@ def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] |
                 write_json(tmp / "meta.json", entry)
             bar.advance()
 
-    settings = {"n_examples": k, "bottom_examples": cfg.bottom_examples, "crop_examples": cfg.crop_examples,
-                "reduce": meta.get("reduce", "max")}
+    settings = {
+        "n_examples": k,
+        "bottom_examples": cfg.bottom_examples,
+        "crop_examples": cfg.crop_examples,
+        "reduce": meta.get("reduce", "max"),
+    }
     if crop is not None:
         settings["receptive_field"] = list(crop.fraction)
     write_json(out / "index.json", {"settings": settings, "features": read_feature_entries(out)})
@@ -123,7 +136,7 @@ class _Cropper:
         size = int(meta.get("image_size") or ctx.image_size())
         self.fraction = receptive_field_fraction(ctx.model.head(ctx.config.layer), size, device=ctx.device)
 
-    def __call__(self, image: np.ndarray, index: int, feature: int):  # noqa: ANN204
+    def __call__(self, image: np.ndarray, index: int, feature: int):
         from autointerp.vis.receptive_field import crop_box, max_position
 
         act_map = np.asarray(self.acts[self.row_of[index], feature], dtype=np.float32)

@@ -374,7 +374,7 @@ def inception_path_factory(ctx: RunContext, inputs: ImportanceInputs) -> Callabl
     )  # fmt: skip
 
 
-def choose_path(ctx: RunContext, inputs: ImportanceInputs):  # noqa: ANN201
+def choose_path(ctx: RunContext, inputs: ImportanceInputs):
     """The fastest exact path for the run's model and layer (see :mod:`autointerp.importance`)."""
     from autointerp.importance.engine import read_cache
     from autointerp.importance.paths import TailPath

@@ -67,8 +67,10 @@ def run_rate(
     out = ctx.paths.ratings
     todo = [n for n in names if overwrite or not all(p.exists() for p in rating_paths(out, n))]
     for name in sorted(set(names) - set(todo)):
-        print(f"[rate] {name}: {rating_paths(out, name)[0]} exists, skipped (use --overwrite to recompute)",
-              file=sys.stderr)
+        print(
+            f"[rate] {name}: {rating_paths(out, name)[0]} exists, skipped (use --overwrite to recompute)",
+            file=sys.stderr,
+        )
     if not todo:
         return out
 
@@ -108,8 +110,11 @@ def run_rate(
         write_json(json_path, _clean(meta))
         if "embedder" in rater.needs:
             rctx.embedder.flush()
-        print(f"[rate] {rater.name}: {meta['n_scored']}/{len(feats)} features scored in {meta['seconds']:.1f}s "
-              f"-> {csv_path}", file=sys.stderr)
+        print(
+            f"[rate] {rater.name}: {meta['n_scored']}/{len(feats)} features scored in {meta['seconds']:.1f}s "
+            f"-> {csv_path}",
+            file=sys.stderr,
+        )
     if "embedder" in rctx.__dict__:
         cache = rctx.embedder
         print(f"[rate] embeddings computed: {cache.computed}, cached images: {len(cache)}", file=sys.stderr)

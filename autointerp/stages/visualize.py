@@ -40,7 +40,7 @@ from autointerp.stages.examples import load_topk, read_feature_entries, run_exam
 from autointerp.vis.selection import chunks, configured_features
 
 
-def render_settings(ctx: RunContext):  # noqa: ANN201 - RenderSettings (torch import deferred)
+def render_settings(ctx: RunContext):
     """The :class:`~autointerp.vis.render.RenderSettings` of ``ctx.config.visualize``."""
     from autointerp.vis.render import RenderSettings
 
@@ -68,7 +68,7 @@ def _settings_key(ctx: RunContext, settings_json: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _png_bytes(image) -> bytes:  # noqa: ANN001 - uint8 array or PIL image
+def _png_bytes(image) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
@@ -87,8 +87,13 @@ def quality_check(vis_activation: list[float], example_max: float) -> dict:
     if vis_max is not None and example_max > 0:
         ratio = vis_max / example_max
     ok = vis_max is not None and vis_max >= example_max
-    return {"vis_max": _finite(vis_max), "example_max": _finite(example_max), "ratio": _finite(ratio), "ok": ok,
-            "n_above": int(sum(v >= example_max for v in vis_activation))}
+    return {
+        "vis_max": _finite(vis_max),
+        "example_max": _finite(example_max),
+        "ratio": _finite(ratio),
+        "ok": ok,
+        "n_above": int(sum(v >= example_max for v in vis_activation)),
+    }
 
 
 def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] | None = None) -> Path:
@@ -103,8 +108,10 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
     channels = model.check_layer(layer)
     feats = select_features(features, configured_features(ctx), channels, layer)
     if int(meta["channels"]) != channels:
-        raise DataError(f"{ctx.paths.activations / 'meta.json'}: cache has {meta['channels']} channels but layer "
-                        f"{layer!r} has {channels}; rerun activations with --overwrite")
+        raise DataError(
+            f"{ctx.paths.activations / 'meta.json'}: cache has {meta['channels']} channels but layer "
+            f"{layer!r} has {channels}; rerun activations with --overwrite"
+        )
     run_examples(ctx, overwrite=False, features=feats)
     examples = json.loads((ctx.paths.examples / "index.json").read_text(encoding="utf-8"))["features"]
     top_val = load_topk(ctx)["top_val"]
@@ -117,8 +124,11 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
     pending = [f for f in feats if overwrite or str(f) not in existing]
     stale = [f for f in feats if f not in pending and existing[str(f)].get("settings_key") != key]
     if stale:
-        print(f"visualize: {len(stale)} feature(s) (e.g. {stale[0]}) were rendered with other settings; "
-              "kept — use --overwrite to redo them", file=sys.stderr)
+        print(
+            f"visualize: {len(stale)} feature(s) (e.g. {stale[0]}) were rendered with other settings; "
+            "kept — use --overwrite to redo them",
+            file=sys.stderr,
+        )
 
     if not pending and (out / "index.json").exists():
         return out  # every requested feature is done: the stage is skipped, nothing is rewritten
@@ -131,20 +141,44 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
         with FeatureProgress(f"visualize {layer}", len(pending)) as bar:
             for batch in chunks(pending, cfg.batch_features):
                 jobs = [Job(f) for f in batch] + ([Job(f, -1) for f in batch] if cfg.negative else [])
-                results = render(head, jobs, settings, seed, device=device,
-                                 on_step=lambda s, nb=len(batch): bar.partial(nb * s / settings.steps))
+                results = render(
+                    head,
+                    jobs,
+                    settings,
+                    seed,
+                    device=device,
+                    on_step=lambda s, nb=len(batch): bar.partial(nb * s / settings.steps),
+                )
                 measured = _measure(head, results, measure_size, reduce, device)
                 by_job = {r.job: (r, m) for r, m in zip(results, measured, strict=True)}
                 for f in batch:
-                    _write_feature(ctx, f, by_job[Job(f)], by_job.get(Job(f, -1)), examples.get(str(f)),
-                                   float(top_val[f, 0]), importance.get(f), key)
+                    _write_feature(
+                        ctx,
+                        f,
+                        by_job[Job(f)],
+                        by_job.get(Job(f, -1)),
+                        examples.get(str(f)),
+                        float(top_val[f, 0]),
+                        importance.get(f),
+                        key,
+                    )
                 bar.advance(len(batch))
 
     entries = read_feature_entries(out)
     summary = _summarise(entries)
-    index = {"seed": seed, "settings": {**settings_json, "negative": cfg.negative, "measure_size": measure_size,
-                                        "reduce": reduce, "model": model.name, "layer": layer},
-             "quality_summary": summary, "features": entries}
+    index = {
+        "seed": seed,
+        "settings": {
+            **settings_json,
+            "negative": cfg.negative,
+            "measure_size": measure_size,
+            "reduce": reduce,
+            "model": model.name,
+            "layer": layer,
+        },
+        "quality_summary": summary,
+        "features": entries,
+    }
     write_json(out / "index.json", index)
     _write_quality_csv(out / "quality.csv", entries)
     _write_contact_sheet(ctx, out / "contact_sheet.png", entries, f"{model.name} {layer}")
@@ -152,7 +186,7 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
     return out
 
 
-def _measure(head, results, size: int, reduce: str, device) -> list[list[float]]:  # noqa: ANN001
+def _measure(head, results, size: int, reduce: str, device) -> list[list[float]]:
     """Activation of each saved (uint8) visualisation at the cache's input size, reduced like the cache."""
     import torch
     import torch.nn.functional as F
@@ -178,8 +212,16 @@ def _measure(head, results, size: int, reduce: str, device) -> list[list[float]]
     return out
 
 
-def _write_feature(ctx: RunContext, feature: int, pos, neg, example_entry: dict | None, example_max: float,  # noqa: ANN001
-                   importance: float | None, key: str) -> None:
+def _write_feature(
+    ctx: RunContext,
+    feature: int,
+    pos,
+    neg,
+    example_entry: dict | None,
+    example_max: float,
+    importance: float | None,
+    key: str,
+) -> None:
     from autointerp.vis.compose import card_caption, feature_card
 
     result, vis_act = pos
@@ -188,9 +230,17 @@ def _write_feature(ctx: RunContext, feature: int, pos, neg, example_entry: dict 
     quality = quality_check(vis_act, example_max)
     if result.images is not None and not quality["ok"]:
         flags.append("weak")
-    entry: dict = {"vis": [], "vis_activation": vis_act, "render_activation": result.objective,
-                   "card": f"visualizations/{name}/card.png", "quality": quality, "flags": flags,
-                   "seed": result.seed, "lr": result.lr, "settings_key": key}
+    entry: dict = {
+        "vis": [],
+        "vis_activation": vis_act,
+        "render_activation": result.objective,
+        "card": f"visualizations/{name}/card.png",
+        "quality": quality,
+        "flags": flags,
+        "seed": result.seed,
+        "lr": result.lr,
+        "settings_key": key,
+    }
     if importance is not None:
         entry["importance"] = importance
     examples_np = []
@@ -222,8 +272,10 @@ def _write_feature(ctx: RunContext, feature: int, pos, neg, example_entry: dict 
 
 def _summarise(entries: dict[str, dict]) -> dict:
     ratios = [e["quality"]["ratio"] for e in entries.values() if e["quality"].get("ratio") is not None]
-    flagged = {flag: [int(f) for f, e in entries.items() if flag in e.get("flags", [])]
-               for flag in ("weak", "nonfinite", "retried_lr")}
+    flagged = {
+        flag: [int(f) for f, e in entries.items() if flag in e.get("flags", [])]
+        for flag in ("weak", "nonfinite", "retried_lr")
+    }
     return {
         "n_features": len(entries),
         "n_ok": sum(bool(e["quality"]["ok"]) for e in entries.values()),
@@ -239,9 +291,11 @@ def _summarise(entries: dict[str, dict]) -> dict:
 
 def _summary_line(s: dict) -> str:
     med = "n/a" if s["median_ratio"] is None else f"{s['median_ratio']:.2f}"
-    line = (f"visualize quality: {s['n_ok']}/{s['n_features']} features' best visualisation beats their strongest "
-            f"dataset example (median ratio {med}); weak {s['n_weak']}, non-finite {s['n_nonfinite']}, "
-            f"retried with smaller lr {s['n_retried_lr']}")
+    line = (
+        f"visualize quality: {s['n_ok']}/{s['n_features']} features' best visualisation beats their strongest "
+        f"dataset example (median ratio {med}); weak {s['n_weak']}, non-finite {s['n_nonfinite']}, "
+        f"retried with smaller lr {s['n_retried_lr']}"
+    )
     if s["weak_features"]:
         line += f"; weak: {', '.join(map(str, s['weak_features'][:20]))}" + (" ..." if s["n_weak"] > 20 else "")
     return line
@@ -253,8 +307,17 @@ def _write_quality_csv(path: Path, entries: dict[str, dict]) -> None:
     w.writerow(["feature_ind", "vis_max", "example_max", "ratio", "ok", "n_above", "flags"])
     for f, e in entries.items():
         q = e["quality"]
-        w.writerow([f, q["vis_max"], q["example_max"], q["ratio"], int(q["ok"]), q.get("n_above", ""),
-                    ";".join(e.get("flags", []))])
+        w.writerow(
+            [
+                f,
+                q["vis_max"],
+                q["example_max"],
+                q["ratio"],
+                int(q["ok"]),
+                q.get("n_above", ""),
+                ";".join(e.get("flags", [])),
+            ]
+        )
     write_bytes(path, buf.getvalue().encode())
 
 

@@ -30,8 +30,7 @@ def _fit(image: np.ndarray | None, cell: int, label: str = "failed") -> Image.Im
     tile = Image.new("RGB", (cell, cell), BACKGROUND)
     if image is None:
         tile.paste(PLACEHOLDER, (0, 0, cell, cell))
-        ImageDraw.Draw(tile).text((cell // 2, cell // 2), label, fill=FAIL, font=_font(max(10, cell // 8)),
-                                  anchor="mm")
+        ImageDraw.Draw(tile).text((cell // 2, cell // 2), label, fill=FAIL, font=_font(max(10, cell // 8)), anchor="mm")
         return tile
     img = Image.fromarray(np.asarray(image, dtype=np.uint8))
     scale = cell / max(img.size)
@@ -57,8 +56,14 @@ def card_caption(feature: int, importance: float | None = None) -> str:
     return text
 
 
-def feature_card(visualizations: Sequence[np.ndarray | None], examples: Sequence[np.ndarray], caption: str,
-                 cell: int = 128, gap: int = 6, margin: int = 10) -> Image.Image:
+def feature_card(
+    visualizations: Sequence[np.ndarray | None],
+    examples: Sequence[np.ndarray],
+    caption: str,
+    cell: int = 128,
+    gap: int = 6,
+    margin: int = 10,
+) -> Image.Image:
     """Visualisations in the top row(s), dataset examples below, caption on top.
 
     The grid is ``max(4, len(visualizations))`` columns wide, so 4 visualisations and 8 examples give
@@ -71,7 +76,7 @@ def feature_card(visualizations: Sequence[np.ndarray | None], examples: Sequence
     label_h = max(14, cell // 8)
     title_font = _font(max(12, title_h - 4))
     width = max(2 * margin + cols * cell + (cols - 1) * gap, 2 * margin + int(title_font.getlength(caption)) + 1)
-    height = (margin + title_h + label_h + vis_rows * (cell + gap) + label_h + ex_rows * (cell + gap) + margin)
+    height = margin + title_h + label_h + vis_rows * (cell + gap) + label_h + ex_rows * (cell + gap) + margin
     card = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(card)
     draw.text((margin, margin), caption, fill=TEXT, font=title_font)
@@ -90,8 +95,14 @@ def feature_card(visualizations: Sequence[np.ndarray | None], examples: Sequence
     return card
 
 
-def contact_sheet(tiles: Sequence[tuple[str, np.ndarray | None, bool]], title: str, cell: int = 96,
-                  gap: int = 4, margin: int = 10, columns: int | None = None) -> Image.Image:
+def contact_sheet(
+    tiles: Sequence[tuple[str, np.ndarray | None, bool]],
+    title: str,
+    cell: int = 96,
+    gap: int = 4,
+    margin: int = 10,
+    columns: int | None = None,
+) -> Image.Image:
     """A grid of ``(label, image, ok)`` tiles (one per feature); labels of failed checks in red."""
     n = max(1, len(tiles))
     cols = columns or max(1, math.ceil(math.sqrt(n)))

@@ -33,12 +33,12 @@ class FastRedirectedReLU(torch.autograd.Function):
     ``RedirectedReLU`` (Lucid's redirected ReLU), with a single fused multiply in the backward."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001, D102
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001, D102
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         return grad * torch.where(x < 0, 0.1, 1.0).to(grad.dtype)
 
@@ -52,12 +52,12 @@ class LucidRedirectedReLU(torch.autograd.Function):
     is non-zero; otherwise the incoming gradient, except where it would push a negative input lower."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001, D102
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001, D102
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         negative = x < 0
         relu_grad = grad.masked_fill(negative, 0)
@@ -79,9 +79,16 @@ def _conv_bn_pairs(module: nn.Module, keep: set[int]) -> list[tuple[nn.Module, s
         names = list(parent._modules)
         for a, b in zip(names, names[1:], strict=False):
             conv, bn = parent._modules[a], parent._modules[b]
-            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
-                    and id(conv) not in keep and id(bn) not in keep and not conv._forward_hooks
-                    and not bn._forward_hooks and not bn._forward_pre_hooks):
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.track_running_stats
+                and id(conv) not in keep
+                and id(bn) not in keep
+                and not conv._forward_hooks
+                and not bn._forward_hooks
+                and not bn._forward_pre_hooks
+            ):
                 pairs.append((parent, a, b))
     return pairs
 
@@ -96,8 +103,9 @@ def _slow_module_swaps(module: nn.Module) -> list[nn.Module]:
 
 
 @contextlib.contextmanager
-def render_mode(module: nn.Module, channels_last: bool = False, fast_kernels: bool = True,
-                redirect_relu: bool = True) -> Iterator[nn.Module]:
+def render_mode(
+    module: nn.Module, channels_last: bool = False, fast_kernels: bool = True, redirect_relu: bool = True
+) -> Iterator[nn.Module]:
     """Freeze ``module``'s weights, optionally use channels-last, faster kernels and Lucid's redirected
     ReLU gradient; everything is restored on exit (the model's weights are never modified)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval

@@ -28,8 +28,13 @@ class FeatureProgress(Progress):
         elapsed = max(time.perf_counter() - self._t_start, 1e-9)
         per_hour = done / elapsed * 3600.0
         left = (self.total - done) / (done / elapsed) if done > 0 else float("inf")
-        eta = "?" if left == float("inf") else time.strftime("%H:%M:%S", time.gmtime(left)) if left < 86400 else \
-            f"{left / 3600:.0f}h"
+        eta = (
+            "?"
+            if left == float("inf")
+            else time.strftime("%H:%M:%S", time.gmtime(left))
+            if left < 86400
+            else f"{left / 3600:.0f}h"
+        )
         return f"{per_hour:.1f} features/h", eta
 
     def partial(self, done_in_batch: float) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def receptive_field_fraction(head, size: int, device="cpu", trials: int = 3, seed: int = 0) -> tuple[float, float]:  # noqa: ANN001
+def receptive_field_fraction(head, size: int, device="cpu", trials: int = 3, seed: int = 0) -> tuple[float, float]:
     """Height and width of a central unit's receptive field as fractions of a ``size`` px input (≤ 1)."""
     import torch
 
@@ -33,8 +33,9 @@ def receptive_field_fraction(head, size: int, device="cpu", trials: int = 3, see
     return (float(rows[-1] - rows[0] + 1) / size, float(cols[-1] - cols[0] + 1) / size)
 
 
-def crop_box(position: tuple[int, int], grid: tuple[int, int], image_shape: tuple[int, int],
-             fraction: tuple[float, float]) -> tuple[int, int, int, int]:
+def crop_box(
+    position: tuple[int, int], grid: tuple[int, int], image_shape: tuple[int, int], fraction: tuple[float, float]
+) -> tuple[int, int, int, int]:
     """Box ``(top, left, bottom, right)`` in image pixels: the receptive field (``fraction`` of the
     image) centred on activation ``position`` of a ``grid``-sized map, moved inside the image."""
     (i, j), (gh, gw), (ih, iw) = position, grid, image_shape

@@ -132,14 +132,20 @@ def optimise(
 
 
 @torch.no_grad()
-def channel_activation(head: nn.Module, images: torch.Tensor, channels: Sequence[int], batch_size: int = 64,
-                       device: torch.device | str = "cpu", reduce: str = "mean") -> np.ndarray:
+def channel_activation(
+    head: nn.Module,
+    images: torch.Tensor,
+    channels: Sequence[int],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    reduce: str = "mean",
+) -> np.ndarray:
     """Activation of ``channels[i]`` on ``images[i]`` (no transforms): spatial ``mean`` or ``max``."""
     out = []
     ch = torch.as_tensor(list(channels))
     for lo in range(0, len(images), batch_size):
-        acts = head(images[lo:lo + batch_size].to(device)).float()
-        idx = ch[lo:lo + batch_size].to(acts.device)
+        acts = head(images[lo : lo + batch_size].to(device)).float()
+        idx = ch[lo : lo + batch_size].to(acts.device)
         if reduce == "mean":
             out.append(channel_objective(acts, idx).cpu())
         else:
@@ -163,27 +169,34 @@ def render(
     device = torch.device(device)
     channels_last = settings.channels_last if settings.channels_last is not None else device.type == "cuda"
     results: dict[Job, RenderResult] = {}
-    with render_mode(head, channels_last=channels_last, fast_kernels=settings.fast_kernels,
-                     redirect_relu=settings.redirect_relu):
+    with render_mode(
+        head, channels_last=channels_last, fast_kernels=settings.fast_kernels, redirect_relu=settings.redirect_relu
+    ):
         pending = list(jobs)
         lr = settings.lr
         for attempt in range(settings.max_retries + 1):
             if attempt:
                 lr *= settings.retry_lr_factor
-            images, finite = optimise(head, pending, settings, seed, lr=lr, device=device,
-                                      on_step=on_step if attempt == 0 else None)
+            images, finite = optimise(
+                head, pending, settings, seed, lr=lr, device=device, on_step=on_step if attempt == 0 else None
+            )
             n = settings.n_images
             keep = [i for i, ok in enumerate(finite.tolist()) if ok]
             if keep:
-                rows = torch.cat([images[i * n:(i + 1) * n] for i in keep])
+                rows = torch.cat([images[i * n : (i + 1) * n] for i in keep])
                 feats = [pending[i].feature for i in keep for _ in range(n)]
                 obj = channel_activation(head, rows, feats, device=device)
                 u8 = to_uint8(rows)
                 for k, i in enumerate(keep):
                     job = pending[i]
-                    results[job] = RenderResult(job, job_seed(seed, job), u8[k * n:(k + 1) * n],
-                                                [float(v) for v in obj[k * n:(k + 1) * n]], lr,
-                                                ["retried_lr"] if attempt else [])
+                    results[job] = RenderResult(
+                        job,
+                        job_seed(seed, job),
+                        u8[k * n : (k + 1) * n],
+                        [float(v) for v in obj[k * n : (k + 1) * n]],
+                        lr,
+                        ["retried_lr"] if attempt else [],
+                    )
             pending = [job for i, job in enumerate(pending) if i not in set(keep)]
             if not pending:
                 break

@@ -53,4 +53,4 @@ def configured_example_features(ctx: RunContext) -> list[int] | None:
 
 def chunks(items: Sequence[int], size: int) -> list[list[int]]:
     """``items`` in consecutive groups of at most ``size``."""
-    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
