@@ -29,9 +29,10 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from autointerp.errors import ConfigError, DataError, UserError
 from autointerp.registry import Registry
@@ -254,13 +255,225 @@ def _try_floats(values: list[str]) -> np.ndarray | None:
 
 
 # --------------------------------------------------------------------------------------------
+# Typed rater options
+# --------------------------------------------------------------------------------------------
+class RaterOptions(BaseModel):
+    """Base of a rater's typed options (a pydantic model, validated when the rater is built).
+
+    A rater declares its options as a nested class::
+
+        class Options(RaterOptions):
+            k: int = option(9, "explanations per side", ge=1)
+            quantile: float = option(0.1, "pool fraction", gt=0, le=0.5, expected="a fraction in (0, 0.5]")
+
+    Validation is strict (no ``"9"`` → 9, no ``true`` → 1; an integer is accepted where a number is
+    expected); a bad value is a one-line :class:`ConfigError` naming ``rate.options.<rater>.<key>``,
+    the value and what was expected. A rater that only sets ``defaults = {...}`` gets a model
+    derived from it (:func:`options_from_defaults`).
+    """
+
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, protected_namespaces=(), arbitrary_types_allowed=True
+    )
+
+
+def option(default: Any, description: str = "", *, expected: str | None = None, **constraints: Any) -> Any:
+    """A :class:`RaterOptions` field: its default, a one-line description, pydantic constraints
+    (``ge``, ``gt``, ``le``, ``lt``, ``allow_inf_nan``, ...) and, optionally, the ``expected`` phrase of
+    its error message (derived from the type and constraints when omitted)."""
+    extra = {"expected": expected} if expected else None
+    if isinstance(default, (list, dict, set)):
+        value = default
+        return Field(
+            default_factory=lambda: type(value)(value), description=description, json_schema_extra=extra, **constraints
+        )
+    return Field(default, description=description, json_schema_extra=extra, **constraints)
+
+
+def _default_type(value: Any) -> Any:
+    """The option type implied by a default value (``Any`` where it says nothing, e.g. ``None``)."""
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int):
+        return int
+    if isinstance(value, float):
+        return float
+    if isinstance(value, str):
+        return str
+    if isinstance(value, Path):
+        return Union[str, Path]  # noqa: UP007 - a runtime type object
+    if isinstance(value, (list, tuple)):
+        return Union[list, tuple]  # noqa: UP007
+    if isinstance(value, dict):
+        return dict
+    return Any
+
+
+def _safe_field_name(key: str) -> bool:
+    return key.isidentifier() and not key.startswith("_") and not hasattr(BaseModel, key)
+
+
+def options_from_defaults(owner: str, defaults: Mapping[str, Any]) -> type[RaterOptions]:
+    """A permissive :class:`RaterOptions` model for a rater that only declares ``defaults``: each option
+    typed by its default's type (bool, int, float, str, list, dict; anything when the default is None)."""
+    fields: dict[str, Any] = {}
+    for i, (key, value) in enumerate(defaults.items()):
+        kind = _default_type(value)
+        if _safe_field_name(str(key)):
+            fields[str(key)] = (kind, option(value))
+        else:  # e.g. 'my-key' or 'json': stored under a safe name, read and written under its own
+            fields[f"option_{i}"] = (kind, option(value, alias=str(key)))
+    return create_model(f"{owner}Options", __base__=RaterOptions, **fields)
+
+
+def option_fields(model: type[RaterOptions]) -> dict[str, Any]:
+    """``{option key: pydantic FieldInfo}`` of an options model (keys as users write them)."""
+    return {(f.alias or name): f for name, f in model.model_fields.items()}
+
+
+def _bounds(metadata: Sequence[Any], integer: bool) -> str:
+    lo = hi = None
+    for m in metadata:
+        for attr, side, closed in (("ge", "lo", True), ("gt", "lo", False), ("le", "hi", True), ("lt", "hi", False)):
+            value = getattr(m, attr, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if side == "lo":
+                    lo = (value, closed)
+                else:
+                    hi = (value, closed)
+    fmt = (lambda v: str(int(v))) if integer else (lambda v: f"{v:g}")
+    if lo and hi:
+        return f" in {'[' if lo[1] else '('}{fmt(lo[0])}, {fmt(hi[0])}{']' if hi[1] else ')'}"
+    if lo:
+        return f" {'≥' if lo[1] else '>'} {fmt(lo[0])}"
+    if hi:
+        return f" {'≤' if hi[1] else '<'} {fmt(hi[0])}"
+    return ""
+
+
+def _flat_metadata(items: Sequence[Any]) -> list[Any]:
+    out: list[Any] = []
+    for m in items:
+        sub = getattr(m, "metadata", None)  # a FieldInfo inside Annotated[...]
+        out.extend(sub if isinstance(sub, list) else [m])
+    return out
+
+
+def describe_type(annotation: Any, metadata: Sequence[Any] = (), short: bool = False) -> str:
+    """What an option annotation accepts: ``"an integer ≥ 2"`` (``short``: ``"int ≥ 2"``)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        base, *meta = get_args(annotation)
+        return describe_type(base, [*metadata, *_flat_metadata(meta)], short)
+    args = get_args(annotation)
+    if origin is Union or type(annotation).__name__ == "UnionType":
+        members = [a for a in args if a is not type(None)]
+        if str in members and Path in members:  # a file name: str or Path
+            members = [a for a in members if a is not str]
+        meta = metadata if len(members) == 1 else ()
+        parts = list(dict.fromkeys(describe_type(a, meta, short) for a in members))
+        if type(None) in args:
+            parts.append("null")
+        return " | ".join(parts) if short else " or ".join(parts)
+    if origin is Literal:
+        words = [repr(a) if short or len(args) == 1 else str(a) for a in args]
+        if short or len(args) == 1:
+            return " | ".join(words)
+        return "one of " + ", ".join(words)
+    if origin in (list, tuple, set, frozenset):
+        inner = describe_type(args[0], (), True) if args else ""
+        if short:
+            return f"list[{inner}]" if inner else "list"
+        return f"a list of {inner}" if inner else "a list"
+    if annotation in (list, tuple):
+        return "list" if short else "a list"
+    if annotation is dict or origin is dict:
+        return "mapping" if short else "a mapping"
+    if annotation is bool:
+        return "bool" if short else "true or false"
+    if annotation is int:
+        return ("int" if short else "an integer") + _bounds(metadata, True)
+    if annotation is float:
+        finite = any(getattr(m, "allow_inf_nan", None) is False for m in metadata)
+        word = ("float" if short else "a finite number") if finite else ("float" if short else "a number")
+        return word + _bounds(metadata, False)
+    if annotation is str:
+        return "str" if short else "a string"
+    if annotation is Path:
+        return "path" if short else "a path"
+    if annotation is Any:
+        return "any" if short else "any value"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def option_expected(field: Any, short: bool = False) -> str:
+    """The ``expected`` phrase of an option's errors (or its short type for listings)."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if not short and extra.get("expected"):
+        return str(extra["expected"])
+    return describe_type(field.annotation, field.metadata, short)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars → Python numbers (strict validation refuses them); other values unchanged."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def validate_options(rater: str, model: type[RaterOptions], options: Mapping[str, Any]) -> RaterOptions:
+    """Validate ``options`` against ``model``; a one-line ConfigError naming ``rate.options.<rater>.<key>``,
+    the value and what was expected (unknown keys list the allowed ones)."""
+    fields = option_fields(model)
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        allowed = ", ".join(sorted(fields)) or "(none)"
+        raise ConfigError(f"rate.options.{rater}: unknown option {unknown[0]!r}; allowed options: {allowed}")
+    values = {k: _plain(v) for k, v in options.items()}
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    bad_keys = list(dict.fromkeys(str(e["loc"][0]) for e in errors if e["loc"]))
+    first = errors[0]
+    if not first["loc"]:  # a model-level (cross-field) check
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"rate.options.{rater}: {message}")
+    key = str(first["loc"][0])
+    where = f"rate.options.{rater}.{key} = {values.get(key)!r}"
+    also = f" (also invalid: {', '.join(bad_keys[1:])})" if len(bad_keys) > 1 else ""
+    own = [e for e in errors if e["loc"] and str(e["loc"][0]) == key and e["type"] == "value_error"]
+    if own:
+        raise ConfigError(f"{where}; {str(own[0]['msg']).removeprefix('Value error, ')}{also}")
+    raise ConfigError(f"{where}; expected {option_expected(fields[key])}{also}")
+
+
+def option_rows(cls: type[Rater]) -> list[tuple[str, str, str, str]]:
+    """``(key, type, default, description)`` of each option of a rater class, for listings."""
+    rows = []
+    for key, f in option_fields(cls.Options).items():
+        default = f.get_default(call_default_factory=True)
+        rows.append(
+            (
+                key,
+                option_expected(f, short=True),
+                json.dumps(default, default=str, ensure_ascii=False),
+                f.description or "",
+            )
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
 # The Rater base class
 # --------------------------------------------------------------------------------------------
 class Rater:
     """Base class of every rater.
 
     Subclasses set the class attributes and implement :meth:`score`. Options are keyword
-    arguments validated against ``defaults`` (unknown keys → :class:`ConfigError`).
+    arguments validated against the rater's ``Options`` model (:class:`RaterOptions`; a rater that
+    only sets ``defaults`` gets one typed by the default values); a bad or unknown key is a one-line
+    :class:`ConfigError`.
     """
 
     #: registry name (``autointerp rate --raters NAME``)
@@ -279,16 +492,26 @@ class Rater:
     raw_statistic: ClassVar[str | None] = None
     #: whether a larger (``"higher"``) or smaller (``"lower"``) raw statistic is more interpretable
     raw_direction: ClassVar[str | None] = None
-    #: option names with their default values
+    #: typed options (a :class:`RaterOptions` subclass); derived from ``defaults`` when a rater only sets those
+    Options: ClassVar[type[RaterOptions]] = RaterOptions
+    #: option names with their default values (filled in from ``Options`` when a rater declares one)
     defaults: ClassVar[dict[str, Any]] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "Options" in own:
+            if not (isinstance(cls.Options, type) and issubclass(cls.Options, RaterOptions)):
+                raise TypeError(f"{cls.__name__}.Options must subclass autointerp.rating.RaterOptions")
+            cls.defaults = {k: f.get_default(call_default_factory=True) for k, f in option_fields(cls.Options).items()}
+        elif "defaults" in own:
+            cls.Options = options_from_defaults(cls.__name__, cls.defaults)
+
     def __init__(self, seed: int = 0, **options: Any) -> None:
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            allowed = ", ".join(sorted(self.defaults)) or "(none)"
-            raise ConfigError(f"rate.options.{self.name}: unknown option {unknown[0]!r}; allowed options: {allowed}")
         self.seed = int(seed)
-        self.options: dict[str, Any] = {**self.defaults, **options}
+        #: the validated options (attribute access; ``self.options`` is the same as a dict)
+        self.opts: RaterOptions = validate_options(self.name, type(self).Options, options)
+        self.options: dict[str, Any] = self.opts.model_dump(by_alias=True)
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
         """Scores for ``features`` (one row each, in order)."""
@@ -804,14 +1027,21 @@ __all__ = [
     "NEEDS",
     "RATERS",
     "Rater",
+    "RaterOptions",
     "RatingContext",
     "SCALES",
     "ScoreTable",
     "build_rater",
     "check_unit_interval",
     "create_rater",
+    "describe_type",
     "list_raters",
     "load_rater_file",
+    "option",
+    "option_fields",
+    "option_rows",
+    "options_from_defaults",
     "rater_options",
     "register_rater",
+    "validate_options",
 ]

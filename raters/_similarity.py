@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal, get_args
 
 import numpy as np
+from pydantic import BeforeValidator
 
-CALIBRATIONS = ("percentile", "ecdf", "z")
+CalibrationName = Literal["percentile", "ecdf", "z"]
+CALIBRATIONS: tuple[str, ...] = get_args(CalibrationName)
+RANGE_REMOVED = (
+    "'range' was removed: it tied every feature below the null median at 0 and was not comparable across raters; "
+    "use 'percentile' (the default)"
+)
+
+
+def _refuse_range(value: object) -> object:
+    if value == "range":
+        raise ValueError(RANGE_REMOVED)
+    return value
+
+
+#: The type of a similarity rater's ``calibration`` option (``'range'`` gets its own message).
+CalibrationOption = Annotated[CalibrationName, BeforeValidator(_refuse_range)]
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -83,10 +100,7 @@ def check_calibration(method: str, rater: str) -> str:
     from autointerp.errors import ConfigError
 
     if method == "range":
-        raise ConfigError(
-            f"rate.options.{rater}.calibration = 'range' was removed: it tied every feature below the null median "
-            "at 0 and was not comparable across raters; use 'percentile' (the default)"
-        )
+        raise ConfigError(f"rate.options.{rater}.calibration = 'range'; {RANGE_REMOVED}")
     if method not in CALIBRATIONS:
         raise ConfigError(
             f"rate.options.{rater}.calibration = {method!r} is not allowed; expected one of {', '.join(CALIBRATIONS)}"

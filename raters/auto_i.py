@@ -43,14 +43,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from autointerp.errors import ConfigError
-from autointerp.rating import RATERS, Rater, RatingContext, ScoreTable, create_rater, rater_options, register_rater
+from autointerp.rating import (
+    RATERS,
+    Rater,
+    RaterOptions,
+    RatingContext,
+    ScoreTable,
+    create_rater,
+    option,
+    rater_options,
+    register_rater,
+)
 
-CALIBRATORS = ("isotonic", "linear", "none")
+Calibrator = Literal["isotonic", "linear", "none"]
+CALIBRATORS: tuple[str, ...] = get_args(Calibrator)
 SOURCE_KEYS = {"q13_source": "q1q3", "q4_source": "q4"}
 FULL_FIT = 1_000_000  # the inner-fold seed stream of the fit on every rated feature (outer folds use 0, 1, ...)
 
@@ -270,13 +281,6 @@ def check_source(spec: Any, key: str) -> tuple[str, str]:
     )
 
 
-def _int_option(options: dict[str, Any], key: str, minimum: int) -> int:
-    value = options[key]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"rate.options.auto_I.{key} = {value!r}; expected an integer ≥ {minimum}")
-    return int(value)
-
-
 @register_rater
 class AutoI(Rater):
     """Î from component raters; with human answers, components and weights fitted out of fold."""
@@ -288,25 +292,22 @@ class AutoI(Rater):
     scale = "fitted_to_human"  # when there are no human answers the JSON says mean_of_null_percentiles
     raw_statistic = "I_raw"
     raw_direction = "higher"
-    defaults = {
-        "q13_source": "clip_vis_match.q1q3",
-        "q4_source": "clip_coherence.q4",
-        "calibration": "isotonic",
-        "folds": 5,
-        "min_human": 10,
-    }
+
+    class Options(RaterOptions):
+        """Options of ``auto_I`` (``rate.options.auto_I``)."""
+
+        q13_source: str = option("clip_vis_match.q1q3", "rater.I or rater.component giving q̂13")
+        q4_source: str = option("clip_coherence.q4", "rater.I or rater.component giving q̂4")
+        calibration: Calibrator = option("isotonic", "isotonic, linear, or none (never fit to human answers)")
+        folds: int = option(5, "outer (and inner) K-fold splits", ge=2)
+        min_human: int = option(10, "fewest rated features a fit needs", ge=3)
 
     def __init__(self, seed: int = 0, **options: Any) -> None:
         super().__init__(seed, **options)
-        if self.options["calibration"] not in CALIBRATORS:
-            raise ConfigError(
-                f"rate.options.auto_I.calibration = {self.options['calibration']!r}; expected one of "
-                f"{', '.join(CALIBRATORS)}"
-            )
-        self.folds = _int_option(self.options, "folds", 2)
-        self.min_human = _int_option(self.options, "min_human", 3)
+        self.folds = int(self.options["folds"])
+        self.min_human = int(self.options["min_human"])
         for key in SOURCE_KEYS:
-            check_source(self.options[key], key)
+            check_source(self.options[key], key)  # the source raters' scales: not a plain type check
 
     def _sources(self, ctx: RatingContext, features: list[int]) -> dict[str, np.ndarray]:
         cols: dict[str, np.ndarray] = {}

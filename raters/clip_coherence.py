@@ -14,13 +14,14 @@ the same size from the (centred) pool. q4 = calibrate(raw, null) in [0, 1] (see
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 
-from autointerp.errors import ConfigError
 from autointerp.progress import track
-from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
+from autointerp.rating import Rater, RaterOptions, RatingContext, ScoreTable, option, register_rater
 from raters._similarity import (
+    CalibrationOption,
     calibrate,
     check_calibration,
     l2_normalize,
@@ -38,7 +39,8 @@ def coherence_null(pool_emb: np.ndarray, k: int, n_null: int, seed: int) -> np.n
     return subset_coherence(z @ z.T, subsets)
 
 
-CENTERS = ("pool", "none")
+Center = Literal["pool", "none"]
+CENTERS: tuple[str, ...] = get_args(Center)
 
 
 def coherence_scores(
@@ -85,13 +87,21 @@ class ClipCoherence(Rater):
     components = ("q4",)
     raw_statistic = "coherence"
     raw_direction = "higher"
-    defaults = {"n_null": 500, "null_pool": 256, "calibration": "percentile", "which": "top", "center": "pool"}
+
+    class Options(RaterOptions):
+        """Options of ``clip_coherence`` (``rate.options.clip_coherence``)."""
+
+        n_null: int = option(500, "random example sets in each feature's null", ge=2)
+        null_pool: int = option(256, "dataset images the random sets are drawn from", ge=2)
+        calibration: CalibrationOption = option(
+            "percentile", "raw statistic → [0, 1]: percentile (the common scale), ecdf or z"
+        )
+        which: Literal["top", "bottom"] = option("top", "which dataset examples: top or bottom")
+        center: Center = option("pool", "centre embeddings on the null pool's mean (pool) or not (none)")
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
         calibration = check_calibration(self.options["calibration"], self.name)
         center = self.options["center"]
-        if center not in CENTERS:
-            raise ConfigError(f"rate.options.clip_coherence.center = {center!r}; expected one of {', '.join(CENTERS)}")
         pool = ctx.null_embeddings(int(self.options["null_pool"]))
         sets = [
             ctx.embed_paths(ctx.example_paths(f, self.options["which"]))

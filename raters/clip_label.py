@@ -15,13 +15,21 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from autointerp.errors import ConfigError, UserError
 from autointerp.progress import track
-from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
-from raters._similarity import calibrate, check_calibration, l2_normalize, null_summary, random_subsets
+from autointerp.rating import Rater, RaterOptions, RatingContext, ScoreTable, option, register_rater
+from raters._similarity import (
+    CalibrationOption,
+    calibrate,
+    check_calibration,
+    l2_normalize,
+    null_summary,
+    random_subsets,
+)
 
 DEFAULT_CONCEPTS = Path(__file__).resolve().parents[1] / "configs" / "concepts.txt"
 
@@ -84,7 +92,9 @@ def label_probabilities(img_emb: np.ndarray, text_emb: np.ndarray, logit_scale: 
     return softmax(logit_scale * (l2_normalize(img_emb) @ l2_normalize(text_emb).T))
 
 
-MATCHES = ("distribution", "label_mass")
+Match = Literal["distribution", "label_mass"]
+MATCHES: tuple[str, ...] = get_args(Match)
+VocabularySource = Literal["imagenet", "concepts"]
 
 
 def label_match(
@@ -149,17 +159,37 @@ class ClipLabel(Rater):
     components = ("q3",)
     raw_statistic = "match"
     raw_direction = "higher"
-    defaults = {
-        "vocabulary": ["imagenet", "concepts"],
-        "concepts": None,
-        "template": "a photo of {}",
-        "top_m": 3,
-        "logit_scale": None,
-        "n_null": 500,
-        "null_pool": 256,
-        "calibration": "percentile",
-        "match": "distribution",
-    }
+
+    class Options(RaterOptions):
+        """Options of ``clip_label`` (``rate.options.clip_label``)."""
+
+        vocabulary: list[VocabularySource] = option(
+            ["imagenet", "concepts"],
+            "phrase sources: imagenet (the 1000 class names), concepts (the concepts file)",
+            min_length=1,
+            expected="a non-empty list of imagenet, concepts",
+        )
+        concepts: str | Path | None = option(
+            None, "concepts file, one phrase a line (null: configs/concepts.txt)", expected="a file path or null"
+        )
+        template: str = option(
+            "a photo of {}",
+            "text prompt; {} is replaced by the phrase",
+            pattern=r"\{\}",
+            expected="a string containing '{}' where the phrase goes",
+        )
+        top_m: int = option(3, "phrases in the feature's label", ge=1)
+        logit_scale: float | None = option(
+            None, "softmax temperature × cosine (null: the embedder's)", gt=0, allow_inf_nan=False
+        )
+        n_null: int = option(500, "random example sets in each feature's null", ge=2)
+        null_pool: int = option(256, "dataset images the random sets are drawn from", ge=2)
+        calibration: CalibrationOption = option(
+            "percentile", "raw statistic → [0, 1]: percentile (the common scale), ecdf or z"
+        )
+        match: Match = option(
+            "distribution", "distribution (cosine of phrase distributions) or label_mass (mass on the label)"
+        )
 
     def _text(self, ctx: RatingContext) -> tuple[list[str], np.ndarray]:
         emb = ctx.embedder.embedder
@@ -170,8 +200,6 @@ class ClipLabel(Rater):
             )
         phrases = build_vocabulary(self.options["vocabulary"], self.options["concepts"])
         template = str(self.options["template"])
-        if "{}" not in template:
-            raise ConfigError("rate.options.clip_label.template: must contain '{}' where the phrase goes")
         prompts = [template.format(p) for p in phrases]
         known = emb.known_text(prompts)
         phrases = [p for p, k in zip(phrases, known, strict=True) if k]

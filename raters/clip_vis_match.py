@@ -15,8 +15,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from autointerp.progress import track
-from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
-from raters._similarity import calibrate, check_calibration, l2_normalize, null_summary, random_subsets
+from autointerp.rating import Rater, RaterOptions, RatingContext, ScoreTable, option, register_rater
+from raters._similarity import (
+    CalibrationOption,
+    calibrate,
+    check_calibration,
+    l2_normalize,
+    null_summary,
+    random_subsets,
+)
 
 
 def vis_match(
@@ -53,7 +60,15 @@ class ClipVisMatch(Rater):
     components = ("q1q3",)
     raw_statistic = "match"
     raw_direction = "higher"
-    defaults = {"n_null": 500, "null_pool": 256, "calibration": "percentile"}
+
+    class Options(RaterOptions):
+        """Options of ``clip_vis_match`` (``rate.options.clip_vis_match``)."""
+
+        n_null: int = option(500, "random example sets in each feature's null", ge=2)
+        null_pool: int = option(256, "dataset images the random sets are drawn from", ge=2)
+        calibration: CalibrationOption = option(
+            "percentile", "raw statistic → [0, 1]: percentile (the common scale), ecdf or z"
+        )
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
         calibration = check_calibration(self.options["calibration"], self.name)

@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from autointerp.errors import ConfigError, DataError, UserError
-from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
+from autointerp.errors import DataError, UserError
+from autointerp.rating import Rater, RaterOptions, RatingContext, ScoreTable, option, register_rater
 
 #: the set size of the demo helper's purity (the run's dataset examples)
 EXAMPLES_K = 8
@@ -129,13 +129,11 @@ class ConceptPurityRater(Rater):
     needs = frozenset({"activations", "dataset"})
     components = ()
     scale = "answer_key"
-    defaults: dict[str, Any] = {"k": 64}
 
-    def __init__(self, seed: int = 0, **options: Any) -> None:
-        super().__init__(seed, **options)
-        k = self.options["k"]
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"rate.options.concept_purity.k: expected a positive integer, got {k!r}")
+    class Options(RaterOptions):
+        """Options of ``concept_purity`` (``rate.options.concept_purity``)."""
+
+        k: int = option(64, "most activating images per feature the purity is graded over", ge=1)
 
     def metadata(self) -> dict[str, Any]:
         """Marks the ratings as a reference (``"reference": true``): the report treats them as ground truth."""

@@ -48,16 +48,16 @@ us. The tests check that these functions equal torchmetrics wherever their setti
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field
 
 from autointerp.calibration import null_percentile
 from autointerp.errors import ConfigError, DataError
 from autointerp.progress import track
-from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
+from autointerp.rating import Rater, RaterOptions, RatingContext, ScoreTable, option, register_rater
 from raters._similarity import l2_normalize, random_subsets, subset_coherence
 
 KID_DEGREE = 3
@@ -236,13 +236,6 @@ def fid_scores(
     return out
 
 
-def _int_option(options: dict[str, Any], key: str, minimum: int) -> int:
-    value = options[key]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"rate.options.fid.{key} = {value!r}; expected an integer ≥ {minimum}")
-    return int(value)
-
-
 @register_rater
 class FidRater(Rater):
     """Null percentile of KID between visualisations and examples (higher = closer than random image sets)."""
@@ -253,18 +246,23 @@ class FidRater(Rater):
     components = ()
     raw_statistic = "kid"
     raw_direction = "lower"
-    defaults = {"shrinkage": "ledoit_wolf", "normalize": True, "n_null": 200, "null_pool": 256, "kid_gamma": "auto"}
 
-    def __init__(self, seed: int = 0, **options: Any) -> None:
-        super().__init__(seed, **options)
-        shrinkage_of(np.zeros((3, 2)), self.options["shrinkage"])  # validate before any work
-        if not isinstance(self.options["normalize"], bool):
-            raise ConfigError(f"rate.options.fid.normalize = {self.options['normalize']!r}; expected true or false")
-        _int_option(self.options, "n_null", 2)
-        _int_option(self.options, "null_pool", 2)
-        g = self.options["kid_gamma"]
-        if g != "auto" and (isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g <= 0):
-            raise ConfigError(f"rate.options.fid.kid_gamma = {g!r}; expected 'auto' or a positive number")
+    class Options(RaterOptions):
+        """Options of ``fid`` (``rate.options.fid``)."""
+
+        shrinkage: Literal["ledoit_wolf"] | Annotated[float, Field(ge=0, le=1)] = option(
+            "ledoit_wolf",
+            "FD covariance shrinkage: ledoit_wolf or a number in [0, 1] (extras only)",
+            expected="'ledoit_wolf' or a number in [0, 1]",
+        )
+        normalize: bool = option(True, "L2-normalise embeddings first")
+        n_null: int = option(200, "random sets in each feature's null", ge=2)
+        null_pool: int = option(256, "dataset images the random sets are drawn from (≥ the examples per feature)", ge=2)
+        kid_gamma: Literal["auto"] | Annotated[float, Field(gt=0, allow_inf_nan=False)] = option(
+            "auto",
+            "γ of KID's kernel: auto (1 for normalised embeddings, 1/D otherwise) or a positive number",
+            expected="'auto' or a positive number",
+        )
 
     @property
     def gamma(self) -> float | None:

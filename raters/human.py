@@ -10,13 +10,15 @@ Files come from ``rate.human``; the ``invalid`` policy (error | drop | clip | ke
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 
 from autointerp.errors import ConfigError, UserError
-from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
+from autointerp.rating import Rater, RaterOptions, RatingContext, ScoreTable, option, register_rater
 
-INVALID_POLICIES = ("error", "drop", "clip", "keep")
+InvalidPolicy = Literal["error", "drop", "clip", "keep"]
+INVALID_POLICIES: tuple[str, ...] = get_args(InvalidPolicy)
 
 
 def human_table(scores, features: Sequence[int]) -> dict[str, np.ndarray]:
@@ -47,7 +49,15 @@ class HumanRater(Rater):
     needs = frozenset({"human"})
     components = ("q1", "q3", "q4", "q5", "q6", "q1q3")
     scale = "human"
-    defaults = {"invalid": None, "layer": None, "model": None}
+
+    class Options(RaterOptions):
+        """Options of ``human`` (``rate.options.human``)."""
+
+        invalid: InvalidPolicy | None = option(
+            None, "invalid answers: error, drop, clip or keep (null: rate.human_invalid)"
+        )
+        layer: str | None = option(None, "the layer column every answer must have (null: any one layer)")
+        model: str | None = option(None, "the model column every answer must have (null: any one model)")
 
     def load(self, ctx: RatingContext):
         """The aggregated human scores of the run's answer files."""

@@ -71,7 +71,7 @@ import numpy as np
 from autointerp.calibration import null_percentile
 from autointerp.errors import ConfigError, DataError
 from autointerp.progress import Progress, track
-from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
+from autointerp.rating import Rater, RaterOptions, RatingContext, ScoreTable, option, register_rater
 from raters._similarity import l2_normalize, null_summary
 
 #: the reference code's α for (cosine) similarities of DreamSim embeddings
@@ -273,35 +273,15 @@ def choice_evidence(choices: Sequence[dict[str, Any]], embed: Any) -> np.ndarray
 # the rater
 # --------------------------------------------------------------------------------------------
 def _check_options(options: dict[str, Any]) -> tuple[int, int, float, int, float | None, str | None]:
-    name = "rate.options.mis"
-
-    def integer(key: str, low: int) -> int:
-        value = options[key]
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ConfigError(f"{name}.{key} = {value!r}; expected an integer ≥ {low}")
-        return int(value)
-
-    k, n_tasks, n_null = integer("k", 1), integer("n_tasks", 1), integer("n_null", 2)
-    q = options["quantile"]
-    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < float(q) <= 0.5:
-        raise ConfigError(f"{name}.quantile = {q!r}; expected a fraction in (0, 0.5]")
-    alpha = options["alpha"]
-    if alpha is not None and (
-        isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0
-    ):
-        raise ConfigError(
-            f"{name}.alpha = {alpha!r}; expected a number > 0 (or null: {PUBLISHED_ALPHA}, or fitted to choices)"
-        )
-    choices = options["choices"]
-    if choices is not None and not isinstance(choices, (str, Path)):
-        raise ConfigError(f"{name}.choices = {choices!r}; expected the path of a choices CSV")
+    """``(k, n_tasks, quantile, n_null, alpha, choices)`` of validated options, refusing alpha with choices."""
+    alpha, choices = options["alpha"], options["choices"]
     if alpha is not None and choices is not None:
-        raise ConfigError(f"{name}: set alpha or choices (α fitted to human choices), not both")
+        raise ConfigError("rate.options.mis: set alpha or choices (α fitted to human choices), not both")
     return (
-        k,
-        n_tasks,
-        float(q),
-        n_null,
+        int(options["k"]),
+        int(options["n_tasks"]),
+        float(options["quantile"]),
+        int(options["n_null"]),
         None if alpha is None else float(alpha),
         None if choices is None else str(choices),
     )
@@ -325,7 +305,28 @@ class MisRater(Rater):
     scale = "null_percentile"
     raw_statistic = "mis"
     raw_direction = "higher"
-    defaults: dict[str, Any] = {"n_tasks": 20, "k": 9, "quantile": 0.1, "alpha": None, "choices": None, "n_null": 200}
+
+    class Options(RaterOptions):
+        """Options of ``mis`` (``rate.options.mis``)."""
+
+        n_tasks: int = option(20, "tasks per feature (N)", ge=1)
+        k: int = option(9, "explanations per side and task (K)", ge=1)
+        quantile: float = option(
+            0.1, "fraction of the images in each pool", gt=0, le=0.5, expected="a fraction in (0, 0.5]"
+        )
+        alpha: float | None = option(
+            None,
+            f"α of the sigmoid (null: {PUBLISHED_ALPHA}, the reference code's, unless choices is given)",
+            gt=0,
+            allow_inf_nan=False,
+            expected=f"a number > 0 (or null: {PUBLISHED_ALPHA}, or fitted to choices)",
+        )
+        choices: str | Path | None = option(
+            None,
+            "CSV of human 2-AFC choices to fit α to; exclusive with alpha",
+            expected="the path of a choices CSV (or null)",
+        )
+        n_null: int = option(200, "null replicates", ge=2)
 
     def __init__(self, seed: int = 0, **options: Any) -> None:
         super().__init__(seed, **options)

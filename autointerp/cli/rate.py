@@ -1,4 +1,4 @@
-"""``autointerp rate RUN_DIR`` and ``autointerp raters list``."""
+"""``autointerp rate RUN_DIR``, ``autointerp raters list [--verbose]`` and ``autointerp raters show NAME``."""
 
 from __future__ import annotations
 
@@ -59,8 +59,13 @@ def register(app: typer.Typer) -> None:
             typer.echo(str(out))
 
     @raters_app.command("list")
-    def list_(rater_path: RaterPath = None) -> None:
-        """Print every registered rater with a one-line description."""
+    def list_(
+        rater_path: RaterPath = None,
+        verbose: Annotated[
+            bool, typer.Option("--verbose", "-v", help="Also print each rater's options: type, default, meaning.")
+        ] = False,
+    ) -> None:
+        """Print every registered rater with a one-line description (and its options with --verbose)."""
         with handle_errors():
             from autointerp.rating import RATERS, list_raters, load_rater_file
 
@@ -72,3 +77,42 @@ def register(app: typer.Typer) -> None:
                 cls = RATERS.get(name)
                 needs = ",".join(sorted(cls.needs)) or "-"
                 typer.echo(f"{name:<{width}}  {desc}  [needs: {needs}]")
+                if verbose:
+                    for line in _option_lines(cls):
+                        typer.echo(line)
+
+    @raters_app.command("show")
+    def show(
+        name: Annotated[str, typer.Argument(help="A registered rater name.")],
+        rater_path: RaterPath = None,
+    ) -> None:
+        """Print one rater: description, inputs, scale, components and every option (type, default, meaning)."""
+        with handle_errors():
+            from autointerp.rating import RATERS, load_rater_file
+
+            for p in rater_path or ():
+                load_rater_file(p)
+            cls = RATERS.get(name)  # unknown name: one-line error listing the valid ones
+            typer.echo(f"{cls.name}: {cls.description}")
+            typer.echo(f"  needs: {', '.join(sorted(cls.needs)) or '-'}")
+            typer.echo(f"  scale: {cls.scale}  components: {', '.join(cls.components) or '-'}")
+            if cls.raw_statistic:
+                typer.echo(f"  raw statistic: {cls.raw_statistic} ({cls.raw_direction} is more interpretable)")
+            typer.echo(f"  options (rate.options.{cls.name}):")
+            for line in _option_lines(cls, indent="    "):
+                typer.echo(line)
+
+
+def _option_lines(cls: type, indent: str = "    ") -> list[str]:
+    """One aligned line per option: ``key  type  = default  description`` (or '(no options)')."""
+    from autointerp.rating import option_rows
+
+    rows = option_rows(cls)
+    if not rows:
+        return [f"{indent}(no options)"]
+    kw = max(len(r[0]) for r in rows)
+    tw = max(len(r[1]) for r in rows)
+    dw = max(len(r[2]) for r in rows)
+    return [
+        f"{indent}{key:<{kw}}  {kind:<{tw}}  = {default:<{dw}}  {desc}".rstrip() for key, kind, default, desc in rows
+    ]
