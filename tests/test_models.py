@@ -127,3 +127,22 @@ def test_module_factory_from_config() -> None:
     assert adapter.num_outputs == 1000 and "layer4" in adapter.layers()
     with pytest.raises(UserError, match="factory"):
         create_model("module")
+
+
+def test_layer_module_by_name_or_unique_dotted_suffix() -> None:
+    from torch import nn
+
+    from autointerp.models.generic import ModuleAdapter
+
+    inner = nn.Sequential()
+    inner.add_module("conv", nn.Conv2d(3, 4, 1))
+    net = nn.Sequential()
+    net.add_module("body", inner)
+    net.add_module("head", nn.Sequential(nn.Conv2d(4, 4, 1)))
+    net.head.add_module("conv", nn.Conv2d(4, 4, 1))
+    adapter = ModuleAdapter(net, input_size=8)
+    assert adapter.layer_module("body") is inner
+    assert adapter.layer_module("body.conv") is inner.conv
+    assert adapter.layer_module("conv") is None  # body.conv and head.conv: ambiguous
+    assert adapter.layer_module("0") is net.head[0]
+    assert adapter.layer_module("missing") is None

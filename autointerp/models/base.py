@@ -69,6 +69,16 @@ class ModelAdapter:
         """Logits for images in [0, 1]."""
         return self.module(self.preprocess(x))
 
+    def layer_module(self, layer: str) -> nn.Module | None:
+        """The submodule of :attr:`module` whose output is ``layer``'s activation (for forward hooks): the module
+        named ``layer``, else the one module whose dotted name ends in ``.layer`` (e.g. a TFLite graph's
+        ``body.<layer>``); None when there is none or the suffix is ambiguous."""
+        modules = dict(self.module.named_modules())
+        if layer in modules:
+            return modules[layer]
+        matches = [m for name, m in modules.items() if name.endswith("." + layer)]
+        return matches[0] if len(matches) == 1 else None
+
     def check_layer(self, layer: str) -> int:
         """Return the channel count of ``layer`` or raise a UserError listing valid layers."""
         layers = self.layers()

@@ -552,7 +552,7 @@ def _naive_chunks(
         index = np.load(index_path) if index_path.exists() else np.arange(inputs.shape[0])
         images = ctx.dataset.batch(index.tolist(), ctx.image_size())
         cached = read_cache(inputs.acts, slice(None))
-        layer_module = dict(model.module.named_modules()).get(ctx.config.layer)
+        layer_module = model.layer_module(ctx.config.layer)
         if layer_module is None:
             raise UserError(f"method 'naive' needs layer {ctx.config.layer!r} to be a named module of the model")
         with Progress("importance (naive full forward)", sum(map(len, todo)), "features") as bar:
