@@ -593,7 +593,7 @@ def register_rater(cls_or_name: type[Rater] | str | None = None) -> Any:
                 f"{cls.__name__}: I must be higher = more interpretable; map a lower-is-better raw "
                 "statistic with autointerp.calibration.null_percentile(raw, null, 'lower')"
             )
-        existing = RATERS._items.get(name)
+        existing = RATERS.lookup(name)
         if existing is not None and existing is not cls:
             if _same_definition(existing, cls):
                 RATERS.register(name, cls, overwrite=True)  # the same file imported again
@@ -663,7 +663,7 @@ def load_rater_file(path: str | Path) -> list[str]:
     resolved = path.resolve()
     if resolved in _LOADED_FILES:
         return list(_LOADED_FILES[resolved])
-    before = {name: RATERS._items.get(name) for name in RATERS.names()}
+    before = {name: RATERS.lookup(name) for name in RATERS.names()}
     import hashlib
 
     module_name = f"autointerp_user_raters.{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
@@ -680,7 +680,7 @@ def load_rater_file(path: str | Path) -> list[str]:
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise UserError(f"{path}: failed to import rater file ({type(exc).__name__}: {exc})") from exc
-    added = sorted(n for n, cls in RATERS._items.items() if before.get(n) is not cls)
+    added = sorted(n for n, cls in RATERS.items().items() if before.get(n) is not cls)
     if not added:
         raise UserError(f"{path}: defines no rater; decorate a Rater subclass with @register_rater")
     _LOADED_FILES[resolved] = added

@@ -55,6 +55,18 @@ class Registry(Generic[T]):
         self._load()
         return sorted(self._items)
 
+    def items(self) -> dict[str, T]:
+        """A copy of every registered ``{name: item}`` (without running the lazy loaders)."""
+        return dict(self._items)
+
+    def lookup(self, name: str) -> T | None:
+        """The item registered as ``name``, or None (without running the lazy loaders)."""
+        return self._items.get(name)
+
+    def unregister(self, name: str) -> T | None:
+        """Remove ``name`` (plug-in reloading, tests); returns what was registered, or None."""
+        return self._items.pop(name, None)
+
     def __contains__(self, name: object) -> bool:
         self._load()
         return name in self._items

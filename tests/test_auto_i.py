@@ -47,7 +47,7 @@ SOURCES = {"q13_source": "_planted_sources.q1q3", "q4_source": "_planted_sources
 def planted():
     register_rater(PlantedSources)
     yield PlantedSources
-    RATERS._items.pop(PlantedSources.name, None)
+    RATERS.unregister(PlantedSources.name)
 
 
 def planted_world(

@@ -298,7 +298,7 @@ def test_weights_file_round_trip_and_errors(trained, tmp_path, world):
 def test_registered_as_demo_cnn():
     from autointerp.models.base import MODELS
 
-    assert MODELS._items.get("demo_cnn") is model.create_demo_cnn
+    assert MODELS.lookup("demo_cnn") is model.create_demo_cnn
 
 
 @pytest.mark.slow

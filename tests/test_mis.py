@@ -378,7 +378,7 @@ def test_fit_alpha_recovers_alpha_and_is_the_maximum():
 
 def test_mis_is_fast_on_a_demo_sized_run(tmp_path):
     """2000 images × 32 features (the demo's layer) with the weight-free embedder: seconds."""
-    demo = pytest.importorskip("autointerp.demo")
+    from autointerp import demo
     from autointerp.embedders.handcrafted import HandcraftedEmbedder
 
     ds = demo.SyntheticDataset(2000, seed=1)

@@ -65,7 +65,7 @@ def forget_raters():
     before = set(RATERS.names())
     yield
     for name in set(RATERS.names()) - before:
-        RATERS._items.pop(name, None)
+        RATERS.unregister(name)
 
 
 def same(a: Any, b: Any) -> bool:

@@ -170,7 +170,7 @@ def test_cli_rate_with_a_local_rater_file(cli, world, monkeypatch, tmp_path):
         assert "brightness" in listed.output
     finally:
         for name in set(RATERS.names()) - before:
-            RATERS._items.pop(name, None)
+            RATERS.unregister(name)
 
 
 def test_cli_rate_reports_user_errors_in_one_line(cli, world):
