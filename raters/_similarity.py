@@ -8,6 +8,8 @@ from typing import Annotated, Literal, get_args
 import numpy as np
 from pydantic import BeforeValidator
 
+from autointerp.rating import RaterOptions, option
+
 CalibrationName = Literal["percentile", "ecdf", "z"]
 CALIBRATIONS: tuple[str, ...] = get_args(CalibrationName)
 RANGE_REMOVED = (
@@ -24,6 +26,17 @@ def _refuse_range(value: object) -> object:
 
 #: The type of a similarity rater's ``calibration`` option (``'range'`` gets its own message).
 CalibrationOption = Annotated[CalibrationName, BeforeValidator(_refuse_range)]
+
+
+class NullSetOptions(RaterOptions):
+    """Options every rater with a null of random example-sized sets shares (``n_null``, ``null_pool``,
+    ``calibration``); a rater's ``Options`` subclasses it and adds its own."""
+
+    n_null: int = option(500, "random example sets in each feature's null", ge=2)
+    null_pool: int = option(256, "dataset images the random sets are drawn from", ge=2)
+    calibration: CalibrationOption = option(
+        "percentile", "raw statistic → [0, 1]: percentile (the common scale), ecdf or z"
+    )
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -19,9 +19,9 @@ from typing import Literal, get_args
 import numpy as np
 
 from autointerp.progress import track
-from autointerp.rating import Rater, RaterOptions, RatingContext, ScoreTable, option, register_rater
+from autointerp.rating import Rater, RatingContext, ScoreTable, option, register_rater
 from raters._similarity import (
-    CalibrationOption,
+    NullSetOptions,
     calibrate,
     check_calibration,
     l2_normalize,
@@ -88,14 +88,9 @@ class ClipCoherence(Rater):
     raw_statistic = "coherence"
     raw_direction = "higher"
 
-    class Options(RaterOptions):
-        """Options of ``clip_coherence`` (``rate.options.clip_coherence``)."""
+    class Options(NullSetOptions):
+        """Options of ``clip_coherence`` (``rate.options.clip_coherence``): the null's, plus its own."""
 
-        n_null: int = option(500, "random example sets in each feature's null", ge=2)
-        null_pool: int = option(256, "dataset images the random sets are drawn from", ge=2)
-        calibration: CalibrationOption = option(
-            "percentile", "raw statistic → [0, 1]: percentile (the common scale), ecdf or z"
-        )
         which: Literal["top", "bottom"] = option("top", "which dataset examples: top or bottom")
         center: Center = option("pool", "centre embeddings on the null pool's mean (pool) or not (none)")
 

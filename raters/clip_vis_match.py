@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from autointerp.progress import track
-from autointerp.rating import Rater, RaterOptions, RatingContext, ScoreTable, option, register_rater
+from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
 from raters._similarity import (
-    CalibrationOption,
+    NullSetOptions,
     calibrate,
     check_calibration,
     l2_normalize,
@@ -61,14 +61,8 @@ class ClipVisMatch(Rater):
     raw_statistic = "match"
     raw_direction = "higher"
 
-    class Options(RaterOptions):
-        """Options of ``clip_vis_match`` (``rate.options.clip_vis_match``)."""
-
-        n_null: int = option(500, "random example sets in each feature's null", ge=2)
-        null_pool: int = option(256, "dataset images the random sets are drawn from", ge=2)
-        calibration: CalibrationOption = option(
-            "percentile", "raw statistic → [0, 1]: percentile (the common scale), ecdf or z"
-        )
+    class Options(NullSetOptions):
+        """Options of ``clip_vis_match`` (``rate.options.clip_vis_match``): the null's only."""
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
         calibration = check_calibration(self.options["calibration"], self.name)

@@ -20,7 +20,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from test_activations import _tiny_cnn  # tests/ helper: the same tiny CNN as the activation tests
 
 from autointerp.config import config_from_dict
 from autointerp.directions import (
@@ -52,19 +52,6 @@ def _benchmark() -> ModuleType:
 
 
 # ------------------------------------------------------------------ a real activation cache of a tiny CNN
-def _tiny_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(6, 5, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(5, 4),
-    ).eval()
-
-
 def _run(tmp: Path, reduce: str, dtype: str = "float32") -> RunContext:
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(37, 12, 12, 3), dtype=np.uint8)
