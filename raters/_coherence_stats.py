@@ -32,6 +32,17 @@ def _check(emb: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e, p
 
 
+def _unit_vectors(emb: np.ndarray, pool: np.ndarray, centre: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """Examples and pool as unit vectors, first centred on the pool mean when ``centre``; None for < 2 examples."""
+    e, p = _check(emb, pool)
+    if len(e) < 2:
+        return None
+    if centre:
+        mu = p.mean(axis=0)
+        e, p = e - mu, p - mu
+    return l2_normalize(e), l2_normalize(p)
+
+
 def _off_diagonal_mean(g: np.ndarray) -> float:
     k = len(g)
     return float((g.sum() - np.trace(g)) / (k * (k - 1)))
@@ -116,13 +127,10 @@ def rank_coherence(emb: np.ndarray, pool: np.ndarray, centre: bool = True) -> fl
     0.5 for a random set; 1 when every example is closer to each other example than to any pool image.
     ``centre``: cosines after subtracting the pool mean (as :func:`centred_cosine`).
     """
-    e, p = _check(emb, pool)
-    if len(e) < 2:
+    unit = _unit_vectors(emb, pool, centre)
+    if unit is None:
         return float("nan")
-    if centre:
-        mu = p.mean(axis=0)
-        e, p = e - mu, p - mu
-    z, zp = l2_normalize(e), l2_normalize(p)
+    z, zp = unit
     zp = _without_members(z, zp)
     g = z @ z.T  # (k, k)
     gp = np.sort(z @ zp.T, axis=1)  # (k, n) sorted similarities of each example to the pool
@@ -132,13 +140,10 @@ def rank_coherence(emb: np.ndarray, pool: np.ndarray, centre: bool = True) -> fl
 
 def z_coherence(emb: np.ndarray, pool: np.ndarray, centre: bool = True) -> float:
     """Mean over ordered example pairs (a, b) of cos(a, b) as a z-score among a's cosines to the pool."""
-    e, p = _check(emb, pool)
-    if len(e) < 2:
+    unit = _unit_vectors(emb, pool, centre)
+    if unit is None:
         return float("nan")
-    if centre:
-        mu = p.mean(axis=0)
-        e, p = e - mu, p - mu
-    z, zp = l2_normalize(e), l2_normalize(p)
+    z, zp = unit
     gp = z @ _without_members(z, zp).T
     sd = gp.std(axis=1, ddof=1, keepdims=True)
     zz = ((z @ z.T) - gp.mean(axis=1, keepdims=True)) / np.maximum(sd, 1e-12)
@@ -148,14 +153,11 @@ def z_coherence(emb: np.ndarray, pool: np.ndarray, centre: bool = True) -> float
 def knn_coherence(emb: np.ndarray, pool: np.ndarray, n_neighbours: int = 10, centre: bool = True) -> float:
     """Share of each example's ``n_neighbours`` nearest images (among the other examples and the pool) that are
     examples, chance-corrected to 0 for a random set and 1 for a set that is its own neighbourhood."""
-    e, p = _check(emb, pool)
-    k = len(e)
-    if k < 2:
+    unit = _unit_vectors(emb, pool, centre)
+    if unit is None:
         return float("nan")
-    if centre:
-        mu = p.mean(axis=0)
-        e, p = e - mu, p - mu
-    z, zp = l2_normalize(e), l2_normalize(p)
+    z, zp = unit
+    k = len(z)
     zp = _without_members(z, zp)
     m = min(int(n_neighbours), k - 1 + len(zp))
     sims = np.concatenate([z @ z.T, z @ zp.T], axis=1)

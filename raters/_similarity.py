@@ -106,16 +106,3 @@ def null_summary(value: float, null: np.ndarray) -> tuple[float, float, float, f
     z = (value - mean) / sd if sd and sd > 0 else float("nan")
     p = (1.0 + float((null >= value).sum())) / (1.0 + len(null))
     return mean, sd, z, p
-
-
-def check_calibration(method: str, rater: str) -> str:
-    """Validate a ``calibration`` option (one-line ConfigError)."""
-    from autointerp.errors import ConfigError
-
-    if method == "range":
-        raise ConfigError(f"rate.options.{rater}.calibration = 'range'; {RANGE_REMOVED}")
-    if method not in CALIBRATIONS:
-        raise ConfigError(
-            f"rate.options.{rater}.calibration = {method!r} is not allowed; expected one of {', '.join(CALIBRATIONS)}"
-        )
-    return method

@@ -23,7 +23,6 @@ from autointerp.rating import Rater, RatingContext, ScoreTable, option, register
 from raters._similarity import (
     NullSetOptions,
     calibrate,
-    check_calibration,
     l2_normalize,
     mean_pairwise_cosine,
     null_summary,
@@ -95,7 +94,7 @@ class ClipCoherence(Rater):
         center: Center = option("pool", "centre embeddings on the null pool's mean (pool) or not (none)")
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
-        calibration = check_calibration(self.options["calibration"], self.name)
+        calibration = self.options["calibration"]  # checked by the Options model
         center = self.options["center"]
         pool = ctx.null_embeddings(int(self.options["null_pool"]))
         sets = [

@@ -25,7 +25,6 @@ from autointerp.rating import Rater, RaterOptions, RatingContext, ScoreTable, op
 from raters._similarity import (
     CalibrationOption,
     calibrate,
-    check_calibration,
     l2_normalize,
     null_summary,
     random_subsets,
@@ -209,7 +208,7 @@ class ClipLabel(Rater):
         return phrases, ctx.embedder.embed_text(prompts)
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
-        calibration = check_calibration(self.options["calibration"], self.name)
+        calibration = self.options["calibration"]  # checked by the Options model
         phrases, text = self._text(ctx)
         scale = self.options["logit_scale"] or ctx.embedder.embedder.logit_scale
         top_m = int(self.options["top_m"])

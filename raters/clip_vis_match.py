@@ -19,7 +19,6 @@ from autointerp.rating import Rater, RatingContext, ScoreTable, register_rater
 from raters._similarity import (
     NullSetOptions,
     calibrate,
-    check_calibration,
     l2_normalize,
     null_summary,
     random_subsets,
@@ -65,7 +64,7 @@ class ClipVisMatch(Rater):
         """Options of ``clip_vis_match`` (``rate.options.clip_vis_match``): the null's only."""
 
     def score(self, ctx: RatingContext, features: Sequence[int]) -> ScoreTable:
-        calibration = check_calibration(self.options["calibration"], self.name)
+        calibration = self.options["calibration"]  # checked by the Options model
         pool = ctx.null_embeddings(int(self.options["null_pool"]))
         rows = []
         subsets: dict[int, np.ndarray] = {}
