@@ -94,6 +94,8 @@ class UnitResult:
     bound_pass_seconds: float = 0.0
     cpu_seconds: float = 0.0
     peak_rss_mb: float = 0.0
+    #: each pair's outcome (an ``engine.ImageOutcomes``) when asked for with ``per_image``
+    outcomes: Any = None
 
 
 def resolve_workers(setting: int | str, n_units: int, cpus: int | None = None) -> tuple[int, int]:
@@ -132,13 +134,15 @@ def evaluate_unit(
     job: UnitJob,
     unit: Unit,
     on_batch: Callable[[int], None] | None = None,
+    per_image: bool = False,
 ) -> UnitResult:
-    """One unit (module doc) through ``path``; ``on_batch`` gets the images done after each batch."""
+    """One unit (module doc) through ``path``; ``on_batch`` gets the images done after each batch;
+    ``per_image``: also each pair's outcome (``UnitResult.outcomes``; same tallies)."""
     pairs, seconds = dict(getattr(path, "pairs", {})), dict(getattr(path, "seconds", {}))
     cpu = time.process_time()
     tally, stats = engine.evaluate_segment(  # looked up on the module: tests interrupt it there
         path, acts[unit.start : unit.end], job.labels[unit.start : unit.end], list(unit.features), job.ablation,
-        job.k, job.valid, job.batch_size, on_batch=on_batch,
+        job.k, job.valid, job.batch_size, on_batch=on_batch, per_image=per_image,
     )  # fmt: skip
     return UnitResult(
         sums={name: getattr(tally, name) for name in tally.SUMS},
@@ -148,6 +152,7 @@ def evaluate_unit(
         bound_pass_seconds=float(stats["bound_pass_seconds"]),
         cpu_seconds=time.process_time() - cpu,
         peak_rss_mb=peak_rss_mb(),
+        outcomes=stats.get("outcomes"),
     )
 
 

@@ -54,7 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from autointerp.importance.ablation import Ablation, FeatureTally
-    from autointerp.importance.engine import ImageOutcomes
     from autointerp.importance.workers import Unit, UnitResult
     from autointerp.runfolder import RunContext
 
@@ -443,14 +442,14 @@ def _exact_segments(
         workers, threads = worker_plan(ctx, inputs, feats)
         job = UnitJob(str(inputs.folder / "acts.npy"), inputs.labels, ablation, valid, cfg.k, cfg.batch_size, threads)
 
-        def save(unit: Unit, result: UnitResult, outcomes: ImageOutcomes | None = None) -> None:
+        def save(unit: Unit, result: UnitResult) -> None:
             arrays = dict(result.sums)
             arrays["fallback"] = np.asarray(result.fallback, np.int64)
             arrays["tier_names"] = np.asarray(list(result.tiers), dtype=str)
             arrays["tier_pairs"] = np.asarray(list(result.tiers.values()), np.int64)
-            if outcomes is not None:  # each pair's outcome, for the reliability estimates
-                arrays["image_flip"] = outcomes.flip
-                arrays["image_delta_logprob"] = outcomes.delta_logprob
+            if result.outcomes is not None:  # each pair's outcome, for the reliability estimates
+                arrays["image_flip"] = result.outcomes.flip
+                arrays["image_delta_logprob"] = result.outcomes.delta_logprob
             store.save(list(unit.features), arrays, store.segment_path(list(unit.features), unit.start, unit.end))
             if workers > 1:  # the parent's own peak is in the summary's peak_rss_mb
                 info["worker_peak_rss_mb"] = max(info.get("worker_peak_rss_mb", 0.0), result.peak_rss_mb)
@@ -478,10 +477,7 @@ def _exact_segments(
             with Progress(f"importance ({path.name})", total, "ablations") as bar:
                 for unit in todo:
                     advance = lambda images, f=len(unit.features): bar.advance(images * f)  # noqa: E731
-                    if per_image:
-                        save(*_evaluate_unit_outcomes(path, inputs.acts, job, unit, advance))
-                    else:
-                        save(unit, evaluate_unit(path, inputs.acts, job, unit, advance))
+                    save(unit, evaluate_unit(path, inputs.acts, job, unit, advance, per_image=per_image))
     chunk_tallies = []
     fallback = 0
     tiers_total: dict[str, int] = {}
@@ -504,29 +500,6 @@ def _exact_segments(
         info["pairs_by_tier"] = tiers_total  # pairs decided per tier of the path
     arrays = {name: np.concatenate([t[name] for t in chunk_tallies]) for name in _TALLY_COLUMNS}
     return arrays, info, bool(todo)
-
-
-def _evaluate_unit_outcomes(
-    path: Any, acts: np.ndarray, job: Any, unit: Unit, on_batch: Callable[[int], None]
-) -> tuple[Unit, UnitResult, ImageOutcomes]:
-    """:func:`~autointerp.importance.workers.evaluate_unit` that also returns each pair's outcome (same
-    tallies; CPU seconds and peak memory, which only worker processes report, left at 0)."""
-    from autointerp.importance import engine
-    from autointerp.importance.workers import UnitResult
-
-    pairs, seconds = dict(getattr(path, "pairs", {})), dict(getattr(path, "seconds", {}))
-    tally, stats = engine.evaluate_segment(  # looked up on the module: tests interrupt it there
-        path, acts[unit.start : unit.end], job.labels[unit.start : unit.end], list(unit.features), job.ablation,
-        job.k, job.valid, job.batch_size, on_batch=on_batch, per_image=True,
-    )  # fmt: skip
-    result = UnitResult(
-        sums={name: getattr(tally, name) for name in tally.SUMS},
-        fallback=int(stats["fallback"]),
-        tiers={t: v - pairs.get(t, 0) for t, v in getattr(path, "pairs", {}).items()},
-        seconds={t: v - seconds.get(t, 0.0) for t, v in getattr(path, "seconds", {}).items()},
-        bound_pass_seconds=float(stats["bound_pass_seconds"]),
-    )
-    return unit, result, stats["outcomes"]
 
 
 def _naive_chunks(
