@@ -110,20 +110,9 @@ def group_histograms(analysis: Analysis, out_dir: Path) -> Plot | None:
         both = np.concatenate([top, mid])
         lo, hi = (0.0, 1.0) if both.min() >= 0 and both.max() <= 1 else (both.min(), both.max())
         edges = np.linspace(lo, hi if hi > lo else lo + 1, 11)
-        ax.hist(
-            mid,
-            bins=edges,
-            color=MIDDLE_COLOUR,
-            alpha=0.6,
-            label=f"middle (n={len(mid)}, mean {mid.mean():.2f})" if len(mid) else "middle (none rated)",
-        )
-        ax.hist(
-            top,
-            bins=edges,
-            color=TOP_COLOUR,
-            alpha=0.6,
-            label=f"top (n={len(top)}, mean {top.mean():.2f})" if len(top) else "top (none rated)",
-        )
+        for label, group, colour in (("middle", mid, MIDDLE_COLOUR), ("top", top, TOP_COLOUR)):
+            text = f"{label} (n={len(group)}, mean {group.mean():.2f})" if len(group) else f"{label} (none rated)"
+            ax.hist(group, bins=edges, color=colour, alpha=0.6, label=text)
         ax.set_title(name)
         ax.set_xlabel("interpretability I")
         ax.set_ylabel("number of features")
