@@ -2,11 +2,10 @@
 
 Raw statistic: the mean pairwise cosine similarity of the examples' embeddings, after centring every
 embedding on the mean embedding of the null pool (option ``center: pool``, the default; ``none`` gives
-the plain cosine). Image embedders put every image in one narrow cone (random ImageNet pairs have cosine
-≈ 0.43 on the Coral embedder), so the plain cosine mostly measures what all images share; centred, it
-measures what the examples share beyond a typical image. On the validity benchmark
-(``benchmarks/rater_validity.py``, docs/validity.md) centring took the AUROC of class directions against
-random directions from about 0.82 to about 0.92. Null: the same statistic for ``n_null`` random sets of
+the plain cosine). Image embedders put every image in one narrow cone, so the plain cosine mostly measures
+what all images share; centred, it measures what the examples share beyond a typical image, which separates
+meaningful from random directions better on the validity benchmark (``benchmarks/rater_validity.py``; figures
+in docs/validity.md). Null: the same statistic for ``n_null`` random sets of
 the same size from the (centred) pool. q4 = calibrate(raw, null) in [0, 1] (see
 :func:`raters._similarity.calibrate`).
 """
