@@ -1,15 +1,18 @@
 """Atomic writes: never leave a half-written file or folder that looks complete.
 
-Write into a temporary sibling, then ``os.replace`` it into place. A crash leaves only
-``*.tmp*`` litter, which stages ignore and overwrite.
+Write into a temporary sibling, then ``os.replace`` it into place. A crash (even SIGKILL) leaves only
+``.NAME.HOST-PID.*.tmp*`` litter, which stages ignore; the next write of the same path on the same host
+removes the litter of processes that are no longer alive.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +36,40 @@ def _ensure_parent(path: Path) -> None:
         raise UserError(f"{path.parent}: output folder is not writable")
 
 
+def _owner_tag() -> str:
+    """``HOST-PID`` of this process, as written into temp names (no dots: the name's fields are dot-separated)."""
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def _temp_prefix(path: Path) -> str:
+    """Prefix of this process's temp siblings of ``path``; removes dead processes' litter of ``path`` first."""
+    host = socket.gethostname().replace(".", "_")
+    for litter in path.parent.glob(f".{_glob_escape(path.name)}.{_glob_escape(host)}-*.*.tmp*"):
+        pid = litter.name[len(path.name) + len(host) + 3 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            if litter.is_dir():
+                shutil.rmtree(litter, ignore_errors=True)
+            else:
+                litter.unlink(missing_ok=True)
+    return f".{path.name}.{_owner_tag()}."
+
+
+def _glob_escape(text: str) -> str:
+    return glob.escape(text)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
@@ -41,7 +78,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     """
     path = Path(path)
     _ensure_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -58,7 +95,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; swap it into place if the block succeeds."""
     path = Path(path)
     _ensure_parent(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())

@@ -75,6 +75,11 @@ def test_second_demo_run_skips_finished_stages(demo_run: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--out", str(demo_run), *FAST])
     assert result.exit_code == 0, result.output
     assert {p: (demo_run / p).stat().st_mtime_ns for p in watched} == stamps
+    # each stage's own command skips finished output too (exit 0), the report's included
+    for stage in ("importance", "rate", "report"):
+        result = CliRunner().invoke(app, [stage, str(demo_run)])
+        assert result.exit_code == 0, (stage, result.output)
+    assert {p: (demo_run / p).stat().st_mtime_ns for p in watched} == stamps
 
 
 def test_demo_config_is_the_embedded_default() -> None:

@@ -90,3 +90,74 @@ def test_activations_and_importance_killed_mid_way_resume_to_identical_outputs(t
     for name in ("importance.csv", "reliability.json", "bootstrap.csv"):
         assert (killed / "importance" / name).read_bytes() == (clean / "importance" / name).read_bytes(), name
     shutil.rmtree(tmp_path)
+
+
+def _demo_config():
+    """The embedded demo world, reduced: its CNN is *trained* (on first use, into the test cache)."""
+    from autointerp.cli.core import DEMO_CONFIG
+    from autointerp.config import load_config
+
+    data = load_config(DEMO_CONFIG).model_dump()
+    data["name"] = "kill-demo"
+    data["dataset"]["options"]["n_images"] = 300
+    data["activations"]["batch_size"] = 2  # many checkpoints, so the kill lands mid-way
+    data["visualize"].update({"steps": 12, "batch_features": 3, "features": list(range(9))})
+    data["rate"]["raters"] = ["clip_coherence", "fid", "mis", "random", "concept_purity", "auto_I"]
+    data["report"].update({"bootstrap": 50, "permutations": 50})
+    return config_from_dict(data)
+
+
+#: how long a step took and how much memory it used: the only things two runs may differ in
+TIMINGS = {"seconds", "peak_rss_mb", "worker_peak_rss_mb"}
+
+
+def _without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k not in TIMINGS}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def _outputs(run: Path) -> dict[str, object]:
+    """Every output file of a run (bytes; JSON without its timing fields), not the stages' resumable state."""
+    import json
+
+    out: dict[str, object] = {}
+    for name, data in _files(run).items():
+        if name == "config.yaml" or name.startswith("importance/chunks/"):
+            continue
+        out[name] = _without_timings(json.loads(data)) if name.endswith(".json") else data
+    return out
+
+
+def _count(folder: Path, pattern: str, n: int):
+    return lambda: folder.exists() and len(list(folder.glob(pattern))) >= n
+
+
+@pytest.mark.slow
+def test_every_stage_of_a_trained_model_killed_mid_way_resumes_to_identical_outputs(tmp_path: Path) -> None:
+    cfg = _demo_config()
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    RunContext.create(cfg, clean)
+    RunContext.create(cfg, killed)
+    # the uninterrupted run (this also trains the demo CNN once, into the test cache both runs share)
+    for stage in ("activations", "importance", "examples", "visualize", "rate", "report"):
+        _run(_command(stage, clean))
+
+    when = {
+        "activations": lambda: (killed / "activations.partial" / "checkpoint.npz").exists(),
+        "importance": _count(killed / "importance" / "chunks", "**/*.npz", 1),
+        "examples": _count(killed / "examples", "[0-9]*/top_0.png", 3),
+        "visualize": _count(killed / "visualizations", "[0-9]*/meta.json", 1),
+        "rate": _count(killed / "ratings", "*.csv", 1),
+        "report": lambda: any(killed.glob(".report.*.tmp")),  # the report's folder is being written
+    }
+    for stage, ready in when.items():
+        _kill_when(_command(stage, killed), ready)
+        _run(_command(stage, killed))
+    a, b = _outputs(clean), _outputs(killed)
+    assert sorted(a) == sorted(b)
+    differ = sorted(name for name in a if a[name] != b[name])
+    assert not differ, differ[:20]
+    shutil.rmtree(tmp_path)

@@ -133,6 +133,30 @@ def test_resumable_and_overwrite_is_deterministic(run: RunContext) -> None:
     assert len(json.loads((out / "index.json").read_text())["features"]) == 4
 
 
+def test_resumed_feature_is_rendered_with_its_batch_mates_so_its_images_are_identical(
+    run: RunContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import autointerp.vis.render as render_module
+
+    batches: list[list[int]] = []
+    real_render = render_module.render
+
+    def recording_render(head, jobs, *args, **kwargs):
+        batches.append(sorted({job.feature for job in jobs}))
+        return real_render(head, jobs, *args, **kwargs)
+
+    monkeypatch.setattr(render_module, "render", recording_render)
+    out = run.paths.visualizations
+    before = {p.name: p.read_bytes() for p in (out / "0001").glob("*.png")}
+    kept = (out / "0000" / "vis_0.png").stat().st_mtime_ns
+    shutil.rmtree(out / "0001")  # as if killed after its batch-mates were written
+    run_visualize(run)
+    # the same batch as the first run (batch_features 4: all four), so batched kernels round the same way
+    assert batches == [[0, 1, 2, 3]]
+    assert {p.name: p.read_bytes() for p in (out / "0001").glob("*.png")} == before
+    assert (out / "0000" / "vis_0.png").stat().st_mtime_ns == kept  # batch-mates re-rendered, not rewritten
+
+
 def test_bad_input(run: RunContext) -> None:
     with pytest.raises(UserError, match=r"channel index 7 out of range for layer '2' \(valid: 0\.\.3\)"):
         run_visualize(run, features=[7])

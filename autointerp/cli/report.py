@@ -77,8 +77,13 @@ def register(app: typer.Typer) -> None:
             )
             target = out or ctx.paths.report
             if (target / "index.html").exists() and not overwrite:
-                raise UserError(f"{target}: report exists; pass --overwrite to rebuild it")
-            page = report_from_run(ctx.root, target, ctx.config, human or [], human_invalid, settings, overwrite=True)
+                # like every stage: finished output is kept and the stage skipped
+                typer.echo(f"[report] {target} exists, skipped (use --overwrite to rebuild it)", err=True)
+                page = target / "index.html"
+            else:
+                page = report_from_run(
+                    ctx.root, target, ctx.config, human or [], human_invalid, settings, overwrite=True
+                )
         _print_headline(page)
 
     def _print_headline(page: Path) -> None:

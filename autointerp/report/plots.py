@@ -49,8 +49,12 @@ def _figure(width: float = 6.4, height: float = 4.2):
 
 
 def _save(fig: Any, out_dir: Path, name: str) -> None:
+    import matplotlib
+
     fig.savefig(out_dir / f"{name}.png", dpi=110)
-    fig.savefig(out_dir / f"{name}.svg", metadata={"Date": None})
+    # a fixed salt for the SVG's element ids (random by default): the same run gives byte-identical figures
+    with matplotlib.rc_context({"svg.hashsalt": f"autointerp-{name}"}):
+        fig.savefig(out_dir / f"{name}.svg", metadata={"Date": None})
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

@@ -138,8 +138,12 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
     device = ctx.device
     if pending:
         head = model.head(layer)
+        todo = set(pending)
+        # batches are cut from the whole feature list, not from what is left, so a resumed run renders every
+        # feature with the same batch-mates (batched kernels round by batch) and gives identical images
+        batches = [b for b in chunks(feats, cfg.batch_features) if todo.intersection(b)]
         with FeatureProgress(f"visualize {layer}", len(pending)) as bar:
-            for batch in chunks(pending, cfg.batch_features):
+            for batch in batches:
                 jobs = [Job(f) for f in batch] + ([Job(f, -1) for f in batch] if cfg.negative else [])
                 results = render(
                     head,
@@ -147,11 +151,11 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
                     settings,
                     seed,
                     device=device,
-                    on_step=lambda s, nb=len(batch): bar.partial(nb * s / settings.steps),
+                    on_step=lambda s, nb=len(todo.intersection(batch)): bar.partial(nb * s / settings.steps),
                 )
                 measured = _measure(head, results, measure_size, reduce, device)
                 by_job = {r.job: (r, m) for r, m in zip(results, measured, strict=True)}
-                for f in batch:
+                for f in (f for f in batch if f in todo):
                     _write_feature(
                         ctx,
                         f,
@@ -162,7 +166,7 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
                         importance.get(f),
                         key,
                     )
-                bar.advance(len(batch))
+                bar.advance(len(todo.intersection(batch)))
 
     entries = read_feature_entries(out)
     summary = _summarise(entries)
