@@ -74,3 +74,17 @@ def test_models_and_stages_listing() -> None:
     res = runner.invoke(app, ["stages"])
     names = [line.split("\t")[0] for line in res.output.strip().splitlines()]
     assert names == ["activations", "importance", "examples", "visualize", "rate", "report"]
+
+
+def test_a_failed_stage_leaves_the_run_config_as_it_was(tmp_path: Path) -> None:
+    from autointerp.cli.core import DEMO_CONFIG
+    from autointerp.config import load_config
+    from autointerp.runfolder import RunContext
+
+    ctx = RunContext.create(load_config(DEMO_CONFIG), tmp_path / "run")
+    before = ctx.paths.config.read_bytes()
+    # the activations are missing, so the stage fails: its override must not be recorded
+    res = _cli("importance", str(ctx.root), "--set", "importance.batch_size=7")
+    assert res.returncode == 2, res.stderr
+    assert ctx.paths.config.read_bytes() == before
+    assert load_config(ctx.paths.config).importance.batch_size != 7

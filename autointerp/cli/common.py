@@ -63,8 +63,15 @@ def open_run(run_dir: Path, overrides: list[str] | None = None, config: Path | N
         from autointerp.runfolder import check_same_pipeline
 
         check_same_pipeline(RunContext.open(run_dir).config, ctx.config, ctx.paths.config)
-        from autointerp.atomic import write_text
-        from autointerp.config import dump_config
-
-        write_text(ctx.paths.config, dump_config(ctx.config))
     return ctx
+
+
+def save_overrides(ctx) -> None:
+    """Record a stage's ``--set`` overrides in ``RUN/config.yaml`` — called once the stage has succeeded, so a
+    failed stage leaves the run's config as it was."""
+    from autointerp.atomic import write_text
+    from autointerp.config import dump_config
+
+    text = dump_config(ctx.config)
+    if not ctx.paths.config.exists() or ctx.paths.config.read_text(encoding="utf-8") != text:
+        write_text(ctx.paths.config, text)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.common import Overrides, Overwrite, RunDir, open_run
+from autointerp.cli.common import Overrides, Overwrite, RunDir, open_run, save_overrides
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "default_configs" / "demo.yaml"
 
@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
 
         ctx = open_run(run_dir, overrides, config)
         path = run_activations(ctx, overwrite=overwrite)
+        save_overrides(ctx)
         import json
 
         meta = json.loads((path / "meta.json").read_text())

@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.common import Overrides, Overwrite, RunDir, handle_errors, open_run, parse_features
+from autointerp.cli.common import (
+    Overrides,
+    Overwrite,
+    RunDir,
+    handle_errors,
+    open_run,
+    parse_features,
+    save_overrides,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +44,7 @@ def register(app: typer.Typer) -> None:
                 extra.append(f"importance.k={k}")
             ctx = open_run(run_dir, extra)
             path = run_importance(ctx, overwrite=overwrite, features=parse_features(features), method=method)
+            save_overrides(ctx)
             import json
 
             summaries = json.loads((path.parent / "summary.json").read_text())

@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         with handle_errors():
             import json
 
-            from autointerp.cli.common import open_run
+            from autointerp.cli.common import open_run, save_overrides
             from autointerp.stages.rate import run_rate
 
             extra = list(overrides or [])
@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
             out = run_rate(
                 ctx, overwrite=overwrite, raters=names, rater_paths=rater_path or (), features=parse_features(features)
             )
+            save_overrides(ctx)
             typer.echo(str(out))
 
     @raters_app.command("list")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.common import Overrides, Overwrite, RunDir, open_run, parse_features
+from autointerp.cli.common import Overrides, Overwrite, RunDir, open_run, parse_features, save_overrides
 
 Features = Annotated[
     str | None,
@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
 
         ctx = open_run(run_dir, overrides)
         out = run_examples(ctx, overwrite=overwrite, features=parse_features(features))
+        save_overrides(ctx)
         typer.echo(f"examples: {out / 'index.json'}")
 
     @app.command()
@@ -46,4 +47,5 @@ def register(app: typer.Typer) -> None:
             sets.append(f"visualize.steps={steps}")
         ctx = open_run(run_dir, sets)
         out = run_visualize(ctx, overwrite=overwrite, features=parse_features(features))
+        save_overrides(ctx)
         typer.echo(f"visualizations: {out / 'index.json'} (cards in {out}/NNNN/card.png, {out / 'contact_sheet.png'})")
