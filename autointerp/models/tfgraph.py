@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autointerp.errors import UserError, WeightsError
-from autointerp.extras import require
+from autointerp.extras import installed, require
 from autointerp.models.base import MODELS, ModelAdapter, register_model
 from autointerp.models.tflite import _NHWC_TO_NCHW_AXIS, _const_like_nchw, _from_tf, _same_pads, _to_tf
 
@@ -62,6 +63,7 @@ __all__ = [
     "TFGraphAdapter",
     "TFGraphNet",
     "convert_graphdef",
+    "import_tensorflow",
     "read_graphdef",
     "run_graphdef",
 ]
@@ -101,10 +103,20 @@ SUPPORTED_OPS: tuple[str, ...] = (
 )
 
 
-def _tf() -> Any:
-    """TensorFlow (the ``[tensorflow]`` extra), imported quietly."""
+def import_tensorflow(what: str = "the tf_graphdef model adapter") -> Any:
+    """TensorFlow (the ``[tensorflow]`` extra), imported quietly and safely beside torch.
+
+    Importing Triton (which ``torch.compile`` and torchvision's ops load) *after* TensorFlow crashes the
+    process (a segmentation fault in Triton's native library); the other order works. So Triton, when
+    installed, is imported first.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return require("tensorflow", "tensorflow", "the tf_graphdef model adapter")
+    if "tensorflow" not in sys.modules and installed("triton"):
+        import triton  # noqa: F401
+    return require("tensorflow", "tensorflow", what)
+
+
+_tf = import_tensorflow
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1033,12 +1045,23 @@ class TFGraphAdapter(ModelAdapter):
         self.check_layer(layer)
         try:
             body = self.net.subgraph(layer, self.logits_node)
-        except ValueError as exc:
+        except ValueError:
             raise UserError(
-                f"layer {layer!r} of {self.path.name} is not a clean cut point (later ops also need {exc.args[0]!r});"
-                f" cut layers: {', '.join(self.cut_layers())}"
+                f"layer {layer!r} of {self.path.name} is not a clean cut point (later ops also need "
+                f"{self._crossing_node(layer)!r}); cut layers: {', '.join(self.cut_layers())}"
             ) from None
         return _Logits(body).eval()
+
+    def _crossing_node(self, cut: str) -> str:
+        """The first node outside ``cut``'s downstream part that an op downstream of ``cut`` reads."""
+        downstream = {cut}
+        for node, _, inputs in self.net.steps():
+            if any(t in downstream for t in inputs):
+                downstream.add(node)
+                for t in inputs:
+                    if t not in downstream:
+                        return t
+        return self.input_node
 
     def run_tensorflow(self, x: torch.Tensor | np.ndarray, layer: str | None = None) -> np.ndarray:
         """TensorFlow's own result for images ``x`` (N, 3, S, S) in [0, 1]: the logits (N, num_outputs), or
