@@ -625,10 +625,20 @@ def convert_graphdef(
     if input_node not in order:
         raise UserError(f"{source}: output node {output_node!r} does not depend on input node {input_node!r}")
     # dynamic = depends on the input; everything else is a constant (folded below)
+    # shape arithmetic on the input (Keras' Flatten: Shape -> StridedSlice -> Pack -> Reshape) is not
+    # converted: a Reshape reading it uses TensorFlow's inferred static shape instead
     dynamic: set[str] = set()
+    shape_only: set[str] = set()
     for name in order:
         node = nodes[name]
-        if name == input_node or any(_source(r)[0] in dynamic for r in _data_inputs(node)):
+        reads = [_source(r)[0] for r in _data_inputs(node)]
+        if name == input_node:
+            dynamic.add(name)
+        elif any(s in dynamic for s in reads) and node.op in ("Shape", "Size", "Rank"):
+            shape_only.add(name)
+        elif any(s in shape_only for s in reads) and not any(s in dynamic for s in reads):
+            shape_only.add(name)
+        elif any(s in dynamic for s in reads):
             dynamic.add(name)
         elif node.op == "Placeholder":
             raise UserError(f"{source}: node {name!r} is a second Placeholder the output depends on; set model.input")
@@ -645,7 +655,8 @@ def convert_graphdef(
         else:
             shapes[name] = tuple(t.shape.as_list()) if t.shape.rank is not None else None
     # constants read by dynamic nodes: Const nodes directly, other constant sub-graphs evaluated by TF
-    wanted = sorted({_source(r)[0] for n in dynamic if n != input_node for r in _data_inputs(nodes[n])} - dynamic)
+    wanted = {_source(r)[0] for n in dynamic if n != input_node for r in _data_inputs(nodes[n])}
+    wanted = sorted(wanted - dynamic - shape_only)
     const: dict[str, np.ndarray] = {}
     to_run = []
     for name in wanted:
@@ -971,7 +982,19 @@ class TFGraphAdapter(ModelAdapter):
             for n in converted.order
             if (s := converted.shapes[n]) is not None and len(s) == 4 and s[3] is not None
         }
+        self._nodes = {n: n for n in self._layers}  # layer name -> graph node
         self._cut_layers: list[str] | None = None
+
+    def rename_layers(self, names: dict[str, str]) -> None:
+        """Expose the layers as ``names`` (public name -> graph node, in order), e.g. a Keras model's layer names;
+        nodes not named there are no longer listed."""
+        missing = [node for node in names.values() if node not in self._nodes.values()]
+        if missing:
+            raise ValueError(f"not 4-D layer nodes of the graph: {missing}")
+        channels = {node: c for node, c in zip(self._nodes.values(), self._layers.values(), strict=True)}
+        self._layers = {name: channels[node] for name, node in names.items()}
+        self._nodes = dict(names)
+        self._cut_layers = None
 
     # -- defaults for input and output --------------------------------------------------------
     @staticmethod
@@ -1016,7 +1039,8 @@ class TFGraphAdapter(ModelAdapter):
 
     def layer_shapes(self) -> dict[str, tuple[int, int, int]]:
         """(C, H, W) of every layer at the native input size."""
-        return {n: (c, int(self.shapes[n][1]), int(self.shapes[n][2])) for n, c in self._layers.items()}
+        shapes = {n: self.shapes[self._nodes[n]] for n in self._layers}
+        return {n: (c, int(shapes[n][1]), int(shapes[n][2])) for n, c in self._layers.items()}
 
     def cut_layers(self) -> list[str]:
         """Layers at which the graph splits cleanly: the tail needs nothing but this activation."""
@@ -1024,7 +1048,7 @@ class TFGraphAdapter(ModelAdapter):
             cuts = []
             for layer in self._layers:
                 try:
-                    self.net.subgraph(layer, self.logits_node)
+                    self.net.subgraph(self._nodes[layer], self.logits_node)
                 except ValueError:
                     continue
                 cuts.append(layer)
@@ -1032,23 +1056,23 @@ class TFGraphAdapter(ModelAdapter):
         return list(self._cut_layers)
 
     def layer_module(self, layer: str) -> nn.Module | None:
-        mname = self._module_names.get(layer)
+        mname = self._module_names.get(self._nodes.get(layer, layer))
         return None if mname is None else getattr(self.net, mname)
 
     def head(self, layer: str) -> nn.Module:
         """Module: images in [0, 1] -> activation of ``layer`` (N, C, H, W)."""
         self.check_layer(layer)
-        return nn.Sequential(self._affine, self.net.subgraph(self.input_node, layer)).eval()
+        return nn.Sequential(self._affine, self.net.subgraph(self.input_node, self._nodes[layer])).eval()
 
     def tail(self, layer: str) -> nn.Module:
         """Module: activation of ``layer`` -> logits (N, num_outputs); ``layer`` must be a cut layer."""
         self.check_layer(layer)
         try:
-            body = self.net.subgraph(layer, self.logits_node)
+            body = self.net.subgraph(self._nodes[layer], self.logits_node)
         except ValueError:
             raise UserError(
                 f"layer {layer!r} of {self.path.name} is not a clean cut point (later ops also need "
-                f"{self._crossing_node(layer)!r}); cut layers: {', '.join(self.cut_layers())}"
+                f"{self._crossing_node(self._nodes[layer])!r}); cut layers: {', '.join(self.cut_layers())}"
             ) from None
         return _Logits(body).eval()
 
@@ -1071,7 +1095,10 @@ class TFGraphAdapter(ModelAdapter):
         with torch.no_grad():
             pre = self.preprocess(torch.as_tensor(np.asarray(x), dtype=torch.float32))
         out = run_graphdef(
-            self.graph_def, pre.permute(0, 2, 3, 1).numpy(), self.input_node, [layer or self.logits_node]
+            self.graph_def,
+            pre.permute(0, 2, 3, 1).numpy(),
+            self.input_node,
+            [self._nodes[layer] if layer is not None else self.logits_node],
         )
         y = out[0]
         if layer is not None:
