@@ -1139,10 +1139,10 @@ def create_tf_graphdef(
         )
     path = Path(weights)
     if not path.is_file():
-        hint = ""
-        if "inception" in path.name.lower():
-            hint = f"; Lucid's InceptionV1 graph is published at {LUCID_GRAPHS['inceptionv1']}"
-        raise WeightsError(f"{path}: TensorFlow GraphDef file not found (model.weights){hint}")
+        raise WeightsError(
+            f"{path}: TensorFlow GraphDef file not found (model.weights); Lucid's model-zoo graphs are published "
+            f"under https://storage.googleapis.com/modelzoo/vision/, InceptionV1 at {LUCID_GRAPHS['inceptionv1']}"
+        )
     adapter = TFGraphAdapter(
         path,
         name=name,
