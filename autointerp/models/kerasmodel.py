@@ -116,7 +116,9 @@ def create_keras(
     value_range: Sequence[float] | None = None,
     background: bool | None = None,
 ) -> KerasAdapter:
-    """Factory for ``model: {name: keras, weights: PATH.keras, value_range: [lo, hi]}``; ``pretrained=False``
+    """A saved Keras image classifier (``.keras``) converted to torch through its frozen TensorFlow graph.
+
+    ``model: {name: keras, weights: PATH.keras, options: {value_range: [lo, hi]}}``; ``pretrained=False``
     keeps the architecture with random weights. ``background``: output 0 is a background class."""
     if weights is None:
         raise WeightsError("model 'keras' needs model.weights: the path of a saved .keras model")
