@@ -1132,7 +1132,8 @@ def create_tf_graphdef(
 ) -> TFGraphAdapter:
     """A frozen TensorFlow GraphDef (``.pb``, Lucid's model zoo) converted to torch; alias ``lucid``.
 
-    ``model: {name: tf_graphdef, weights: PATH.pb, options: {...}}``; options as :class:`TFGraphAdapter`. ``pretrained=False`` keeps the graph's architecture with random weights."""
+    ``model: {name: tf_graphdef, weights: PATH.pb, options: {...}}``; options as :class:`TFGraphAdapter`.
+    ``pretrained=False`` keeps the graph's architecture with random weights."""
     if weights is None:
         raise WeightsError(
             "model 'tf_graphdef' needs model.weights: the path of a frozen GraphDef .pb (Lucid's InceptionV1: "
