@@ -165,6 +165,13 @@ def test_input_output_and_value_range_must_be_known(tmp_path) -> None:
     with pytest.raises(UserError, match=r"model.input 'conv' is not a Placeholder"):
         create_model("lucid", weights=str(path), output="head_b", input="conv", value_range=[0, 1])
     adapter = create_model("lucid", weights=str(path), output="head_b", value_range=[0, 255])
+    graph = tf.Graph()
+    with graph.as_default():
+        pixels = tf1.placeholder(tf.uint8, [None, 8, 8, 3], name="pixels")
+        tf.reduce_mean(tf.cast(pixels, tf.float32), axis=[1, 2], name="out")
+    (tmp_path / "uint8.pb").write_bytes(graph.as_graph_def().SerializeToString())
+    with pytest.raises(UserError, match=r"input 'pixels' is not a float32 Placeholder"):
+        create_model("lucid", weights=str(tmp_path / "uint8.pb"), value_range=[0, 255])
     assert adapter.input_size == 224 and adapter.num_outputs == 4  # unknown placeholder size: 224
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():

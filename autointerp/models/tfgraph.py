@@ -944,6 +944,9 @@ class TFGraphAdapter(ModelAdapter):
         input = input or conv.get("input") or self._only_placeholder(graph_def, src)
         if input not in nodes or nodes[input].op != "Placeholder":
             raise UserError(f"{src}: model.input {input!r} is not a Placeholder node of the graph")
+        dtype = nodes[input].attr["dtype"].type if "dtype" in nodes[input].attr else 1
+        if dtype != 1:  # DT_FLOAT
+            raise UserError(f"{src}: input {input!r} is not a float32 Placeholder (TensorFlow dtype enum {dtype})")
         output = output or conv.get("output") or self._only_sink(graph_def, src)
         output = self._drop_softmax(nodes, output)
         value_range = value_range if value_range is not None else conv.get("value_range")
