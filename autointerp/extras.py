@@ -3,15 +3,16 @@
 The core install (``pip install autointerp``) runs every stage with the built-in demo model, the
 ``handcrafted`` embedder and the torchvision/InceptionV1 adapters. Other parts need an extra:
 
-=============  ==============================  ===========================================
-extra          packages                        needed by
-=============  ==============================  ===========================================
-``clip``       open-clip-torch                 the ``open_clip`` embedder (CLIP raters)
-``timm``       timm                            the ``timm`` model adapter and embedder
-``tflite``     tflite, ai-edge-litert          the ``tflite`` model adapter and embedder
-``survey``     fastapi, uvicorn                ``autointerp survey serve``
-``dreamsim``   dreamsim                        the ``dreamsim`` embedder
-=============  ==============================  ===========================================
+==============  ==============================  ===========================================
+extra           packages                        needed by
+==============  ==============================  ===========================================
+``clip``        open-clip-torch                 the ``open_clip`` embedder (CLIP raters)
+``timm``        timm                            the ``timm`` model adapter and embedder
+``tflite``      tflite, ai-edge-litert          the ``tflite`` model adapter and embedder
+``tensorflow``  tensorflow-cpu, keras           the ``tf_graphdef``/``lucid`` and ``keras`` model adapters
+``survey``      fastapi, uvicorn                ``autointerp survey serve``
+``dreamsim``    dreamsim                        the ``dreamsim`` embedder
+==============  ==============================  ===========================================
 
 Code that uses such a package imports it through :func:`require` (or inside :func:`extra_imports` for
 ``from x import y`` statements), so a missing package is reported in one line naming the extra, e.g.
@@ -34,6 +35,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "clip": ("open_clip",),
     "timm": ("timm",),
     "tflite": ("tflite", "ai_edge_litert"),
+    "tensorflow": ("tensorflow", "keras"),
     "survey": ("fastapi", "uvicorn"),
     "dreamsim": ("dreamsim",),
 }
