@@ -140,7 +140,7 @@ class RunContext:
         """:func:`~autointerp.models.fingerprint.weights_fingerprint` of the model's weights."""
         from autointerp.models.fingerprint import weights_fingerprint
 
-        return weights_fingerprint(self.unchecked_model.module)
+        return weights_fingerprint(self.unchecked_model.module, self.unchecked_model.fingerprint_extra)
 
     @functools.cached_property
     def model(self) -> ModelAdapter:

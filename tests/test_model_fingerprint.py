@@ -140,3 +140,17 @@ def test_building_the_model_leaves_the_cuda_generators_alone(data: Path, tmp_pat
     ctx = RunContext.create(_config(data, seed=3), tmp_path / "run")
     _ = ctx.model_fingerprint
     assert calls == []  # fork_rng(devices=[]) restores the CPU generator only: the CUDA ones must not be reseeded
+
+
+def test_a_computation_choice_the_weights_do_not_show_changes_the_fingerprint() -> None:
+    from autointerp.models import create_model
+    from autointerp.models.fingerprint import weights_fingerprint
+
+    lucid = create_model("inceptionv1", pretrained=False, lrn="lucid")
+    lucent = create_model("inceptionv1", pretrained=False, lrn="lucent")
+    lucent.module.load_state_dict(lucid.module.state_dict())  # the same weights
+    assert weights_fingerprint(lucid.module) == weights_fingerprint(lucent.module)
+    assert weights_fingerprint(lucid.module, lucid.fingerprint_extra) != weights_fingerprint(
+        lucent.module, lucent.fingerprint_extra
+    )
+    assert weights_fingerprint(lucid.module, "") == weights_fingerprint(lucid.module)  # other models: unchanged

@@ -146,3 +146,30 @@ def test_layer_module_by_name_or_unique_dotted_suffix() -> None:
     assert adapter.layer_module("conv") is None  # body.conv and head.conv: ambiguous
     assert adapter.layer_module("0") is net.head[0]
     assert adapter.layer_module("missing") is None
+
+
+def test_inceptionv1_with_lucids_lrn_pickles_into_a_fresh_process(tmp_path) -> None:
+    """Worker processes get the module by pickle: the LRN-corrected class must be found by name there."""
+    import pickle
+    import subprocess
+    import sys
+
+    import torch
+
+    from autointerp.models import create_model
+
+    adapter = create_model("inceptionv1", pretrained=False)
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = adapter.module(adapter.preprocess(x))
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps((adapter.module, x)))
+    code = (
+        "import pickle, sys, torch; m, x = pickle.load(open(sys.argv[1], 'rb')); "
+        "torch.save(m(x * 255 - 117).detach(), sys.argv[2]); print(type(m).__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "m.pkl"), str(tmp_path / "y.pt")], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert out.stdout.strip() == "LucidLRNInceptionV1"
+    assert torch.equal(torch.load(tmp_path / "y.pt"), expected)

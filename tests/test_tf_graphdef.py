@@ -237,10 +237,11 @@ def lucid_graph(tmp_path_factory) -> tuple[Path, dict]:
     return path, write_inceptionv1_pb(path, seed=0, lrn=LUCID_LRN)
 
 
-def _lucent(weights: dict):
+def _lucent(weights: dict, lrn: str):
+    """The project's ``inceptionv1`` adapter (lucent's port) with the graph's weights and LRN ``lrn``."""
     from autointerp.models.inceptionv1 import InceptionV1Adapter, load_inceptionv1
 
-    module = load_inceptionv1(pretrained=False)
+    module = load_inceptionv1(pretrained=False, lrn=lrn)
     module.load_state_dict(lucent_state_dict(weights))
     return InceptionV1Adapter(module)
 
@@ -285,13 +286,8 @@ def _outputs(module: torch.nn.Module, modules: dict, x: torch.Tensor) -> dict[st
     return seen
 
 
-@pytest.mark.slow
-def test_lucent_computes_the_graph_given_lucents_lrn(lucid_graph, tmp_path, images) -> None:
-    """Everything but LRN: lucent's port (padding, pools, branch order, head) is the graph, layer by layer."""
-    lucid_path, weights = lucid_graph
-    path = tmp_path / "InceptionV1_lucent_lrn.pb"
-    path.write_bytes(with_lrn(lucid_path.read_bytes(), LUCENT_LRN))
-    graph, lucent = create_model("lucid", weights=str(path)), _lucent(weights)
+def _same_layer_by_layer(graph, lucent, images) -> None:
+    """``graph`` (tf_graphdef) and ``lucent`` (inceptionv1) agree at every block and the logits, in one pass each."""
     layers = ["conv2d0", "conv2d2", "mixed3b", "mixed4a", "mixed4e", "mixed5a", "mixed5b"]
     x = images[:4]
     ours = {n: graph.layer_module(n) for n in layers} | {"logits": graph.layer_module("softmax2_pre_activation")}
@@ -306,12 +302,29 @@ def test_lucent_computes_the_graph_given_lucents_lrn(lucid_graph, tmp_path, imag
     assert torch.equal(graph.valid_outputs, lucent.valid_outputs)
 
 
+@pytest.mark.slow
+def test_inceptionv1_adapter_computes_lucids_graph(lucid_graph, images) -> None:
+    """The ``inceptionv1`` adapter's default (``lrn: lucid``) is the study's graph, layer by layer, LRN included."""
+    path, weights = lucid_graph
+    _same_layer_by_layer(create_model("lucid", weights=str(path)), _lucent(weights, "lucid"), images)
+
+
+@pytest.mark.slow
+def test_lucent_computes_the_graph_given_lucents_lrn(lucid_graph, tmp_path, images) -> None:
+    """Everything but LRN: lucent's port as it is (padding, pools, branch order, head) is the graph with lucent's
+    LRN, layer by layer."""
+    lucid_path, weights = lucid_graph
+    path = tmp_path / "InceptionV1_lucent_lrn.pb"
+    path.write_bytes(with_lrn(lucid_path.read_bytes(), LUCENT_LRN))
+    _same_layer_by_layer(create_model("lucid", weights=str(path)), _lucent(weights, "lucent"), images)
+
+
 def test_lucents_lrn_is_not_lucids(lucid_graph, images) -> None:
     """torch-lucent's InceptionV1 normalises with size 9, k=1 and alpha/9 where Lucid's graph has depth_radius 5,
-    bias 2 and alpha: the first layer after LRN already differs. A point for the lead: the ``inceptionv1`` adapter
-    does not compute what the study's graph computed; this adapter on Lucid's file does."""
+    bias 2 and alpha: the first layer after LRN already differs, which is why the ``inceptionv1`` adapter
+    computes Lucid's LRN by default and keeps lucent's only as ``lrn: lucent``."""
     path, weights = lucid_graph
-    graph, lucent = create_model("lucid", weights=str(path)), _lucent(weights)
+    graph, lucent = create_model("lucid", weights=str(path)), _lucent(weights, "lucent")
     x = images[:4]
     with torch.no_grad():
         same = (graph.head("conv2d0")(x) - lucent.head("conv2d0")(x)).abs().max()

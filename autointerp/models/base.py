@@ -31,6 +31,9 @@ class ModelAdapter:
     name: str = "model"
     input_size: int = 224
     num_outputs: int = 1000
+    #: what the weights do not say about the computation (e.g. a choice of normalisation); part of the
+    #: model fingerprint, so caches made with another choice are refused like caches of other weights
+    fingerprint_extra: str = ""
 
     def __init__(self, module: nn.Module, *, name: str | None = None) -> None:
         self.module = module.eval()

@@ -38,14 +38,17 @@ def _extra_state_bytes(value: Any) -> bytes:
     return type(value).__qualname__.encode()  # other objects: their type only (a repr may hold an address)
 
 
-def weights_fingerprint(module: nn.Module) -> str:
+def weights_fingerprint(module: nn.Module, extra: str = "") -> str:
     """SHA-256 (first 16 hex digits) over the state dict: every entry's name, dtype, shape and bytes.
 
     Parameters and buffers both count (e.g. batch-norm statistics); the device does not. Any dtype
     (float8 and quantized tensors included) and non-tensor extra state (``get_extra_state``) are
     accepted; extra state that is not a tensor, number, string or container of them counts by its type.
+    ``extra`` (an adapter's ``fingerprint_extra``) is mixed in when given.
     """
     digest = hashlib.sha256()
+    if extra:
+        digest.update(f"extra|{extra}|".encode())
     for name, value in module.state_dict().items():
         if not isinstance(value, torch.Tensor):
             digest.update(f"{name}|extra|".encode())

@@ -3,19 +3,26 @@
 * 1008 outputs: index 0 and 1001–1007 are dummies and never count in top-k; output ``i`` (1..1000)
   is ILSVRC devkit id ``i`` (``map_clsloc.txt`` order).
 * Preprocessing: ``x * 255 - 117`` for images in [0, 1].
+* Local response normalisation (``lrn``): ``"lucid"`` (default) computes the two LRN layers as Lucid's graph
+  does (``depth_radius=5, bias=2, alpha=1e-4, beta=0.5``, the file the study ran); ``"lucent"`` keeps
+  torch-lucent's port as it is (``size=9, k=1, alpha=1e-4`` in torch's terms: radius 4, bias 1, alpha/9), which
+  differs from the graph from ``conv2d1`` on (see docs/models.md).
 * Weights: a local file (``weights: path``), the torch hub cache, or the published URL when online.
   Offline, a missing file is a clear error within seconds saying where to put it.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
-from autointerp.errors import WeightsError
+from autointerp.errors import UserError, WeightsError
 from autointerp.models.base import register_model
 from autointerp.models.split import HookFxAdapter
 
@@ -28,6 +35,67 @@ BLOCK_LAYERS = (
     "conv2d0", "conv2d1", "conv2d2", "mixed3a", "mixed3b", "mixed4a", "mixed4b",
     "mixed4c", "mixed4d", "mixed4e", "mixed5a", "mixed5b",
 )  # fmt: skip
+
+
+#: the LRN of Lucid's InceptionV1.pb in torch's terms: window 2*5+1, k = bias, alpha per element = alpha * window
+LUCID_LRN = {"size": 11, "alpha": float(np.float32(1e-4)) * 11, "beta": 0.5, "k": 2.0}
+LRN_CHOICES = ("lucid", "lucent")
+_LRN: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar("inceptionv1_lrn", default=None)
+
+
+class _LRNSelector:
+    """Stands in for ``torch.nn.functional`` inside lucent's InceptionV1 module: every function passes through,
+    except that ``local_response_norm`` takes the parameters of the model being run (:data:`_LRN`) when set."""
+
+    def __init__(self, functional) -> None:
+        self._functional = functional
+
+    def __getattr__(self, name: str):
+        return getattr(self._functional, name)
+
+    def local_response_norm(self, x, size, alpha=1e-4, beta=0.75, k=1.0):
+        params = _LRN.get()
+        if params is None:
+            return self._functional.local_response_norm(x, size, alpha=alpha, beta=beta, k=k)
+        return self._functional.local_response_norm(x, **params)
+
+
+def _lucid_lrn_class():
+    """lucent's InceptionV1 with Lucid's LRN (same parameters, names and state dict; only forward differs)."""
+    import importlib
+
+    # the package re-exports the class under the module's own name, so ask for the module explicitly
+    lucent_module = importlib.import_module("lucent.modelzoo.inceptionv1.InceptionV1")
+
+    if not isinstance(lucent_module.F, _LRNSelector):
+        lucent_module.F = _LRNSelector(lucent_module.F)
+
+    global _LUCID_LRN_CLASS
+    if _LUCID_LRN_CLASS is None:
+
+        class LucidLRNInceptionV1(lucent_module.InceptionV1):
+            """torch-lucent's InceptionV1 whose two LRN layers compute what Lucid's graph computes."""
+
+            def forward(self, x):
+                token = _LRN.set(LUCID_LRN)
+                try:
+                    return super().forward(x)
+                finally:
+                    _LRN.reset(token)
+
+        # picklable by name (worker processes): found through this module's __getattr__
+        LucidLRNInceptionV1.__module__, LucidLRNInceptionV1.__qualname__ = __name__, "LucidLRNInceptionV1"
+        _LUCID_LRN_CLASS = LucidLRNInceptionV1
+    return _LUCID_LRN_CLASS
+
+
+_LUCID_LRN_CLASS = None
+
+
+def __getattr__(name: str):
+    if name == "LucidLRNInceptionV1":  # built on first use: importing lucent here would slow the CLI
+        return _lucid_lrn_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_weights_path() -> Path:
@@ -93,11 +161,16 @@ class InceptionV1Adapter(HookFxAdapter):
         return self._layers
 
 
-def load_inceptionv1(weights: str | None = None, pretrained: bool = True) -> nn.Module:
-    """The lucent InceptionV1 module with weights from ``weights``, the hub cache or the published URL."""
+def load_inceptionv1(
+    weights: str | None = None, pretrained: bool = True, lrn: Literal["lucid", "lucent"] = "lucid"
+) -> nn.Module:
+    """The lucent InceptionV1 module with weights from ``weights``, the hub cache or the published URL, and the
+    LRN of Lucid's graph (``lrn="lucid"``) or lucent's port (``"lucent"``)."""
     from lucent.modelzoo.inceptionv1 import InceptionV1
 
-    model = InceptionV1(pretrained=False)
+    if lrn not in LRN_CHOICES:
+        raise UserError(f"model option 'lrn' = {lrn!r}: expected one of {', '.join(LRN_CHOICES)}")
+    model = (_lucid_lrn_class() if lrn == "lucid" else InceptionV1)(pretrained=False)
     if not pretrained and weights is None:
         return model.eval()
     path = Path(weights) if weights else default_weights_path()
@@ -115,6 +188,11 @@ def load_inceptionv1(weights: str | None = None, pretrained: bool = True) -> nn.
 
 
 @register_model("inceptionv1")
-def create_inceptionv1(weights: str | None = None, pretrained: bool = True) -> InceptionV1Adapter:
-    """InceptionV1 adapter; ``pretrained=False`` gives random init (tests, benchmarks)."""
-    return InceptionV1Adapter(load_inceptionv1(weights, pretrained))
+def create_inceptionv1(
+    weights: str | None = None, pretrained: bool = True, lrn: Literal["lucid", "lucent"] = "lucid"
+) -> InceptionV1Adapter:
+    """InceptionV1 adapter; ``pretrained=False`` gives random init (tests, benchmarks); ``lrn`` as in the
+    module docstring."""
+    adapter = InceptionV1Adapter(load_inceptionv1(weights, pretrained, lrn))
+    adapter.fingerprint_extra = f"lrn={lrn}"  # same weights, other computation: caches must not mix
+    return adapter
