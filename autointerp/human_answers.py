@@ -165,6 +165,14 @@ def decode_text(data: bytes) -> str:
     return data.decode("latin-1")
 
 
+def unescape_formula(text: str) -> str:
+    """Undo the survey export's spreadsheet guard: one leading apostrophe is removed when what follows
+    (after any further apostrophes) starts with ``= + - @``, tab or CR. Other texts are returned as is."""
+    if text.startswith("'") and text.lstrip("'")[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return text[1:]
+    return text
+
+
 def _canonical(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
@@ -292,7 +300,7 @@ def read_answers(
                 answers[column].append(value)
             participants.append(who)
             features.append(feature)
-            texts.append(cell(TEXT_COLUMN) if TEXT_COLUMN in cols else "")
+            texts.append(unescape_formula(cell(TEXT_COLUMN)) if TEXT_COLUMN in cols else "")
             sources.append(where)
             models.append(row_model)
             layers.append(row_layer)
