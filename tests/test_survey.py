@@ -467,8 +467,8 @@ def test_invite_status_and_withdraw(run: Path, tmp_path: Path) -> None:
     secret = load_secret(run / "survey")
     assert len({r["participant"] for r in rows}) == 5
     for r in rows:
-        assert r["link"].startswith("https://study.example/?t=")
-        assert verify(secret, parse_qs(urlsplit(r["link"]).query)["t"][0]) == r["participant"]
+        assert r["link"].startswith("https://study.example/#t=")  # after "#": never sent to the server
+        assert verify(secret, parse_qs(urlsplit(r["link"]).fragment)["t"][0]) == r["participant"]
     res = CliRunner().invoke(app, args)
     assert isinstance(res.exception, UserError) and "--overwrite" in str(res.exception)
 

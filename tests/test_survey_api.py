@@ -351,3 +351,64 @@ def test_each_client_has_a_request_budget(tmp_path: Path) -> None:
         assert codes.index(429) > 10 and set(codes[codes.index(429) :]) == {429}
         limited = c.get("/api/questions")
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+
+
+# -- open enrollment, consent, completion (in-process), TLS (real server) ---------------------------------
+
+
+def test_open_enrollment_consent_and_completion(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from autointerp.survey.app import AppSettings, create_app
+    from autointerp.survey.loader import open_survey
+
+    run = make_fake_run(tmp_path / "run", features=(3, 7))
+    consent = tmp_path / "consent.txt"
+    consent.write_text("Do you agree?", encoding="utf-8")
+    survey = open_survey(run, consent=consent, per_participant=1)
+    settings = AppSettings(open_enrollment=True, prolific=True, completion_code="XYZ")
+    with TestClient(create_app(survey, settings), base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/api/config").json()["consent"] == "Do you agree?"
+        bad = c.post("/api/start", json={"participant": "p1", "study_id": "<script>"})
+        assert bad.status_code == 422 and "study_id" in bad.json()["error"]
+        s = c.post("/api/start", json={"participant": "p1", "study_id": "st", "session_id": "se"}).json()
+        assert s["consent_required"] and s["total"] == 1
+        before = snapshot(run)
+        r = c.post("/api/step1", json={"item": s["current"]["item"], **VALID1})
+        assert r.status_code == 409 and "consent" in r.json()["error"]
+        assert snapshot(run) == before
+        s = c.post("/api/consent", json={}).json()
+        assert not s["consent_required"]
+        c.post("/api/step1", json={"item": s["current"]["item"], **VALID1})
+        s = c.post("/api/step2", json={"item": s["current"]["item"], "q3": 2, "q4": 2, "q5": 2, "q6": 2}).json()
+        assert s["finished"] and s["completion_code"] == "XYZ"
+        assert s["redirect"] == "https://app.prolific.com/submissions/complete?cc=XYZ"
+        assert c.post("/api/logout", json={}).status_code == 200
+        assert c.get("/api/state").status_code == 401
+    with sqlite3.connect(survey.db_path) as con:
+        row = con.execute("SELECT study_id, session_id, consented_at, consent_sha256 FROM participants").fetchone()
+    assert row[:2] == ("st", "se") and row[2] and len(row[3]) == 64
+
+
+def test_tls_with_a_certificate(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from tests.skips import skip_unless_available
+
+    if shutil.which("openssl") is None:
+        skip_unless_available("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cmd = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+    cmd += ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run([*cmd, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    run = make_fake_run(tmp_path / "run", features=(1,))
+    with running_server(run, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)) as url:
+        assert url.startswith("https://")
+        import ssl
+
+        with httpx.Client(base_url=url, timeout=10, verify=ssl.create_default_context(cafile=str(cert))) as c:
+            r = c.post("/api/start", json={"token": token_for(run, "secure")})
+            assert r.status_code == 200
+            cookie = r.headers["set-cookie"].lower()
+            assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie

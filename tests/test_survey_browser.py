@@ -91,7 +91,7 @@ def test_invited_participant_consents_completes_and_export_imports(browser, tmp_
     args = ["--per-participant", "2", "--attention-checks", "--consent", str(consent)]
     args += ["--completion-code", "C0DE42", "--redirect-url", "https://example.org/done?cc={code}"]
     with running_server(run, *args) as url:
-        link = f"{url}/?t={token_for(run, 'alice')}"
+        link = f"{url}/#t={token_for(run, 'alice')}"  # as `autointerp survey invite` writes it
         # without the link: nobody gets in, and there is no id box to type into
         context = browser.new_context()
         page = context.new_page()

@@ -305,7 +305,7 @@ def invite(
     writer.writerow(["participant", "link"])
     for _ in range(n):
         participant = f"{prefix}-{secrets.token_hex(6)}"
-        writer.writerow([participant, f"{base}?t={sign(secret, participant)}"])
+        writer.writerow([participant, f"{base}#t={sign(secret, participant)}"])  # "#": not sent to the server
     write_text(out, buf.getvalue())
     try:
         out.chmod(0o600)  # the links are keys: only the researcher may read them

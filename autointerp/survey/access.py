@@ -4,7 +4,8 @@
   (``RUN/survey/secret.key``), created with file mode 0600 and refused when others can read it.
 * A token is ``base64url(participant) "." base64url(HMAC-SHA256(secret, participant))``: the server
   checks it without a lookup, so an unknown id and a known id with a wrong signature are refused the
-  same way (nothing to probe). Invitation links carry one (``/?t=TOKEN``); with open enrollment the
+  same way (nothing to probe). Invitation links carry one after ``#`` (``/#t=TOKEN``: a fragment is
+  never sent to the server, so tokens stay out of access logs); with open enrollment the
   server signs the id a participant (or Prolific) gives it.
 * A handle names one item (position) of one participant's assignment, ``HMAC(secret, participant, position)``
   truncated to 128 bits: URLs and API bodies never contain a feature index, and another participant's

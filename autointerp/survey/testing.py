@@ -113,7 +113,8 @@ def running_server(run: str | Path, *args: str, timeout: float = 60.0, port: int
     cmd = [sys.executable, "-m", "autointerp.survey", "serve", str(run), "--port", str(port), *args]
     log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    scheme = "https" if "--ssl-certfile" in args else "http"  # a test certificate: not verified below
+    url = f"{scheme}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -122,7 +123,7 @@ def running_server(run: str | Path, *args: str, timeout: float = 60.0, port: int
                 out = log.read()
                 raise RuntimeError(f"survey server exited with {proc.returncode}:\n{out}")
             try:
-                if httpx.get(f"{url}/api/questions", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/api/questions", timeout=2, verify=False).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -1,6 +1,6 @@
 // The survey page: one feature at a time, step 1 (visualizations, Q1-Q2) then step 2 (examples, Q3-Q6).
 // The server holds all state; this page only renders what /api/* returns and posts the answers.
-// Sign-in: an invitation link's token (?t=...) or, with open enrollment, a typed id or Prolific's PROLIFIC_PID;
+// Sign-in: an invitation link's token (#t=...) or, with open enrollment, a typed id or Prolific's PROLIFIC_PID;
 // the server answers with an HttpOnly cookie, and the token/ids are removed from the address bar at once.
 "use strict";
 
@@ -307,10 +307,12 @@ function init() {
 
 async function signIn() {
   // read the link's parameters, then take them out of the address bar (and so out of history and bookmarks)
+  // invitation links carry the token after "#" (never sent to the server, so never in its access log)
   const params = new URLSearchParams(window.location.search);
-  const token = params.get("t");
+  const fragment = new URLSearchParams(window.location.hash.slice(1));
+  const token = fragment.get("t") || params.get("t");
   const pid = params.get("PROLIFIC_PID");
-  if (window.location.search) window.history.replaceState(null, "", window.location.pathname);
+  if (window.location.search || window.location.hash) window.history.replaceState(null, "", window.location.pathname);
   try {
     if (token) return await start({ token });
     if (pid && config.prolific) {
@@ -337,4 +339,6 @@ document.addEventListener("DOMContentLoaded", async () => {
     return;
   }
   await signIn();
+  // a link pasted into a tab that already shows the survey changes only the fragment: sign in with it too
+  window.addEventListener("hashchange", () => { if (window.location.hash.includes("t=")) signIn(); });
 });
