@@ -8,6 +8,9 @@ is ``I = (q1 * q3 + q4) / 2``. Per feature, components and ``I`` are averaged ov
 (``I`` is computed per answer first, then averaged) and the spread of ``I`` is reported.
 
 Files without a ``participant`` column count as one participant each (named after the file).
+Extra columns (the survey export adds timing and attention-check columns) are ignored. A text answer
+written with a leading apostrophe by the survey's spreadsheet guard (``'=...``) is read back as typed
+(:func:`unescape_formula`).
 
 Validation problems are collected over all rows and raised together as one :class:`DataError`
 naming every offending ``file:row``, column, value and what was expected. The ``invalid`` policy
