@@ -566,3 +566,33 @@ def test_features_option_accepts_indices_or_a_file(run: Path, tmp_path: Path) ->
     assert sorted(open_survey(run, features=[7], db=tmp_path / "b.sqlite").features) == [7]
     with pytest.raises(UserError, match="either --features or --groups"):
         open_survey(run, features=[7], groups=["top"])
+
+
+def test_subset_study_export_gives_a_noise_ceiling(tmp_path: Path) -> None:
+    """Balanced subsets from several raters, exported and read back, give the report's noise ceiling: raters
+    who answer a planted true score (plus a little noise) agree, so the reliability is high."""
+    import random
+
+    from autointerp import human_answers as human
+    from autointerp.analysis.agreement import noise_ceiling
+
+    features = tuple(range(12))
+    run = make_fake_run(tmp_path / "run", features=features, size=8)
+    survey = open_survey(run, per_participant=6)
+    truth = {f: 1 + (f * 7) % 5 for f in features}  # a planted 1..5 score per feature
+    for p in range(8):
+        rng = random.Random(p)
+
+        def noisy(f: int, rng: random.Random = rng) -> int:
+            return min(5, max(1, truth[f] + rng.choice((-1, 0, 0, 0, 1))))
+
+        _answer_all(survey.store, f"r{p}", {f: (noisy(f), "x", noisy(f), noisy(f), 1, 1) for f in features})
+    assert survey.store.coverage() == dict.fromkeys(features, 4)
+    out = tmp_path / "answers.csv"
+    export_answers(run, out)
+    table = human.read_answers(out, layer="mixed5a", model="FakeNet")
+    assert len(table) == 48 and len(table.participants) == 8
+    ceiling = noise_ceiling(table)
+    assert ceiling["n_participants"] == 8 and ceiling["n_features_shared"] == 12
+    assert ceiling["split_half"] is not None and ceiling["split_half"] > 0.7, ceiling
+    assert ceiling["ceiling"] > 0.8
