@@ -124,7 +124,7 @@ def test_store_enforces_step_order_and_no_replay(tmp_path: Path) -> None:
     with sqlite3.connect(store.path) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     state = store.start("p1")
-    assert sorted(state.order) == [3, 7, 11] and state.order == participant_order([3, 7, 11], "p1")
+    assert sorted(state.order) == [3, 7, 11] and state.order == participant_order([3, 7, 11], "p1")  # the first
     first, second = state.current, 1
     assert first == 0
     with pytest.raises(AnswerRejected, match="before Q3-Q6") as err:
@@ -243,9 +243,19 @@ def test_balanced_assignment_covers_every_feature_equally(tmp_path: Path) -> Non
         assert sorted(set(counts.values())) in ([3 * p // 7], [3 * p // 7, 3 * p // 7 + 1]), (p, counts)
     assert store.coverage() == dict.fromkeys(features, 6)  # 14 * 3 / 7
     # counterbalanced: a feature is not always shown in the same place
-    first_seen = {f: {o.index(f) for o in orders if f in o} for f in features}
-    assert sum(len(places) > 1 for places in first_seen.values()) >= 5
+    places = {f: Counter(o.index(f) for o in orders if f in o) for f in features}
+    assert all(len(p) >= 2 for p in places.values()), places
     assert store.start("p01").order == list(orders[0]), "a returning participant keeps their assignment"
+
+
+def test_orders_form_latin_squares(tmp_path: Path) -> None:
+    """Everyone rates all 4 features: after 8 participants each feature was shown exactly twice at each place."""
+    store = SurveyStore(tmp_path / "a.sqlite", [1, 2, 3, 4])
+    orders = [store.start(f"q{p}").order for p in range(8)]
+    assert len(set(map(tuple, orders))) >= 4
+    assert Counter((f, k) for o in orders for k, f in enumerate(o)) == {
+        (f, k): 2 for f in (1, 2, 3, 4) for k in range(4)
+    }
 
 
 def test_attention_check_items(tmp_path: Path) -> None:

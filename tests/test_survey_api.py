@@ -247,6 +247,8 @@ def test_no_caching_headers_reveal_file_times(client: httpx.Client, run: Path) -
         r = client.get(url)
         assert r.status_code == 200
         assert "etag" not in r.headers and "last-modified" not in r.headers, (url, dict(r.headers))
+        probe = client.get(url, headers={"if-modified-since": "Fri, 01 Jan 2100 00:00:00 GMT"})
+        assert probe.status_code == 200 and probe.content == r.content  # never a 304 that dates the file
 
 
 # -- DNS rebinding, cross-site requests ---------------------------------------------------------------

@@ -138,6 +138,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+_CONDITIONAL = (b"if-modified-since", b"if-none-match", b"if-unmodified-since", b"if-match", b"if-range")
+
+
 def host_name(value: str) -> str:
     """The host name of a ``Host`` header value (port and IPv6 brackets removed, lower case)."""
     value = value.strip().lower()
@@ -153,7 +156,8 @@ class GuardMiddleware:
       a DNS-rebinding page or another site cannot talk to the server through a participant's browser;
     * each client (its IP address) has a token bucket of ``rate`` requests per minute (429 beyond);
     * bodies larger than ``max_bytes`` (declared or streamed) get 413;
-    * no ETag / Last-Modified (they would reveal when the run's files were written).
+    * no ETag / Last-Modified, and conditional request headers are dropped (file times would reveal when
+      the run's files were written).
     """
 
     def __init__(self, app: ASGIApp, settings: AppSettings, max_bytes: int = MAX_BODY_BYTES) -> None:
@@ -249,6 +253,9 @@ class GuardMiddleware:
                 ]
             await send(message)
 
+        # conditional requests would let a client binary-search a file's time: answer every request in full
+        scope = dict(scope)
+        scope["headers"] = [(k, v) for k, v in scope.get("headers") or [] if k not in _CONDITIONAL]
         await self.app(scope, replay, send_clean)
 
 

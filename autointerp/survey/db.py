@@ -11,8 +11,9 @@ two participants registering at once never get the same place in the balanced as
 The tables' keys and CHECK constraints guard the same rules a second time inside the database itself.
 
 Balanced assignment: a new participant gets the ``per_participant`` features that have been assigned
-least so far (ties broken by a seeded draw per participant), shown in a seeded random order of their
-own; so after P participants every feature has been assigned ``floor(P*M/N)`` or ``ceil(P*M/N)`` times.
+least so far (ties broken by a seeded draw per participant), so after P participants every feature has
+been assigned ``floor(P*M/N)`` or ``ceil(P*M/N)`` times; their order is counterbalanced (each feature
+goes to the place where it has been shown least, ties in a seeded shuffle of the participant's own).
 With attention checks, a planted check item (blank grey images: the right answer to Q1 is 1) is put
 at a random position inside the sequence, and the participant's first feature is repeated at the end
 (test-retest).
@@ -169,15 +170,44 @@ def _rng(seed: int, participant: str, what: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
+def counterbalanced_order(
+    chosen: Sequence[int], place_counts: dict[tuple[int, int], int], participant: str, seed: int
+) -> list[int]:
+    """Order ``chosen`` so each feature goes where it has been shown least so far (``place_counts``:
+    (feature, place) -> times), ties kept in the participant's seeded shuffle (:func:`participant_order`).
+
+    One assignment problem per participant (scipy's ``linear_sum_assignment``); with every feature rated
+    by everyone this builds Latin squares: after N participants each feature was at each place once.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    base = participant_order(chosen, participant, seed)
+    n = len(base)
+    if not place_counts:
+        return base
+    cost = [[place_counts.get((f, k), 0) + (0.0 if k == i else 0.5 / n) for k in range(n)] for i, f in enumerate(base)]
+    rows, cols = linear_sum_assignment(cost)
+    order = [0] * n
+    for i, k in zip(rows, cols, strict=True):
+        order[k] = base[i]
+    return order
+
+
 def plan_items(
-    features: Sequence[int], counts: dict[int, int], participant: str, seed: int, per_participant: int, checks: bool
+    features: Sequence[int],
+    counts: dict[int, int],
+    participant: str,
+    seed: int,
+    per_participant: int,
+    checks: bool,
+    place_counts: dict[tuple[int, int], int] | None = None,
 ) -> list[Item]:
-    """A new participant's sequence: the ``per_participant`` least-assigned features (``counts``), in a
-    seeded order of their own; with ``checks`` a planted check item inside and the first feature repeated last."""
+    """A new participant's sequence: the ``per_participant`` least-assigned features (``counts``), ordered
+    by :func:`counterbalanced_order`; with ``checks`` a planted check item inside and the first feature
+    repeated last."""
     draw = _rng(seed, participant, "assign")
     ranked = sorted(features, key=lambda f: (counts.get(f, 0), draw.random()))
-    chosen = ranked[:per_participant]
-    order = participant_order(chosen, participant, seed)
+    order = counterbalanced_order(ranked[:per_participant], place_counts or {}, participant, seed)
     entries = [(f, "rate") for f in order]
     if checks:
         where = _rng(seed, participant, "check").randint(1, len(entries))
@@ -356,14 +386,18 @@ class SurveyStore:
                     "VALUES (?, ?, ?, ?, ?)",
                     (participant, seq, _now(), study_id, session_id),
                 )
-                counts = {
-                    r["feature"]: r["n"]
-                    for r in con.execute(
-                        "SELECT feature, COUNT(*) AS n FROM items WHERE kind = 'rate' GROUP BY feature"
-                    )
-                }
+                counts: dict[int, int] = {}
+                places: dict[tuple[int, int], int] = {}
+                place, previous = 0, None
+                for r in con.execute(
+                    "SELECT participant, feature FROM items WHERE kind = 'rate' ORDER BY participant, position"
+                ):
+                    place = place + 1 if r["participant"] == previous else 0
+                    previous = r["participant"]
+                    counts[r["feature"]] = counts.get(r["feature"], 0) + 1
+                    places[(r["feature"], place)] = places.get((r["feature"], place), 0) + 1
                 plan = plan_items(
-                    self.features, counts, participant, self.seed, self.per_participant, self.attention_checks
+                    self.features, counts, participant, self.seed, self.per_participant, self.attention_checks, places
                 )
                 con.executemany(
                     "INSERT INTO items(participant, position, feature, kind) VALUES (?, ?, ?, ?)",
