@@ -220,6 +220,26 @@ def test_images_need_the_participants_own_handle(client: httpx.Client, run: Path
         assert other.get(vis).status_code == 404  # another participant's handle means nothing
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/image/ITEM/vis/4",
+        "/api/image/ITEM/vis/-1",
+        "/api/image/ITEM/vis/..%2F..%2Fconfig.yaml",
+        "/api/image/..%2F..%2Fconfig.yaml/vis/0",
+        "/api/image/ITEM/example/0",  # before Q1-Q2
+        "/static/..%2F..%2F..%2Fpyproject.toml",
+        "/static/%2E%2E/db.py",
+    ],
+)
+def test_images_serve_only_run_files(client: httpx.Client, run: Path, url: str) -> None:
+    item = start(client, run, "paths")["current"]["item"]
+    r = client.get(url.replace("ITEM", item))
+    assert 400 <= r.status_code < 500, (url, r.status_code)
+    assert "error" in r.json()
+    assert b"model" not in r.content and b"import" not in r.content
+
+
 def test_throwaway_ids_cannot_unlock_examples(client: httpx.Client, run: Path) -> None:
     """The old attack: register a fresh id, answer step 1, fetch that feature's examples; with invitation
     tokens a fresh id cannot be created, and handles differ per participant."""

@@ -256,9 +256,12 @@ def serve(
         )
     scheme = "https" if ssl_certfile else "http"
     shown = f"[{host}]" if ":" in host else host
-    how = "participants type their id" if open_enrollment and not prolific else "participants open their links"
-    if not open_enrollment:
-        how += " (autointerp survey invite)"
+    if prolific:
+        how = "participants arrive from Prolific"
+    elif open_enrollment:
+        how = "participants type their id"
+    else:
+        how = "participants open the links of `autointerp survey invite`"
     typer.echo(f"Serving on {scheme}://{shown}:{port}/ ({how}); Ctrl+C stops the server (answers are already saved).")
     serve_app(survey, settings, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
 
