@@ -606,3 +606,12 @@ def test_subset_study_export_gives_a_noise_ceiling(tmp_path: Path) -> None:
     assert ceiling["n_participants"] == 8 and ceiling["n_features_shared"] == 12
     assert ceiling["split_half"] is not None and ceiling["split_half"] > 0.7, ceiling
     assert ceiling["ceiling"] > 0.8
+    # and the report on it shows the agreement and the noise ceiling from several raters
+    from autointerp.report.sources import report_from_files
+
+    index = report_from_files(run / "importance" / "importance.csv", tmp_path / "report", human=[out])
+    summary = json.loads((index.parent / "summary.json").read_text(encoding="utf-8"))
+    (res,) = summary["noise_ceiling"].values()
+    assert res["available"] and res["I"]["n_participants"] == 8
+    assert res["I"]["ceiling"] == pytest.approx(ceiling["ceiling"])
+    assert "noise ceiling" in index.read_text(encoding="utf-8")
