@@ -13,7 +13,7 @@ import pytest
 
 from autointerp.errors import DataError, UserError
 from autointerp.survey.db import CHECK_FEATURE, AnswerRejected, SurveyStore
-from autointerp.survey.export import COLUMNS, export_answers
+from autointerp.survey.export import COLUMNS, EXPORT_COLUMNS, export_answers
 from autointerp.survey.features import participant_order, read_feature_list, run_model_layer, select_groups
 from autointerp.survey.loader import choose_features, open_survey
 from autointerp.survey.questions import QUESTIONS, check_phrases
@@ -317,11 +317,11 @@ def test_export_is_the_study_format_and_the_importer_reads_it(run: Path, tmp_pat
     assert (summary.rows, summary.participants, summary.incomplete) == (6, 2, 1)
     with out.open(newline="") as fh:
         rows = list(csv.reader(fh))
-    assert tuple(rows[0]) == COLUMNS and COLUMNS[:10] == (
+    assert tuple(rows[0]) == EXPORT_COLUMNS and EXPORT_COLUMNS[:10] == COLUMNS == (
         "model", "layer", "neuron", "question1", "text_question", "question3", "question4", "question5",
         "question6", "participant",
     )  # fmt: skip
-    got = {(r[9], int(r[2])): dict(zip(COLUMNS, r, strict=True)) for r in rows[1:]}
+    got = {(r[9], int(r[2])): dict(zip(EXPORT_COLUMNS, r, strict=True)) for r in rows[1:]}
     for p, answers in given.items():
         order = survey.store.state(p).order
         for f, (q1, q2, q3, q4, q5, q6) in answers.items():

@@ -29,7 +29,7 @@ from autointerp.survey.access import SECRET_NAME
 from autointerp.survey.features import run_model_layer
 from autointerp.survey.loader import default_db_path
 
-STUDY_COLUMNS = (
+COLUMNS = (
     "model",
     "layer",
     "neuron",
@@ -52,7 +52,7 @@ EXTRA_COLUMNS = (
     "retest_delta",
     "exclude",
 )
-COLUMNS = STUDY_COLUMNS + EXTRA_COLUMNS
+EXPORT_COLUMNS = COLUMNS + EXTRA_COLUMNS  # what an export writes: the study's columns first
 RETEST_LIMIT = 3  # a repeat differing by 3+ points on a 1-5 scale is not the same judgement
 FORMULA_STARTS = frozenset("=+-@\t\r")
 
@@ -168,7 +168,7 @@ def export_answers(
         complete = [r for r in complete if r["participant"] not in excluded]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(EXPORT_COLUMNS)
     for r in complete:
         f = flags.get(r["participant"], {"check_passed": "", "retest_delta": "", "exclude": 0})
         cells = [model, layer, r["feature"], r["q1"], r["q2"], r["q3"], r["q4"], r["q5"], r["q6"], r["participant"]]
