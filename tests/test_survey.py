@@ -193,6 +193,8 @@ def test_reopening_with_another_design_is_refused(tmp_path: Path) -> None:
         SurveyStore(db, [1, 3], per_participant=1)
     with pytest.raises(UserError, match="different attention_checks"):
         SurveyStore(db, [1, 3], attention_checks=True)
+    with pytest.raises(UserError, match="different consent"):
+        SurveyStore(db, [1, 3], consent_sha256="ab" * 32)
     # group labels are stored once: a restart with other labels is refused and changes nothing
     with pytest.raises(UserError, match="different groups"):
         SurveyStore(db, [1, 3], groups={1: "middle", 3: "top"})

@@ -316,6 +316,22 @@ def test_formula_answers_export_as_text_and_import_as_typed(client: httpx.Client
     assert texts == {typed}
 
 
+def test_an_image_changed_while_serving_is_not_shown(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from autointerp.survey.app import create_app
+    from autointerp.survey.loader import open_survey
+
+    run = make_fake_run(tmp_path / "run", features=(3,))
+    survey = open_survey(run)
+    with TestClient(create_app(survey), base_url="http://127.0.0.1") as c:
+        vis = c.post("/api/start", json={"token": token_for(run, "p")}).json()["current"]["vis"]
+        assert c.get(vis[1]).status_code == 200
+        (run / "visualizations" / "0003" / "vis_1.png").write_bytes(b"\x89PNG swapped")
+        r = c.get(vis[1])
+        assert r.status_code == 503 and "changed" in r.json()["error"] and b"swapped" not in r.content
+
+
 # -- sizes, malformed input, internal errors -----------------------------------------------------------
 
 

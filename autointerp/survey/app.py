@@ -22,6 +22,7 @@ with a 4xx status; unexpected failures answer 500 with no details (the traceback
 
 from __future__ import annotations
 
+import hashlib
 import io
 import ipaddress
 import logging
@@ -491,6 +492,10 @@ def create_app(survey: Survey, settings: AppSettings | None = None) -> FastAPI:
         except OSError:
             log.error("survey: image missing from the run folder: %s", path)
             raise AnswerRejected(404, f"image {i} is missing on the server; tell the researcher") from None
+        expected = survey.image_sha256.get(path)
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+            log.error("survey: %s changed on disk while serving; restart the server to check the study's images", path)
+            raise AnswerRejected(503, "this image changed on the server; please tell the researcher")
         return Response(data, media_type="image/png", headers=headers)
 
     @app.get("/api/image/{item}/vis/{i}")

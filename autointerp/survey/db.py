@@ -305,6 +305,7 @@ class SurveyStore:
             "seed": str(self.seed),
             "per_participant": str(self.per_participant),
             "attention_checks": "1" if self.attention_checks else "0",
+            "consent": "1" if self.consent_sha256 else "0",  # the text itself may be corrected
         }
 
     def _check_meta(self, con: sqlite3.Connection, groups: dict[int, str]) -> None:

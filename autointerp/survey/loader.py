@@ -38,33 +38,49 @@ class Survey:
     secret: bytes = b""
     consent_text: str | None = None
     changed_images: list[int] = field(default_factory=list)  # re-pinned with --accept-changed-images
+    image_sha256: dict[Path, str] = field(default_factory=dict)  # what each image held when serving started
 
     @property
     def db_path(self) -> Path:
         return self.store.path
 
 
-def image_digests(features: Sequence[SurveyFeature]) -> dict[int, str]:
+def file_digests(features: Sequence[SurveyFeature]) -> dict[Path, str]:
+    """SHA-256 of every image of ``features`` (visualisations and dataset examples)."""
+    out: dict[Path, str] = {}
+    for feat in features:
+        for path in (*feat.vis, *feat.examples):
+            try:
+                out[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError as exc:
+                raise DataError(f"{path}: cannot read survey image ({exc.strerror})") from None
+    return out
+
+
+def image_digests(features: Sequence[SurveyFeature], files: dict[Path, str] | None = None) -> dict[int, str]:
     """Per feature, a SHA-256 over the contents of its visualisations and dataset examples, in order."""
+    files = files if files is not None else file_digests(features)
     out = {}
     for feat in features:
         h = hashlib.sha256()
         for path in (*feat.vis, *feat.examples):
-            try:
-                h.update(hashlib.sha256(path.read_bytes()).digest())
-            except OSError as exc:
-                raise DataError(f"{path}: cannot read survey image ({exc.strerror})") from None
+            h.update(bytes.fromhex(files[path]))
         out[feat.feature] = h.hexdigest()
     return out
 
 
-def pin_images(store: SurveyStore, features: Sequence[SurveyFeature], accept_changed: bool = False) -> list[int]:
+def pin_images(
+    store: SurveyStore,
+    features: Sequence[SurveyFeature],
+    accept_changed: bool = False,
+    files: dict[Path, str] | None = None,
+) -> list[int]:
     """Pin the images' hashes when the study starts; refuse (naming the features) when they changed since.
 
     Before the first participant registers the pin simply follows the run. ``accept_changed`` re-pins
     and returns the changed features (the caller says so); otherwise a change is a :class:`UserError`.
     """
-    digests = image_digests(features)
+    digests = image_digests(features, files)
     value = json.dumps({str(f): d for f, d in sorted(digests.items())})
     pinned = store.meta().get("image_sha256")
     n_people = store.n_participants()
@@ -168,6 +184,8 @@ def open_survey(
         attention_checks=attention_checks,
         consent_sha256=consent_sha,
     )
+    files = file_digests(loaded)
     survey = Survey(run, {f.feature: f for f in loaded}, store, load_secret(db_path.parent), consent_text)
-    survey.changed_images = pin_images(store, loaded, accept_changed_images)
+    survey.changed_images = pin_images(store, loaded, accept_changed_images, files)
+    survey.image_sha256 = files
     return survey
