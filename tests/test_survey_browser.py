@@ -172,3 +172,30 @@ def test_prolific_participant_arrives_finishes_and_is_sent_back(browser, tmp_pat
         context.close()
     (row,) = _export(run, tmp_path / "answers.csv")
     assert (row["participant"], row["study_id"], row["session_id"]) == (pid, "study42", "sess7")
+
+
+def test_lab_kiosk_with_typed_ids(browser, tmp_path: Path) -> None:
+    """Open enrollment on loopback: people type an id; "not you?" signs out so the next person can start."""
+    run = make_fake_run(tmp_path / "run", features=(3, 7))
+    with running_server(run, "--open-enrollment", "--per-participant", "1") as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("#login-form:not([hidden])")
+        page.fill("#participant", "lab-01")
+        page.click("#start")
+        _step1(page, 1, 1)
+        assert page.inner_text("#who") == "lab-01"
+        page.click("#switch")
+        page.wait_for_selector("#login-form:not([hidden])")
+        page.reload()  # the cookie is gone: the next person starts from the id box
+        page.wait_for_selector("#login-form:not([hidden])")
+        page.fill("#participant", "lab-01")  # the same id continues where it stopped
+        page.click("#start")
+        page.wait_for_selector("#reveal:not([hidden])")
+        _step2(page, 1, 1)
+        page.wait_for_selector("#done:not([hidden])")
+        assert page.is_hidden("#completion")
+        context.close()
+    (row,) = _export(run, tmp_path / "answers.csv")
+    assert row["participant"] == "lab-01" and int(row["question1"]) == PLAN[1][0]
