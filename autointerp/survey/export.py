@@ -76,7 +76,8 @@ class ExportSummary:
     excluded: int = 0
 
 
-def _connect_ro(db: Path) -> sqlite3.Connection:
+def connect_read_only(db: Path) -> sqlite3.Connection:
+    """A read-only connection to a survey database (rows as :class:`sqlite3.Row`)."""
     if not db.is_file():
         raise UserError(f"{db}: no survey database; run `autointerp survey serve` first")
     try:
@@ -91,7 +92,7 @@ def read_answers(db: str | Path) -> list[dict]:
     """All answer rows of a survey database (read-only) with the participant's record, by participant
     then position."""
     db = Path(db)
-    con = _connect_ro(db)
+    con = connect_read_only(db)
     try:
         return [
             dict(r)
@@ -107,7 +108,8 @@ def read_answers(db: str | Path) -> list[dict]:
 
 
 def participant_flags(rows: list[dict]) -> dict[str, dict[str, object]]:
-    """Per participant: ``check_passed``, ``retest_delta`` and ``exclude`` from their complete answers."""
+    """Per participant: ``check_passed`` (1/0/""), ``retest_delta`` (int/"") and ``exclude`` (1/0) from
+    their complete answers."""
     by_person: dict[str, list[dict]] = {}
     for r in rows:
         if r["step2_at"] is not None:
@@ -115,14 +117,18 @@ def participant_flags(rows: list[dict]) -> dict[str, dict[str, object]]:
     flags: dict[str, dict[str, object]] = {}
     for who, answered in by_person.items():
         check = [r for r in answered if r["kind"] == "check"]
-        passed: object = "" if not check else int(all(r["q1"] == 1 for r in check))
-        delta: object = ""
+        passed = None if not check else all(r["q1"] == 1 for r in check)
+        delta = None
         for rep in (r for r in answered if r["kind"] == "retest"):
             first = next((r for r in answered if r["kind"] == "rate" and r["feature"] == rep["feature"]), None)
             if first is not None:
                 delta = max(abs(first[q] - rep[q]) for q in ("q1", "q3", "q4"))
-        exclude = int(passed == 0 or (delta != "" and int(delta) >= RETEST_LIMIT))  # type: ignore[call-overload]
-        flags[who] = {"check_passed": passed, "retest_delta": delta, "exclude": exclude}
+        exclude = passed is False or (delta is not None and delta >= RETEST_LIMIT)
+        flags[who] = {
+            "check_passed": "" if passed is None else int(passed),
+            "retest_delta": "" if delta is None else delta,
+            "exclude": int(exclude),
+        }
     return flags
 
 

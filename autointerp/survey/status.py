@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
 from autointerp.errors import DataError
 from autointerp.survey.access import load_secret, withdrawn_key
 from autointerp.survey.db import delete_participant
-from autointerp.survey.export import _connect_ro, participant_flags, read_answers
+from autointerp.survey.export import connect_read_only, participant_flags, read_answers
 from autointerp.survey.loader import default_db_path
 
 WITHDRAWALS_LOG = "withdrawals.log"
@@ -18,13 +19,13 @@ WITHDRAWALS_LOG = "withdrawals.log"
 def survey_status(run: str | Path, db: str | Path | None = None) -> str:
     """A plain-text progress report: participants, answers per feature, exclusion flags."""
     db = Path(db) if db is not None else default_db_path(run)
-    con = _connect_ro(db)
+    con = connect_read_only(db)
     try:
         meta = {r["key"]: r["value"] for r in con.execute("SELECT key, value FROM meta")}
         people = [dict(r) for r in con.execute("SELECT * FROM participants ORDER BY seq")]
         items = [dict(r) for r in con.execute("SELECT participant, position, feature, kind FROM items")]
         n_withdrawn = con.execute("SELECT COUNT(*) FROM withdrawn").fetchone()[0]
-    except Exception as exc:  # sqlite3.Error, KeyError: not this version's database
+    except sqlite3.Error as exc:  # a table missing: not this version's database
         raise DataError(f"{db}: not a survey database of this version ({exc})") from None
     finally:
         con.close()
