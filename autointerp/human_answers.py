@@ -8,6 +8,9 @@ is ``I = (q1 * q3 + q4) / 2``. Per feature, components and ``I`` are averaged ov
 (``I`` is computed per answer first, then averaged) and the spread of ``I`` is reported.
 
 Files without a ``participant`` column count as one participant each (named after the file).
+Extra columns (the survey export adds timing and attention-check columns) are ignored. A text answer
+written with a leading apostrophe by the survey's spreadsheet guard (``'=...``) is read back as typed
+(:func:`unescape_formula`).
 
 Validation problems are collected over all rows and raised together as one :class:`DataError`
 naming every offending ``file:row``, column, value and what was expected. The ``invalid`` policy
@@ -165,6 +168,14 @@ def decode_text(data: bytes) -> str:
     return data.decode("latin-1")
 
 
+def unescape_formula(text: str) -> str:
+    """Undo the survey export's spreadsheet guard: one leading apostrophe is removed when what follows
+    (after any further apostrophes) starts with ``= + - @``, tab or CR. Other texts are returned as is."""
+    if text.startswith("'") and text.lstrip("'")[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return text[1:]
+    return text
+
+
 def _canonical(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
@@ -292,7 +303,7 @@ def read_answers(
                 answers[column].append(value)
             participants.append(who)
             features.append(feature)
-            texts.append(cell(TEXT_COLUMN) if TEXT_COLUMN in cols else "")
+            texts.append(unescape_formula(cell(TEXT_COLUMN)) if TEXT_COLUMN in cols else "")
             sources.append(where)
             models.append(row_model)
             layers.append(row_layer)

@@ -1,18 +1,19 @@
-"""End to end in headless Chromium: a participant completes a 3-feature survey through the real UI
-(closing the browser half-way and resuming), then the export is imported by the ``human`` rater's reader."""
+"""End to end in headless Chromium through the real UI: an invitation link, the consent page, a subset with
+an attention check and a repeat (closing the browser half-way and resuming from the link), the completion
+code; a Prolific arrival; then the export is imported by the ``human`` rater's reader."""
 
 from __future__ import annotations
 
 import csv
 import os
-import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from autointerp.survey.testing import REPO, make_fake_run, running_server
+from autointerp.survey.testing import REPO, make_fake_run, running_server, token_for
 from tests.conftest import requires_chromium
 
 pytestmark = [
@@ -20,8 +21,14 @@ pytestmark = [
     requires_chromium,
 ]
 
-# answers by position in the participant's order: (q1, q2, q3, q4, q5, q6)
-PLAN = {1: (4, "dog faces, fur", 5, 4, 2, 1), 2: (2, "", 1, 3, 1, 1), 3: (5, "wheels,cars , road", 3, 5, 4, 2)}
+# answers by page number: (q1, q2, q3, q4, q5, q6)
+PLAN = {
+    1: (4, "dog faces, fur", 5, 4, 2, 1),
+    2: (2, "", 1, 3, 1, 1),
+    3: (5, "wheels,cars , road", 3, 5, 4, 2),
+    4: (1, "", 1, 2, 1, 1),
+}
+CONSENT = "You are invited to rate images.\nYour answers are stored without your name."
 
 
 def _images_loaded(page, selector: str) -> list[str]:
@@ -33,14 +40,12 @@ def _images_loaded(page, selector: str) -> list[str]:
     return page.eval_on_selector_all(f"{selector} img", "imgs => imgs.map(i => i.getAttribute('src'))")
 
 
-def _step1(page, number: int) -> int:
-    """Answer Q1-Q2 on the shown feature; returns the feature index (from the image URLs)."""
+def _step1(page, number: int, total: int) -> None:
     q1, q2, *_ = PLAN[number]
     page.wait_for_selector("#survey:not([hidden])")
-    assert page.inner_text("#feature-title") == f"Feature {number} of 3"
+    assert page.inner_text("#feature-title") == f"Feature {number} of {total}"
     srcs = _images_loaded(page, "#vis")
-    assert len(srcs) == 4
-    feature = int(re.fullmatch(r"/api/image/(\d+)/vis/0", srcs[0]).group(1))
+    assert len(srcs) == 4 and all(src.startswith("/api/image/") for src in srcs)
     assert page.is_hidden("#reveal") and page.locator("#examples img").count() == 0
     page.click("#submit1")  # nothing answered yet: the page says what is missing, the server stores nothing
     assert "Please answer question 1" in page.inner_text("#error")
@@ -48,10 +53,9 @@ def _step1(page, number: int) -> int:
     page.fill("#q2", q2)
     page.click("#submit1")
     page.wait_for_selector("#reveal:not([hidden])")
-    return feature
 
 
-def _step2(page, number: int) -> None:
+def _step2(page, number: int, total: int) -> None:
     q1, q2, q3, q4, q5, q6 = PLAN[number]
     assert len(_images_loaded(page, "#examples")) == 8
     phrases = [p.strip() for p in q2.split(",") if p.strip()]
@@ -59,7 +63,6 @@ def _step2(page, number: int) -> None:
         assert page.locator("#phrases li").all_inner_texts() == phrases  # Q2 stays visible next to Q3
     else:
         assert page.is_visible("#no-phrases") and page.is_checked("#q3-1") and page.is_disabled("#q3-2")
-    # step 1 is locked and summarised, so the visualisations stay next to the examples
     assert page.is_disabled("#q1-1") and page.is_hidden("#step1") and page.is_visible("#vis img >> nth=3")
     summary = page.inner_text("#step1-summary")
     assert f"question 1 = {q1}" in summary and (", ".join(phrases) or "(no phrases)") in summary
@@ -67,63 +70,132 @@ def _step2(page, number: int) -> None:
         if not (key == "q3" and not phrases):
             page.check(f"#{key}-{value}")
     page.click("#submit2")
-    page.wait_for_function(f"() => document.getElementById('progress-text').textContent.startsWith('{number} of 3')")
+    page.wait_for_function(
+        f"() => document.getElementById('progress-text').textContent.startsWith('{number} of {total}')"
+    )
 
 
-def test_participant_completes_survey_and_export_imports(browser, tmp_path: Path) -> None:
-    run = make_fake_run(tmp_path / "run", features=(3, 7, 11))
-    features: dict[int, int] = {}  # position -> feature
-    with running_server(run) as url:
-        # first visit: feature 1 complete, feature 2 only step 1, then the browser is closed
-        context = browser.new_context()
-        page = context.new_page()
-        page.goto(url)
-        assert "group" not in page.content().lower() and "importance" not in page.content().lower()
-        page.fill("#participant", "alice")
-        page.click("#start")
-        features[1] = _step1(page, 1)
-        _step2(page, 1)
-        features[2] = _step1(page, 2)
-        context.close()
-
-        # second visit: a fresh browser profile; entering the same id resumes at feature 2, step 2
-        context = browser.new_context()
-        page = context.new_page()
-        page.goto(url)
-        page.fill("#participant", "alice")
-        page.click("#start")
-        page.wait_for_selector("#reveal:not([hidden])")
-        assert page.inner_text("#feature-title") == "Feature 2 of 3"
-        assert page.inner_text("#progress-text").startswith("1 of 3")
-        assert f"/api/image/{features[2]}/vis/0" in _images_loaded(page, "#vis")
-        _step2(page, 2)
-        features[3] = _step1(page, 3)
-        _step2(page, 3)
-        page.wait_for_selector("#done:not([hidden])")
-        assert "Thank you" in page.inner_text("#done")
-        context.close()
-    assert sorted(features.values()) == [3, 7, 11]
-
-    out = tmp_path / "answers.csv"
+def _export(run: Path, out: Path) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "autointerp.survey", "export", str(run), "--out", str(out)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     with out.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert len(rows) == 3
-    for number, feature in features.items():
-        q1, q2, q3, q4, q5, q6 = PLAN[number]
-        (row,) = [r for r in rows if int(r["neuron"]) == feature]
-        assert row["participant"] == "alice" and (row["model"], row["layer"]) == ("FakeNet", "mixed5a")
+        return list(csv.DictReader(fh))
+
+
+def test_invited_participant_consents_completes_and_export_imports(browser, tmp_path: Path) -> None:
+    run = make_fake_run(tmp_path / "run", features=(3, 7, 11))
+    consent = tmp_path / "consent.txt"
+    consent.write_text(CONSENT, encoding="utf-8")
+    args = ["--per-participant", "2", "--attention-checks", "--consent", str(consent)]
+    args += ["--completion-code", "C0DE42", "--redirect-url", "https://example.org/done?cc={code}"]
+    with running_server(run, *args) as url:
+        link = f"{url}/#t={token_for(run, 'alice')}"  # as `autointerp survey invite` writes it
+        # without the link: nobody gets in, and there is no id box to type into
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("#need-link:not([hidden])")
+        assert page.is_hidden("#login-form") and page.is_hidden("#survey")
+        # the invitation link: consent first, and the token leaves the address bar at once
+        page.goto(link)
+        page.wait_for_selector("#consent:not([hidden])")
+        assert "t=" not in page.url
+        assert page.inner_text("#consent-text").strip() == CONSENT
+        assert "group" not in page.content().lower() and "importance" not in page.content().lower()
+        page.click("#agree")
+        _step1(page, 1, 4)
+        _step2(page, 1, 4)
+        _step1(page, 2, 4)
+        context.close()
+
+        # a fresh browser profile: the same link resumes at page 2, step 2 (consent is remembered)
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(link)
+        page.wait_for_selector("#reveal:not([hidden])")
+        assert page.inner_text("#feature-title") == "Feature 2 of 4"
+        assert page.inner_text("#progress-text").startswith("1 of 4")
+        _step2(page, 2, 4)
+        for number in (3, 4):
+            _step1(page, number, 4)
+            _step2(page, number, 4)
+        page.wait_for_selector("#done:not([hidden])")
+        assert "Thank you" in page.inner_text("#done")
+        assert page.inner_text("#completion-code") == "C0DE42"
+        assert page.get_attribute("#redirect-link", "href") == "https://example.org/done?cc=C0DE42"
+        context.close()
+
+    with sqlite3.connect(run / "survey" / "answers.sqlite") as con:
+        items = con.execute("SELECT position, feature, kind FROM items WHERE participant = 'alice'").fetchall()
+        consented = con.execute("SELECT consented_at, consent_sha256 FROM participants").fetchone()
+    assert consented[0] and len(consented[1]) == 64
+    kind = {pos: k for pos, _, k in items}
+    rows = _export(run, tmp_path / "answers.csv")
+    assert len(rows) == 2 and {r["participant"] for r in rows} == {"alice"}
+    for row in rows:
+        q1, q2, q3, q4, q5, q6 = PLAN[int(row["position"]) + 1]
+        assert kind[int(row["position"])] == "rate"
+        assert (row["model"], row["layer"]) == ("FakeNet", "mixed5a")
         assert [int(row[f"question{i}"]) for i in (1, 3, 4, 5, 6)] == [q1, q3, q4, q5, q6]
         assert row["text_question"] == ", ".join(p.strip() for p in q2.split(",") if p.strip())
+        assert row["consented_at"] and row["step1_at"] < row["step2_at"]
+    check_pos = next(pos for pos, k in kind.items() if k == "check")
+    assert rows[0]["check_passed"] == str(int(PLAN[check_pos + 1][0] == 1))
+    first, last = PLAN[1], PLAN[4]
+    delta = max(abs(first[i] - last[i]) for i in (0, 2, 3))
+    assert rows[0]["retest_delta"] == str(delta)
 
     from autointerp import human_answers as human
 
-    scores = human.load_human_scores([out], layer="mixed5a", model="FakeNet")
-    assert sorted(scores.feature_ind.tolist()) == [3, 7, 11] and scores.n_participants == 1
-    for number, feature in features.items():
-        q1, _, q3, q4, *_ = (((v - 1) / 4) if isinstance(v, int) else v for v in PLAN[number])
-        i = scores.feature_ind.tolist().index(feature)
-        assert scores.I[i] == pytest.approx((q1 * q3 + q4) / 2)
+    scores = human.load_human_scores([tmp_path / "answers.csv"], layer="mixed5a", model="FakeNet")
+    assert sorted(scores.feature_ind.tolist()) == sorted(int(r["neuron"]) for r in rows)
+    assert scores.n_participants == 1
+
+
+def test_prolific_participant_arrives_finishes_and_is_sent_back(browser, tmp_path: Path) -> None:
+    run = make_fake_run(tmp_path / "run", features=(3, 7))
+    args = ["--prolific", "--per-participant", "1", "--completion-code", "PROLIFIC1"]
+    pid = "5f0c1e2d3b4a596877665544"
+    with running_server(run, *args) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{url}/?PROLIFIC_PID={pid}&STUDY_ID=study42&SESSION_ID=sess7")
+        _step1(page, 1, 1)
+        assert "PROLIFIC_PID" not in page.url
+        _step2(page, 1, 1)
+        page.wait_for_selector("#done:not([hidden])")
+        assert page.inner_text("#completion-code") == "PROLIFIC1"
+        href = page.get_attribute("#redirect-link", "href")
+        assert href == "https://app.prolific.com/submissions/complete?cc=PROLIFIC1"
+        context.close()
+    (row,) = _export(run, tmp_path / "answers.csv")
+    assert (row["participant"], row["study_id"], row["session_id"]) == (pid, "study42", "sess7")
+
+
+def test_lab_kiosk_with_typed_ids(browser, tmp_path: Path) -> None:
+    """Open enrollment on loopback: people type an id; "not you?" signs out so the next person can start."""
+    run = make_fake_run(tmp_path / "run", features=(3, 7))
+    with running_server(run, "--open-enrollment", "--per-participant", "1") as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("#login-form:not([hidden])")
+        page.fill("#participant", "lab-01")
+        page.click("#start")
+        _step1(page, 1, 1)
+        assert page.inner_text("#who") == "lab-01"
+        page.click("#switch")
+        page.wait_for_selector("#login-form:not([hidden])")
+        page.reload()  # the cookie is gone: the next person starts from the id box
+        page.wait_for_selector("#login-form:not([hidden])")
+        page.fill("#participant", "lab-01")  # the same id continues where it stopped
+        page.click("#start")
+        page.wait_for_selector("#reveal:not([hidden])")
+        _step2(page, 1, 1)
+        page.wait_for_selector("#done:not([hidden])")
+        assert page.is_hidden("#completion")
+        context.close()
+    (row,) = _export(run, tmp_path / "answers.csv")
+    assert row["participant"] == "lab-01" and int(row["question1"]) == PLAN[1][0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 LIKERT_MIN = 1
@@ -83,13 +84,40 @@ def split_phrases(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
+#: bidirectional-text controls: they can make a phrase display as something else than what is stored
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: categories that draw nothing on their own: format characters (zero-width space/joiners, BOM, soft
+#: hyphen), combining marks, separators/whitespace, and controls
+_INVISIBLE_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Mn", "Me", "Zs", "Zl", "Zp")
+
+
+def visible(text: str) -> bool:
+    """Whether ``text`` has at least one character that draws something (not whitespace, not a
+    zero-width/format character, not a lone combining mark)."""
+    return any(unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in text)
+
+
 def check_phrases(text: str) -> list[str]:
-    """Validate a Q2 answer; return its phrases. Raises ``ValueError`` with a one-line reason."""
+    """Validate a Q2 answer; return its phrases (NFC-normalised). Raises ``ValueError`` with a one-line reason.
+
+    Refused (never silently stripped, so what is stored is what the participant saw): control characters
+    (C0, DEL and C1), bidirectional-text controls, and phrases without a visible character (for example
+    only a zero-width space). Zero-width joiners inside a visible phrase (emoji sequences) are kept.
+    """
     if len(text) > MAX_PHRASES_CHARS:
         raise ValueError(f"q2: at most {MAX_PHRASES_CHARS} characters, got {len(text)}")
-    if any(ch in text for ch in "\r\n\t") or any(ord(ch) < 32 for ch in text):
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
         raise ValueError("q2: phrases must be on one line (no control characters)")
-    phrases = split_phrases(text)
+    if any(ch in BIDI_CONTROLS for ch in text):
+        raise ValueError("q2: text-direction control characters are not allowed; type the phrases plainly")
+    text = unicodedata.normalize("NFC", text)
+    if len(text) > MAX_PHRASES_CHARS:
+        raise ValueError(f"q2: at most {MAX_PHRASES_CHARS} characters, got {len(text)}")
+    pieces = [p.strip() for p in text.split(",")]
+    for i, piece in enumerate(pieces, 1):
+        if piece and not visible(piece):
+            raise ValueError(f"q2: phrase {i} has no visible characters (only spaces or zero-width characters)")
+    phrases = [p for p in pieces if p]
     if len(phrases) > MAX_PHRASES:
         raise ValueError(f"q2: list 0-{MAX_PHRASES} phrases separated by commas, got {len(phrases)}")
     return phrases

@@ -85,6 +85,15 @@ def make_fake_run(
     return root
 
 
+def token_for(run: str | Path, participant: str, db: str | Path | None = None) -> str:
+    """The signed access token of ``participant`` (what an invitation link carries), from the survey's secret."""
+    from autointerp.survey.access import load_secret, sign
+    from autointerp.survey.loader import default_db_path
+
+    survey_dir = Path(db).parent if db is not None else default_db_path(run).parent
+    return sign(load_secret(survey_dir), participant)
+
+
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
     with socket.socket() as s:
@@ -93,17 +102,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(run: str | Path, *args: str, timeout: float = 60.0) -> Iterator[str]:
-    """Start ``python -m autointerp.survey serve RUN ARGS`` on a free port; yield its base URL; stop it after."""
+def running_server(run: str | Path, *args: str, timeout: float = 60.0, port: int | None = None) -> Iterator[str]:
+    """Start ``python -m autointerp.survey serve RUN ARGS`` on a free port (or ``port``); yield its base URL;
+    stop it after."""
     import httpx
 
-    port = free_port()
+    port = port or free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [sys.executable, "-m", "autointerp.survey", "serve", str(run), "--port", str(port), *args]
     log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    scheme = "https" if "--ssl-certfile" in args else "http"  # a test certificate: not verified below
+    url = f"{scheme}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -112,7 +123,7 @@ def running_server(run: str | Path, *args: str, timeout: float = 60.0) -> Iterat
                 out = log.read()
                 raise RuntimeError(f"survey server exited with {proc.returncode}:\n{out}")
             try:
-                if httpx.get(f"{url}/api/questions", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/api/questions", timeout=2, verify=False).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -1,9 +1,11 @@
 // The survey page: one feature at a time, step 1 (visualizations, Q1-Q2) then step 2 (examples, Q3-Q6).
 // The server holds all state; this page only renders what /api/* returns and posts the answers.
+// Sign-in: an invitation link's token (#t=...) or, with open enrollment, a typed id or Prolific's PROLIFIC_PID;
+// the server answers with an HttpOnly cookie, and the token/ids are removed from the address bar at once.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const STORAGE_KEY = "autointerp-survey-participant";
+let config = null;
 let questions = [];
 let state = null;
 let busy = false;
@@ -130,26 +132,45 @@ function images(container, urls, alt) {
 }
 
 function showSection(name) {
-  for (const id of ["login", "survey", "done"]) $(id).hidden = id !== name;
+  for (const id of ["login", "consent", "survey", "done"]) $(id).hidden = id !== name;
+}
+
+function showLogin() {
+  state = null;
+  $("progress").hidden = true;
+  showSection("login");
+  $("login-form").hidden = !(config && config.open_enrollment && !config.prolific);
+  $("need-link").hidden = !$("login-form").hidden;
+  $("start").disabled = false;
 }
 
 function render(newState) {
-  const previous = state && state.current ? `${state.current.feature}/${state.current.step}` : null;
+  const previous = state && state.current ? `${state.current.item}/${state.current.step}` : null;
   state = newState;
   $("progress").hidden = false;
   $("progress-bar").max = state.total;
   $("progress-bar").value = state.done;
   $("progress-text").textContent = `${state.done} of ${state.total} features done`;
   $("who").textContent = state.participant;
+  if (state.consent_required) {
+    $("progress").hidden = true;
+    $("consent-text").textContent = config.consent || "";
+    showSection("consent");
+    return;
+  }
   if (state.finished) {
     showSection("done");
+    $("completion").hidden = !state.completion_code;
+    $("completion-code").textContent = state.completion_code || "";
+    $("redirect").hidden = !state.redirect;
+    if (state.redirect) $("redirect-link").href = state.redirect;
     return;
   }
   showSection("survey");
   const cur = state.current;
-  const key = `${cur.feature}/${cur.step}`;
+  const key = `${cur.item}/${cur.step}`;
   $("feature-title").textContent = `Feature ${cur.number} of ${state.total}`;
-  const newFeature = !previous || previous.split("/")[0] !== String(cur.feature);
+  const newFeature = !previous || previous.split("/")[0] !== cur.item;
   if (newFeature) {
     images($("vis"), cur.vis, "Feature visualization");
     $("step1").reset();
@@ -206,18 +227,20 @@ async function withBusy(button, work) {
   } catch (err) {
     showError(err.message);
     button.disabled = false;
-    if (err.status === 409 && state) {
+    if (err.status === 401) {
+      showLogin();
+      showError(err.message);
+    } else if (err.status === 409 && state) {
       // the server's state moved on (another tab, a replay): show where the participant really is
-      try { render(await api("GET", `/api/state/${encodeURIComponent(state.participant)}`)); } catch (e) { /* keep */ }
+      try { render(await api("GET", "/api/state")); } catch (e) { /* keep */ }
     }
   } finally {
     busy = false;
   }
 }
 
-async function start(participant) {
-  const s = await api("POST", "/api/start", { participant });
-  localStorage.setItem(STORAGE_KEY, participant);
+async function start(body) {
+  const s = await api("POST", "/api/start", body);
   state = null;
   render(s);
 }
@@ -228,9 +251,6 @@ function missing(keys) {
 }
 
 function init() {
-  const saved = localStorage.getItem(STORAGE_KEY);
-  if (saved) $("participant").value = saved;
-
   $("login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const participant = $("participant").value.trim();
@@ -238,18 +258,25 @@ function init() {
       showError("Please enter your participant id.");
       return;
     }
-    withBusy($("start"), () => start(participant));
+    withBusy($("start"), () => start({ participant }));
   });
 
-  $("switch").addEventListener("click", (ev) => {
+  $("switch").addEventListener("click", async (ev) => {
     ev.preventDefault();
-    localStorage.removeItem(STORAGE_KEY);
-    state = null;
+    try { await api("POST", "/api/logout", {}); } catch (err) { /* signed out locally anyway */ }
     $("participant").value = "";
-    $("progress").hidden = true;
-    $("start").disabled = false;
     showError("");
-    showSection("login");
+    showLogin();
+  });
+
+  $("agree").addEventListener("click", () => {
+    withBusy($("agree"), async () => { state = null; render(await api("POST", "/api/consent", {})); });
+  });
+
+  $("decline").addEventListener("click", () => {
+    $("agree").disabled = true;
+    $("decline").disabled = true;
+    $("declined").hidden = false;
   });
 
   $("step1").addEventListener("submit", (ev) => {
@@ -260,7 +287,7 @@ function init() {
     if (splitPhrases(q2).length > 4) return showError("Question 2: list at most 4 phrases, separated by commas.");
     withBusy($("submit1"), async () => {
       render(await api("POST", "/api/step1", {
-        participant: state.participant, feature: state.current.feature, q1: radioValue("q1"), q2,
+        item: state.current.item, q1: radioValue("q1"), q2,
       }));
     });
   });
@@ -271,19 +298,47 @@ function init() {
     if (gap) return showError(gap);
     withBusy($("submit2"), async () => {
       render(await api("POST", "/api/step2", {
-        participant: state.participant, feature: state.current.feature,
+        item: state.current.item,
         q3: radioValue("q3"), q4: radioValue("q4"), q5: radioValue("q5"), q6: radioValue("q6"),
       }));
     });
   });
 }
 
+async function signIn() {
+  // read the link's parameters, then take them out of the address bar (and so out of history and bookmarks)
+  // invitation links carry the token after "#" (never sent to the server, so never in its access log)
+  const params = new URLSearchParams(window.location.search);
+  const fragment = new URLSearchParams(window.location.hash.slice(1));
+  const token = fragment.get("t") || params.get("t");
+  const pid = params.get("PROLIFIC_PID");
+  if (window.location.search || window.location.hash) window.history.replaceState(null, "", window.location.pathname);
+  try {
+    if (token) return await start({ token });
+    if (pid && config.prolific) {
+      const body = { participant: pid };
+      if (params.get("STUDY_ID")) body.study_id = params.get("STUDY_ID");
+      if (params.get("SESSION_ID")) body.session_id = params.get("SESSION_ID");
+      return await start(body);
+    }
+    render(await api("GET", "/api/state"));  // a returning participant (cookie)
+  } catch (err) {
+    showLogin();
+    if (token || pid || err.status !== 401) showError(err.message);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", async () => {
   try {
-    questions = (await api("GET", "/api/questions")).questions;
+    config = await api("GET", "/api/config");
+    questions = config.questions;
     buildForms();
     init();
   } catch (err) {
     showError(err.message);
+    return;
   }
+  await signIn();
+  // a link pasted into a tab that already shows the survey changes only the fragment: sign in with it too
+  window.addEventListener("hashchange", () => { if (window.location.hash.includes("t=")) signIn(); });
 });
