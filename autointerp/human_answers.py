@@ -8,7 +8,9 @@ is ``I = (q1 * q3 + q4) / 2``. Per feature, components and ``I`` are averaged ov
 (``I`` is computed per answer first, then averaged) and the spread of ``I`` is reported.
 
 Files without a ``participant`` column count as one participant each (named after the file).
-Extra columns (the survey export adds timing and attention-check columns) are ignored. A text answer
+Extra columns (the survey export adds timing and attention-check columns) are ignored, except ``exclude``:
+rows flagged ``exclude = 1`` (participants who failed the survey's attention checks) are left out, with a
+note. A text answer
 written with a leading apostrophe by the survey's spreadsheet guard (``'=...``) is read back as typed
 (:func:`unescape_formula`).
 
@@ -45,6 +47,7 @@ COMPONENTS = ("q1", "q3", "q4", "q5", "q6")
 REQUIRED_COLUMNS = ("model", "layer", "neuron", *QUESTION_COLUMNS)
 TEXT_COLUMN = "text_question"
 PARTICIPANT_COLUMN = "participant"
+EXCLUDE_COLUMN = "exclude"  # the survey export's attention-check verdict per participant (1 = leave out)
 INVALID_POLICIES = ("error", "drop", "clip", "keep")
 _FEATURE_ALIASES = ("neuron", "feature_ind", "feature", "channel")
 SCALE_MIN, SCALE_MAX = 1.0, 5.0
@@ -239,6 +242,7 @@ def read_answers(
     problems: list[str] = []  # always errors
     bad_answers: list[tuple[str, str, str, bool]] = []  # (where, column, value, numeric) per offending answer
     bad_rows: set[int] = set()  # indices into the accumulated rows with an invalid answer
+    excluded: dict[int, str] = {}  # row index -> participant, for rows the survey flagged ``exclude``
     stems = [Path(p).stem for p in paths]
 
     for file_no, raw_path in enumerate(paths):
@@ -290,6 +294,12 @@ def read_answers(
             if has_participant and not who:
                 problems.append(f"{where} column participant is empty, expected a participant id")
             index = len(features)
+            if EXCLUDE_COLUMN in cols:
+                flag = cell(EXCLUDE_COLUMN)
+                if flag not in ("", "0", "1"):
+                    problems.append(f"{where} column {EXCLUDE_COLUMN} = {flag!r}, expected 0, 1 or empty")
+                elif flag == "1":
+                    excluded[index] = who
             for column in QUESTION_COLUMNS:
                 text = cell(column)
                 value = _parse_answer(text)
@@ -338,6 +348,13 @@ def read_answers(
         raise DataError(f"human answers: {len(problems)} problem(s): " + " | ".join(problems))
 
     keep = np.ones(len(features), dtype=bool)
+    if excluded:  # participants who failed the survey's attention checks (survey export's exclude column)
+        keep[list(excluded)] = False
+        who = sorted(set(excluded.values()))
+        notes.append(
+            f"left out {len(excluded)} answer(s) of {len(who)} participant(s) the survey flagged exclude "
+            f"(failed attention check or test-retest): {', '.join(who)}"
+        )
     q_arrays = {c: np.asarray(v, dtype=np.float64) for c, v in answers.items()}
     if bad_answers:
         listing = "; ".join(f"{w} column {c} = {v!r}" for w, c, v, _ in bad_answers)

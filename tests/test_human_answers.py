@@ -269,3 +269,23 @@ def test_real_seed_study_file(shared_dir: Path) -> None:
         }
     np.testing.assert_allclose(scores.I, [ref[f] for f in scores.feature_ind.tolist()])
     assert len(load_human_scores([path], invalid="drop")) == 77
+
+
+def test_participants_the_survey_flagged_exclude_are_left_out_with_a_note(tmp_path: Path) -> None:
+    header = [*HEADER, "participant", "exclude"]
+    rows = [
+        [*row(1, 5, 5, 5), "good", 0],
+        [*row(2, 5, 5, 5), "good", 0],
+        [*row(1, 1, 1, 1), "careless", 1],
+        [*row(2, 1, 1, 1), "careless", 1],
+        [*row(2, 3, 3, 3), "no-verdict", ""],  # no attention checks in this study design: kept
+    ]
+    answers = read_answers([write_csv(tmp_path / "export.csv", header, rows)])
+    assert sorted(set(answers.participant)) == ["good", "no-verdict"]
+    assert any("careless" in note and "exclude" in note for note in answers.notes)
+    scores = aggregate(answers)
+    assert scores.I[scores.feature_ind.tolist().index(1)] == pytest.approx(1.0)  # careless answers left out
+
+    rows[0][-1] = "maybe"
+    with pytest.raises(DataError, match=r"export.csv:2 column exclude = 'maybe', expected 0, 1 or empty"):
+        read_answers([write_csv(tmp_path / "export.csv", header, rows)])
