@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from autointerp.errors import DataError
+from autointerp.runfolder import BOOTSTRAP_CSV, RELIABILITY_JSON
 
-RELIABILITY_JSON = "reliability.json"
-BOOTSTRAP_CSV = "bootstrap.csv"
 METHODS = ("images", "segments")
 MEASURES = ("importance", "mean_delta_logprob_true")
 #: bootstrap.csv's columns after ``feature_ind``

@@ -11,4 +11,6 @@ CLI: ``autointerp survey serve RUN`` and ``autointerp survey export RUN --out an
 
 from __future__ import annotations
 
-DEFAULT_DB_NAME = "answers.sqlite"
+from autointerp.runfolder import ANSWERS_SQLITE
+
+DEFAULT_DB_NAME = ANSWERS_SQLITE

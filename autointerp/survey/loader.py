@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autointerp.errors import UserError
-from autointerp.survey import DEFAULT_DB_NAME
+from autointerp.runfolder import RunPaths
 from autointerp.survey.db import SurveyStore
 from autointerp.survey.features import (
     DEFAULT_GROUP_SIZE,
@@ -37,7 +37,7 @@ class Survey:
 
 def default_db_path(run: str | Path) -> Path:
     """``RUN/survey/answers.sqlite``."""
-    return Path(run) / "survey" / DEFAULT_DB_NAME
+    return RunPaths(Path(run)).survey_db
 
 
 def choose_features(
