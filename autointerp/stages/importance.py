@@ -55,7 +55,6 @@ from autointerp.runfiles import (
     read_activation_meta,
     read_importance,
     read_importance_summary,
-    read_json,
     write_ablation_curve,
     write_importance,
     write_importance_summary,
@@ -282,12 +281,14 @@ def update_reliability(ctx: RunContext, method: str, refresh: bool) -> dict[str,
         return None
     n_boot, seed = ctx.config.importance.reliability_boot, ctx.config.seed
     if not refresh and json_path.exists() and boot_path.exists():
+        from autointerp.analysis.reliability import read_importance_reliability
+
         try:
-            old = read_json(json_path)
+            old = read_importance_reliability(folder)
         except DataError:
-            old = {}  # damaged: computed again below
-        if old.get("n_boot") == n_boot and old.get("seed") == seed:
-            return old
+            old = None  # damaged: computed again below
+        if old is not None and old.n_boot == n_boot and old.seed == seed:
+            return None
     table = ctx.paths.importance_method_csv("exact")
     try:
         exact = read_importance(table).check()
