@@ -182,17 +182,12 @@ class ScoreTable:
         path = Path(path)
         if not path.exists():
             raise DataError(f"{path}: rating file not found")
-        try:
-            file = read_ratings(path).check_ragged()
-        except DataError as exc:
-            if "missing column" not in str(exc):
-                raise
-            raise DataError(f"{path}: expected a header starting with 'feature_ind,I'") from None
+        file = read_ratings(path).check_ragged()
         header, body = file.header, [row for _, row in file.rows]
         if header[:2] != ["feature_ind", "I"]:
-            raise DataError(f"{path}: expected a header starting with 'feature_ind,I'")
+            raise DataError(f"{path}: expected a header starting with 'feature_ind,I' (found {','.join(header)})")
         cols = {name: [row[j] for row in body] for j, name in enumerate(header)}
-        if components is None and file.meta:
+        if components is None and file.meta_path.exists():
             components = file.meta.get("components", [])
         try:
             feature_ind = np.array([int(v) for v in cols.pop("feature_ind")], dtype=np.int64)

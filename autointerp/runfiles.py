@@ -567,9 +567,10 @@ def read_ratings(path: str | Path, meta_path: str | Path | None = None) -> Ratin
     lower = [h.lower() for h in header]
     for required in ("feature_ind", "i"):
         if required not in lower:
+            name = "I" if required == "i" else required
             raise DataError(
-                f"{path}: missing column {'I' if required == 'i' else required!r}; expected columns "
-                f"feature_ind,I,<components> (found {','.join(header)})"
+                f"{path}: expected a header with columns feature_ind,I,<components>; missing column {name!r} "
+                f"(found {','.join(header)})"
             )
     return RatingsFile(path, meta_path, header, rows, meta)
 
