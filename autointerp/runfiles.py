@@ -29,7 +29,7 @@ import numpy as np
 from autointerp.atomic import write_json, write_text
 from autointerp.errors import DataError
 from autointerp.human_answers import decode_text
-from autointerp.runfolder import META_JSON, RunPaths, feature_dirname, report_paths
+from autointerp.runfolder import META_JSON, RunPaths, report_paths
 
 if TYPE_CHECKING:  # pragma: no cover
     from autointerp.rating import ScoreTable
@@ -151,11 +151,6 @@ def read_index(path: Path, required: str | None = None) -> dict[int, dict[str, A
     return out
 
 
-def read_index_settings(path: Path) -> dict[str, Any]:
-    """The whole object of an index file (``seed``, ``settings``, ...), ``{}`` when absent."""
-    return read_json(path, "a JSON object with a 'features' mapping") if path.exists() else {}
-
-
 def write_index(path: Path, entries: Mapping[int | str, Any], **fields: Any) -> None:
     """Write an index (``fields`` first, then ``"features"`` keyed by feature, in feature order)."""
     features = {str(f): entries[f] for f in sorted(entries, key=int)}
@@ -181,11 +176,6 @@ def read_feature_entries(folder: Path) -> dict[int, dict[str, Any]]:
 def write_feature_entry(feature_folder: Path, entry: Mapping[str, Any]) -> None:
     """Write a feature folder's ``meta.json`` (its index entry)."""
     write_json(feature_folder / META_JSON, dict(entry))
-
-
-def feature_folder(folder: Path, feature: int) -> Path:
-    """``folder/NNNN``: a feature's folder under ``RUN/examples`` or ``RUN/visualizations``."""
-    return folder / feature_dirname(feature)
 
 
 # -- CSV tables: one parser, problems recorded ---------------------------------------------------------
@@ -236,7 +226,8 @@ def _read_rows(path: Path, what: str) -> tuple[list[str], list[tuple[int, list[s
     return header, rows[1:]
 
 
-def _to_float(text: str) -> float:
+def to_float(text: str) -> float:
+    """A cell as a number; NaN when it is empty or not a number."""
     try:
         return float(text.strip())
     except ValueError:
@@ -256,13 +247,13 @@ def _is_number_text(text: str) -> bool:
 
 
 def _to_feature(text: str) -> int | None:
-    value = _to_float(text)
+    value = to_float(text)
     if not math.isfinite(value) or value != int(value) or value < 0:
         return None
     return int(value)
 
 
-def _columns_by_feature(
+def columns_by_feature(
     path: Path,
     header: list[str],
     rows: list[tuple[int, list[str]]],
@@ -296,7 +287,7 @@ def _columns_by_feature(
         values = []
         for column in columns:
             text = row[pos[column]]
-            value = _to_float(text)
+            value = to_float(text)
             if not _is_number_text(text):
                 bad_values.append(f"row {row_no} column {column} ({text.strip()!r})")
             if not math.isfinite(value):
@@ -457,7 +448,7 @@ def read_importance(path: str | Path, missing: str | None = None) -> ImportanceT
     ]
     other = list(dict.fromkeys(other))
     report = ["importance", *(c for c in IMPORTANCE_MEASURES if c in other)]
-    features, cols, issues, text = _columns_by_feature(
+    features, cols, issues, text = columns_by_feature(
         path, header, rows, ["importance", *other], "importance", owner="importance", report=report
     )
     return ImportanceTable(
@@ -528,7 +519,7 @@ def read_ablation_curve(path: str | Path) -> dict[str, list[float]] | None:
         for h, text in zip(header, row + [""] * (len(header) - len(row)), strict=False):
             if not _is_number_text(text):
                 raise DataError(f"{path}: row {row_no} column {h}: expected a number, got {text.strip()!r}")
-            cols[h].append(_to_float(text))
+            cols[h].append(to_float(text))
     return {h: v for h, v in cols.items() if any(math.isfinite(x) for x in v)}
 
 

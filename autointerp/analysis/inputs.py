@@ -20,11 +20,11 @@ from autointerp.human_answers import AnswerTable, HumanScores
 from autointerp.runfiles import (
     IMPORTANCE_MEASURES,
     Issue,
-    _columns_by_feature,
-    _to_float,
+    columns_by_feature,
     read_ablation_curve,
     read_importance,
     read_ratings,
+    to_float,
 )
 
 __all__ = [
@@ -204,7 +204,7 @@ def read_rating_csv(path: str | Path, meta_path: str | Path | None = None, name:
     declared = [str(c).lower() for c in meta.get("components", [])]
 
     def has_number(col: int) -> bool:
-        return any(col < len(r) and math.isfinite(_to_float(r[col])) for _, r in rows)
+        return any(col < len(r) and math.isfinite(to_float(r[col])) for _, r in rows)
 
     numeric = [
         c
@@ -216,9 +216,7 @@ def read_rating_csv(path: str | Path, meta_path: str | Path | None = None, name:
     # Notes on missing values: I first, then the components the analysis uses (diagnostic extras and
     # out-of-fold columns, which cover the human-rated features only, are NaN by design).
     used = ["i"] + [c for c in numeric if c != "i" and (c in declared or c in AGREEMENT_COMPONENTS)]
-    features, kept, issues, _ = _columns_by_feature(
-        path, header, rows, numeric, "rating", owner=rater_name, report=used
-    )
+    features, kept, issues, _ = columns_by_feature(path, header, rows, numeric, "rating", owner=rater_name, report=used)
     kind = str(meta.get("rater", rater_name))
     scale = meta.get("scale")
     answer_key = isinstance(scale, dict) and scale.get("kind") == "answer_key"
