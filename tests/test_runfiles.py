@@ -342,3 +342,32 @@ def test_report_summary_round_trip(tmp_path: Path) -> None:
     _one_line_error(exc, report_paths(tmp_path)[1], "autointerp report")
     write_report_summary(tmp_path, {"r": math.nan, "n": 3})
     assert read_report_summary(tmp_path) == {"r": None, "n": 3}
+
+
+# -- the consumers share the policy ---------------------------------------------------------------------
+def test_every_consumer_of_a_run_refuses_a_bad_importance_row_the_report_notes_it(tmp_path: Path) -> None:
+    """Stages, raters' context, the survey and the visualise-'groups' selection all refuse a bad row with the
+    same one-line error (none skips it); the report shows it as a data note and carries on."""
+    from autointerp.rating import RatingContext
+    from autointerp.report.sources import report_from_run
+    from autointerp.survey.features import read_importance as survey_importance
+    from autointerp.vis.selection import _group_features
+    from tests.report_fixtures import build_run
+
+    ctx = build_run(tmp_path / "run", with_media=False)
+    good = RatingContext(ctx).importance
+    assert len(good) > 20 and survey_importance(ctx.root) == {f: v for f, v in good.items() if math.isfinite(v)}
+    path = ctx.paths.importance_csv
+    path.write_text(path.read_text() + "demo,mixed5a,seven,3\n")
+    row = len(path.read_text().splitlines())
+    for read in (
+        lambda: RatingContext(ctx).importance,
+        lambda: survey_importance(ctx.root),
+        lambda: _group_features(ctx),
+    ):
+        with pytest.raises(DataError) as exc:
+            read()
+        _one_line_error(exc, path, f"row {row}", "'seven'")
+    page = report_from_run(ctx.root, tmp_path / "report", ctx.config)
+    notes = json.loads(report_paths(page.parent)[1].read_text())["issues"]
+    assert any(n["kind"] == "bad_feature_id" and f"row {row} ('seven')" in n["message"] for n in notes)
