@@ -113,9 +113,42 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_safe(obj: Any, unknown: Any = None) -> Any:
+    """A JSON-safe copy of ``obj``: NaN/inf become None, numpy scalars and arrays Python numbers and lists,
+    tuples lists, paths strings, keys strings. Any other object is ``unknown(obj)`` (e.g. ``str``), or a
+    TypeError when ``unknown`` is None. The one NaN sanitiser: every JSON file goes through it."""
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v, unknown) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v, unknown) for v in obj]
+    if obj is None or isinstance(obj, (str, bool, int)):  # numpy integers are not Python ints
+        return obj
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if type(obj).__module__ == "numpy":
+        import numpy as np
+
+        if isinstance(obj, np.ndarray):
+            return json_safe(obj.tolist(), unknown)
+        if isinstance(obj, np.generic):
+            return json_safe(obj.item(), unknown)
+    if unknown is not None:
+        return unknown(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON: {obj!r}")
+
+
+def dumps_json(obj: Any) -> str:
+    """``obj`` as indented JSON text (through :func:`json_safe`: NaN/inf written as null)."""
+    return json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Atomically write JSON (indented, NaN written as null is the caller's job)."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Atomically write JSON (indented; NaN/inf written as null)."""
+    write_text(path, dumps_json(obj))
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

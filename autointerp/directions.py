@@ -22,7 +22,6 @@ hand every tie to the first classes).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,13 +221,18 @@ def run_direction_scores(
 ) -> np.ndarray:
     """Scores (N, F) of ``directions`` on a run's activation cache (``RUN/activations/acts.npy`` and the
     ``reduce`` of its ``meta.json``), with a width check against the cached layer."""
-    folder = Path(run_root) / "activations"
-    meta_path, acts_path = folder / "meta.json", folder / "acts.npy"
-    if not meta_path.exists() or not acts_path.exists():
-        raise DataError(f"{folder}: no activation cache (meta.json, acts.npy); run `autointerp activations` first")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    from autointerp.runfiles import load_array, read_activation_meta
+    from autointerp.runfolder import RunPaths
+
+    paths = RunPaths(Path(run_root))
+    if not paths.activations_meta.exists() or not paths.acts.exists():
+        raise DataError(
+            f"{paths.activations}: no activation cache ({paths.activations_meta.name}, {paths.acts.name}); "
+            "run `autointerp activations` first"
+        )
+    meta = read_activation_meta(paths)
     directions.check_width(int(meta["channels"]), str(meta.get("layer", "?")))
-    acts = np.load(acts_path, mmap_mode="r")
+    acts = load_array(paths.acts, mmap=True)
     return direction_scores(
         acts,
         directions,

@@ -18,12 +18,10 @@ its raters), and a local file is loaded with ``--rater-path file.py`` (:func:`lo
 
 from __future__ import annotations
 
-import csv
 import functools
 import importlib
 import importlib.util
 import json
-import math
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, get_
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from autointerp.atomic import json_safe
 from autointerp.errors import ConfigError, DataError, UserError
 from autointerp.registry import Registry
 
@@ -165,15 +164,11 @@ class ScoreTable:
 
     # -- files ---------------------------------------------------------------------------
     def to_csv(self, path: str | Path) -> None:
-        """Write atomically as CSV: feature_ind, I, components, extras; NaN written as an empty cell."""
-        from autointerp.atomic import atomic_path
+        """Write atomically as CSV: feature_ind, I, components, extras; NaN written as an empty cell
+        (:func:`autointerp.runfiles.write_ratings_csv`)."""
+        from autointerp.runfiles import write_ratings_csv
 
-        cols = [(name, self.column(name)) for name in self.columns]
-        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow([name for name, _ in cols])
-            for i in range(len(self)):
-                writer.writerow([_cell(values[i]) for _, values in cols])
+        write_ratings_csv(path, self)
 
     @classmethod
     def read_csv(cls, path: str | Path, components: Sequence[str] | None = None) -> ScoreTable:
@@ -182,23 +177,18 @@ class ScoreTable:
         ``components`` names the component columns (from ``<rater>.json``); when omitted, the
         JSON next to the CSV is used if present, else every numeric column is a component.
         """
+        from autointerp.runfiles import read_ratings
+
         path = Path(path)
-        try:
-            with open(path, newline="", encoding="utf-8") as fh:
-                rows = list(csv.reader(fh))
-        except FileNotFoundError:
-            raise DataError(f"{path}: rating file not found") from None
-        if not rows or rows[0][:2] != ["feature_ind", "I"]:
-            raise DataError(f"{path}: expected a header starting with 'feature_ind,I'")
-        header, body = rows[0], rows[1:]
-        for r, row in enumerate(body, start=2):
-            if len(row) != len(header):
-                raise DataError(f"{path}: row {r} has {len(row)} cells, expected {len(header)}")
+        if not path.exists():
+            raise DataError(f"{path}: rating file not found")
+        file = read_ratings(path).check_ragged()
+        header, body = file.header, [row for _, row in file.rows]
+        if header[:2] != ["feature_ind", "I"]:
+            raise DataError(f"{path}: expected a header starting with 'feature_ind,I' (found {','.join(header)})")
         cols = {name: [row[j] for row in body] for j, name in enumerate(header)}
-        if components is None:
-            meta_path = path.with_suffix(".json")
-            if meta_path.exists():
-                components = json.loads(meta_path.read_text(encoding="utf-8")).get("components", [])
+        if components is None and file.meta_path.exists():
+            components = file.meta.get("components", [])
         try:
             feature_ind = np.array([int(v) for v in cols.pop("feature_ind")], dtype=np.int64)
             I = np.array([_parse_float(v) for v in cols.pop("I")], dtype=np.float64)  # noqa: E741
@@ -233,14 +223,6 @@ def _any_column(name: str, values: Any, n: int) -> np.ndarray:
     if len(arr) != n:
         raise ValueError(f"score table column {name!r} has {len(arr)} values for {n} features")
     return arr
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, (float, np.floating)):
-        return "" if math.isnan(value) else repr(float(value))
-    if value is None:
-        return ""
-    return str(value)
 
 
 def _parse_float(text: str) -> float:
@@ -551,16 +533,12 @@ class Rater:
             },
             "components": list(self.components),
             "needs": sorted(self.needs),
-            "options": _jsonable(self.options),
+            "options": json_safe(self.options, unknown=str),
             "seed": self.seed,
         }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, seed={self.seed}, options={self.options})"
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
 
 
 # --------------------------------------------------------------------------------------------
@@ -742,12 +720,16 @@ class RatingContext:
     @functools.cached_property
     def visualizations_index(self) -> dict[int, dict[str, Any]]:
         """``RUN/visualizations/index.json`` features (``{}`` when absent)."""
-        return _read_index(self.paths.visualizations / "index.json")
+        from autointerp.runfiles import read_index
+
+        return read_index(self.paths.visualizations_index)
 
     @functools.cached_property
     def examples_index(self) -> dict[int, dict[str, Any]]:
         """``RUN/examples/index.json`` features (``{}`` when absent)."""
-        return _read_index(self.paths.examples / "index.json")
+        from autointerp.runfiles import read_index
+
+        return read_index(self.paths.examples_index)
 
     @functools.cached_property
     def features(self) -> list[int]:
@@ -755,7 +737,7 @@ class RatingContext:
         feats = set(self.visualizations_index) | set(self.examples_index)
         if self.paths.importance_csv.exists():
             feats |= set(self.importance)
-        if not feats and (self.paths.activations / "scores.npy").exists():
+        if not feats and self.paths.scores.exists():
             feats = set(range(self.scores.shape[1]))
         return sorted(feats)
 
@@ -768,7 +750,7 @@ class RatingContext:
         if need == "bottom_examples":
             return any(e.get("bottom") for e in self.examples_index.values())
         if need == "activations":
-            return (self.paths.activations / "scores.npy").exists()
+            return self.paths.scores.exists()
         if need == "importance":
             return self.paths.importance_csv.exists()
         if need == "human":
@@ -786,10 +768,10 @@ class RatingContext:
     def require(self, rater: Rater | type[Rater]) -> None:
         """Raise a one-line UserError naming the first missing input of ``rater``."""
         hints = {
-            "visualizations": f"{self.paths.visualizations / 'index.json'} missing; run `autointerp visualize`",
-            "examples": f"{self.paths.examples / 'index.json'} missing; run `autointerp examples`",
+            "visualizations": f"{self.paths.visualizations_index} missing; run `autointerp visualize`",
+            "examples": f"{self.paths.examples_index} missing; run `autointerp examples`",
             "bottom_examples": "no bottom examples; set visualize.bottom_examples: true and rerun examples",
-            "activations": f"{self.paths.activations / 'scores.npy'} missing; run `autointerp activations`",
+            "activations": f"{self.paths.scores} missing; run `autointerp activations`",
             "importance": f"{self.paths.importance_csv} missing; run `autointerp importance`",
             "human": "no survey answers; set rate.human: [answers.csv, ...] in the config",
             "dataset": "no dataset configured (dataset.path)",
@@ -833,42 +815,32 @@ class RatingContext:
         """Read an image file as uint8 (H, W, 3) RGB (one-line error when missing or unreadable)."""
         from autointerp.data.imagefile import read_rgb
 
-        return read_rgb(path, missing="image listed in the run's index.json is missing")
+        return read_rgb(path, missing="image listed in the run's examples/visualizations index is missing")
 
     # -- activations, importance, human answers -------------------------------------------
     @functools.cached_property
     def scores(self) -> np.ndarray:
         """(N, C) per-image channel scores (memory-mapped)."""
-        path = self.paths.activations / "scores.npy"
-        if not path.exists():
-            raise DataError(f"{path}: missing; run `autointerp activations` first")
-        return np.load(path, mmap_mode="r")
+        from autointerp.runfiles import load_array
+
+        return load_array(self.paths.scores, mmap=True)
 
     @functools.cached_property
     def dataset_index(self) -> np.ndarray:
         """(N,) dataset index of each row of :attr:`scores` (identity when the file is absent)."""
-        path = self.paths.activations / "dataset_index.npy"
-        if path.exists():
-            return np.load(path).astype(np.int64)
+        from autointerp.runfiles import load_array
+
+        if self.paths.dataset_index.exists():
+            return load_array(self.paths.dataset_index).astype(np.int64)
         return np.arange(self.scores.shape[0], dtype=np.int64)
 
     @functools.cached_property
     def importance(self) -> dict[int, float]:
         """feature → importance from ``RUN/importance/importance.csv``."""
+        from autointerp.runfiles import read_importance
+
         path = self.paths.importance_csv
-        if not path.exists():
-            raise DataError(f"{path}: missing; run `autointerp importance` first")
-        out: dict[int, float] = {}
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or not {"feature_ind", "importance"} <= set(reader.fieldnames):
-                raise DataError(f"{path}: expected columns feature_ind,importance")
-            for r, row in enumerate(reader, start=2):
-                try:
-                    out[int(row["feature_ind"])] = _parse_float(row["importance"])
-                except ValueError:
-                    raise DataError(f"{path}: row {r}: feature_ind/importance must be numbers") from None
-        return out
+        return read_importance(path, missing="run `autointerp importance` first").check().values()
 
     @property
     def human_paths(self) -> list[Path]:
@@ -899,7 +871,7 @@ class RatingContext:
         Drawn from the images the activation pass saw (``dataset_index.npy``) when present, else
         from the whole dataset; depends only on the seed, never on which features are scored.
         """
-        if (self.paths.activations / "dataset_index.npy").exists():
+        if self.paths.dataset_index.exists():
             candidates = self.dataset_index
         else:
             candidates = np.arange(len(self.dataset), dtype=np.int64)
@@ -916,7 +888,7 @@ class RatingContext:
 
         spec = self._embedder_spec if self._embedder_spec is not None else self.config.rate.embedder
         emb = spec if isinstance(spec, Embedder) else create_embedder(spec)
-        folder = self.paths.ratings / "cache" if self._use_disk_cache else None
+        folder = self.paths.ratings_cache if self._use_disk_cache else None
         return EmbeddingCache(emb, folder)
 
     def embed_paths(self, paths: Sequence[str | Path]) -> np.ndarray:
@@ -988,22 +960,6 @@ class RatingContext:
         if null_size:
             self.null_embeddings(null_size)
         self.embedder.flush()
-
-
-def _read_index(path: Path) -> dict[int, dict[str, Any]]:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    feats = data.get("features") if isinstance(data, dict) else None
-    if not isinstance(feats, dict):
-        raise DataError(f"{path}: expected an object with a 'features' mapping")
-    try:
-        return {int(k): v for k, v in feats.items()}
-    except ValueError:
-        raise DataError(f"{path}: feature keys must be integers") from None
 
 
 def rater_options(ctx: RatingContext, name: str) -> dict[str, Any]:

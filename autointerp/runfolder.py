@@ -7,19 +7,57 @@ resolved config, the model adapter and the dataset.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autointerp.config import RunConfig, dump_config, load_config
 from autointerp.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from autointerp.config import RunConfig
     from autointerp.data.base import ImageDataset
     from autointerp.models.base import ModelAdapter
+
+
+# -- file names ------------------------------------------------------------------------------------
+# Every artifact's name inside a run folder, in one place (docs/ARCHITECTURE.md, "Run folder layout").
+# Other modules build paths through :class:`RunPaths` (or these constants) and read/write the files through
+# :mod:`autointerp.runfiles`; tests/test_runfiles.py checks that no other module spells a name out.
+CONFIG_YAML = "config.yaml"
+ACTIVATIONS_DIR = "activations"
+META_JSON = "meta.json"  # the activation cache's metadata, and each feature folder's entry
+ACTS_NPY = "acts.npy"
+SCORES_NPY = "scores.npy"
+MEAN_NPY = "mean.npy"
+MEAN_POSITION_NPY = "mean_position.npy"
+TOPK_NPZ = "topk.npz"
+LABELS_NPY = "labels.npy"
+DATASET_INDEX_NPY = "dataset_index.npy"
+IMPORTANCE_DIR = "importance"
+IMPORTANCE_CSV = "importance.csv"
+SUMMARY_JSON = "summary.json"  # the importance stage's summary, and the report's
+RELIABILITY_JSON = "reliability.json"
+BOOTSTRAP_CSV = "bootstrap.csv"
+CUMULATIVE_ABLATION_CSV = "cumulative_ablation.csv"
+CHUNKS_DIR = "chunks"
+EXAMPLES_DIR = "examples"
+INDEX_JSON = "index.json"  # examples/ and visualizations/
+VISUALIZATIONS_DIR = "visualizations"
+CARD_PNG = "card.png"
+CONTACT_SHEET_PNG = "contact_sheet.png"
+QUALITY_CSV = "quality.csv"
+RATINGS_DIR = "ratings"
+CACHE_DIR = "cache"
+REPORT_DIR = "report"
+INDEX_HTML = "index.html"
+SUMMARY_MD = "summary.md"
+SURVEY_DIR = "survey"
+ANSWERS_SQLITE = "answers.sqlite"
+
+#: the activation cache's files that importance reads (and whose sizes/mtimes key its saved chunks)
+IMPORTANCE_INPUTS = (ACTS_NPY, LABELS_NPY, MEAN_NPY, MEAN_POSITION_NPY, META_JSON)
 
 
 def feature_dirname(feature: int) -> str:
@@ -27,47 +65,155 @@ def feature_dirname(feature: int) -> str:
     return f"{feature:04d}"
 
 
+def importance_method_csv_name(method: str) -> str:
+    """``importance_<method>.csv``: one method's importance table."""
+    return f"importance_{method}.csv"
+
+
+def feature_relpath(folder: str, feature: int, name: str) -> str:
+    """Run-relative path of a file in a feature folder, as the indexes store it
+    (``feature_relpath(VISUALIZATIONS_DIR, 12, CARD_PNG)`` → ``'visualizations/0012/card.png'``)."""
+    return f"{folder}/{feature_dirname(feature)}/{name}"
+
+
 @dataclass(frozen=True)
 class RunPaths:
-    """Paths inside a run folder."""
+    """Paths inside a run folder (names: the constants above)."""
 
     root: Path
 
     @property
     def config(self) -> Path:
-        return self.root / "config.yaml"
+        return self.root / CONFIG_YAML
 
+    # -- activations ----------------------------------------------------------------------------
     @property
     def activations(self) -> Path:
-        return self.root / "activations"
+        return self.root / ACTIVATIONS_DIR
 
     @property
+    def activations_meta(self) -> Path:
+        return self.activations / META_JSON
+
+    @property
+    def acts(self) -> Path:
+        return self.activations / ACTS_NPY
+
+    @property
+    def scores(self) -> Path:
+        return self.activations / SCORES_NPY
+
+    @property
+    def mean(self) -> Path:
+        return self.activations / MEAN_NPY
+
+    @property
+    def mean_position(self) -> Path:
+        return self.activations / MEAN_POSITION_NPY
+
+    @property
+    def topk(self) -> Path:
+        return self.activations / TOPK_NPZ
+
+    @property
+    def labels(self) -> Path:
+        return self.activations / LABELS_NPY
+
+    @property
+    def dataset_index(self) -> Path:
+        return self.activations / DATASET_INDEX_NPY
+
+    # -- importance -----------------------------------------------------------------------------
+    @property
     def importance(self) -> Path:
-        return self.root / "importance"
+        return self.root / IMPORTANCE_DIR
 
     @property
     def importance_csv(self) -> Path:
-        return self.root / "importance" / "importance.csv"
+        return self.importance / IMPORTANCE_CSV
+
+    def importance_method_csv(self, method: str) -> Path:
+        """``RUN/importance/importance_<method>.csv``."""
+        return self.importance / importance_method_csv_name(method)
 
     @property
+    def importance_summary(self) -> Path:
+        return self.importance / SUMMARY_JSON
+
+    @property
+    def reliability_json(self) -> Path:
+        return self.importance / RELIABILITY_JSON
+
+    @property
+    def bootstrap_csv(self) -> Path:
+        return self.importance / BOOTSTRAP_CSV
+
+    @property
+    def cumulative_ablation_csv(self) -> Path:
+        return self.importance / CUMULATIVE_ABLATION_CSV
+
+    def chunks(self, method: str) -> Path:
+        """``RUN/importance/chunks/<method>/``: saved units of work, reused on resume."""
+        return self.importance / CHUNKS_DIR / method
+
+    # -- examples and visualisations ---------------------------------------------------------------
+    @property
     def examples(self) -> Path:
-        return self.root / "examples"
+        return self.root / EXAMPLES_DIR
+
+    @property
+    def examples_index(self) -> Path:
+        return self.examples / INDEX_JSON
 
     @property
     def visualizations(self) -> Path:
-        return self.root / "visualizations"
+        return self.root / VISUALIZATIONS_DIR
 
     @property
+    def visualizations_index(self) -> Path:
+        return self.visualizations / INDEX_JSON
+
+    @property
+    def quality_csv(self) -> Path:
+        return self.visualizations / QUALITY_CSV
+
+    @property
+    def contact_sheet(self) -> Path:
+        return self.visualizations / CONTACT_SHEET_PNG
+
+    # -- ratings, report, survey -------------------------------------------------------------------
+    @property
     def ratings(self) -> Path:
-        return self.root / "ratings"
+        return self.root / RATINGS_DIR
+
+    def rating_csv(self, rater: str) -> Path:
+        """``RUN/ratings/<rater>.csv``."""
+        return self.ratings / f"{rater}.csv"
+
+    def rating_json(self, rater: str) -> Path:
+        """``RUN/ratings/<rater>.json``."""
+        return self.ratings / f"{rater}.json"
+
+    @property
+    def ratings_cache(self) -> Path:
+        return self.ratings / CACHE_DIR
 
     @property
     def report(self) -> Path:
-        return self.root / "report"
+        return self.root / REPORT_DIR
 
     @property
     def survey(self) -> Path:
-        return self.root / "survey"
+        return self.root / SURVEY_DIR
+
+    @property
+    def survey_db(self) -> Path:
+        return self.survey / ANSWERS_SQLITE
+
+
+def report_paths(folder: Path) -> tuple[Path, Path, Path]:
+    """(``index.html``, ``summary.json``, ``summary.md``) of a report folder (``RUN/report`` or elsewhere)."""
+    return folder / INDEX_HTML, folder / SUMMARY_JSON, folder / SUMMARY_MD
 
 
 class RunContext:
@@ -83,6 +229,7 @@ class RunContext:
     def create(cls, config: RunConfig, root: str | Path | None = None) -> RunContext:
         """Start (or continue) a run in ``root`` (default ``config.output_dir``), writing config.yaml."""
         from autointerp.atomic import write_text
+        from autointerp.config import dump_config, load_config
 
         root = Path(root if root is not None else config.output_dir)
         ctx = cls(root, config)
@@ -95,9 +242,11 @@ class RunContext:
     def open(cls, root: str | Path, overrides: list[str] | None = None) -> RunContext:
         """Open an existing run folder (reads RUN/config.yaml)."""
         root = Path(root)
-        cfg_path = root / "config.yaml"
+        cfg_path = RunPaths(root).config
         if not cfg_path.exists():
             raise UserError(f"{root}: not a run folder (no config.yaml); start one with `autointerp run CONFIG`")
+        from autointerp.config import load_config
+
         return cls(root, load_config(cfg_path, overrides))
 
     # -- lazy resources -----------------------------------------------------------------------
@@ -146,13 +295,12 @@ class RunContext:
     def model(self) -> ModelAdapter:
         """The model adapter, checked against the activation cache: a cache recorded with other weights
         (``model_fingerprint`` in ``RUN/activations/meta.json``) is a one-line error, never silently mixed."""
+        from autointerp.runfiles import read_activation_meta
+
         adapter = self.unchecked_model
-        meta_path = self.paths.activations / "meta.json"
+        meta_path = self.paths.activations_meta
         if meta_path.exists():
-            try:
-                recorded = json.loads(meta_path.read_text(encoding="utf-8")).get("model_fingerprint")
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-                recorded = None  # the activation stage's own reader reports a broken file
+            recorded = read_activation_meta(self.paths).get("model_fingerprint")
             if recorded is not None and recorded != self.model_fingerprint:
                 raise UserError(
                     f"{meta_path}: the activation cache was made with other model weights (fingerprint {recorded}, "

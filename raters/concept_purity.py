@@ -152,11 +152,11 @@ class ConceptPurityRater(Rater):
         n_concept = len(next(iter(concepts.values())))
         if len(rows) != scores.shape[0]:
             raise DataError(
-                f"{ctx.paths.activations}: dataset_index.npy has {len(rows)} rows, scores.npy {scores.shape[0]}"
+                f"{ctx.paths.dataset_index}: {len(rows)} rows, but {ctx.paths.scores.name} has {scores.shape[0]}"
             )
         if len(rows) and (rows.min() < 0 or rows.max() >= n_concept):
             raise DataError(
-                f"{ctx.paths.activations / 'dataset_index.npy'}: index {int(rows.max())} out of range "
+                f"{ctx.paths.dataset_index}: index {int(rows.max())} out of range "
                 f"for a concept table of {n_concept} images"
             )
         # chance = a random draw from the images that were ranked (the cached ones)
@@ -167,8 +167,7 @@ class ConceptPurityRater(Rater):
         for f in features:
             if not 0 <= int(f) < n_features:
                 raise DataError(
-                    f"{ctx.paths.activations / 'scores.npy'}: feature {int(f)} out of range "
-                    f"(the cache has {n_features} channels)"
+                    f"{ctx.paths.scores}: feature {int(f)} out of range (the cache has {n_features} channels)"
                 )
             column = np.asarray(scores[:, int(f)], dtype=np.float64)
             ranked = np.argsort(-column, kind="stable")[:k]  # the activation stage's order

@@ -8,9 +8,6 @@ Structural problems (missing file, missing ``feature_ind``/score column) raise :
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,33 +16,32 @@ from typing import Any
 
 import numpy as np
 
-from autointerp.errors import DataError
-from autointerp.human_answers import AnswerTable, HumanScores, decode_text
+from autointerp.human_answers import AnswerTable, HumanScores
+from autointerp.runfiles import (
+    IMPORTANCE_MEASURES,
+    Issue,
+    columns_by_feature,
+    read_ablation_curve,
+    read_importance,
+    read_ratings,
+    to_float,
+)
+
+__all__ = [
+    "AGREEMENT_COMPONENTS",
+    "Importance",
+    "Issue",
+    "RaterScores",
+    "align",
+    "group_issues",
+    "human_rater",
+    "id_list",
+    "read_ablation_curve",
+    "read_importance_csv",
+    "read_rating_csv",
+]
 
 AGREEMENT_COMPONENTS = ("q1", "q3", "q4", "I")
-
-
-@dataclass
-class Issue:
-    """A data problem worth telling the reader about (shown in the page and ``summary.json``).
-
-    Issues that share a ``cause`` (and ``kind``) are merged into one line by :func:`group_issues`,
-    listing the ``subject`` (a rater, ``importance``) and ``column`` each came from.
-    """
-
-    kind: str  # e.g. "duplicate", "not_numeric", "missing_feature", "coverage", "undefined", "groups"
-    message: str
-    features: list[int] = field(default_factory=list)
-    subject: str = ""  # which rater / file it concerns
-    column: str = ""  # which column, when the cause is per column
-    cause: str = ""  # the same text for the same cause; empty = never merged
-    subjects: list[str] = field(default_factory=list)  # filled when issues were merged
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "message": self.message, "features": self.features}
-        if self.subjects:
-            out["subjects"] = self.subjects
-        return out
 
 
 def id_list(ids: Sequence[int] | np.ndarray, limit: int = 20) -> str:
@@ -177,200 +173,38 @@ class RaterScores:
         return self.components.get(component)
 
 
-# --------------------------------------------------------------------------------------------- CSV tables
-
-
-def _read_table(path: Path, what: str) -> tuple[list[str], list[list[str]]]:
-    try:
-        text = decode_text(path.read_bytes())
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read {what} file ({exc.strerror})") from None
-    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
-    if not rows:
-        raise DataError(f"{path}: empty {what} file; expected a header row")
-    header = [c.strip().lstrip("\ufeff").strip().lower() for c in rows[0]]
-    return header, rows[1:]
-
-
-def _to_float(text: str) -> float:
-    try:
-        return float(text.strip())
-    except ValueError:
-        return math.nan
-
-
-def _to_feature(text: str) -> int | None:
-    value = _to_float(text)
-    if not math.isfinite(value) or value != int(value) or value < 0:
-        return None
-    return int(value)
-
-
-NAN_CAUSE = "missing or non-numeric values, left out of the statistics that need them"
-
-
-def _columns_by_feature(
-    path: Path,
-    header: list[str],
-    rows: list[list[str]],
-    columns: Sequence[str],
-    what: str,
-    owner: str = "",
-    report: Sequence[str] | None = None,
-) -> tuple[np.ndarray, dict[str, np.ndarray], list[Issue], dict[str, str]]:
-    """Parse numeric ``columns`` keyed by ``feature_ind``; resolve duplicates and bad values into issues.
-
-    Missing or non-numeric values are reported for the columns in ``report`` (default: all); for
-    every reported column but the first, only at features where the first one has a value (a row
-    without its main value is one cause, told once). ``owner`` names the rater or file in notes.
-    Returns ``(feature_ind, {column: values}, issues, first_text_values)``.
-    """
-    pos = {name: i for i, name in reversed(list(enumerate(header)))}
-    issues: list[Issue] = []
-    by_feature: dict[int, list[tuple[int, list[float]]]] = {}
-    bad_ids: list[str] = []
-    not_numeric: dict[str, list[int]] = {}
-    first_text: dict[str, str] = {}
-    for row_no, row in enumerate(rows, start=2):
-        row = row + [""] * (len(header) - len(row))
-        feature = _to_feature(row[pos["feature_ind"]])
-        if feature is None:
-            bad_ids.append(f"row {row_no} ({row[pos['feature_ind']]!r})")
-            continue
-        values = []
-        for column in columns:
-            text = row[pos[column]]
-            value = _to_float(text)
-            if not math.isfinite(value):
-                not_numeric.setdefault(column, []).append(feature)
-                value = math.nan
-            values.append(value)
-        for key in ("model", "layer"):
-            if key in pos and key not in first_text and row[pos[key]].strip():
-                first_text[key] = row[pos[key]].strip()
-        by_feature.setdefault(feature, []).append((row_no, values))
-    if bad_ids:
-        issues.append(
-            Issue(
-                "bad_feature_id", f"{path}: {what} rows with an unusable feature_ind were ignored: {', '.join(bad_ids)}"
-            )
-        )
-    features = np.array(sorted(by_feature), dtype=np.int64)
-    out = {c: np.full(len(features), np.nan) for c in columns}
-    identical: list[int] = []
-    conflicting: list[str] = []
-    conflicting_ids: list[int] = []
-    for i, feature in enumerate(features.tolist()):
-        entries = by_feature[feature]
-        first = np.array(entries[0][1])
-        if len(entries) > 1:
-            same = all(np.allclose(np.array(v), first, equal_nan=True) for _, v in entries[1:])
-            if same:
-                identical.append(feature)
-            else:
-                conflicting.append(f"{feature} (rows {', '.join(str(r) for r, _ in entries)})")
-                conflicting_ids.append(feature)
-                continue  # values stay NaN: we cannot tell which row is right
-        for j, column in enumerate(columns):
-            out[column][i] = first[j]
-    if identical:
-        issues.append(
-            Issue(
-                "duplicate",
-                f"{path}: {len(identical)} feature(s) appear on several identical {what} rows; counted once",
-                identical,
-            )
-        )
-    if conflicting:
-        issues.append(
-            Issue(
-                "duplicate_conflict",
-                f"{path}: {len(conflicting)} feature(s) have conflicting "
-                f"duplicate {what} rows and are left out of the statistics: "
-                f"{'; '.join(conflicting)}",
-                conflicting_ids,
-            )
-        )
-    report = list(columns if report is None else report)
-    primary = report[0] if report else None
-    has_primary = set(features[np.isfinite(out[primary])].tolist()) if primary in out else set()
-    for column in report:
-        ids = sorted(set(not_numeric.get(column, [])))
-        if column != primary:
-            ids = [f for f in ids if f in has_primary]
-        if not ids:
-            continue
-        label = "I" if column == "i" else column
-        issues.append(
-            Issue(
-                "not_numeric",
-                f"{path}: {len(ids)} feature(s) have a missing or non-numeric {label} "
-                f"(NaN); they are left out of statistics that need it",
-                ids,
-                subject=owner or path.name,
-                column=label,
-                cause=NAN_CAUSE,
-            )
-        )
-    return features, out, issues, first_text
-
-
-#: continuous importance measures read from importance.csv besides the top-k count ``importance``
-IMPORTANCE_MEASURES = ("mean_delta_logprob_true",)
-
-
 def read_importance_csv(path: str | Path) -> Importance:
-    """Read an importance CSV (``model,layer,feature_ind,importance``; ``mean_delta_logprob_true`` is
-    kept as a further measure when present, other extra columns are ignored)."""
-    path = Path(path)
-    header, rows = _read_table(path, "importance")
-    for required in ("feature_ind", "importance"):
-        if required not in header:
-            raise DataError(
-                f"{path}: missing column {required!r}; expected columns model,layer,feature_ind,importance "
-                f"(found {','.join(header)})"
-            )
-    extra = [c for c in IMPORTANCE_MEASURES if c in header]
-    features, cols, issues, text = _columns_by_feature(
-        path, header, rows, ["importance", *extra], "importance", owner="importance"
-    )
+    """An importance CSV (``model,layer,feature_ind,importance``; ``mean_delta_logprob_true`` is kept as a
+    further measure when present, other extra columns are ignored), parsed by
+    :func:`autointerp.runfiles.read_importance`; its row problems become data notes."""
+    table = read_importance(path)
+    extra = [c for c in IMPORTANCE_MEASURES if c in table.columns]
     return Importance(
-        features,
-        cols["importance"],
-        text.get("model"),
-        text.get("layer"),
-        str(path),
-        issues,
-        {c: cols[c] for c in extra},
+        table.feature_ind,
+        table.importance,
+        table.model,
+        table.layer,
+        str(table.path),
+        _notes(table.issues),
+        {c: table.columns[c] for c in extra},
     )
+
+
+def _notes(issues: list[Issue]) -> list[Issue]:
+    """The row problems the analysis shows (a cell that is not a number is already a ``not_numeric`` note)."""
+    return [i for i in issues if i.kind != "bad_value"]
 
 
 def read_rating_csv(path: str | Path, meta_path: str | Path | None = None, name: str | None = None) -> RaterScores:
     """Read ``RUN/ratings/<rater>.csv`` (``feature_ind, I, components...``) and its JSON description."""
-    path = Path(path)
-    meta_path = Path(meta_path) if meta_path is not None else path.with_suffix(".json")
-    meta: dict[str, Any] = {}
-    if meta_path.exists():
-        try:
-            meta = json.loads(decode_text(meta_path.read_bytes()))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{meta_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(meta, dict):
-            raise DataError(f"{meta_path}: expected a JSON object with keys rater, higher_is_better, components")
-    header, rows = _read_table(path, "ratings")
-    for required in ("feature_ind", "i"):
-        if required not in header:
-            raise DataError(
-                f"{path}: missing column {required!r}; expected columns feature_ind,I,<components> "
-                f"(found {','.join(header)})"
-            )
+    file = read_ratings(path, meta_path)
+    path, meta_path, meta = file.path, file.meta_path, file.meta
+    header, rows = [h.lower() for h in file.header], file.rows
     # Numeric columns: I, declared components and any column holding at least one number (text extras skipped).
     declared = [str(c).lower() for c in meta.get("components", [])]
 
     def has_number(col: int) -> bool:
-        return any(col < len(r) and math.isfinite(_to_float(r[col])) for r in rows)
+        return any(col < len(r) and math.isfinite(to_float(r[col])) for _, r in rows)
 
     numeric = [
         c
@@ -382,9 +216,7 @@ def read_rating_csv(path: str | Path, meta_path: str | Path | None = None, name:
     # Notes on missing values: I first, then the components the analysis uses (diagnostic extras and
     # out-of-fold columns, which cover the human-rated features only, are NaN by design).
     used = ["i"] + [c for c in numeric if c != "i" and (c in declared or c in AGREEMENT_COMPONENTS)]
-    features, kept, issues, _ = _columns_by_feature(
-        path, header, rows, numeric, "rating", owner=rater_name, report=used
-    )
+    features, kept, issues, _ = columns_by_feature(path, header, rows, numeric, "rating", owner=rater_name, report=used)
     kind = str(meta.get("rater", rater_name))
     scale = meta.get("scale")
     answer_key = isinstance(scale, dict) and scale.get("kind") == "answer_key"
@@ -404,6 +236,7 @@ def read_rating_csv(path: str | Path, meta_path: str | Path | None = None, name:
         )
     components = {c: v for c, v in kept.items() if c != "i" and not c.endswith("_oof")}
     oof = {("I" if c == "i_oof" else c[: -len("_oof")]): v for c, v in kept.items() if c.endswith("_oof")}
+    issues = _notes(issues)
     return RaterScores(
         name=rater_name,
         feature_ind=features,
@@ -457,18 +290,3 @@ def align(features: np.ndarray, source_features: np.ndarray, values: np.ndarray)
         hit = source_features[pos] == features
         out[hit] = values[pos[hit]]
     return out
-
-
-def read_ablation_curve(path: str | Path) -> dict[str, list[float]] | None:
-    """``cumulative_ablation.csv`` (``n_ablated, top1, top5, ...``) as columns, or None when absent."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    header, rows = _read_table(path, "cumulative ablation")
-    if "n_ablated" not in header:
-        raise DataError(f"{path}: missing column 'n_ablated' (found {','.join(header)})")
-    cols: dict[str, list[float]] = {h: [] for h in header}
-    for row in rows:
-        for h, text in zip(header, row + [""] * (len(header) - len(row)), strict=False):
-            cols[h].append(_to_float(text))
-    return {h: v for h, v in cols.items() if any(math.isfinite(x) for x in v)}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from autointerp.errors import DataError
+from autointerp.runfiles import read_json
+from autointerp.runfolder import BOOTSTRAP_CSV, RELIABILITY_JSON
 
-RELIABILITY_JSON = "reliability.json"
-BOOTSTRAP_CSV = "bootstrap.csv"
 METHODS = ("images", "segments")
 MEASURES = ("importance", "mean_delta_logprob_true")
 #: bootstrap.csv's columns after ``feature_ind``
@@ -83,14 +82,7 @@ def read_importance_reliability(importance_dir: Path) -> ImportanceReliability |
     json_path = importance_dir / RELIABILITY_JSON
     if not json_path.exists():
         return None
-    try:
-        info = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{json_path}: cannot read ({exc})") from None
-    except ValueError as exc:
-        raise DataError(f"{json_path}: not valid JSON ({exc})") from None
-    if not isinstance(info, dict):
-        raise DataError(f"{json_path}: expected a JSON object, got {type(info).__name__}")
+    info = read_json(json_path, "a JSON object with method, n_images, n_units, measures")
     method = info.get("method")
     if method not in METHODS:
         raise DataError(f"{json_path}: 'method' is {method!r}; expected one of {', '.join(METHODS)}")

@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 
 from autointerp.errors import UserError
+from autointerp.runfolder import CONFIG_YAML
 
-RunDir = Annotated[Path, typer.Argument(help="Run folder (holds config.yaml and every stage's output).")]
+RunDir = Annotated[Path, typer.Argument(help=f"Run folder (holds {CONFIG_YAML} and every stage's output).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Recompute even when the output exists.")]
 Overrides = Annotated[
     list[str] | None,

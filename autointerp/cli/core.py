@@ -43,12 +43,12 @@ def register(app: typer.Typer) -> None:
         """Run the whole pipeline offline on the embedded synthetic world (a few minutes on 2 CPU cores)."""
         from autointerp.config import load_config
         from autointerp.pipeline import run_pipeline
-        from autointerp.runfolder import RunContext
+        from autointerp.runfolder import RunContext, report_paths
 
         cfg = load_config(DEMO_CONFIG, overrides or [])
         ctx = RunContext.create(cfg, out)
         done = run_pipeline(ctx, overwrite=overwrite)
-        report = ctx.paths.report / "index.html"
+        report = report_paths(ctx.paths.report)[0]
         typer.echo(f"demo run folder: {ctx.root} (stages: {', '.join(done)})")
         if report.exists():
             typer.echo(f"report: {report}")
@@ -66,9 +66,9 @@ def register(app: typer.Typer) -> None:
         ctx = open_run(run_dir, overrides, config)
         path = run_activations(ctx, overwrite=overwrite)
         save_overrides(ctx)
-        import json
+        from autointerp.runfiles import read_activation_meta
 
-        meta = json.loads((path / "meta.json").read_text())
+        meta = read_activation_meta(ctx.paths)
         acc = ", ".join(f"{k} {v:.3f}" for k, v in meta["accuracy"].items())
         typer.echo(f"{path}: {meta['n_images']} images, {meta['channels']} channels; baseline accuracy {acc}")
 

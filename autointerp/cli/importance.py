@@ -45,9 +45,9 @@ def register(app: typer.Typer) -> None:
             ctx = open_run(run_dir, extra)
             path = run_importance(ctx, overwrite=overwrite, features=parse_features(features), method=method)
             save_overrides(ctx)
-            import json
+            from autointerp.runfiles import read_importance_summary
 
-            summaries = json.loads((path.parent / "summary.json").read_text())
+            summaries = read_importance_summary(ctx.paths)
             summary = summaries.get(method or ctx.config.importance.method, {})
             bits = [f"{summary.get('n_features', '?')} features", f"{summary.get('seconds', 0):.1f}s"]
             if "skipped_fraction" in summary:

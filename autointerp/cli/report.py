@@ -76,10 +76,12 @@ def register(app: typer.Typer) -> None:
                 seed=ctx.config.seed if seed is None else seed,
             )
             target = out or ctx.paths.report
-            if (target / "index.html").exists() and not overwrite:
+            from autointerp.runfolder import report_paths
+
+            if report_paths(target)[0].exists() and not overwrite:
                 # like every stage: finished output is kept and the stage skipped
                 typer.echo(f"[report] {target} exists, skipped (use --overwrite to rebuild it)", err=True)
-                page = target / "index.html"
+                page = report_paths(target)[0]
             else:
                 page = report_from_run(
                     ctx.root, target, ctx.config, human or [], human_invalid, settings, overwrite=True
@@ -87,9 +89,9 @@ def register(app: typer.Typer) -> None:
         _print_headline(page)
 
     def _print_headline(page: Path) -> None:
-        import json
+        from autointerp.runfiles import read_report_summary
 
-        s = json.loads((page.parent / "summary.json").read_text(encoding="utf-8"))
+        s = read_report_summary(page.parent)
         g = s["groups"]
 
         def f(v: float | None, d: int = 3) -> str:

@@ -8,10 +8,12 @@ from typing import Annotated
 
 import typer
 
+from autointerp.runfolder import ANSWERS_SQLITE, SURVEY_DIR
+
 RunDir = Annotated[Path, typer.Argument(help="Run folder (with visualizations/ and examples/).", show_default=False)]
 DbOption = Annotated[
     Path | None,
-    typer.Option("--db", help="Survey database (default RUN/survey/answers.sqlite).", show_default=False),
+    typer.Option("--db", help=f"Survey database (default RUN/{SURVEY_DIR}/{ANSWERS_SQLITE}).", show_default=False),
 ]
 
 

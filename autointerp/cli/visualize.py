@@ -27,9 +27,9 @@ def register(app: typer.Typer) -> None:
         from autointerp.stages.examples import run_examples
 
         ctx = open_run(run_dir, overrides)
-        out = run_examples(ctx, overwrite=overwrite, features=parse_features(features))
+        run_examples(ctx, overwrite=overwrite, features=parse_features(features))
         save_overrides(ctx)
-        typer.echo(f"examples: {out / 'index.json'}")
+        typer.echo(f"examples: {ctx.paths.examples_index}")
 
     @app.command()
     def visualize(
@@ -46,6 +46,11 @@ def register(app: typer.Typer) -> None:
         if steps is not None:
             sets.append(f"visualize.steps={steps}")
         ctx = open_run(run_dir, sets)
+        from autointerp.runfolder import CARD_PNG
+
         out = run_visualize(ctx, overwrite=overwrite, features=parse_features(features))
         save_overrides(ctx)
-        typer.echo(f"visualizations: {out / 'index.json'} (cards in {out}/NNNN/card.png, {out / 'contact_sheet.png'})")
+        typer.echo(
+            f"visualizations: {ctx.paths.visualizations_index} "
+            f"(cards in {out}/NNNN/{CARD_PNG}, {ctx.paths.contact_sheet})"
+        )

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from autointerp.atomic import write_json, write_text
+from autointerp.runfolder import BOOTSTRAP_CSV, RELIABILITY_JSON, importance_method_csv_name
 
 MEASURES = ("importance", "mean_delta_logprob_true")
 #: random splits into halves averaged for the split-half reliability
@@ -43,8 +44,6 @@ BLOCK = 64
 BOOTSTRAP_COLUMNS = ["feature_ind"] + [
     f"{m}{suffix}" for m in MEASURES for suffix in ("", "_ci_low", "_ci_high", "_se")
 ]  # fmt: skip
-RELIABILITY_JSON = "reliability.json"
-BOOTSTRAP_CSV = "bootstrap.csv"
 _UNIT_FILE = re.compile(r"chunk_(\d+)_(\d+)_(\d+)_images_(\d+)_(\d+)\.npz")
 
 
@@ -320,7 +319,8 @@ def load_units(chunk_dir: Path, features: list[int], counts: dict[int, tuple[int
         for i, v in enumerate(features):
             if v not in counts or counts[v] != (int(c2w_t[i]), int(w2c_t[i])):
                 raise UnitsUnavailable(
-                    f"{chunk_dir}: the saved units' counts for feature {v} differ from importance_exact.csv "
+                    f"{chunk_dir}: the saved units' counts for feature {v} differ from "
+                    f"{importance_method_csv_name('exact')} "
                     "(units of another run)"
                 )
     point = {

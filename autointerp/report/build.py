@@ -5,36 +5,17 @@ The folder is written atomically: into a temporary sibling, renamed into place w
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from autointerp.analysis.analyze import Analysis
-from autointerp.atomic import atomic_dir
-from autointerp.errors import DataError, UserError
+from autointerp.atomic import atomic_dir, json_safe
+from autointerp.errors import UserError
 from autointerp.report.html import FeatureMedia, render_page, target_label
 from autointerp.report.plots import make_plots
-
-
-def json_ready(obj: Any) -> Any:
-    """Recursively turn numpy scalars/arrays into Python values and non-finite floats into None."""
-    if isinstance(obj, dict):
-        return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_ready(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
+from autointerp.runfiles import read_index, write_report_summary
+from autointerp.runfolder import RunPaths, report_paths
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -195,20 +176,9 @@ def collect_media(run_root: Path, out_dir: Path) -> dict[int, FeatureMedia]:
             return None
         return Path(os.path.relpath(target, out_dir)).as_posix()
 
-    def load(path: Path) -> dict[str, Any]:
-        if not path.exists():
-            return {}
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not valid JSON ({exc})") from None
-        features = data.get("features", {}) if isinstance(data, dict) else {}
-        if not isinstance(features, dict):
-            raise DataError(f"{path}: key 'features' must map feature ids to entries")
-        return features
-
-    for key, entry in load(run_root / "visualizations" / "index.json").items():
-        m = media.setdefault(int(key), FeatureMedia())
+    paths = RunPaths(run_root)
+    for key, entry in read_index(paths.visualizations_index).items():
+        m = media.setdefault(key, FeatureMedia())
         if entry.get("card"):
             m.card = rel(entry["card"])
             if m.card is None:
@@ -218,8 +188,8 @@ def collect_media(run_root: Path, out_dir: Path) -> dict[int, FeatureMedia]:
         if quality.get("ok") is False:
             m.flags.append("visualisation weaker than examples")
         m.flags += [str(f) for f in entry.get("flags", [])]
-    for key, entry in load(run_root / "examples" / "index.json").items():
-        m = media.setdefault(int(key), FeatureMedia())
+    for key, entry in read_index(paths.examples_index).items():
+        m = media.setdefault(key, FeatureMedia())
         m.examples = [p for p in (rel(e.get("path", "")) for e in entry.get("top", [])) if p]
     return media
 
@@ -240,17 +210,19 @@ def write_report(
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         if not overwrite:
             raise UserError(f"{out_dir}: report folder exists; pass --overwrite to replace it")
-        if not out_dir.is_dir() or not ((out_dir / "index.html").exists() or (out_dir / "summary.json").exists()):
+        html, summary_json, _ = report_paths(out_dir)
+        if not out_dir.is_dir() or not (html.exists() or summary_json.exists()):
             raise UserError(
-                f"{out_dir}: exists and does not look like a report folder (no index.html); "
+                f"{out_dir}: exists and does not look like a report folder (no {html.name}); "
                 "refusing to replace it, choose another --out"
             )
-    summary = json_ready(analysis.summary)
+    summary = json_safe(analysis.summary)
     with atomic_dir(out_dir) as tmp:
         plots = make_plots(analysis, tmp, ablation)
         summary["figures"] = [{"name": p.name, "png": p.png, "svg": p.svg, "title": p.title} for p in plots]
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        (tmp / "summary.md").write_text(render_markdown(summary, title), encoding="utf-8")
+        html, _, markdown = report_paths(tmp)
+        write_report_summary(tmp, summary)
+        markdown.write_text(render_markdown(summary, title), encoding="utf-8")
         analysis.summary = summary
-        (tmp / "index.html").write_text(render_page(analysis, plots, media or {}, title), encoding="utf-8")
-    return out_dir / "index.html"
+        html.write_text(render_page(analysis, plots, media or {}, title), encoding="utf-8")
+    return report_paths(out_dir)[0]

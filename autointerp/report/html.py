@@ -18,6 +18,7 @@ import numpy as np
 
 from autointerp.analysis.analyze import Analysis
 from autointerp.report.plots import Plot
+from autointerp.runfolder import SUMMARY_JSON, SUMMARY_MD
 
 
 @dataclass
@@ -565,7 +566,7 @@ p-values: two-sided permutation tests ({s["settings"]["permutations"]} permutati
 <h2>Noise ceiling</h2>{_ceiling_table(s)}
 <h2>Figures</h2>{figures}
 <h2>Feature gallery</h2>{_gallery(analysis, media)}
-<p>Machine-readable results: <a href="summary.json">summary.json</a> · <a href="summary.md">summary.md</a></p>
+<p>Machine-readable results: <a href="{SUMMARY_JSON}">{SUMMARY_JSON}</a> · <a href="{SUMMARY_MD}">{SUMMARY_MD}</a></p>
 </main><div id="detail"><div class="box"></div></div>
 <script type="application/json" id="media">{media_json}</script>
 <script>{SCRIPT}</script></body></html>

@@ -19,6 +19,8 @@ from autointerp.analysis.inputs import (
 from autointerp.errors import DataError, UserError
 from autointerp.human_answers import aggregate, read_answers
 from autointerp.report.build import collect_media, write_report
+from autointerp.runfiles import rating_files
+from autointerp.runfolder import RunPaths
 
 if TYPE_CHECKING:  # pragma: no cover
     from autointerp.config import RunConfig
@@ -111,20 +113,19 @@ def report_from_run(
         from autointerp.runfolder import RunContext
 
         config = RunContext.open(root).config
-    out_dir = Path(out_dir) if out_dir is not None else root / "report"
+    out_dir = Path(out_dir) if out_dir is not None else RunPaths(root).report
     settings = settings or AnalysisSettings(
         config.report.top_n, config.report.middle_n, config.report.bootstrap, config.report.permutations, config.seed
     )
-    imp_path = root / "importance" / "importance.csv"
+    paths = RunPaths(root)
+    imp_path = paths.importance_csv
     importance = read_importance_csv(imp_path) if imp_path.exists() else _empty_importance(str(imp_path))
     importance.layer = importance.layer or config.layer
     importance.model = importance.model or config.model.name
 
     raters: list[RaterScores] = []
-    ratings = root / "ratings"
-    if ratings.is_dir():
-        for csv_path in sorted(ratings.glob("*.csv")):
-            raters.append(read_rating_csv(csv_path))
+    for csv_path in rating_files(paths):
+        raters.append(read_rating_csv(csv_path))
     invalid = human_invalid or config.rate.human_invalid
     files = list(human) or list(config.rate.human)
     if files:
@@ -143,7 +144,7 @@ def report_from_run(
         elif answers is not None and len(answers):
             name = _unique("human", {r.name for r in raters})
             raters.append(human_rater(aggregate(answers), answers, name=name))
-    reliability, why = importance_reliability(root / "importance")
+    reliability, why = importance_reliability(paths.importance)
     explain = {
         "no_human": (
             "no human answers in this run (rate.human is empty); see docs/survey.md"
@@ -156,7 +157,7 @@ def report_from_run(
     }
     analysis = analyze(importance, raters, settings, reliability=reliability, explain=explain)
     media = collect_media(root, out_dir)
-    ablation = read_ablation_curve(root / "importance" / "cumulative_ablation.csv")
+    ablation = read_ablation_curve(paths.cumulative_ablation_csv)
     return write_report(
         analysis,
         out_dir,

@@ -20,10 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-from autointerp.atomic import save_npy, write_json
+from autointerp.atomic import save_npy
 from autointerp.errors import UserError
 from autointerp.progress import Progress
-from autointerp.runfolder import RunContext
+from autointerp.runfiles import write_activation_meta
+from autointerp.runfolder import (
+    ACTS_NPY,
+    DATASET_INDEX_NPY,
+    LABELS_NPY,
+    MEAN_NPY,
+    MEAN_POSITION_NPY,
+    SCORES_NPY,
+    TOPK_NPZ,
+    RunContext,
+)
 
 CHECKPOINT_EVERY = 8  # batches
 
@@ -59,7 +69,7 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
     import torch
 
     out_dir = ctx.paths.activations
-    if (out_dir / "meta.json").exists() and not overwrite:
+    if ctx.paths.activations_meta.exists() and not overwrite:
         return out_dir
     cfg = ctx.config.activations
     model = ctx.unchecked_model  # this stage makes the cache the other stages check the model against
@@ -100,13 +110,13 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
             shutil.rmtree(partial)
     if start == 0:
         partial.mkdir(parents=True, exist_ok=True)
-        np.lib.format.open_memmap(partial / "acts.npy", mode="w+", dtype=dtype, shape=(n, c, h, w)).flush()
-        np.lib.format.open_memmap(partial / "scores.npy", mode="w+", dtype=np.float32, shape=(n, c)).flush()
+        np.lib.format.open_memmap(partial / ACTS_NPY, mode="w+", dtype=dtype, shape=(n, c, h, w)).flush()
+        np.lib.format.open_memmap(partial / SCORES_NPY, mode="w+", dtype=np.float32, shape=(n, c)).flush()
         sums = np.zeros(c, dtype=np.float64)
         pos_sums = np.zeros((c, h, w), dtype=np.float64)
         hits = {k: 0 for k in cfg.accuracy_k}
-    acts = np.load(partial / "acts.npy", mmap_mode="r+")
-    scores = np.load(partial / "scores.npy", mmap_mode="r+")
+    acts = np.load(partial / ACTS_NPY, mmap_mode="r+")
+    scores = np.load(partial / SCORES_NPY, mmap_mode="r+")
     valid = model.valid_outputs
     target_t = torch.from_numpy(targets)
 
@@ -144,11 +154,11 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
         topk["bottom_idx"] = asc.T.astype(np.int64).copy()
         topk["bottom_val"] = np.take_along_axis(scores_arr, asc, axis=0).T.astype(np.float32).copy()
     del scores, scores_arr
-    np.savez(partial / "topk.npz", **topk)
-    save_npy(partial / "mean.npy", (sums / (n * h * w)).astype(np.float32))
-    save_npy(partial / "mean_position.npy", (pos_sums / n).astype(np.float32))
-    save_npy(partial / "labels.npy", targets.astype(np.int64))
-    save_npy(partial / "dataset_index.npy", np.arange(n, dtype=np.int64))
+    np.savez(partial / TOPK_NPZ, **topk)
+    save_npy(partial / MEAN_NPY, (sums / (n * h * w)).astype(np.float32))
+    save_npy(partial / MEAN_POSITION_NPY, (pos_sums / n).astype(np.float32))
+    save_npy(partial / LABELS_NPY, targets.astype(np.int64))
+    save_npy(partial / DATASET_INDEX_NPY, np.arange(n, dtype=np.int64))
     meta = {
         "model": model.name,
         "layer": layer,
@@ -168,7 +178,7 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
     }
     if state_file.exists():
         state_file.unlink()
-    write_json(partial / "meta.json", meta)
+    write_activation_meta(partial, meta)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(partial, out_dir)
@@ -180,11 +190,3 @@ def _checkpoint(path: Path, key: str, done: int, sums: np.ndarray, pos_sums: np.
 
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, key=np.array(key), done=np.array(done), sums=sums, pos_sums=pos_sums, hits=np.array(hits))
-
-
-def load_meta(ctx: RunContext) -> dict:
-    """``RUN/activations/meta.json``; a clear error when the activation stage has not run."""
-    path = ctx.paths.activations / "meta.json"
-    if not path.exists():
-        raise UserError(f"{path} not found: run `autointerp activations {ctx.root}` (or `autointerp run`) first")
-    return json.loads(path.read_text())

@@ -17,39 +17,24 @@ folders are kept unless ``overwrite``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from autointerp.atomic import atomic_dir, write_json
+from autointerp.atomic import atomic_dir
 from autointerp.errors import DataError, UserError
 from autointerp.features import select_features
 from autointerp.progress import Progress
-from autointerp.runfolder import RunContext, feature_dirname
-from autointerp.stages.activations import load_meta
+from autointerp.runfiles import (
+    load_array,
+    read_activation_meta,
+    read_feature_entries,
+    read_topk,
+    write_feature_entry,
+    write_index,
+)
+from autointerp.runfolder import EXAMPLES_DIR, META_JSON, RunContext, feature_dirname, feature_relpath
 from autointerp.vis.selection import configured_example_features
-
-
-def load_topk(ctx: RunContext) -> dict[str, np.ndarray]:
-    """The arrays of ``RUN/activations/topk.npz``."""
-    path = ctx.paths.activations / "topk.npz"
-    if not path.exists():
-        raise DataError(f"{path} not found: the activation cache is incomplete; rerun `autointerp activations`")
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
-
-
-def read_feature_entries(folder: Path) -> dict[str, dict]:
-    """``{feature: entry}`` from every complete feature folder (``NNNN/meta.json``) under ``folder``."""
-    out: dict[int, dict] = {}
-    if folder.exists():
-        for meta in folder.glob("[0-9][0-9][0-9][0-9]*/meta.json"):
-            try:
-                out[int(meta.parent.name)] = json.loads(meta.read_text(encoding="utf-8"))
-            except (ValueError, json.JSONDecodeError):
-                continue  # not a feature folder, or litter from a crash: redone on the next run
-    return {str(f): out[f] for f in sorted(out)}
 
 
 def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] | None = None) -> Path:
@@ -57,8 +42,8 @@ def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] |
     from PIL import Image
 
     cfg = ctx.config.visualize
-    meta = load_meta(ctx)
-    topk = load_topk(ctx)
+    meta = read_activation_meta(ctx.paths)
+    topk = read_topk(ctx.paths)
     channels = int(meta["channels"])
     feats = select_features(features, configured_example_features(ctx), channels, ctx.config.layer)
     k = cfg.n_examples
@@ -78,7 +63,7 @@ def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] |
         kinds.append(("bottom", topk["bottom_idx"], topk["bottom_val"]))
 
     out = ctx.paths.examples
-    pending = [f for f in feats if overwrite or not (out / feature_dirname(f) / "meta.json").exists()]
+    pending = [f for f in feats if overwrite or not (out / feature_dirname(f) / META_JSON).exists()]
     ds = ctx.dataset if pending else None
     crop = _Cropper(ctx, meta) if (cfg.crop_examples and pending) else None
     with Progress("examples", len(pending), "features") as bar:
@@ -91,12 +76,12 @@ def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] |
                         index = int(idx[f, r])
                         if not 0 <= index < len(ds):
                             raise DataError(
-                                f"{ctx.paths.activations / 'topk.npz'}: image index {index} is outside "
+                                f"{ctx.paths.topk}: image index {index} is outside "
                                 f"the dataset ({len(ds)} images); rerun activations with --overwrite"
                             )
                         image = np.asarray(ds.image(index))
                         item = {
-                            "path": f"examples/{name}/{kind}_{r}.png",
+                            "path": feature_relpath(EXAMPLES_DIR, f, f"{kind}_{r}.png"),
                             "dataset_index": index,
                             "activation": float(val[f, r]),
                         }
@@ -106,7 +91,7 @@ def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] |
                             item["position"] = list(position)
                         Image.fromarray(image).save(tmp / f"{kind}_{r}.png")
                         entry[kind].append(item)
-                write_json(tmp / "meta.json", entry)
+                write_feature_entry(tmp, entry)
             bar.advance()
 
     settings = {
@@ -117,7 +102,7 @@ def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] |
     }
     if crop is not None:
         settings["receptive_field"] = list(crop.fraction)
-    write_json(out / "index.json", {"settings": settings, "features": read_feature_entries(out)})
+    write_index(ctx.paths.examples_index, read_feature_entries(out), settings=settings)
     return out
 
 
@@ -127,11 +112,10 @@ class _Cropper:
     def __init__(self, ctx: RunContext, meta: dict) -> None:
         from autointerp.vis.receptive_field import receptive_field_fraction
 
-        acts_path = ctx.paths.activations / "acts.npy"
-        if not acts_path.exists():
-            raise DataError(f"{acts_path} not found: visualize.crop_examples needs the cached activation maps")
-        self.acts = np.load(acts_path, mmap_mode="r")
-        rows = np.load(ctx.paths.activations / "dataset_index.npy")
+        if not ctx.paths.acts.exists():
+            raise DataError(f"{ctx.paths.acts} not found: visualize.crop_examples needs the cached activation maps")
+        self.acts = load_array(ctx.paths.acts, mmap=True)
+        rows = load_array(ctx.paths.dataset_index)
         self.row_of = {int(d): r for r, d in enumerate(rows)}
         size = int(meta.get("image_size") or ctx.image_size())
         self.fraction = receptive_field_fraction(ctx.model.head(ctx.config.layer), size, device=ctx.device)

@@ -31,10 +31,8 @@ segment. A run whose table exists but whose reliability files do not gets them f
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import io
 import json
 import shutil
 import sys
@@ -45,10 +43,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autointerp.atomic import atomic_path, write_json, write_text
+from autointerp.atomic import atomic_path, write_text
 from autointerp.errors import DataError, UserError
 from autointerp.features import select_features
 from autointerp.progress import Progress
+from autointerp.runfiles import (
+    ATTRIBUTION_COLUMNS,
+    EXACT_COLUMNS,
+    STUDY_COLUMNS,
+    load_array,
+    read_activation_meta,
+    read_importance,
+    read_importance_summary,
+    write_ablation_curve,
+    write_importance,
+    write_importance_summary,
+)
+from autointerp.runfolder import IMPORTANCE_INPUTS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -57,11 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from autointerp.importance.workers import Unit, UnitResult
     from autointerp.runfolder import RunContext
 
-STUDY_COLUMNS = ["model", "layer", "feature_ind", "importance"]
-EXACT_COLUMNS = STUDY_COLUMNS + [
-    "correct_to_wrong", "wrong_to_correct", "mean_delta_logprob_true", "n_skipped", "n_bounded", "n_exact", "method",
-]  # fmt: skip
-ATTRIBUTION_COLUMNS = STUDY_COLUMNS + ["mean_delta_logprob_true", "method"]
+__all__ = ["ATTRIBUTION_COLUMNS", "EXACT_COLUMNS", "STUDY_COLUMNS", "run_importance", "update_reliability"]
 METHODS = ("exact", "attribution", "naive")
 
 
@@ -70,24 +77,21 @@ class ImportanceInputs:
     """The activation cache the stage reads (validated, memory-mapped)."""
 
     def __init__(self, ctx: RunContext) -> None:
-        folder = ctx.paths.activations
-        meta_path = folder / "meta.json"
-        if not meta_path.exists():
-            raise UserError(f"{meta_path} not found: run `autointerp activations {ctx.root}` first")
-        self.folder = folder
-        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        self.acts = _load(folder / "acts.npy", mmap=True)
+        paths = self.paths = ctx.paths
+        self.folder = paths.activations
+        self.meta: dict[str, Any] = read_activation_meta(paths)
+        self.acts = load_array(paths.acts, mmap=True)
         if self.acts.ndim != 4:
-            raise DataError(f"{folder / 'acts.npy'}: expected (N, C, H, W), got shape {self.acts.shape}")
+            raise DataError(f"{paths.acts}: expected (N, C, H, W), got shape {self.acts.shape}")
         n, c, h, w = self.acts.shape
-        self.labels = _load(folder / "labels.npy").astype(np.int64)
+        self.labels = load_array(paths.labels).astype(np.int64)
         if self.labels.shape != (n,):
-            raise DataError(f"{folder / 'labels.npy'}: expected shape ({n},), got {self.labels.shape}")
-        self.mean = _load(folder / "mean.npy").astype(np.float32)
+            raise DataError(f"{paths.labels}: expected shape ({n},), got {self.labels.shape}")
+        self.mean = load_array(paths.mean).astype(np.float32)
         if self.mean.shape != (c,):
-            raise DataError(f"{folder / 'mean.npy'}: expected shape ({c},), got {self.mean.shape}")
-        pos = folder / "mean_position.npy"
-        self.mean_position = _load(pos).astype(np.float32) if pos.exists() else None
+            raise DataError(f"{paths.mean}: expected shape ({c},), got {self.mean.shape}")
+        pos = paths.mean_position
+        self.mean_position = load_array(pos).astype(np.float32) if pos.exists() else None
         if self.mean_position is not None and self.mean_position.shape != (c, h, w):
             raise DataError(f"{pos}: expected shape ({c}, {h}, {w}), got {self.mean_position.shape}")
         self.shape = (n, c, h, w)
@@ -95,21 +99,12 @@ class ImportanceInputs:
     def fingerprint(self) -> str:
         """Identifies the cache contents (size, mtime of every input file)."""
         parts = []
-        for name in ("acts.npy", "labels.npy", "mean.npy", "mean_position.npy", "meta.json"):
+        for name in IMPORTANCE_INPUTS:
             p = self.folder / name
             if p.exists():
                 st = p.stat()
                 parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
         return "|".join(parts)
-
-
-def _load(path: Path, mmap: bool = False) -> np.ndarray:
-    if not path.exists():
-        raise DataError(f"{path} not found: rerun `autointerp activations --overwrite`")
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({exc})") from None
 
 
 # -- result store --------------------------------------------------------------------------------
@@ -201,7 +196,7 @@ def run_importance(
     if method not in METHODS:
         raise UserError(f"importance method {method!r} is not known; expected one of {', '.join(METHODS)}")
     out_csv = ctx.paths.importance_csv
-    method_csv = ctx.paths.importance / f"importance_{method}.csv"
+    method_csv = ctx.paths.importance_method_csv(method)
     # importance.csv holds the configured method's table (or the first one computed)
     primary = method == cfg.method or not out_csv.exists()
     if method_csv.exists() and not overwrite:
@@ -217,16 +212,16 @@ def run_importance(
     layer = ctx.config.layer
     n_model = model.check_layer(layer)
     if n_model != c:
-        raise DataError(f"{inputs.folder / 'acts.npy'}: has {c} channels but layer {layer!r} has {n_model}")
+        raise DataError(f"{inputs.paths.acts}: has {c} channels but layer {layer!r} has {n_model}")
     if cfg.mean_scope == "position" and inputs.mean_position is None:
-        raise DataError(f"{inputs.folder / 'mean_position.npy'} not found (needed by importance.mean_scope=position)")
+        raise DataError(f"{inputs.paths.mean_position} not found (needed by importance.mean_scope=position)")
     ablation = Ablation.from_means(inputs.mean, inputs.mean_position, cfg.mean_scope, (c, h, w))
     valid = model.valid_outputs.detach().cpu().bool()
     if inputs.labels.min(initial=0) < 0 or inputs.labels.max(initial=0) >= len(valid):
-        raise DataError(f"{inputs.folder / 'labels.npy'}: labels must be model output indices 0..{len(valid) - 1}")
+        raise DataError(f"{inputs.paths.labels}: labels must be model output indices 0..{len(valid) - 1}")
     t0 = time.perf_counter()
     key = _settings_key(ctx, inputs, method, feats)
-    chunk_dir = ctx.paths.importance / "chunks" / method
+    chunk_dir = ctx.paths.chunks(method)
     if overwrite and chunk_dir.exists():
         shutil.rmtree(chunk_dir)
     store = ChunkStore(chunk_dir, key)
@@ -251,12 +246,12 @@ def run_importance(
         seconds=round(time.perf_counter() - t0, 3),
         peak_rss_mb=peak_rss_mb(),
     )
-    _write_csv(method_csv, table)
+    write_importance(method_csv, table)
     if primary:
-        _write_csv(out_csv, table)
-    summaries = _read_json(ctx.paths.importance / "summary.json")
+        write_importance(out_csv, table)
+    summaries = read_importance_summary(ctx.paths)
     summaries[method] = summary
-    write_json(ctx.paths.importance / "summary.json", summaries)
+    write_importance_summary(ctx.paths, summaries)
     if primary:
         update_reliability(ctx, method, refresh=True)
     return out_csv if primary else method_csv
@@ -272,8 +267,6 @@ def update_reliability(ctx: RunContext, method: str, refresh: bool) -> dict[str,
     run's), nothing is written and readers report the estimates unavailable. Tables of other methods have
     no reliability files (stale ones are removed)."""
     from autointerp.importance.reliability import (
-        BOOTSTRAP_CSV,
-        RELIABILITY_JSON,
         UnitsUnavailable,
         load_units,
         summary_line,
@@ -281,23 +274,28 @@ def update_reliability(ctx: RunContext, method: str, refresh: bool) -> dict[str,
     )
 
     folder = ctx.paths.importance
-    json_path, boot_path = folder / RELIABILITY_JSON, folder / BOOTSTRAP_CSV
+    json_path, boot_path = ctx.paths.reliability_json, ctx.paths.bootstrap_csv
     if method != "exact":
         for p in (json_path, boot_path):
             p.unlink(missing_ok=True)
         return None
     n_boot, seed = ctx.config.importance.reliability_boot, ctx.config.seed
     if not refresh and json_path.exists() and boot_path.exists():
-        old = _read_json(json_path)
-        if old.get("n_boot") == n_boot and old.get("seed") == seed:
-            return old
-    table = folder / "importance_exact.csv"
+        from autointerp.analysis.reliability import read_importance_reliability
+
+        try:
+            old = read_importance_reliability(folder)
+        except DataError:
+            old = None  # damaged: computed again below
+        if old is not None and old.n_boot == n_boot and old.seed == seed:
+            return None
+    table = ctx.paths.importance_method_csv("exact")
     try:
-        with table.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        counts = {int(r["feature_ind"]): (int(r["correct_to_wrong"]), int(r["wrong_to_correct"])) for r in rows}
-        units = load_units(folder / "chunks" / "exact", list(counts), counts)
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+        exact = read_importance(table).check()
+        c2w, w2c = exact.column("correct_to_wrong"), exact.column("wrong_to_correct")
+        counts = {int(f): (int(a), int(b)) for f, a, b in zip(exact.feature_ind, c2w, w2c, strict=True)}
+        units = load_units(ctx.paths.chunks("exact"), list(counts), counts)
+    except (UserError, ValueError) as exc:
         print(f"[importance] reliability unavailable: cannot read {table} ({exc})", file=sys.stderr)
         return None
     except UnitsUnavailable as exc:
@@ -343,7 +341,7 @@ def _run_counts(
     summary.update(totals)
     summary["skipped_fraction"] = totals["n_skipped"] / pairs
     summary["not_exactly_evaluated_fraction"] = (totals["n_skipped"] + totals["n_bounded"]) / pairs
-    if not (ctx.paths.importance / "cumulative_ablation.csv").exists() or computed:
+    if not ctx.paths.cumulative_ablation_csv.exists() or computed:
         _write_cumulative(ctx, inputs, rows, ablation, valid)
     return rows, summary
 
@@ -440,7 +438,7 @@ def _exact_segments(
     info: dict[str, Any] = {}
     if todo:
         workers, threads = worker_plan(ctx, inputs, feats)
-        job = UnitJob(str(inputs.folder / "acts.npy"), inputs.labels, ablation, valid, cfg.k, cfg.batch_size, threads)
+        job = UnitJob(str(inputs.paths.acts), inputs.labels, ablation, valid, cfg.k, cfg.batch_size, threads)
 
         def save(unit: Unit, result: UnitResult) -> None:
             arrays = dict(result.sums)
@@ -521,8 +519,8 @@ def _naive_chunks(
     todo = [ch for ch in chunks if not store.has(ch)]
     if todo:
         model = ctx.model
-        index_path = inputs.folder / "dataset_index.npy"
-        index = np.load(index_path) if index_path.exists() else np.arange(inputs.shape[0])
+        index_path = inputs.paths.dataset_index
+        index = load_array(index_path) if index_path.exists() else np.arange(inputs.shape[0])
         images = ctx.dataset.batch(index.tolist(), ctx.image_size())
         cached = read_cache(inputs.acts, slice(None))
         layer_module = model.layer_module(ctx.config.layer)
@@ -567,7 +565,8 @@ def _run_attribution(
     ]  # fmt: skip
     summary: dict[str, Any] = {"temperature": float(data["temperature"])}
     for ref in ("exact", "naive"):
-        exact = _read_importance(ctx.paths.importance / f"importance_{ref}.csv")
+        ref_csv = ctx.paths.importance_method_csv(ref)
+        exact = read_importance(ref_csv).check().values() if ref_csv.exists() else {}
         common = [f for f in feats if f in exact]
         if len(common) >= 3:
             est = np.array([r["importance"] for r in rows if r["feature_ind"] in exact])
@@ -580,37 +579,6 @@ def _run_attribution(
     return rows, summary
 
 
-def _read_importance(path: Path) -> dict[int, float]:
-    if not path.exists():
-        return {}
-    with path.open(newline="", encoding="utf-8") as fh:
-        return {int(r["feature_ind"]): float(r["importance"]) for r in csv.DictReader(fh)}
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Study columns first, then the method's extra columns; byte-identical for identical inputs."""
-    columns = EXACT_COLUMNS if rows and "correct_to_wrong" in rows[0] else ATTRIBUTION_COLUMNS
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for r in rows:
-        writer.writerow([_fmt(r[c]) for c in columns])
-    write_text(path, buf.getvalue())
-
-
 def _write_cumulative(
     ctx: RunContext, inputs: ImportanceInputs, rows: list[dict[str, Any]], ablation: Ablation, valid: torch.Tensor
 ) -> None:
@@ -620,12 +588,7 @@ def _write_cumulative(
     ranked = [r["feature_ind"] for r in sorted(rows, key=lambda r: (-r["importance"], r["feature_ind"]))]
     tail = ctx.model.tail(ctx.config.layer)
     table = cumulative_ablation(tail, inputs.acts, inputs.labels, ranked, ablation, cfg.k, valid, cfg.batch_size)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(list(table[0].keys()))
-    for r in table:
-        writer.writerow([_fmt(v) for v in r.values()])
-    write_text(ctx.paths.importance / "cumulative_ablation.csv", buf.getvalue())
+    write_ablation_curve(ctx.paths.cumulative_ablation_csv, table)
 
 
 def peak_rss_mb() -> float:

@@ -7,7 +7,6 @@ raters costs scoring time only.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -18,24 +17,6 @@ import numpy as np
 
 from autointerp.errors import UserError
 from autointerp.runfolder import RunContext
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf → None, numpy scalars → Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def rating_paths(ratings_dir: Path, name: str) -> tuple[Path, Path]:
-    """(CSV, JSON) paths of rater ``name``."""
-    return ratings_dir / f"{name}.csv", ratings_dir / f"{name}.json"
 
 
 def run_rate(
@@ -53,8 +34,8 @@ def run_rate(
     restricts the features (default: every feature the run knows of); ``embedder``/``dataset``
     override the config's (tests, notebooks).
     """
-    from autointerp.atomic import write_json
     from autointerp.rating import RATERS, RatingContext, build_rater, load_rater_file
+    from autointerp.runfiles import write_ratings
 
     cfg = ctx.config.rate
     for path in [*cfg.rater_paths, *rater_paths]:
@@ -64,11 +45,11 @@ def run_rate(
         raise UserError("no raters selected; pass --raters a,b or set rate.raters in the config")
     for name in names:
         RATERS.get(name)  # unknown name → one-line error listing the valid ones
-    out = ctx.paths.ratings
-    todo = [n for n in names if overwrite or not all(p.exists() for p in rating_paths(out, n))]
+    out, paths = ctx.paths.ratings, ctx.paths
+    todo = [n for n in names if overwrite or not (paths.rating_csv(n).exists() and paths.rating_json(n).exists())]
     for name in sorted(set(names) - set(todo)):
         print(
-            f"[rate] {name}: {rating_paths(out, name)[0]} exists, skipped (use --overwrite to recompute)",
+            f"[rate] {name}: {paths.rating_csv(name)} exists, skipped (use --overwrite to recompute)",
             file=sys.stderr,
         )
     if not todo:
@@ -95,8 +76,6 @@ def run_rate(
         table = rater.score(rctx, feats)
         if list(table.feature_ind) != list(feats):
             raise UserError(f"rater {rater.name!r} returned rows for other features than it was asked for")
-        csv_path, json_path = rating_paths(out, rater.name)
-        table.to_csv(csv_path)
         meta = rater.metadata()
         if "embedder" in rater.needs:
             meta["embedder"] = rctx.embedder.embedder.id
@@ -107,7 +86,7 @@ def run_rate(
             seconds=round(time.perf_counter() - t0, 3),
             **table.meta,
         )
-        write_json(json_path, _clean(meta))
+        csv_path, _ = write_ratings(paths, rater.name, table, meta)
         if "embedder" in rater.needs:
             rctx.embedder.flush()
         print(

@@ -14,9 +14,10 @@ def run_report(ctx: RunContext, overwrite: bool = False) -> Path:
     config's ``report`` section (group sizes, bootstrap and permutation counts) and ``seed``.
     """
     from autointerp.report.sources import report_from_run
+    from autointerp.runfolder import report_paths
 
     out_dir = ctx.paths.report
-    if (out_dir / "index.html").exists() and not overwrite:
+    if report_paths(out_dir)[0].exists() and not overwrite:
         return out_dir
     report_from_run(ctx.root, out_dir, config=ctx.config, overwrite=True)
     return out_dir

@@ -25,18 +25,25 @@ import csv
 import hashlib
 import io
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from autointerp.atomic import atomic_dir, write_bytes, write_json
+from autointerp.atomic import atomic_dir, write_bytes
 from autointerp.errors import DataError
 from autointerp.features import select_features
-from autointerp.runfolder import RunContext, feature_dirname
-from autointerp.stages.activations import load_meta
-from autointerp.stages.examples import load_topk, read_feature_entries, run_examples
+from autointerp.runfiles import (
+    read_activation_meta,
+    read_feature_entries,
+    read_importance,
+    read_index,
+    read_topk,
+    write_feature_entry,
+    write_index,
+)
+from autointerp.runfolder import CARD_PNG, VISUALIZATIONS_DIR, RunContext, feature_dirname, feature_relpath
+from autointerp.stages.examples import run_examples
 from autointerp.vis.selection import chunks, configured_features
 
 
@@ -46,21 +53,6 @@ def render_settings(ctx: RunContext):
 
     v = ctx.config.visualize
     return RenderSettings(n_images=v.n_images, steps=v.steps, size=v.size, lr=v.lr, diversity=v.diversity)
-
-
-def read_importance(ctx: RunContext) -> dict[int, float]:
-    """``feature_ind -> importance`` from ``RUN/importance/importance.csv`` (empty when absent)."""
-    path = ctx.paths.importance_csv
-    if not path.exists():
-        return {}
-    out: dict[int, float] = {}
-    with path.open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                out[int(row["feature_ind"])] = float(row["importance"])
-            except (KeyError, TypeError, ValueError):
-                continue
-    return out
 
 
 def _settings_key(ctx: RunContext, settings_json: dict) -> str:
@@ -76,21 +68,18 @@ def _png_bytes(image) -> bytes:
     return buf.getvalue()
 
 
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
 def quality_check(vis_activation: list[float], example_max: float) -> dict:
-    """Compare the best visualisation with the strongest dataset example (same measure)."""
+    """Compare the best visualisation with the strongest dataset example (same measure); non-finite values
+    are written as null (:func:`autointerp.atomic.write_json`)."""
     vis_max = max(vis_activation) if vis_activation else None
     ratio = None
     if vis_max is not None and example_max > 0:
         ratio = vis_max / example_max
     ok = vis_max is not None and vis_max >= example_max
     return {
-        "vis_max": _finite(vis_max),
-        "example_max": _finite(example_max),
-        "ratio": _finite(ratio),
+        "vis_max": None if vis_max is None else float(vis_max),
+        "example_max": float(example_max),
+        "ratio": ratio,
         "ok": ok,
         "n_above": int(sum(v >= example_max for v in vis_activation)),
     }
@@ -102,27 +91,27 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
     from autointerp.vis.render import Job, render
 
     cfg = ctx.config.visualize
-    meta = load_meta(ctx)
+    meta = read_activation_meta(ctx.paths)
     layer = ctx.config.layer
     model = ctx.model
     channels = model.check_layer(layer)
     feats = select_features(features, configured_features(ctx), channels, layer)
     if int(meta["channels"]) != channels:
         raise DataError(
-            f"{ctx.paths.activations / 'meta.json'}: cache has {meta['channels']} channels but layer "
+            f"{ctx.paths.activations_meta}: cache has {meta['channels']} channels but layer "
             f"{layer!r} has {channels}; rerun activations with --overwrite"
         )
     run_examples(ctx, overwrite=False, features=feats)
-    examples = json.loads((ctx.paths.examples / "index.json").read_text(encoding="utf-8"))["features"]
-    top_val = load_topk(ctx)["top_val"]
-    importance = read_importance(ctx)
+    examples = read_index(ctx.paths.examples_index, required=f"run `autointerp examples {ctx.root}`")
+    top_val = read_topk(ctx.paths)["top_val"]
+    importance = read_importance(ctx.paths.importance_csv).check().values() if ctx.paths.importance_csv.exists() else {}
     settings = render_settings(ctx)
     settings_json = settings.to_json()
     key = _settings_key(ctx, settings_json)
     out = ctx.paths.visualizations
     existing = read_feature_entries(out)
-    pending = [f for f in feats if overwrite or str(f) not in existing]
-    stale = [f for f in feats if f not in pending and existing[str(f)].get("settings_key") != key]
+    pending = [f for f in feats if overwrite or f not in existing]
+    stale = [f for f in feats if f not in pending and existing[f].get("settings_key") != key]
     if stale:
         print(
             f"visualize: {len(stale)} feature(s) (e.g. {stale[0]}) were rendered with other settings; "
@@ -130,7 +119,7 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
             file=sys.stderr,
         )
 
-    if not pending and (out / "index.json").exists():
+    if not pending and ctx.paths.visualizations_index.exists():
         return out  # every requested feature is done: the stage is skipped, nothing is rewritten
     measure_size = int(meta.get("image_size") or ctx.image_size())
     reduce = meta.get("reduce", "max")
@@ -161,7 +150,7 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
                         f,
                         by_job[Job(f)],
                         by_job.get(Job(f, -1)),
-                        examples.get(str(f)),
+                        examples.get(f),
                         float(top_val[f, 0]),
                         importance.get(f),
                         key,
@@ -170,7 +159,7 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
 
     entries = read_feature_entries(out)
     summary = _summarise(entries)
-    index = {
+    fields = {
         "seed": seed,
         "settings": {
             **settings_json,
@@ -181,11 +170,10 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
             "layer": layer,
         },
         "quality_summary": summary,
-        "features": entries,
     }
-    write_json(out / "index.json", index)
-    _write_quality_csv(out / "quality.csv", entries)
-    _write_contact_sheet(ctx, out / "contact_sheet.png", entries, f"{model.name} {layer}")
+    write_index(ctx.paths.visualizations_index, entries, **fields)
+    _write_quality_csv(ctx.paths.quality_csv, entries)
+    _write_contact_sheet(ctx, ctx.paths.contact_sheet, entries, f"{model.name} {layer}")
     print(_summary_line(summary), file=sys.stderr)
     return out
 
@@ -238,7 +226,7 @@ def _write_feature(
         "vis": [],
         "vis_activation": vis_act,
         "render_activation": result.objective,
-        "card": f"visualizations/{name}/card.png",
+        "card": feature_relpath(VISUALIZATIONS_DIR, feature, CARD_PNG),
         "quality": quality,
         "flags": flags,
         "seed": result.seed,
@@ -258,7 +246,7 @@ def _write_feature(
         if result.images is not None:
             for i, img in enumerate(result.images):
                 (tmp / f"vis_{i}.png").write_bytes(_png_bytes(img))
-                entry["vis"].append(f"visualizations/{name}/vis_{i}.png")
+                entry["vis"].append(feature_relpath(VISUALIZATIONS_DIR, feature, f"vis_{i}.png"))
         if neg is not None:
             neg_result, neg_act = neg
             entry["neg"] = []
@@ -266,15 +254,15 @@ def _write_feature(
             entry["neg_flags"] = neg_result.flags
             for i, img in enumerate(neg_result.images if neg_result.images is not None else []):
                 (tmp / f"neg_{i}.png").write_bytes(_png_bytes(img))
-                entry["neg"].append(f"visualizations/{name}/neg_{i}.png")
+                entry["neg"].append(feature_relpath(VISUALIZATIONS_DIR, feature, f"neg_{i}.png"))
         vis = list(result.images) if result.images is not None else [None] * ctx.config.visualize.n_images
         cell = max(64, ctx.config.visualize.size)
         card = feature_card(vis, examples_np, card_caption(feature, importance), cell=cell)
-        (tmp / "card.png").write_bytes(_png_bytes(card))
-        (tmp / "meta.json").write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
+        (tmp / CARD_PNG).write_bytes(_png_bytes(card))
+        write_feature_entry(tmp, entry)
 
 
-def _summarise(entries: dict[str, dict]) -> dict:
+def _summarise(entries: dict[int, dict]) -> dict:
     ratios = [e["quality"]["ratio"] for e in entries.values() if e["quality"].get("ratio") is not None]
     flagged = {
         flag: [int(f) for f, e in entries.items() if flag in e.get("flags", [])]
@@ -305,7 +293,7 @@ def _summary_line(s: dict) -> str:
     return line
 
 
-def _write_quality_csv(path: Path, entries: dict[str, dict]) -> None:
+def _write_quality_csv(path: Path, entries: dict[int, dict]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["feature_ind", "vis_max", "example_max", "ratio", "ok", "n_above", "flags"])
@@ -325,7 +313,7 @@ def _write_quality_csv(path: Path, entries: dict[str, dict]) -> None:
     write_bytes(path, buf.getvalue().encode())
 
 
-def _write_contact_sheet(ctx: RunContext, path: Path, entries: dict[str, dict], title: str) -> None:
+def _write_contact_sheet(ctx: RunContext, path: Path, entries: dict[int, dict], title: str) -> None:
     from PIL import Image
 
     from autointerp.vis.compose import contact_sheet
@@ -336,6 +324,6 @@ def _write_contact_sheet(ctx: RunContext, path: Path, entries: dict[str, dict], 
         if e["vis"]:
             with Image.open(ctx.root / e["vis"][0]) as im:
                 image = np.asarray(im.convert("RGB"))
-        tiles.append((f, image, bool(e["quality"]["ok"])))
+        tiles.append((str(f), image, bool(e["quality"]["ok"])))
     sheet = contact_sheet(tiles, f"{title}: feature visualisations ({len(tiles)} features, red label = weak)")
     write_bytes(path, _png_bytes(sheet))

@@ -14,4 +14,6 @@ CLI: ``autointerp survey invite|serve|status|withdraw|export`` (see docs/survey.
 
 from __future__ import annotations
 
-DEFAULT_DB_NAME = "answers.sqlite"
+from autointerp.runfolder import ANSWERS_SQLITE
+
+DEFAULT_DB_NAME = ANSWERS_SQLITE

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -19,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.errors import DataError, UserError
+from autointerp.runfiles import read_activation_meta, read_index
+from autointerp.runfiles import read_importance as read_importance_table
+from autointerp.runfolder import RunPaths
 
 GROUPS = ("top", "middle")
 DEFAULT_GROUP_SIZE = 40
 N_VIS = 4
 N_EXAMPLES = 8
+MISSING = "run the stage that writes it first (see docs/ARCHITECTURE.md)"
 
 
 @dataclass(frozen=True)
@@ -39,23 +42,6 @@ class SurveyFeature:
     group: str | None = None
 
 
-def _read_json(path: Path) -> Any:
-    if not path.exists():
-        raise DataError(f"{path}: missing; run the stage that writes it first (see docs/ARCHITECTURE.md)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not readable JSON ({exc})") from None
-
-
-def _features_table(path: Path) -> dict[str, Any]:
-    data = _read_json(path)
-    table = data.get("features") if isinstance(data, dict) else None
-    if not isinstance(table, dict):
-        raise DataError(f"{path}: expected an object with key 'features' mapping feature index to entries")
-    return table
-
-
 def _run_file(run: Path, rel: Any, where: str) -> Path:
     """Resolve a path stored in an index file; it must be an existing file inside the run folder."""
     if not isinstance(rel, str) or not rel:
@@ -69,24 +55,12 @@ def _run_file(run: Path, rel: Any, where: str) -> Path:
     return path
 
 
-def _feature_key(key: str, path: Path) -> int:
-    try:
-        value = int(key)
-    except ValueError:
-        raise DataError(f"{path}: feature key {key!r} is not an integer") from None
-    if value < 0:
-        raise DataError(f"{path}: feature key {key!r} is negative")
-    return value
-
-
 def available_features(run: str | Path) -> list[int]:
     """Features that have both visualisations and dataset examples in the run, sorted."""
-    run = Path(run)
-    vis = _features_table(run / "visualizations" / "index.json")
-    ex = _features_table(run / "examples" / "index.json")
-    vis_f = {_feature_key(k, run / "visualizations" / "index.json") for k in vis}
-    ex_f = {_feature_key(k, run / "examples" / "index.json") for k in ex}
-    return sorted(vis_f & ex_f)
+    paths = RunPaths(Path(run))
+    vis = read_index(paths.visualizations_index, required=MISSING)
+    ex = read_index(paths.examples_index, required=MISSING)
+    return sorted(set(vis) & set(ex))
 
 
 def load_survey_features(
@@ -98,14 +72,13 @@ def load_survey_features(
 ) -> list[SurveyFeature]:
     """Load and check the images of ``features`` (the first ``n_vis`` visualisations, ``n_examples`` examples)."""
     run = Path(run)
-    vis_index = run / "visualizations" / "index.json"
-    ex_index = run / "examples" / "index.json"
-    vis_table = _features_table(vis_index)
-    ex_table = _features_table(ex_index)
+    vis_index, ex_index = RunPaths(run).visualizations_index, RunPaths(run).examples_index
+    vis_table = read_index(vis_index, required=MISSING)
+    ex_table = read_index(ex_index, required=MISSING)
     groups = groups or {}
     out = []
     for f in features:
-        key = str(f)
+        key = int(f)
         if key not in vis_table:
             raise DataError(f"{vis_index}: no visualisations for feature {f}; run `autointerp visualize` for it")
         if key not in ex_table:
@@ -162,15 +135,9 @@ def read_feature_list(path: str | Path) -> list[int]:
 
 def read_importance(run: str | Path) -> dict[int, float]:
     """``feature_ind -> importance`` (finite values only) from ``RUN/importance/importance.csv``."""
-    import math
-
-    from autointerp.analysis.inputs import read_importance_csv
-
-    path = Path(run) / "importance" / "importance.csv"
-    if not path.exists():
-        raise DataError(f"{path}: missing; --groups needs importances (run `autointerp importance`)")
-    table = read_importance_csv(path)
-    out = {int(f): float(v) for f, v in zip(table.feature_ind, table.importance, strict=True) if math.isfinite(v)}
+    path = RunPaths(Path(run)).importance_csv
+    table = read_importance_table(path, missing="--groups needs importances (run `autointerp importance`)")
+    out = table.check().values(finite=True)
     if not out:
         raise DataError(f"{path}: no feature has a finite importance")
     return out
@@ -222,15 +189,14 @@ def run_model_layer(run: str | Path) -> tuple[str, str]:
 
     run = Path(run)
     model = layer = None
-    meta_path = run / "activations" / "meta.json"
-    if meta_path.exists():
-        meta = _read_json(meta_path)
-        if isinstance(meta, dict):
-            model, layer = meta.get("model"), meta.get("layer")
+    paths = RunPaths(run)
+    if paths.activations_meta.exists():
+        meta = read_activation_meta(paths)
+        model, layer = meta.get("model"), meta.get("layer")
     if model is None or layer is None:
-        cfg_path = run / "config.yaml"
+        cfg_path = paths.config
         if not cfg_path.exists():
-            raise UserError(f"{run}: not a run folder (no config.yaml)")
+            raise UserError(f"{run}: not a run folder (no {cfg_path.name})")
         try:
             cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
@@ -241,5 +207,5 @@ def run_model_layer(run: str | Path) -> tuple[str, str]:
         if layer is None and isinstance(cfg, dict):
             layer = cfg.get("layer")
     if not model or not layer:
-        raise DataError(f"{run}: cannot find the model and layer names (activations/meta.json or config.yaml)")
+        raise DataError(f"{run}: cannot find the model and layer names ({paths.activations_meta} or {paths.config})")
     return str(model), str(layer)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autointerp.errors import DataError, UserError
-from autointerp.survey import DEFAULT_DB_NAME
+from autointerp.runfolder import RunPaths
 from autointerp.survey.access import load_secret
 from autointerp.survey.db import SurveyStore
 from autointerp.survey.features import (
@@ -118,7 +118,7 @@ def read_consent(path: str | Path) -> tuple[str, str]:
 
 def default_db_path(run: str | Path) -> Path:
     """``RUN/survey/answers.sqlite``."""
-    return Path(run) / "survey" / DEFAULT_DB_NAME
+    return RunPaths(Path(run)).survey_db
 
 
 def choose_features(

@@ -9,8 +9,6 @@ Used by ``tests/test_survey*.py``; also handy to try the app by hand::
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import os
 import socket
 import subprocess
@@ -22,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autointerp.runfolder import feature_dirname
+from autointerp.runfiles import write_activation_meta, write_importance, write_index
+from autointerp.runfolder import EXAMPLES_DIR, VISUALIZATIONS_DIR, RunPaths, feature_relpath
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,37 +50,32 @@ def make_fake_run(
     ``n_vis`` visualisations and ``n_examples`` dataset examples (small PNGs) per feature."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "config.yaml").write_text(f"model:\n  name: {model.lower()}\nlayer: {layer}\n", encoding="utf-8")
-    (root / "activations").mkdir(exist_ok=True)
-    (root / "activations" / "meta.json").write_text(json.dumps({"model": model, "layer": layer}), encoding="utf-8")
+    paths = RunPaths(root)
+    paths.config.write_text(f"model:\n  name: {model.lower()}\nlayer: {layer}\n", encoding="utf-8")
+    write_activation_meta(paths.activations, {"model": model, "layer": layer})
     imp = importance if importance is not None else {f: float(i) for i, f in enumerate(features)}
-    (root / "importance").mkdir(exist_ok=True)
-    with (root / "importance" / "importance.csv").open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["model", "layer", "feature_ind", "importance"])
-        for f, v in imp.items():
-            w.writerow([model, layer, f, v])
+    write_importance(
+        paths.importance_csv,
+        [{"model": model, "layer": layer, "feature_ind": f, "importance": v} for f, v in imp.items()],
+    )
     vis_index: dict[str, dict] = {}
     ex_index: dict[str, dict] = {}
     for f in features:
-        d = feature_dirname(f)
         base = ((f * 53) % 200, (f * 97) % 200, (f * 31) % 200)
         vis = []
         for i in range(n_vis):
-            rel = f"visualizations/{d}/vis_{i}.png"
+            rel = feature_relpath(VISUALIZATIONS_DIR, f, f"vis_{i}.png")
             _png(root / rel, base, size, i)
             vis.append(rel)
         top = []
         for i in range(n_examples):
-            rel = f"examples/{d}/top_{i}.png"
+            rel = feature_relpath(EXAMPLES_DIR, f, f"top_{i}.png")
             _png(root / rel, tuple(255 - c for c in base), size, i)  # type: ignore[arg-type]
             top.append({"path": rel, "dataset_index": 100 * f + i, "activation": float(n_examples - i)})
         vis_index[str(f)] = {"vis": vis, "vis_activation": [1.0] * n_vis}
         ex_index[str(f)] = {"top": top, "bottom": []}
-    (root / "visualizations" / "index.json").write_text(
-        json.dumps({"seed": 0, "settings": {}, "features": vis_index}), encoding="utf-8"
-    )
-    (root / "examples" / "index.json").write_text(json.dumps({"features": ex_index}), encoding="utf-8")
+    write_index(paths.visualizations_index, vis_index, seed=0, settings={})
+    write_index(paths.examples_index, ex_index)
     return root
 
 

@@ -22,20 +22,14 @@ def configured_features(ctx: RunContext) -> list[int] | None:
 
 
 def _group_features(ctx: RunContext) -> list[int]:
-    import csv
-
-    import numpy as np
-
     from autointerp.analysis.groups import select_groups
+    from autointerp.runfiles import read_importance
 
     path = ctx.paths.importance_csv
     if not path.exists():
         raise UserError(f"'groups' (the report's top and middle groups) needs {path}: run the importance stage first")
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    ids = np.array([int(r["feature_ind"]) for r in rows])
-    values = np.array([float(r["importance"]) for r in rows])
-    groups = select_groups(ids, values, ctx.config.report.top_n, ctx.config.report.middle_n)
+    table = read_importance(path).check()
+    groups = select_groups(table.feature_ind, table.importance, ctx.config.report.top_n, ctx.config.report.middle_n)
     return sorted(set(groups.top.tolist()) | set(groups.middle.tolist()))
 
 
