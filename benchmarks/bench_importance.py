@@ -1,7 +1,7 @@
 """Benchmark: exact mean-ablation importance, naive per-feature full forward vs the fast path.
 
 Model: InceptionV1 (lucent) studied at ``mixed5a``. No pretrained weights can be downloaded here,
-so it is :func:`autointerp.importance.synthetic.rescaled_inceptionv1`: He-normal convolutions (so
+so it is :func:`autointerp.importance.fastpaths.inceptionv1.synthetic.rescaled_inceptionv1`: He-normal convolutions (so
 activations keep their scale through the depth) and a classifier scaled so logits have a trained
 network's spread (std 3). Each image's "true class" is the output at a rank drawn from a trained
 network's accuracy profile (top-1 0.45 / top-5 0.66 / top-10 0.74), so margins to the top-10
@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 from autointerp.importance.ablation import Ablation, FeatureTally
-from autointerp.importance.inception import InceptionMixed5aPath, inception_parts, reference_tail
+from autointerp.importance.fastpaths.inceptionv1.path import InceptionMixed5aPath, inception_parts, reference_tail
 from autointerp.importance.naive import naive_importance
-from autointerp.importance.quantized import int8_matmul_is_exact, int8_matmul_is_fast
-from autointerp.importance.synthetic import hooked_forward_logits, rescaled_inceptionv1, trained_like_labels
+from autointerp.importance.fastpaths.inceptionv1.quantized import int8_matmul_is_exact, int8_matmul_is_fast
+from autointerp.importance.fastpaths.inceptionv1.synthetic import hooked_forward_logits, rescaled_inceptionv1, trained_like_labels
 from autointerp.importance.workers import (
     Unit,
     UnitJob,
@@ -169,7 +169,7 @@ def main() -> None:
     ap.add_argument(
         "--no-native",
         action="store_true",
-        help="no C loops (autointerp.importance.native): the rank-one tier's fit and pooling in PyTorch",
+        help="no C loops (autointerp.importance.fastpaths.inceptionv1.native): the rank-one tier's fit and pooling in PyTorch",
     )
     ap.add_argument(
         "--int8",
@@ -193,7 +193,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     # importing the engine (above) already set glibc's allocator to keep freed memory
-    # (autointerp.importance.memory), so the naive method runs under the same allocator as the fast one
+    # (autointerp.importance.fastpaths.inceptionv1.memory), so the naive method runs under the same allocator as the fast one
 
     case = synthetic_case(args.images, args.seed)
     images, model, valid, acts, acts32 = case.images, case.model, case.valid, case.acts, case.acts32
@@ -302,7 +302,7 @@ def main() -> None:
     # CPU time is steadier than wall time on a shared machine (other processes do not inflate it as much)
     print(f"cpu time: naive {c_naive:.1f}s, fast {c_fast:.1f}s; cpu-time speedup "
           f"{(c_naive / (len(naive_feats) * len(images))) / (c_fast / pairs):.1f}")  # fmt: skip
-    # page faults: thousands per chunk mean the allocator hands memory back (autointerp.importance.memory)
+    # page faults: thousands per chunk mean the allocator hands memory back (autointerp.importance.fastpaths.inceptionv1.memory)
     print(f"minor page faults during the fast path (this process): {faults_fast}")
     hours = 832 * 50_000 / fast_rate / 3600
     memory = f"peak RSS {peak_rss_mb():.0f} MiB"

@@ -34,7 +34,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from autointerp.importance.inception import InceptionMixed5aPath
+from autointerp.importance.fastpaths.inceptionv1.path import InceptionMixed5aPath
 from autointerp.importance.topk import boundary_radius, decide_interval
 
 FACTORS = (1, 10, 30, 100, 300, 1000)

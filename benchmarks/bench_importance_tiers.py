@@ -23,7 +23,7 @@ import torch
 from bench_importance import K, cpu_model, synthetic_case  # run from benchmarks/ (its directory on sys.path)
 
 from autointerp.importance.engine import evaluate_segment
-from autointerp.importance.inception import InceptionMixed5aPath
+from autointerp.importance.fastpaths.inceptionv1.path import InceptionMixed5aPath
 
 
 def parse_config(text: str) -> dict[str, bool | str]:

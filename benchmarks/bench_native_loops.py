@@ -1,4 +1,4 @@
-"""Benchmark: the rank-one tier's C loops (autointerp.importance.native) against the PyTorch code
+"""Benchmark: the rank-one tier's C loops (autointerp.importance.fastpaths.inceptionv1.native) against the PyTorch code
 they replace (``torch.compile``d ``_fit`` and ``_pooled``), per pair, in one process, one thread.
 
 Shapes are InceptionV1 ``mixed5b``'s: the 3×3 branch (192 bottleneck channels, 384 outputs) and the
@@ -21,8 +21,8 @@ from collections.abc import Callable
 import torch
 from bench_importance import cpu_model  # run from benchmarks/ (its directory on sys.path)
 
-from autointerp.importance import lowrank, native
-from autointerp.importance.compiled import compiled_or_eager
+from autointerp.importance.fastpaths.inceptionv1 import lowrank, native
+from autointerp.importance.fastpaths.inceptionv1.compiled import compiled_or_eager
 
 PAIRS, H, W = 128, 7, 7
 

@@ -186,7 +186,7 @@ def test_real_inceptionv1_config_importance_stage_uses_rank1_path_and_equals_nai
         "dataset.max_images=8", f"label_mapping.map_clsloc={shared_dir / 'reference/imagenet/map_clsloc.txt'}",
         "activations.batch_size=3", "device=cpu",
     ])  # fmt: skip
-    from autointerp.importance.synthetic import rescaled_inceptionv1
+    from autointerp.importance.fastpaths.inceptionv1.synthetic import rescaled_inceptionv1
 
     torch.manual_seed(0)
     ctx = RunContext.create(cfg, tmp_path / "run")
@@ -195,7 +195,7 @@ def test_real_inceptionv1_config_importance_stage_uses_rank1_path_and_equals_nai
     act_stage.run_activations(ctx)
     # plant known answers: pick an image and a k that put it at its top-k boundary (k = its true class's
     # rank, or rank + 1) such that some channels' mean ablations flip it (found with the reference tail)
-    from autointerp.importance.inception import reference_tail
+    from autointerp.importance.fastpaths.inceptionv1.path import reference_tail
     from autointerp.importance.topk import topk_correct
 
     module, valid = ctx.model.module, ctx.model.valid_outputs.bool()
@@ -233,8 +233,8 @@ def test_real_inceptionv1_config_importance_stage_uses_rank1_path_and_equals_nai
     assert summary["exact"]["int8_tier"].startswith(("on", "off"))
     assert summary["exact"]["sparse_tier"] == ("off" if summary["exact"]["int8_tier"].startswith("on") else "on")
     assert summary["exact"]["folded_tier"] == "off"
-    # whether the C loops ran: on wherever a C compiler builds them (autointerp.importance.native)
-    from autointerp.importance.native import kernels
+    # whether the C loops ran: on wherever a C compiler builds them (autointerp.importance.fastpaths.inceptionv1.native)
+    from autointerp.importance.fastpaths.inceptionv1.native import kernels
 
     assert summary["exact"]["native_loops"] == ("on" if kernels() is not None else "off")
 

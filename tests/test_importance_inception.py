@@ -12,14 +12,14 @@ from skips import skip_unless_available
 
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import bound_pass, evaluate_chunk
-from autointerp.importance.inception import (
+from autointerp.importance.fastpaths.inceptionv1.path import (
     InceptionMixed5aPath,
     OpenPairs,
     reference_tail,
     supports_inception_mixed5a,
 )
 from autointerp.importance.naive import naive_importance
-from autointerp.importance.synthetic import hooked_forward_logits, rescaled_inceptionv1
+from autointerp.importance.fastpaths.inceptionv1.synthetic import hooked_forward_logits, rescaled_inceptionv1
 from autointerp.importance.topk import boundary_radius, topk_correct, true_logprob
 
 torch.set_num_threads(2)
@@ -48,7 +48,7 @@ def _setup(model: torch.nn.Module, n: int = 4, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def perturbed():
-    """A random InceptionV1 with trained-like activation and logit scales (see autointerp.importance.synthetic)."""
+    """A random InceptionV1 with trained-like activation and logit scales (see autointerp.importance.fastpaths.inceptionv1.synthetic)."""
     model = rescaled_inceptionv1(seed=0, example=torch.rand(2, 3, 224, 224) * 255 - 117)
     return (model, *_setup(model, n=3))
 
@@ -75,7 +75,7 @@ def test_supports_only_mixed5a_of_lucent_inception(perturbed):
 
 
 def test_separable_maxpool_equals_max_pool2d():
-    from autointerp.importance.inception import _maxpool3
+    from autointerp.importance.fastpaths.inceptionv1.path import _maxpool3
 
     x = torch.randn(3, 5, 7, 7, generator=torch.Generator().manual_seed(0))
     x[0, 0] = -1.0  # constant negative map: the -inf padding must never win
@@ -194,7 +194,7 @@ def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, setti
     exact 5x5 stage, the sparse exact tier, the folded or the int8 tier then the sparse tier only change
     which pairs need float32 convolutions: same tallies without them, and every pair they decide
     agrees with the reference tail on the ablated activations."""
-    from autointerp.importance.quantized import int8_matmul_is_exact
+    from autointerp.importance.fastpaths.inceptionv1.quantized import int8_matmul_is_exact
 
     if settings["int8"] and not int8_matmul_is_exact():
         pytest.skip("torch._int_mm is missing or inexact here: the path runs without the int8 tier")
@@ -228,8 +228,8 @@ def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, setti
 
 def test_bfloat16_products_give_the_same_counts_as_float32(perturbed, monkeypatch):
     """The int8 tier's classifier products in bfloat16 (with their wider bound) or float32: same tallies."""
-    from autointerp.importance import products
-    from autointerp.importance.quantized import int8_matmul_is_exact
+    from autointerp.importance.fastpaths.inceptionv1 import products
+    from autointerp.importance.fastpaths.inceptionv1.quantized import int8_matmul_is_exact
 
     if not (int8_matmul_is_exact() and products.bf16_matmul_is_accurate()):
         pytest.skip("int8 or bfloat16 products are inexact here: nothing to compare")
@@ -448,7 +448,7 @@ def test_staged_sparse_tier_decides_most_pairs_with_the_3x3_branch_alone(perturb
 def test_int8_tier_is_sound_at_planted_margins(perturbed):
     """Margins planted just beside each pair's exact 3x3/5x5 logit change: whatever the int8 tier
     decides must match the exact outcome, so its error bounds (not luck) carry the decisions."""
-    from autointerp.importance.quantized import int8_matmul_is_exact
+    from autointerp.importance.fastpaths.inceptionv1.quantized import int8_matmul_is_exact
 
     if not int8_matmul_is_exact():
         pytest.skip("torch._int_mm is missing or inexact here: the path runs without the int8 tier")

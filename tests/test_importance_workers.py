@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from autointerp.importance.ablation import Ablation
-from autointerp.importance.inception import InceptionMixed5aPath, inception_parts, reference_tail
-from autointerp.importance.synthetic import rescaled_inceptionv1, trained_like_labels
+from autointerp.importance.fastpaths.inceptionv1.path import InceptionMixed5aPath, inception_parts, reference_tail
+from autointerp.importance.fastpaths.inceptionv1.synthetic import rescaled_inceptionv1, trained_like_labels
 from autointerp.importance.workers import (
     Unit,
     UnitJob,

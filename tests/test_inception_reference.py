@@ -1,7 +1,7 @@
 """An independent reference for the InceptionV1 ``mixed5a`` fast path (issue 27, item 8).
 
-The reference used elsewhere (:func:`~autointerp.importance.synthetic.hooked_forward_logits`) computes the logits
-with :func:`~autointerp.importance.inception.reference_tail`, which the fast path shares, so a bug there would
+The reference used elsewhere (:func:`~autointerp.importance.fastpaths.inceptionv1.synthetic.hooked_forward_logits`) computes the logits
+with :func:`~autointerp.importance.fastpaths.inceptionv1.path.reference_tail`, which the fast path shares, so a bug there would
 hide in both. Here nothing of :mod:`autointerp.importance` computes the reference: lucent's own
 ``InceptionV1.forward`` runs on real ImageNet images (64 px upscaled to 224) with a forward hook on its
 ``mixed5a`` module that replaces channel ``c`` by its mean (over the images, per channel or per channel and
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import evaluate_segment
-from autointerp.importance.inception import InceptionMixed5aPath, supports_inception_mixed5a
-from autointerp.importance.synthetic import rescaled_inceptionv1
+from autointerp.importance.fastpaths.inceptionv1.path import InceptionMixed5aPath, supports_inception_mixed5a
+from autointerp.importance.fastpaths.inceptionv1.synthetic import rescaled_inceptionv1
 from autointerp.models.inceptionv1 import load_inceptionv1
 
 K = 10

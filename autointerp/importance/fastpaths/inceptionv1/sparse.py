@@ -1,6 +1,6 @@
 """Sparse exact tier: a convolution branch's change from a rank-1 part and a sparse correction.
 
-Used by the InceptionV1 ``mixed5a`` path (:mod:`autointerp.importance.inception`) for the pairs
+Used by the InceptionV1 ``mixed5a`` path (:mod:`.path`) for the pairs
 its cheap bounds leave open. Notation as in :mod:`.folded`: the branch output is
 ``relu(r + Δr)`` pooled over the ``HW`` positions, ``Δr = K * Δq`` the convolution (weights ``K``
 (O, C, k, k), stride 1, "same" zero padding) of the bottleneck change
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from autointerp.importance.compiled import compiled_or_eager
+from autointerp.importance.fastpaths.inceptionv1.compiled import compiled_or_eager
 from autointerp.importance.rounding import SAFETY as _SAFETY
 from autointerp.importance.rounding import U as _U
 

@@ -1,6 +1,6 @@
 """Int8 tier: a convolution's output change in exact integer arithmetic, with sound error bounds.
 
-Used by the InceptionV1 ``mixed5a`` path (:mod:`autointerp.importance.inception`) for the pairs its
+Used by the InceptionV1 ``mixed5a`` path (:mod:`.path`) for the pairs its
 cheap bounds leave undecided, before the float32 convolutions. For a pair, the ``mixed5b`` 3×3 (or
 5×5) branch output is ``relu(r + Δr)`` pooled over positions, where ``r`` is the image's baseline
 pre-activation and ``Δr = K * Δq`` the convolution of the (exactly known) bottleneck change ``Δq``.
@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autointerp.importance.compiled import compiled_or_eager
+from autointerp.importance.fastpaths.inceptionv1.compiled import compiled_or_eager
+from autointerp.importance.fastpaths.inceptionv1.speed import speedup
 from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.rounding import SAFETY as _SAFETY
-from autointerp.importance.speed import speedup
 
 _REL = 1e-5  # float32 rounding of scaling, conversions and 49-term sums (relative)
 
@@ -73,7 +73,7 @@ INT8_MIN_SPEEDUP = 2.0
 def int8_matmul_is_fast() -> bool:
     """True when :func:`int8_matmul_is_exact` and an int8 product of the 3×3 branch's shape (patches of
     1,728 taps, 384 outputs) runs at least :data:`INT8_MIN_SPEEDUP` times the float32 rate here (timed
-    once; :mod:`autointerp.importance.speed`). CPUs without int8 dot-product instructions (e.g. AVX2
+    once; :mod:`.speed`). CPUs without int8 dot-product instructions (e.g. AVX2
     only) run ``torch._int_mm`` as a slow reference loop."""
     if not int8_matmul_is_exact():
         return False

@@ -181,7 +181,7 @@ def rank_one_pooled(
     pad: int,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``mean_pos(relu(r + taps * δ) - relu(r))`` (P, O) and ``Σ_t |taps|`` (P, O) for the rank-one
-    tier (:func:`autointerp.importance.lowrank._pooled`'s sums), or None where native loops are off.
+    tier (:func:`.lowrank._pooled`'s sums), or None where native loops are off.
 
     ``taps`` (P, k², O); ``delta_all`` (N, H, W), pair ``p``'s map ``delta_all[rows[p]]``; ``r``
     (B, H·W, O) channels last, pair ``p``'s image ``b_idx[p]``."""
@@ -216,7 +216,7 @@ def rank_one_pooled(
 def rank_one_fit(
     dq_all: torch.Tensor, rows: torch.Tensor, delta_all: torch.Tensor, order: torch.Tensor, b_idx: torch.Tensor
 ) -> tuple[torch.Tensor, ...] | None:
-    """The rank-one tier's fit (:func:`autointerp.importance.lowrank._fit`'s results) for the pairs
+    """The rank-one tier's fit (:func:`.lowrank._fit`'s results) for the pairs
     ``rows`` of ``dq_all`` (N, H, W, C) and ``delta_all`` (N, H, W), with ``α`` (P, C) already in the
     network's channel order (``dq_all[..., j]`` is channel ``order[b_idx[p], j]``); ``||S||²``, ``||α||``,
     ``max|δ|`` and ``||δ||`` (P,). None where native loops are off."""
