@@ -1,4 +1,4 @@
-"""Benchmark: the rank-one tier's C loops (autointerp.importance.fastpaths.inceptionv1.native) against the PyTorch code
+"""Benchmark: the rank-one tier's C loops (fastpaths.inceptionv1.native) against the PyTorch code
 they replace (``torch.compile``d ``_fit`` and ``_pooled``), per pair, in one process, one thread.
 
 Shapes are InceptionV1 ``mixed5b``'s: the 3×3 branch (192 bottleneck channels, 384 outputs) and the

@@ -151,7 +151,7 @@ def _inception_run(root, **importance):
             "label_mapping": {"type": "identity", "offset": 1},  # output 0 is a dummy
             "activations": {"batch_size": 4, "top_k": 2, "dtype": "float16"},
             "importance": {"k": 10, "features": [0, 5, 411, 831], "chunk_size": 2, "segment_images": 4,
-                           "batch_size": 4, "compile": False, **importance},
+                           "batch_size": 4, "fast_path": {"options": {"compile": False}}, **importance},
         }
     )  # fmt: skip
     ctx = RunContext.create(cfg, root)

@@ -1,4 +1,4 @@
-"""Rank-one tier (autointerp.importance.fastpaths.inceptionv1.lowrank): the pooled change of the rank-one part and a sound
+"""Rank-one tier (fastpaths.inceptionv1.lowrank): the pooled change of the rank-one part and a sound
 radius around it, against float64 references."""
 
 from __future__ import annotations

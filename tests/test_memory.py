@@ -1,4 +1,4 @@
-"""keep_freed_memory (autointerp.importance.fastpaths.inceptionv1.memory): freed megabyte-sized tensors are reused, not faulted in again."""
+"""keep_freed_memory (fastpaths.inceptionv1.memory): freed megabyte-sized tensors are reused, not faulted in again."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Native loops (autointerp.importance.fastpaths.inceptionv1.native): built once into the cache, checked arguments, and a
+"""Native loops (fastpaths.inceptionv1.native): built once into the cache, checked arguments, and a
 clear fallback where no compiler is found."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""bfloat16 products with sound bounds (autointerp.importance.fastpaths.inceptionv1.products), against float64 references."""
+"""bfloat16 products with sound bounds (fastpaths.inceptionv1.products), against float64 references."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Int8 tier (autointerp.importance.fastpaths.inceptionv1.quantized): its bounds hold against float64 references."""
+"""Int8 tier (fastpaths.inceptionv1.quantized): its bounds hold against float64 references."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sparse exact tier (autointerp.importance.fastpaths.inceptionv1.sparse): a branch's pooled change from the rank-1 part
+"""Sparse exact tier (fastpaths.inceptionv1.sparse): a branch's pooled change from the rank-1 part
 and the sparse correction, against float64 convolutions."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Timing probes that decide whether low-precision products are worth using (autointerp.importance.fastpaths.inceptionv1.speed)."""
+"""Timing probes that decide whether low-precision products are worth using (fastpaths.inceptionv1.speed)."""
 
 from __future__ import annotations
 

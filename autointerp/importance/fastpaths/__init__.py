@@ -78,14 +78,17 @@ class FastPath:
         try:
             return self.Options.model_validate(raw)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            key = "importance.fast_path.options." + ".".join(str(p) for p in err["loc"])
+            errors = exc.errors()
+            field = str(errors[0]["loc"][0]) if errors[0]["loc"] else ""
+            key = f"importance.fast_path.options.{field}"
             allowed = ", ".join(self.Options.model_fields) or "(none)"
-            if err["type"] == "extra_forbidden":
+            if errors[0]["type"] == "extra_forbidden":
                 raise ConfigError(
                     f"unknown config key {key!r} for fast path {self.name!r}; allowed keys here: {allowed}"
                 ) from None
-            raise ConfigError(f"config key {key!r}: {err['msg']} (got {err.get('input')!r})") from None
+            # a union type reports one error per member: name them all
+            reasons = " or ".join(dict.fromkeys(e["msg"] for e in errors if e["loc"][:1] == errors[0]["loc"][:1]))
+            raise ConfigError(f"config key {key!r}: {reasons} (got {errors[0].get('input')!r})") from None
 
 
 FAST_PATHS: Registry[FastPath] = Registry("importance fast path")

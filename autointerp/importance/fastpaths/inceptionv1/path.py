@@ -353,12 +353,12 @@ def _int8_choice(int8: bool | str, fast: bool | None = None) -> tuple[bool, str]
     """Whether the int8 tier runs, and a line saying why (for logs and the stage's summary); ``fast``:
     whether int8 products are faster here when already timed (else timed now)."""
     if int8 is False:
-        return False, "off (importance.int8: false)"
+        return False, "off (importance.fast_path.options.int8: false)"
     if not int8_matmul_is_exact():
         return False, "off: int8 matrix products are missing or inexact in this PyTorch"
     if int8 == "auto" and not (int8_matmul_is_fast() if fast is None else fast):
         return False, "off: int8 products are not faster than float32 on this CPU (no VNNI): float32 convolutions"
-    return True, "on" if int8 == "auto" else "on (importance.int8: true, even where not faster)"
+    return True, "on" if int8 == "auto" else "on (importance.fast_path.options.int8: true, even where not faster)"
 
 
 class InceptionMixed5aPath:
