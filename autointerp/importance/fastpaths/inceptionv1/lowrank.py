@@ -124,10 +124,8 @@ class RankOneConv:
     ) -> None:
         """``op``: the convolution's operator norm on zero-padded maps, already times 1 + 1e-3, when
         the caller has it. ``block``: pairs per compiled call (keeps the (pairs, HW, O) work in
-        cache: at 1,024 pairs the same kernel ran 3x slower per pair on a 2-core Xeon). ``native``:
-        the fit and the pooled change from the C loops of :mod:`.native` where
-        they build (about 2× and 2.5× faster than the compiled PyTorch on a Zen 1 core), else from
-        :func:`_fit` and :func:`_pooled`."""
+        cache). ``native``: the fit and the pooled change from the C loops of :mod:`.native` where
+        they build, else from :func:`_fit` and :func:`_pooled`."""
         w = conv.weight.detach().float()
         self.out_channels, self.in_channels, self.k = w.shape[0], w.shape[1], w.shape[2]
         self.pad = padding

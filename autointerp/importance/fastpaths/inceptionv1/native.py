@@ -2,7 +2,7 @@
 
 Some of the path's elementwise work is a tiny convolution per pair followed by a ReLU and a mean
 over positions. ``torch.compile`` fuses it into one loop but writes the (pairs, positions, outputs)
-intermediate to memory and reloads each weight per position: about 3 GFMA/s on one Zen 1 core. The
+intermediate to memory and reloads each weight per position. The
 C loop in ``kernels.c`` computes it as a small register-blocked product per pair instead (4
 positions × 16 outputs), and the rank-one fit that precedes it reads each pair's change twice
 instead of materialising it (:func:`rank_one_pooled`, :func:`rank_one_fit`).

@@ -15,8 +15,8 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
    fit of their bottleneck change, ``Δq = α ⊗ δ + S`` with the ablated channel's spatial change ``δ``:
    the rank-one part's pooled change exactly (one small product and a single-channel convolution per
    pair) and the rest within ``L·||S|| / √HW``, about a third of tier 2's radius
-   (:mod:`.lowrank`); it decides about 60 % of the pairs tier 2 leaves, at about
-   a quarter of the sparse tier's cost per pair (and hands the 5×5 branch's interval to the int8 or
+   (:mod:`.lowrank`); it decides most of the pairs tier 2 leaves, at a fraction of
+   the sparse tier's cost per pair (and hands the 5×5 branch's interval to the int8 or
    the sparse tier). The 3×3 branch goes first, with the 5×5 branch's tier-2 radius; only the pairs
    that leaves open (about half) pay for the 5×5 branch, which costs about as much as the 3×3 one;
 3. (when ``int8``) the 3×3 and 5×5 branch changes from int8 convolutions in exact integer arithmetic,
@@ -28,8 +28,8 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
 3b. (when ``sparse``: by default where the int8 tier is off) both branches' changes exactly, up to
    bounded float32 rounding, from a rank-1 part (each bottleneck channel's majority sign in the
    image) plus a sparse correction on the image's minority-sign entries and the ablation's sign
-   flips (:mod:`.sparse`): about 60–70 % of the float32 convolutions' time per pair.
-   It decides every pair except those within rounding of the top-k boundary (~0.3 %). After the
+   flips (:mod:`.sparse`), cheaper than the float32 convolutions per pair.
+   It decides every pair except those within rounding of the top-k boundary. After the
    rank-one tier it computes the 3×3 branch first, with the 5×5 branch's rank-one interval: that
    decides about two thirds of its pairs, and only the others pay for the 5×5 branch (about a third
    of the tier's cost);
@@ -129,7 +129,7 @@ class ReferenceTail(nn.Module):
 
 def _maxpool3(x: torch.Tensor) -> torch.Tensor:
     """3×3 max-pool, stride 1, padded with -inf (as lucent's pool branch): the same values as
-    ``F.max_pool2d``, as separable maxima of shifted views (about 6× faster on CPU for 7×7 maps)."""
+    ``F.max_pool2d``, as separable maxima of shifted views (faster on CPU for 7×7 maps)."""
     h, w = x.shape[-2:]
     p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
     rows = torch.maximum(torch.maximum(p[..., 0:h, :], p[..., 1 : h + 1, :]), p[..., 2 : h + 2, :])
@@ -291,7 +291,7 @@ class Rank1Update:
 @dataclass
 class _State:
     p1: torch.Tensor  # (B, 384, H, W) pre-activations
-    # (B, H, W, 192) / (B, H, W, 48) channels last (the int8 tier's layout: about 3x faster to quantise),
+    # (B, H, W, 192) / (B, H, W, 48) channels last (the int8 tier's layout: faster to quantise),
     # each image's channels in the order ``order3`` / ``order5``: those positive somewhere first
     p3: torch.Tensor
     p5: torch.Tensor
@@ -444,9 +444,8 @@ class InceptionMixed5aPath:
         all_outputs = torch.arange(self.W.shape[0])
         self.pn3 = pair_norms(self.W[:, 384:768], all_outputs)
         self.pn5 = pair_norms(self.W[:, 768:896], all_outputs)
-        # the 1x1 / pool branches' logit change, in float32 (512-term sums round by at most 4e-5 relative):
-        # bfloat16's bound, in the Cauchy-Schwarz form tier 2 needs, sent 11 % more pairs to the float32
-        # convolutions, which cost more than the product saved
+        # the 1x1 / pool branches' logit change in float32 (512-term sums round by at most 4e-5 relative): bfloat16's
+        # looser bound sent more pairs to the float32 convolutions than the cheaper product saved
         self.w1p_product = BoundedProduct(self.W[:, self.cols1p].T, float32_rel=4e-5, bf16=False)
         self.w1p_norms = torch.linalg.vector_norm(self.W[:, self.cols1p].double(), dim=1)  # (O,) ||W_j|| over them
         # operator norms of the 3x3 / 5x5 convolutions on zero-padded H×W maps
@@ -700,7 +699,7 @@ class InceptionMixed5aPath:
         the branches' changes from :class:`~.lowrank.RankOneConv`.
 
         The 3x3 branch first, with the 5x5 branch's tier-2 radius: that decides about half the pairs
-        (47 % on 64 benchmark images, three quarters of what both branches decide), and the 5x5
+        (most of what both branches decide), and the 5x5
         branch, which costs about as much as the 3x3 one (its 25 taps), runs only for the others. The
         interval (where the int8 or the sparse tier runs next, else None), ``(moved, slack, lo, hi)``
         (U, J) float64 each for the U undecided pairs, in order: the 5x5 branch moves their ``d_j`` by
@@ -828,10 +827,9 @@ class InceptionMixed5aPath:
 
         With the 5x5 branch's interval from the rank-one tier (``interval5``: ``(moved, slack, lo, hi)``
         (P, J), :meth:`_lowrank_tier`; only the outputs its bounds ``[lo, hi]`` on every ``d_j`` after
-        the ablation leave open are computed, :func:`class_subset`), the 3x3
-        branch first: with that interval it decides most pairs (73 % on 64
-        benchmark images), and the 5x5 branch, about a third of the tier's cost, runs only for the
-        others. Pairs decided so count as bounded (first-order log-probability change); those decided
+        the ablation leave open are computed, :func:`class_subset`), the 3x3 branch first: with that
+        interval it decides most pairs, and the 5x5 branch, about a third of the tier's cost, runs only
+        for the others. Pairs decided so count as bounded (first-order log-probability change); those decided
         with both branches' changes (``evaluated``) as exactly evaluated: their log-probabilities (NaN
         elsewhere) come from the margins after the ablation, ``d_j`` plus their change, the logits up
         to a shift (``z_j - z_t = -d_j``), so the float32 convolutions' up to rounding. Undecided:

@@ -2,8 +2,8 @@
 
 The InceptionV1 ``mixed5a`` path (:mod:`.path`) multiplies every undecided
 pair's branch changes by the classifier's weights: (pairs, 384–512) @ (384–512, 1008) per tier,
-about a tenth of its time in float32. In bfloat16 (8-bit significand, float32 accumulation on
-CPUs with AVX-512 BF16 or AMX) these products run about 2.4× faster, and their error is bounded:
+a noticeable share of its time in float32. In bfloat16 (8-bit significand, float32 accumulation on
+CPUs with AVX-512 BF16 or AMX) these products run faster, and their error is bounded:
 
 * :class:`BoundedProduct` — ``a @ b`` with ``|result - a @ b| <= rel · (|a| @ |b|)`` elementwise. With
   both operands rounded to bfloat16 (8-bit significand: relative error ``2⁻⁸`` each), float32

@@ -7,7 +7,7 @@ pre-activation and ``Δr = K * Δq`` the convolution of the (exactly known) bott
 
 **Quantisation.** ``Δq = s_p·Q + lo`` with one scale ``s_p = max|Δq|/127`` per pair and integers
 ``|Q| <= 127``; ``K = s_o·Kq + Kl`` with one scale per output channel. ``Q * Kq`` is an int8 matrix
-product with int32 accumulation (:func:`torch._int_mm`): exact, at about 4× the float32 rate on CPUs
+product with int32 accumulation (:func:`torch._int_mm`): exact, and faster than float32 on CPUs
 with VNNI. ``Δr̂ = s_p·s_o·(Q * Kq)`` then differs from ``Δr`` by ``Kl * Δq + (s_o·Kq) * lo``, so
 
 * per element: ``|Δr - Δr̂| <= ε = ||Kl_o||·||Δq patch|| + ||s_o·Kq_o||·||lo patch||`` (Cauchy–Schwarz
@@ -273,10 +273,8 @@ class Int8Conv:
         negative everywhere above zero: rare and small) joins the residual ``lo`` the bounds cover.
         About a fifth of the 3x3 branch's multiply-adds. Blocks then hold pairs of one image each.
 
-        Works in blocks of at most ``block`` pairs, which keeps the patch matrix cache-resident (about
-        1.4× faster than one large product on a Zen 4 VNNI CPU). 128 rather than 64: the pipeline ran
-        9 % faster on a 2-core Xeon with AMX (5 alternating rounds in one process, 96 benchmark
-        images: best 8.9 s against 9.7 s); 256 and 512 were no faster than 128 there.
+        Works in blocks of at most ``block`` pairs, which keeps the patch matrix cache-resident (the
+        default 128 was the fastest block size measured: docs/performance.md).
         """
         if rows is None:
             rows = torch.arange(len(b_idx))
