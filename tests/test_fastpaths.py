@@ -153,3 +153,34 @@ def test_generic_engine_imports_no_fast_path_and_changes_no_allocator_setting():
     assert result["after_import"] == [] and result["env_same"]
     if sys.platform.startswith("linux"):  # the probe sees the explicit request (glibc's mallopt)
         assert result["after_prepare"] == ["mallopt"]
+
+
+def test_the_stage_asks_the_registry_and_none_gives_the_same_counts(tmp_path):
+    """The stage on InceptionV1 mixed5a: ``auto`` runs the InceptionV1 path, ``none`` the generic tail path,
+    with identical counts; options the path refuses stop the stage before any work, in one line."""
+    import csv
+
+    from test_importance_workers import _inception_run
+
+    from autointerp.stages.importance import run_importance
+
+    ctx = _inception_run(tmp_path / "run", workers=1)
+    run_importance(ctx)
+    summary = json.loads((ctx.paths.importance / "summary.json").read_text())["exact"]
+    assert summary["path"] == "inception_mixed5a_rank1" and "pairs_by_tier" in summary
+
+    def counts():
+        with ctx.paths.importance_csv.open(newline="") as fh:
+            return [(r["feature_ind"], r["correct_to_wrong"], r["wrong_to_correct"]) for r in csv.DictReader(fh)]
+
+    fast = counts()
+    assert sum(int(c) + int(w) for _, c, w in fast) > 0  # something flips: the comparison says something
+    ctx.config.importance.fast_path.name = "none"
+    run_importance(ctx, overwrite=True)
+    summary = json.loads((ctx.paths.importance / "summary.json").read_text())["exact"]
+    assert summary["path"] in ("tail", "affine") and "pairs_by_tier" not in summary
+    assert counts() == fast
+    ctx.config.importance.fast_path.name = "auto"
+    ctx.config.importance.fast_path.options = {"int8": "sometimes"}
+    with pytest.raises(ConfigError, match="'importance.fast_path.options.int8'"):
+        run_importance(ctx, overwrite=True)

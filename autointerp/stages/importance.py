@@ -172,9 +172,8 @@ def _settings_key(ctx: RunContext, inputs: ImportanceInputs, method: str, featur
             "layer": ctx.config.layer,
             "cache": inputs.fingerprint(),
             **({"fast_path": fast.key} if method == "exact" and (fast := fast_path(ctx, inputs)) else {}),
-            # 2: exact results per (chunk, segment of images); 3: the rank-one and sparse tiers take the 3x3
-            # branch first, so fewer pairs count as exactly evaluated (same counts, other log-probability
-            # sums); the other methods' files are unchanged
+            # raised when what a method's saved units hold changes (exact: 2 per segment of images, 3 a fast path's
+            # tiers changed which pairs count as exactly evaluated)
             "version": 3 if method == "exact" else 1,
         },
         sort_keys=True,
