@@ -23,6 +23,7 @@ import torch
 from bench_importance import K, cpu_model, synthetic_case  # run from benchmarks/ (its directory on sys.path)
 
 from autointerp.importance.engine import evaluate_segment
+from autointerp.importance.fastpaths.inceptionv1 import InceptionV1Mixed5a
 from autointerp.importance.fastpaths.inceptionv1.path import InceptionMixed5aPath
 
 
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--configs", nargs="+", default=["lowrank=0,sparse=1", "lowrank=1,sparse=1"])
     args = ap.parse_args()
+    InceptionV1Mixed5a().prepare_process()  # the process settings the stage's workers ask for
     torch.set_num_threads(args.threads)
     case = synthetic_case(args.images, args.seed)
     feats = list(range(832))
