@@ -155,6 +155,31 @@ def test_generic_engine_imports_no_fast_path_and_changes_no_allocator_setting():
         assert result["after_prepare"] == ["mallopt"]
 
 
+def _plant_flips(ctx) -> None:
+    """Set ``importance.k`` to put the first image's true class at the top-k boundary, and the features to some
+    whose mean ablation flips it (found with the reference tail) plus a few others."""
+    import numpy as np
+
+    from autointerp.importance.fastpaths.inceptionv1.path import reference_tail
+    from autointerp.importance.topk import topk_correct
+
+    folder = ctx.paths.activations
+    acts = torch.from_numpy(np.load(folder / "acts.npy").astype(np.float32))
+    mean = torch.from_numpy(np.load(folder / "mean.npy").astype(np.float32))
+    labels = torch.as_tensor(np.load(folder / "labels.npy").astype(np.int64))
+    valid = ctx.model.valid_outputs.bool()
+    module = ctx.model.module
+    with torch.no_grad():
+        z = reference_tail(module, acts[:1])[0].masked_fill(~valid, float("-inf"))
+        k = int((z > z[labels[0]]).sum()) + 1  # correct in the top k, by the narrowest margin
+        ablated = acts[:1].repeat(832, 1, 1, 1)
+        ablated[torch.arange(832), torch.arange(832)] = mean[:, None, None]
+        flips = torch.nonzero(~topk_correct(reference_tail(module, ablated), labels[0].expand(832), k, valid))[:, 0]
+    assert len(flips) > 0, "no channel flips the planted image: the case needs another seed"
+    ctx.config.importance.k = k
+    ctx.config.importance.features = sorted({*flips[:4].tolist(), 0, 411, 831})
+
+
 def test_the_stage_asks_the_registry_and_none_gives_the_same_counts(tmp_path):
     """The stage on InceptionV1 mixed5a: ``auto`` runs the InceptionV1 path, ``none`` the generic tail path,
     with identical counts; options the path refuses stop the stage before any work, in one line."""
@@ -165,6 +190,7 @@ def test_the_stage_asks_the_registry_and_none_gives_the_same_counts(tmp_path):
     from autointerp.stages.importance import run_importance
 
     ctx = _inception_run(tmp_path / "run", workers=1)
+    _plant_flips(ctx)
     run_importance(ctx)
     summary = json.loads((ctx.paths.importance / "summary.json").read_text())["exact"]
     assert summary["path"] == "inception_mixed5a_rank1" and "pairs_by_tier" in summary
