@@ -58,6 +58,14 @@ class ActivationsConfig(_Section):
     accuracy_k: list[int] = Field(default_factory=lambda: [1, 5, 10])
 
 
+class FastPathConfig(_Section):
+    """A model-specific fast path of the exact method (:mod:`autointerp.importance.fastpaths`)."""
+
+    # "auto": the first registered path that supports the model and layer; "none": the generic engine; or a name
+    name: str = "auto"
+    options: dict[str, Any] = Field(default_factory=dict)  # validated by the chosen path's own options model
+
+
 class ImportanceConfig(_Section):
     """Mean-ablation importance."""
 
@@ -71,31 +79,11 @@ class ImportanceConfig(_Section):
     # method "exact": each chunk works through the images in resumable segments of this many
     segment_images: int = Field(default=2048, ge=1)
     batch_size: int = Field(default=256, ge=1)
-    # torch.compile the fast path's elementwise core (falls back to eager PyTorch with a warning)
-    compile: bool = True
-    # InceptionV1 mixed5a: decide most pairs from int8 convolutions with sound error bounds before
-    # any float32 convolution (same counts). "auto": where int8 products are exact and faster than
-    # float32 here (CPUs with VNNI; timed once); true: wherever exact, even if slower; false: never
-    int8: bool | Literal["auto"] = "auto"
-    # InceptionV1 mixed5a: decide about half the pairs the cheap bounds leave open from each branch's
-    # exact linear part plus a bounded remainder, at a tenth of a convolution's cost (same counts).
-    # "auto": where the int8 and sparse tiers are both off; true: always (before the sparse tier); false: never
-    folded: bool | Literal["auto"] = "auto"
-    # InceptionV1 mixed5a: the pairs still open after those tiers from each branch's exact change, computed
-    # as a rank-1 part plus a sparse correction (about 1.5x faster than the float32 convolutions; same counts).
-    # "auto": where the int8 tier is off; true: always (after the int8 tier where that runs); false: never
-    sparse: bool | Literal["auto"] = "auto"
-    # InceptionV1 mixed5a: decide about 60 % of the pairs the cheap bounds leave open from a rank-one fit of each
-    # branch's input change (its pooled change exactly, the rest bounded), before those tiers (same counts).
-    # "auto": where the int8 tier is off (there 1.4x faster) or on one thread, as in worker processes (1.07-1.13x);
-    # true: always (before the int8 tier with more threads too); false: never
-    lowrank: bool | Literal["auto"] = "auto"
-    # method "exact": worker processes for its units (chunk x segment), one PyTorch thread each: small tensor
-    # operations and Python do not spread over one process's threads (InceptionV1 on 2 cores: 1.3x faster).
-    # "auto": one per CPU, at most one per unit; 1: in this process. Other models' paths run in this process.
+    # method "exact": the model-specific fast path, if any, and its options
+    fast_path: FastPathConfig = Field(default_factory=FastPathConfig)
+    # method "exact" on a fast path: processes (one PyTorch thread each) for its units; "auto": one per CPU
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
-    # method "exact": bootstrap resamples (over images) for bootstrap.csv's per-feature intervals; the run's
-    # seed seeds them and the split-half reliability's random splits (reliability.json)
+    # method "exact": bootstrap resamples over images for bootstrap.csv (seeded by the run's seed)
     reliability_boot: int = Field(default=1000, ge=2)
 
 
@@ -206,8 +194,26 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+#: ``importance`` keys that moved into a fast path's options, and keys that were removed
+MOVED_IMPORTANCE_KEYS = ("compile", "int8", "sparse", "lowrank")
+REMOVED_IMPORTANCE_KEYS = {"folded": "the folded tier was removed (no default setting reached it)"}
+
+
+def _check_moved_keys(data: dict[str, Any], source: str) -> None:
+    section = data.get("importance")
+    if not isinstance(section, dict):
+        return
+    for key in section:
+        if key in MOVED_IMPORTANCE_KEYS:
+            raise ConfigError(f"{source}: importance.{key} moved to importance.fast_path.options.{key}")
+        if key in REMOVED_IMPORTANCE_KEYS:
+            raise ConfigError(f"{source}: importance.{key}: {REMOVED_IMPORTANCE_KEYS[key]}; delete the key")
+
+
 def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
-    """Validate a plain dict into a :class:`RunConfig` (one-line error naming the bad key)."""
+    """Validate a plain dict into a :class:`RunConfig` (one-line error naming the bad key, or where an old
+    key moved)."""
+    _check_moved_keys(data, source)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:

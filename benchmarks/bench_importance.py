@@ -1,7 +1,7 @@
 """Benchmark: exact mean-ablation importance, naive per-feature full forward vs the fast path.
 
 Model: InceptionV1 (lucent) studied at ``mixed5a``. No pretrained weights can be downloaded here,
-so it is :func:`autointerp.importance.synthetic.rescaled_inceptionv1`: He-normal convolutions (so
+so it is :func:`fastpaths.inceptionv1.synthetic.rescaled_inceptionv1`: He-normal convolutions (so
 activations keep their scale through the depth) and a classifier scaled so logits have a trained
 network's spread (std 3). Each image's "true class" is the output at a rank drawn from a trained
 network's accuracy profile (top-1 0.45 / top-5 0.66 / top-10 0.74), so margins to the top-10
@@ -39,10 +39,15 @@ import numpy as np
 import torch
 
 from autointerp.importance.ablation import Ablation, FeatureTally
-from autointerp.importance.inception import InceptionMixed5aPath, inception_parts, reference_tail
+from autointerp.importance.fastpaths.inceptionv1 import InceptionV1Mixed5a
+from autointerp.importance.fastpaths.inceptionv1.path import InceptionMixed5aPath, inception_parts, reference_tail
+from autointerp.importance.fastpaths.inceptionv1.quantized import int8_matmul_is_exact, int8_matmul_is_fast
+from autointerp.importance.fastpaths.inceptionv1.synthetic import (
+    hooked_forward_logits,
+    rescaled_inceptionv1,
+    trained_like_labels,
+)
 from autointerp.importance.naive import naive_importance
-from autointerp.importance.quantized import int8_matmul_is_exact, int8_matmul_is_fast
-from autointerp.importance.synthetic import hooked_forward_logits, rescaled_inceptionv1, trained_like_labels
 from autointerp.importance.workers import (
     Unit,
     UnitJob,
@@ -50,7 +55,6 @@ from autointerp.importance.workers import (
     WorkerPool,
     available_cpus,
     evaluate_unit,
-    path_description,
     resolve_workers,
     warm_up,
 )  # fmt: skip
@@ -169,7 +173,7 @@ def main() -> None:
     ap.add_argument(
         "--no-native",
         action="store_true",
-        help="no C loops (autointerp.importance.native): the rank-one tier's fit and pooling in PyTorch",
+        help="no C loops (fastpaths.inceptionv1.native): the rank-one tier's fit and pooling in PyTorch",
     )
     ap.add_argument(
         "--int8",
@@ -179,7 +183,6 @@ def main() -> None:
         "exact, even where slow), false (float32 convolutions only)",
     )
     for tier, what, auto in (
-        ("folded", "the folded-mask tier", "the int8 and sparse tiers are"),
         ("sparse", "the sparse exact tier", "the int8 tier is"),
         ("lowrank", "the rank-one tier", "the int8 tier is"),
     ):
@@ -192,8 +195,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    # importing the engine (above) already set glibc's allocator to keep freed memory
-    # (autointerp.importance.memory), so the naive method runs under the same allocator as the fast one
+    # the fast path's process settings (glibc keeps freed memory: fastpaths.inceptionv1.memory), asked for
+    # here too, so the naive method runs under the same allocator as the fast one
+    fast_path = InceptionV1Mixed5a()
+    fast_path.prepare_process()
 
     case = synthetic_case(args.images, args.seed)
     images, model, valid, acts, acts32 = case.images, case.model, case.valid, case.acts, case.acts32
@@ -219,8 +224,8 @@ def main() -> None:
     # torch.compile happens once per process (cached on disk by PyTorch): warmed up before timing,
     # reported separately (a one-off cost, negligible against 832 x 50,000)
     choice = {"auto": "auto", "true": True, "false": False}
-    options = dict(compile=not args.no_compile, int8=choice[args.int8], folded=choice[args.folded],
-                   sparse=choice[args.sparse], lowrank=choice[args.lowrank], native=not args.no_native)  # fmt: skip
+    options = dict(compile=not args.no_compile, int8=choice[args.int8], sparse=choice[args.sparse],
+                   lowrank=choice[args.lowrank], native=not args.no_native)  # fmt: skip
     setting = "auto" if args.workers == "auto" else int(args.workers)
     n = len(images)
     per_segment = args.segment_images or -(-n // (4 * (available_cpus() if setting == "auto" else setting)))
@@ -234,6 +239,7 @@ def main() -> None:
         # the int8 speed check once, here, as the stage does (every worker then decides alike)
         parts = inception_parts(model)
         job.make_path = functools.partial(InceptionMixed5aPath, parts, int8_fast=int8_fast(), **options)
+        job.prepare_process = fast_path.prepare_process  # each worker asks for it, as in the stage
         with WorkerPool(job, workers) as pool:  # started and warmed up (compiled) before the timing
             description = pool.description
             t_warm = time.perf_counter() - t0
@@ -245,7 +251,7 @@ def main() -> None:
         # reported separately (a one-off cost, negligible against 832 x 50,000)
         path = InceptionMixed5aPath(model, **options)
         warm_up(path, acts, job)
-        description = path_description(path)
+        description = path.describe()
         t_warm = time.perf_counter() - t0
         t0, f0 = time.perf_counter(), minor_faults()
         for unit in units:
@@ -302,7 +308,7 @@ def main() -> None:
     # CPU time is steadier than wall time on a shared machine (other processes do not inflate it as much)
     print(f"cpu time: naive {c_naive:.1f}s, fast {c_fast:.1f}s; cpu-time speedup "
           f"{(c_naive / (len(naive_feats) * len(images))) / (c_fast / pairs):.1f}")  # fmt: skip
-    # page faults: thousands per chunk mean the allocator hands memory back (autointerp.importance.memory)
+    # page faults: thousands per chunk mean the allocator hands memory back (fastpaths.inceptionv1.memory)
     print(f"minor page faults during the fast path (this process): {faults_fast}")
     hours = 832 * 50_000 / fast_rate / 3600
     memory = f"peak RSS {peak_rss_mb():.0f} MiB"

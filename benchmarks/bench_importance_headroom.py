@@ -34,7 +34,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from autointerp.importance.inception import InceptionMixed5aPath
+from autointerp.importance.fastpaths.inceptionv1.path import InceptionMixed5aPath
 from autointerp.importance.topk import boundary_radius, decide_interval
 
 FACTORS = (1, 10, 30, 100, 300, 1000)
@@ -82,7 +82,7 @@ def main() -> None:
     model, valid, acts, z = case.model, case.valid, case.acts32, case.logits
     labels, ablation = case.labels, case.ablation
     # tier 2 alone: the baseline this analysis refers to
-    path = InceptionMixed5aPath(model, int8=False, folded=False, sparse=False)
+    path = InceptionMixed5aPath(model, int8=False, sparse=False)
     state = path.prepare(acts)
     tau = boundary_radius(z, labels, path.W, K, valid)
     b_all, c_all = torch.nonzero(~(path.tier1(acts, ablation, torch.arange(832)) < tau[:, None]), as_tuple=True)

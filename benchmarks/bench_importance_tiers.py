@@ -7,7 +7,7 @@ and reports each configuration's best and median wall time, and the baseline's (
 configuration) over each other's. The model and images are ``bench_importance.py``'s.
 
     python benchmarks/bench_importance_tiers.py [--images 128] [--rounds 3] \
-        [--configs "folded=1,sparse=0" "folded=1,sparse=1" "folded=0,sparse=1"]
+        [--configs "lowrank=0,sparse=1" "lowrank=1,sparse=1"]
     python benchmarks/bench_importance_tiers.py --threads 1 --configs native=0 native=1   # the C loops
 
 Last line: ``<config>_best_s: X ... speedup_<config>: Y ...`` (speedups over the first config).
@@ -23,18 +23,19 @@ import torch
 from bench_importance import K, cpu_model, synthetic_case  # run from benchmarks/ (its directory on sys.path)
 
 from autointerp.importance.engine import evaluate_segment
-from autointerp.importance.inception import InceptionMixed5aPath
+from autointerp.importance.fastpaths.inceptionv1 import InceptionV1Mixed5a
+from autointerp.importance.fastpaths.inceptionv1.path import InceptionMixed5aPath
 
 
 def parse_config(text: str) -> dict[str, bool | str]:
-    """``"folded=1,sparse=0,int8=auto"`` -> keyword arguments of :class:`InceptionMixed5aPath`."""
+    """``"lowrank=1,sparse=0,int8=auto"`` -> keyword arguments of :class:`InceptionMixed5aPath`."""
     values = {"1": True, "0": False, "true": True, "false": False, "auto": "auto"}
     out: dict[str, bool | str] = {"int8": False}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("int8", "folded", "sparse", "lowrank", "native") or value not in values:
+        if key not in ("int8", "sparse", "lowrank", "native") or value not in values:
             raise SystemExit(
-                f"--configs {text!r}: expected int8|folded|sparse|lowrank=1|0|auto or native=1|0 items, got {item!r}"
+                f"--configs {text!r}: expected int8|sparse|lowrank=1|0|auto or native=1|0 items, got {item!r}"
             )
         if key == "native" and value == "auto":
             raise SystemExit(f"--configs {text!r}: native takes 1 or 0 (the C loops where they build, or PyTorch)")
@@ -48,8 +49,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--configs", nargs="+", default=["folded=1,sparse=0", "folded=1,sparse=1", "folded=0,sparse=1"])
+    ap.add_argument("--configs", nargs="+", default=["lowrank=0,sparse=1", "lowrank=1,sparse=1"])
     args = ap.parse_args()
+    InceptionV1Mixed5a().prepare_process()  # the process settings the stage's workers ask for
     torch.set_num_threads(args.threads)
     case = synthetic_case(args.images, args.seed)
     feats = list(range(832))

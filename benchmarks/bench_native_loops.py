@@ -1,4 +1,4 @@
-"""Benchmark: the rank-one tier's C loops (autointerp.importance.native) against the PyTorch code
+"""Benchmark: the rank-one tier's C loops (fastpaths.inceptionv1.native) against the PyTorch code
 they replace (``torch.compile``d ``_fit`` and ``_pooled``), per pair, in one process, one thread.
 
 Shapes are InceptionV1 ``mixed5b``'s: the 3×3 branch (192 bottleneck channels, 384 outputs) and the
@@ -21,8 +21,8 @@ from collections.abc import Callable
 import torch
 from bench_importance import cpu_model  # run from benchmarks/ (its directory on sys.path)
 
-from autointerp.importance import lowrank, native
-from autointerp.importance.compiled import compiled_or_eager
+from autointerp.importance.fastpaths.inceptionv1 import InceptionV1Mixed5a, lowrank, native
+from autointerp.importance.fastpaths.inceptionv1.compiled import compiled_or_eager
 
 PAIRS, H, W = 128, 7, 7
 
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
+    InceptionV1Mixed5a().prepare_process()  # the process settings the stage's workers ask for
     torch.set_num_threads(1)
     if native.kernels() is None:
         raise SystemExit("native loops unavailable here (no C compiler, or AUTOINTERP_NATIVE=0): nothing to compare")

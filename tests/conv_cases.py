@@ -1,4 +1,4 @@
-"""Shared set-up for the importance tiers' convolution tests (folded, rank-one)."""
+"""Shared set-up for the importance tiers' convolution tests (rank-one, sparse)."""
 
 from __future__ import annotations
 

@@ -186,7 +186,7 @@ def test_real_inceptionv1_config_importance_stage_uses_rank1_path_and_equals_nai
         "dataset.max_images=8", f"label_mapping.map_clsloc={shared_dir / 'reference/imagenet/map_clsloc.txt'}",
         "activations.batch_size=3", "device=cpu",
     ])  # fmt: skip
-    from autointerp.importance.synthetic import rescaled_inceptionv1
+    from autointerp.importance.fastpaths.inceptionv1.synthetic import rescaled_inceptionv1
 
     torch.manual_seed(0)
     ctx = RunContext.create(cfg, tmp_path / "run")
@@ -195,7 +195,7 @@ def test_real_inceptionv1_config_importance_stage_uses_rank1_path_and_equals_nai
     act_stage.run_activations(ctx)
     # plant known answers: pick an image and a k that put it at its top-k boundary (k = its true class's
     # rank, or rank + 1) such that some channels' mean ablations flip it (found with the reference tail)
-    from autointerp.importance.inception import reference_tail
+    from autointerp.importance.fastpaths.inceptionv1.path import reference_tail
     from autointerp.importance.topk import topk_correct
 
     module, valid = ctx.model.module, ctx.model.valid_outputs.bool()
@@ -226,15 +226,15 @@ def test_real_inceptionv1_config_importance_stage_uses_rank1_path_and_equals_nai
     summary = json.loads((ctx.paths.importance / "summary.json").read_text())
     assert summary["exact"]["path"] == "inception_mixed5a_rank1"
     tiers = summary["exact"]["pairs_by_tier"]
-    assert set(tiers) >= {"tier2", "int8", "folded", "sparse", "exact"} and all(v >= 0 for v in tiers.values())
-    assert sum(tiers[t] for t in ("tier2", "int8", "folded", "sparse", "exact")) > 0
-    # which of the int8 / folded / sparse tiers ran here, and why, is in the summary (by default the int8
-    # tier where it is faster, the sparse tier elsewhere; the folded tier only when both are off)
+    assert set(tiers) >= {"tier2", "int8", "sparse", "exact"} and all(v >= 0 for v in tiers.values())
+    assert sum(tiers[t] for t in ("tier2", "int8", "sparse", "exact")) > 0
+    # which of the int8 / sparse tiers ran here, and why, is in the summary (by default the int8
+    # tier where it is faster, the sparse tier elsewhere)
     assert summary["exact"]["int8_tier"].startswith(("on", "off"))
     assert summary["exact"]["sparse_tier"] == ("off" if summary["exact"]["int8_tier"].startswith("on") else "on")
-    assert summary["exact"]["folded_tier"] == "off"
-    # whether the C loops ran: on wherever a C compiler builds them (autointerp.importance.native)
-    from autointerp.importance.native import kernels
+    assert "folded_tier" not in summary["exact"]
+    # whether the C loops ran: on wherever a C compiler builds them (fastpaths.inceptionv1.native)
+    from autointerp.importance.fastpaths.inceptionv1.native import kernels
 
     assert summary["exact"]["native_loops"] == ("on" if kernels() is not None else "off")
 

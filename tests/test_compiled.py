@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autointerp.importance import compiled
-from autointerp.importance.compiled import compiled_or_eager
+from autointerp.importance.fastpaths.inceptionv1 import compiled
+from autointerp.importance.fastpaths.inceptionv1.compiled import compiled_or_eager
 
 
 @pytest.fixture(autouse=True)

@@ -38,8 +38,9 @@ def test_overrides_parse_yaml_values_and_nested_keys() -> None:
     assert cfg.rate.raters == ["random", "fid"]
     assert cfg.visualize.lr == pytest.approx(0.01)
     assert cfg.model.weights == "/x/y.pth"
-    assert cfg.importance.int8 == "auto"  # the default: the int8 tier where it is faster here
-    assert load_config(None, ["importance.int8=false"]).importance.int8 is False
+    assert cfg.importance.fast_path.name == "auto" and cfg.importance.fast_path.options == {}
+    fast = load_config(None, ["importance.fast_path.options.int8=false"]).importance.fast_path
+    assert fast.options == {"int8": False}  # validated by the chosen path, not here
 
 
 @pytest.mark.parametrize(
@@ -50,7 +51,10 @@ def test_overrides_parse_yaml_values_and_nested_keys() -> None:
         ("activations.top_k=0", "'activations.top_k'"),
         ("bogus=1", "allowed keys here: name, output_dir"),
         ("noequals", "expected KEY=VALUE"),
-        ("importance.int8=sometimes", "'importance.int8"),
+        (
+            "importance.fast_path.nmae=x",
+            "unknown config key 'importance.fast_path.nmae'; allowed keys here: name, options",
+        ),
     ],
 )
 def test_bad_keys_and_values_name_the_key(override: str, needle: str) -> None:
@@ -77,3 +81,31 @@ def test_bad_yaml_file_errors(tmp_path: Path) -> None:
 def test_apply_overrides_refuses_to_descend_into_scalars() -> None:
     with pytest.raises(ConfigError, match="not a section"):
         apply_overrides({"layer": "mixed5a"}, ["layer.x=1"])
+
+
+@pytest.mark.parametrize("key", ["int8", "compile", "sparse", "lowrank"])
+def test_old_fast_path_keys_say_where_they_moved(tmp_path: Path, key: str) -> None:
+    """InceptionV1-only keys of the importance section moved into the fast path's options: one line says where,
+    from a file and from an override."""
+    old = tmp_path / "old.yaml"
+    old.write_text(f"importance:\n  k: 5\n  {key}: true\n")
+    expected = f"{old}: importance.{key} moved to importance.fast_path.options.{key}"
+    with pytest.raises(ConfigError) as info:
+        load_config(old)
+    assert str(info.value) == expected
+    with pytest.raises(ConfigError, match=f"^overrides: importance.{key} moved to importance.fast_path.options.{key}$"):
+        load_config(None, [f"importance.{key}=true"])
+    # where it moved, it loads
+    assert load_config(None, [f"importance.fast_path.options.{key}=true"]).importance.fast_path.options == {key: True}
+
+
+def test_removed_folded_key_is_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["importance.folded=auto"])
+    assert "importance.folded: the folded tier was removed" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_importance_config_has_no_model_specific_keys() -> None:
+    from autointerp.config import ImportanceConfig
+
+    assert not {"int8", "compile", "sparse", "lowrank", "folded"} & set(ImportanceConfig.model_fields)

@@ -12,14 +12,14 @@ from skips import skip_unless_available
 
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import bound_pass, evaluate_chunk
-from autointerp.importance.inception import (
+from autointerp.importance.fastpaths.inceptionv1.path import (
     InceptionMixed5aPath,
     OpenPairs,
     reference_tail,
     supports_inception_mixed5a,
 )
+from autointerp.importance.fastpaths.inceptionv1.synthetic import hooked_forward_logits, rescaled_inceptionv1
 from autointerp.importance.naive import naive_importance
-from autointerp.importance.synthetic import hooked_forward_logits, rescaled_inceptionv1
 from autointerp.importance.topk import boundary_radius, topk_correct, true_logprob
 
 torch.set_num_threads(2)
@@ -48,15 +48,13 @@ def _setup(model: torch.nn.Module, n: int = 4, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def perturbed():
-    """A random InceptionV1 with trained-like activation and logit scales (see autointerp.importance.synthetic)."""
+    """A random InceptionV1 with trained-like activation and logit scales (see fastpaths.inceptionv1.synthetic)."""
     model = rescaled_inceptionv1(seed=0, example=torch.rand(2, 3, 224, 224) * 255 - 117)
     return (model, *_setup(model, n=3))
 
 
-def fast_counts(
-    model, acts, labels, feats, ablation, compile=False, int8=True, folded="auto", sparse="auto", lowrank="auto"
-):
-    path = InceptionMixed5aPath(model, compile=compile, int8=int8, folded=folded, sparse=sparse, lowrank=lowrank)
+def fast_counts(model, acts, labels, feats, ablation, compile=False, int8=True, sparse="auto", lowrank="auto"):
+    path = InceptionMixed5aPath(model, compile=compile, int8=int8, sparse=sparse, lowrank=lowrank)
     bp = bound_pass(path, acts.numpy(), labels.numpy(), feats, ablation, K, VALID, batch_size=4)
     tally, _ = evaluate_chunk(path, acts.numpy(), labels.numpy(), bp, feats, ablation, K, VALID, pair_batch=64)
     return tally, bp, path
@@ -75,7 +73,7 @@ def test_supports_only_mixed5a_of_lucent_inception(perturbed):
 
 
 def test_separable_maxpool_equals_max_pool2d():
-    from autointerp.importance.inception import _maxpool3
+    from autointerp.importance.fastpaths.inceptionv1.path import _maxpool3
 
     x = torch.randn(3, 5, 7, 7, generator=torch.Generator().manual_seed(0))
     x[0, 0] = -1.0  # constant negative map: the -inf padding must never win
@@ -180,21 +178,16 @@ def test_compiled_core_gives_the_same_counts_as_eager(perturbed):
     [({"int8": True, "sparse": False, "lowrank": False}, ("int8",), range(1, 832, 2)),
      ({"int8": True, "sparse": False, "lowrank": True}, ("lowrank", "int8"), range(0, 832, 2)),
      ({"int8": False, "sparse": True}, ("lowrank", "sparse"), range(1, 832, 2)),
-     ({"int8": False, "folded": True, "sparse": False, "lowrank": False}, ("folded", "exact_5x5"), range(0, 832, 2)),
-     ({"int8": False, "folded": False, "sparse": True, "lowrank": False}, ("sparse",), range(1, 832, 4)),
-     ({"int8": False, "folded": True, "sparse": True, "lowrank": False}, ("folded", "sparse"), range(3, 832, 4)),
-     ({"int8": True, "sparse": True, "lowrank": False}, ("int8", "sparse"), range(0, 832, 2)),
-     ({"int8": False, "folded": True, "sparse": True, "lowrank": True}, ("lowrank", "folded", "sparse"),
-      range(1, 832, 2))],
-    ids=["int8", "lowrank+int8", "lowrank+sparse", "folded", "sparse", "folded+sparse", "int8+sparse",
-         "lowrank+folded+sparse"],
+     ({"int8": False, "sparse": True, "lowrank": False}, ("sparse",), range(1, 832, 4)),
+     ({"int8": True, "sparse": True, "lowrank": False}, ("int8", "sparse"), range(0, 832, 2))],
+    ids=["int8", "lowrank+int8", "lowrank+sparse", "sparse", "int8+sparse"],
 )  # fmt: skip
 def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, settings, tiers, features):
-    """The int8 tier, the rank-one tier before the int8 or the sparse tier, the folded-mask tier with its
-    exact 5x5 stage, the sparse exact tier, the folded or the int8 tier then the sparse tier only change
+    """The int8 tier, the rank-one tier before the int8 or the sparse tier, the sparse exact tier, the int8
+    tier then the sparse tier only change
     which pairs need float32 convolutions: same tallies without them, and every pair they decide
     agrees with the reference tail on the ablated activations."""
-    from autointerp.importance.quantized import int8_matmul_is_exact
+    from autointerp.importance.fastpaths.inceptionv1.quantized import int8_matmul_is_exact
 
     if settings["int8"] and not int8_matmul_is_exact():
         pytest.skip("torch._int_mm is missing or inexact here: the path runs without the int8 tier")
@@ -202,11 +195,9 @@ def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, setti
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
     feats = list(features)
     with_tier, bp, path = fast_counts(model, acts, labels, feats, ablation, **settings)
-    without, _, plain = fast_counts(
-        model, acts, labels, feats, ablation, int8=False, folded=False, sparse=False, lowrank=False
-    )
+    without, _, plain = fast_counts(model, acts, labels, feats, ablation, int8=False, sparse=False, lowrank=False)
     # the tiers asked for decide pairs, the others none
-    for tier in ("lowrank", "int8", "folded", "exact_5x5", "sparse"):
+    for tier in ("lowrank", "int8", "sparse"):
         assert (path.pairs[tier] > 0) == (tier in tiers) and plain.pairs[tier] == 0
     assert plain.pairs["exact"] == sum(path.pairs[t] for t in tiers) + path.pairs["exact"]
     assert with_tier.correct_to_wrong.tolist() == without.correct_to_wrong.tolist()
@@ -228,8 +219,8 @@ def test_tier_decides_pairs_exactly_as_the_float32_convolutions(perturbed, setti
 
 def test_bfloat16_products_give_the_same_counts_as_float32(perturbed, monkeypatch):
     """The int8 tier's classifier products in bfloat16 (with their wider bound) or float32: same tallies."""
-    from autointerp.importance import products
-    from autointerp.importance.quantized import int8_matmul_is_exact
+    from autointerp.importance.fastpaths.inceptionv1 import products
+    from autointerp.importance.fastpaths.inceptionv1.quantized import int8_matmul_is_exact
 
     if not (int8_matmul_is_exact() and products.bf16_matmul_is_accurate()):
         pytest.skip("int8 or bfloat16 products are inexact here: nothing to compare")
@@ -244,7 +235,7 @@ def test_bfloat16_products_give_the_same_counts_as_float32(perturbed, monkeypatc
     assert path_low.lin_products["3"].bf16 and path_low.rem_products["5"].bf16
     assert not path_full.lin_products["3"].bf16 and path_full.lin_products["3"].rel == 1e-4
     assert path_low.pairs["int8"] > 0 and path_full.pairs["int8"] > 0
-    # the exact stages' products (folded, exact 5x5, sparse) stay float32 with bfloat16 on: same changes,
+    # the exact tiers' products (sparse, rank-one) stay float32 with bfloat16 on: same changes,
     # and a bound about as tight (the remainder product only rounds up to bfloat16)
     lin = torch.randn(6, 384, generator=torch.Generator().manual_seed(1))
     w_t = path_low.w35[:6, :384]
@@ -293,49 +284,11 @@ def _planted_margins(path, acts, labels, ablation):
     return state, b, c, u, d, tol, k, truth
 
 
-def test_folded_tier_is_sound_at_planted_margins(perturbed):
-    """As for the int8 tier: whatever the folded-mask tier decides at margins planted beside the exact
-    change must match the exact outcome (its bounds, not luck, carry the decisions)."""
+def test_sparse_state_holds_the_networks_baseline_pre_activations(perturbed):
+    """The 3x3 branch's baseline pre-activations the sparse tier starts from are the network's."""
     model, _, acts, labels = perturbed
-    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
-    path = InceptionMixed5aPath(model, int8=False, folded=True)
-    state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
-    # the operator norms it reuses from the path are the ones it would compute itself
-    from autointerp.importance.folded import FoldedConv
-
-    assert path.f3.op == FoldedConv(path.k3, 1, (7, 7)).op and path.f5.op == FoldedConv(path.k5, 2, (7, 7)).op
-    rows = torch.arange(len(b))
-    op = OpenPairs(state, labels, u, rows, b, d, tol, k, VALID)
-    decided, correct, interval3 = path._folded_tier(op)
-    assert 0 < int(decided.sum()) < len(b)
-    assert torch.equal(correct[decided], truth[decided])
-    # then the exact 5x5 stage on the pairs left open, with the 3x3 branch's interval
-    rest = torch.nonzero(~decided)[:, 0]
-    decided5, correct5, q5 = path._exact_5x5_stage(op.subset(rest), interval3[:, rest])
-    assert 0 < int(decided5.sum()) < len(rest)
-    assert torch.equal(correct5[decided5], truth[rest][decided5])
-    # its pooled 5x5 outputs are the network's on the ablated bottleneck (float32 rounding apart)
-    after3, after5 = path._bottlenecks_after(state, acts, b[rest], c[rest], u.target[rest])
-    _, q5_direct = path._branches_3x3_5x5(after3, after5)
-    torch.testing.assert_close(q5, q5_direct, rtol=1e-4, atol=1e-4)
-    # its change of every d_j is the network's, within its rounding bound
-    w5 = path.W[:, 768:896].double()
-    ref5 = (q5_direct.double() - torch.relu(state.r5).mean((2, 3)).double()[b[rest]]) @ w5.T
-    ref5 = ref5.gather(1, labels[b[rest]][:, None]) - ref5
-    moved5, rounding5, _ = path._exact_5x5_change(op.subset(rest))
-    assert bool(((moved5 - ref5).abs() <= rounding5 + 1e-5 * ref5.abs().amax(1, keepdim=True)).all())
-    assert float(rounding5.amax()) < 0.1 * float(ref5.abs().amax())  # worst-case float32 sums, still useful
-    # given the 3x3 branch's exact change (an interval of width 0), only rounding is left open:
-    # the stage must decide nearly every pair, and rightly
-    after3, after5 = path._bottlenecks_after(state, acts, b, c, u.target)
-    q3, _ = path._branches_3x3_5x5(after3, after5)
-    w3 = path.W[:, 384:768].double()
-    move3 = (q3.double() - torch.relu(state.r3).mean((2, 3)).double()[b]) @ w3.T
-    zero = torch.zeros_like(move3)
-    exact3 = torch.stack((move3.gather(1, labels[b][:, None]) - move3, zero, zero))
-    decided5, correct5, _ = path._exact_5x5_stage(op, exact3)
-    assert float(decided5.double().mean()) > 0.95
-    assert torch.equal(correct5[decided5], truth[decided5])
+    path = InceptionMixed5aPath(model, int8=False, sparse=True)
+    state = path.prepare(acts)
     # its baseline pre-activations are the network's
     with torch.no_grad():
         b3 = torch.relu(path.module.mixed5b_3x3_bottleneck_pre_relu_conv(acts))
@@ -349,7 +302,7 @@ def test_sparse_tier_is_sound_and_decides_nearly_all_at_planted_margins(perturbe
     decision is the exact outcome; its pooled outputs are the network's convolutions'."""
     model, _, acts, labels = perturbed
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
-    path = InceptionMixed5aPath(model, int8=False, folded=False, sparse=True)
+    path = InceptionMixed5aPath(model, int8=False, sparse=True)
     state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
     op = OpenPairs(state, labels, u, torch.arange(len(b)), b, d, tol, k, VALID)
     decided, correct, logprob, evaluated = path._sparse_tier(op)
@@ -387,7 +340,7 @@ def _rank_one_tier_at_planted_margins(perturbed):
     b, c, u, truth, op, (decided, correct, interval5))``."""
     model, _, acts, labels = perturbed
     ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", (832, 7, 7))
-    path = InceptionMixed5aPath(model, int8=False, folded=False, sparse=True, lowrank=True)
+    path = InceptionMixed5aPath(model, int8=False, sparse=True, lowrank=True)
     state, b, c, u, d, tol, k, truth = _planted_margins(path, acts, labels, ablation)
     op = OpenPairs(state, labels, u, torch.arange(len(b)), b, d, tol, k, VALID)
     return path, acts, labels, b, c, u, truth, op, path._lowrank_tier(op)
@@ -448,7 +401,7 @@ def test_staged_sparse_tier_decides_most_pairs_with_the_3x3_branch_alone(perturb
 def test_int8_tier_is_sound_at_planted_margins(perturbed):
     """Margins planted just beside each pair's exact 3x3/5x5 logit change: whatever the int8 tier
     decides must match the exact outcome, so its error bounds (not luck) carry the decisions."""
-    from autointerp.importance.quantized import int8_matmul_is_exact
+    from autointerp.importance.fastpaths.inceptionv1.quantized import int8_matmul_is_exact
 
     if not int8_matmul_is_exact():
         pytest.skip("torch._int_mm is missing or inexact here: the path runs without the int8 tier")

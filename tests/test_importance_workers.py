@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from autointerp.importance.ablation import Ablation
-from autointerp.importance.inception import InceptionMixed5aPath, inception_parts, reference_tail
-from autointerp.importance.synthetic import rescaled_inceptionv1, trained_like_labels
+from autointerp.importance.fastpaths.inceptionv1.path import InceptionMixed5aPath, inception_parts, reference_tail
+from autointerp.importance.fastpaths.inceptionv1.synthetic import rescaled_inceptionv1, trained_like_labels
 from autointerp.importance.workers import (
     Unit,
     UnitJob,
@@ -151,7 +151,7 @@ def _inception_run(root, **importance):
             "label_mapping": {"type": "identity", "offset": 1},  # output 0 is a dummy
             "activations": {"batch_size": 4, "top_k": 2, "dtype": "float16"},
             "importance": {"k": 10, "features": [0, 5, 411, 831], "chunk_size": 2, "segment_images": 4,
-                           "batch_size": 4, "compile": False, **importance},
+                           "batch_size": 4, "fast_path": {"options": {"compile": False}}, **importance},
         }
     )  # fmt: skip
     ctx = RunContext.create(cfg, root)

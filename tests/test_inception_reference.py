@@ -1,7 +1,7 @@
 """An independent reference for the InceptionV1 ``mixed5a`` fast path (issue 27, item 8).
 
-The reference used elsewhere (:func:`~autointerp.importance.synthetic.hooked_forward_logits`) computes the logits
-with :func:`~autointerp.importance.inception.reference_tail`, which the fast path shares, so a bug there would
+The reference used elsewhere (:func:`~fastpaths.inceptionv1.synthetic.hooked_forward_logits`) computes the logits
+with :func:`~fastpaths.inceptionv1.path.reference_tail`, which the fast path shares, so a bug there would
 hide in both. Here nothing of :mod:`autointerp.importance` computes the reference: lucent's own
 ``InceptionV1.forward`` runs on real ImageNet images (64 px upscaled to 224) with a forward hook on its
 ``mixed5a`` module that replaces channel ``c`` by its mean (over the images, per channel or per channel and
@@ -11,7 +11,7 @@ correct when fewer than k other real outputs have a strictly larger logit. Each 
 k−1 or k of its own logits, so it sits at the top-k boundary and ablations flip it; a random-init model (torch's
 default initialisation, seeded; per-channel means) and a rescaled one with trained-like logit spreads (per-channel
 and per-position means) are checked, and the fast path runs with its int8 tier and with its float tiers (sparse,
-low-rank, folded). (The random-init model with per-position means flips no pair of these: left out.)
+low-rank). (The random-init model with per-position means flips no pair of these: left out.)
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import evaluate_segment
-from autointerp.importance.inception import InceptionMixed5aPath, supports_inception_mixed5a
-from autointerp.importance.synthetic import rescaled_inceptionv1
+from autointerp.importance.fastpaths.inceptionv1.path import InceptionMixed5aPath, supports_inception_mixed5a
+from autointerp.importance.fastpaths.inceptionv1.synthetic import rescaled_inceptionv1
 from autointerp.models.inceptionv1 import load_inceptionv1
 
 K = 10
@@ -36,8 +36,8 @@ REAL[1:1001] = True  # the study's 1000 classes; 0 and 1001-1007 are dummy outpu
 IMAGE_ROWS = [3, 250, 511, 777]  # rows of imagenet_sample_64.npz
 FEATURES = sorted(np.random.default_rng(0).choice(832, 40, replace=False).tolist())
 TIERS = {  # fast-path settings: the int8 tier first, or float32 tiers only
-    "int8": dict(compile=False, int8=True, folded=False, sparse=False, lowrank=False),
-    "float_tiers": dict(compile=False, int8=False, folded=True, sparse=True, lowrank=True),
+    "int8": dict(compile=False, int8=True, sparse=False, lowrank=False),
+    "float_tiers": dict(compile=False, int8=False, sparse=True, lowrank=True),
 }
 
 

@@ -1,4 +1,4 @@
-"""Rank-one tier (autointerp.importance.lowrank): the pooled change of the rank-one part and a sound
+"""Rank-one tier (fastpaths.inceptionv1.lowrank): the pooled change of the rank-one part and a sound
 radius around it, against float64 references."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from conv_cases import random_conv
 from skips import skip_unless_available
 from torch import nn
 
-from autointerp.importance import native
-from autointerp.importance.bottleneck import BottleneckChange
-from autointerp.importance.lowrank import RankOneConv
+from autointerp.importance.fastpaths.inceptionv1 import native
+from autointerp.importance.fastpaths.inceptionv1.bottleneck import BottleneckChange
+from autointerp.importance.fastpaths.inceptionv1.lowrank import RankOneConv
 
 torch.set_num_threads(2)
 

@@ -1,4 +1,4 @@
-"""keep_freed_memory (autointerp.importance.memory): freed megabyte-sized tensors are reused, not faulted in again."""
+"""keep_freed_memory (fastpaths.inceptionv1.memory): freed megabyte-sized tensors are reused, not faulted in again."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ _SCRIPT = textwrap.dedent(
     """
     import ctypes, sys
     import torch
-    from autointerp.importance.memory import keep_freed_memory
+    from autointerp.importance.fastpaths.inceptionv1.memory import keep_freed_memory
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(name, ctypes.c_size_t) for name in
@@ -51,6 +51,6 @@ def test_freed_tensors_stay_in_the_heap_for_reuse():
 
 
 def test_keep_freed_memory_is_idempotent():
-    from autointerp.importance.memory import keep_freed_memory
+    from autointerp.importance.fastpaths.inceptionv1.memory import keep_freed_memory
 
     assert keep_freed_memory() is keep_freed_memory()

@@ -1,4 +1,4 @@
-"""Native loops (autointerp.importance.native): built once into the cache, checked arguments, and a
+"""Native loops (fastpaths.inceptionv1.native): built once into the cache, checked arguments, and a
 clear fallback where no compiler is found."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from skips import skip_unless_available
 
-from autointerp.importance import native
+from autointerp.importance.fastpaths.inceptionv1 import native
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_fit_matches_pytorch_in_the_network_channel_order(channels):
     ``δ`` gives ``α = 0`` (no division by zero)."""
     if native.kernels() is None:
         skip_unless_available("native loops unavailable here (no C compiler)")
-    from autointerp.importance.lowrank import _fit
+    from autointerp.importance.fastpaths.inceptionv1.lowrank import _fit
 
     gen = torch.Generator().manual_seed(channels)
     dq = torch.randn(6, 7, 7, channels, generator=gen)
@@ -115,7 +115,7 @@ def test_fit_from_pre_activations_matches_the_fit_of_the_formed_change(channels)
     pairs share images and rows come out of order."""
     if native.kernels() is None:
         skip_unless_available("native loops unavailable here (no C compiler)")
-    from autointerp.importance.bottleneck import bottleneck_change
+    from autointerp.importance.fastpaths.inceptionv1.bottleneck import bottleneck_change
 
     gen = torch.Generator().manual_seed(channels)
     pre = torch.randn(3, 7, 7, channels, generator=gen)
@@ -170,7 +170,7 @@ def test_the_temporary_folder_is_refused_when_others_could_have_written_it(fresh
 
 def test_a_larger_kernel_than_the_loop_handles_runs_in_pytorch():
     """A 9x9 convolution: the rank-one tier uses its PyTorch code (the C loop handles up to 7x7)."""
-    from autointerp.importance.lowrank import RankOneConv
+    from autointerp.importance.fastpaths.inceptionv1.lowrank import RankOneConv
 
     conv = torch.nn.Conv2d(8, 16, 9, padding=4)
     assert not RankOneConv(conv, 4, (5, 5), native=True).native

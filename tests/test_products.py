@@ -1,11 +1,11 @@
-"""bfloat16 products with sound bounds (autointerp.importance.products), against float64 references."""
+"""bfloat16 products with sound bounds (fastpaths.inceptionv1.products), against float64 references."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from autointerp.importance.products import (
+from autointerp.importance.fastpaths.inceptionv1.products import (
     BF16_REL,
     BoundedProduct,
     UpperProduct,
@@ -87,7 +87,7 @@ def test_accuracy_check_is_a_bool_and_consistent():
 
 
 def test_bf16_choice_auto_needs_speed_as_well_as_accuracy(monkeypatch):
-    from autointerp.importance import products
+    from autointerp.importance.fastpaths.inceptionv1 import products
 
     b = torch.ones(8, 4)
     monkeypatch.setattr(products, "bf16_matmul_is_accurate", lambda: True)

@@ -1,4 +1,4 @@
-"""Int8 tier (autointerp.importance.quantized): its bounds hold against float64 references."""
+"""Int8 tier (fastpaths.inceptionv1.quantized): its bounds hold against float64 references."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autointerp.importance.quantized import Int8Conv, image_blocks, int8_matmul_is_exact
+from autointerp.importance.fastpaths.inceptionv1.quantized import Int8Conv, image_blocks, int8_matmul_is_exact
 
 torch.set_num_threads(2)
 

@@ -1,4 +1,4 @@
-"""Sparse exact tier (autointerp.importance.sparse): a branch's pooled change from the rank-1 part
+"""Sparse exact tier (fastpaths.inceptionv1.sparse): a branch's pooled change from the rank-1 part
 and the sparse correction, against float64 convolutions."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autointerp.importance.sparse import SparseExactConv
+from autointerp.importance.fastpaths.inceptionv1.sparse import SparseExactConv
 
 torch.set_num_threads(2)
 

@@ -1,4 +1,4 @@
-"""Timing probes that decide whether low-precision products are worth using (autointerp.importance.speed)."""
+"""Timing probes that decide whether low-precision products are worth using (fastpaths.inceptionv1.speed)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from autointerp.importance import inception
-from autointerp.importance.speed import speedup
+from autointerp.importance.fastpaths.inceptionv1 import path as inception
+from autointerp.importance.fastpaths.inceptionv1.speed import speedup
 
 
 def test_speedup_orders_a_fast_and_a_slow_function():

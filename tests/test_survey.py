@@ -368,7 +368,9 @@ def test_attention_flags_in_the_export(run: Path, tmp_path: Path) -> None:
     assert flags["badcheck"] == ("0", "0", "1")
     assert flags["flaky"][0] == "1" and int(flags["flaky"][1]) >= 3 and flags["flaky"][2] == "1"
     assert all(int(r["neuron"]) >= 0 for r in rows), "the check item is never exported as a feature"
-    assert len(human.read_answers(out)) == 9  # the repeat is not a duplicate row for the importer
+    read = human.read_answers(out)  # the repeat is not a duplicate row for the importer (else an error)
+    assert len(read) == 3 and set(read.participant) == {"good"}  # the flagged participants are left out
+    assert any("badcheck, flaky" in note for note in read.notes)
     kept = export_answers(run, tmp_path / "kept.csv", db=survey.db_path, drop_excluded=True)
     assert (kept.rows, kept.participants) == (3, 1)
 

@@ -17,9 +17,8 @@ With ``per_image=True`` both steps also return each (image, feature) pair's outc
 (:class:`ImageOutcomes`), which the stage saves for the importance reliability estimates
 (:mod:`autointerp.importance.reliability`); the tallies are the same either way.
 
-Importing this module calls :func:`~autointerp.importance.memory.keep_freed_memory` (glibc keeps
-freed memory for reuse instead of page-faulting it in again: about 12 % of the exact path's time; it
-must happen before worker threads start allocating, hence at import rather than in either step).
+Model-specific paths (:mod:`autointerp.importance.fastpaths`) implement the same :class:`AblationPath`
+protocol; this module knows none of them.
 """
 
 from __future__ import annotations
@@ -33,10 +32,7 @@ import numpy as np
 import torch
 
 from autointerp.importance.ablation import Ablation, FeatureTally
-from autointerp.importance.memory import keep_freed_memory
 from autointerp.importance.topk import boundary_radius, topk_correct, true_logprob
-
-keep_freed_memory()  # at import: before worker threads start allocating (module doc)
 
 
 @dataclass
@@ -53,6 +49,12 @@ class AblationPath(Protocol):
     """A way to evaluate ablations from cached activations (see :mod:`autointerp.importance.paths`)."""
 
     name: str
+    #: pairs decided so far per tier of the path, and wall seconds per part (empty where it has no tiers)
+    pairs: dict[str, int]
+    seconds: dict[str, float]
+
+    def describe(self) -> dict[str, str]:
+        """What the stage's summary records about the path (at least ``{"path": name}``)."""
 
     def logits_and_grad(
         self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
@@ -253,8 +255,7 @@ def evaluate_segment(
     """Both steps for the images ``acts`` (e.g. a slice of the cache) and ``features`` together.
 
     Every feature of an image batch is evaluated before the next batch, so the path's per-image
-    state (:meth:`AblationPath.prepare`) is computed once per image for all of ``features``: with
-    InceptionV1 four chunks of 208 features took about 10 % longer than one of 832. Tallies add up
+    state (:meth:`AblationPath.prepare`) is computed once per image for all of ``features``. Tallies add up
     over segments of images, so a run resumes segment by segment. ``stats``: boundary fallbacks,
     bound-pass seconds and, with ``per_image``, every pair's outcome (``"outcomes"``, :class:`ImageOutcomes`).
     """

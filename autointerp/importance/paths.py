@@ -22,10 +22,19 @@ class TailPath:
 
     def __init__(self, tail: nn.Module, example: torch.Tensor | None = None) -> None:
         self.tail = tail.eval()
+        self.pairs: dict[str, int] = {}  # no tiers: nothing to count
+        self.seconds: dict[str, float] = {}
         self.bound: TailBound | None = None
         self.bound_reason = "no example given"
         if example is not None:
             self.bound, self.bound_reason = analyse_tail(self.tail, example[:1].float())
+
+    def describe(self) -> dict[str, str]:
+        """The path's name, and why its bound is off where it is."""
+        info = {"path": self.name}
+        if self.bound_reason is not None:
+            info["bound"] = self.bound_reason
+        return info
 
     def logits_and_grad(
         self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor

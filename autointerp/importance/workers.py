@@ -1,15 +1,15 @@
 """Units of exact importance work in worker processes, one PyTorch thread each.
 
 A *unit* is a chunk of features over a segment of images (:func:`evaluate_unit`); its tallies are
-saved on their own and add up over segments, so units are independent. On CPUs the InceptionV1
-path spends much of its time in small tensor operations and Python between them, which one process
-cannot spread over its intra-op threads: two processes with one thread each did the same 832 × 256
-ablations 1.3× faster than one process with two threads (2-core Xeon VM, four alternating rounds in
-one run: best 21.7 s against 28.1 s). :class:`WorkerPool` runs units that way.
+saved on their own and add up over segments, so units are independent. A path that spends much of its
+time in small tensor operations and Python between them (as the fast paths of
+:mod:`autointerp.importance.fastpaths` do) cannot spread that over one process's intra-op threads, so
+:class:`WorkerPool` runs units in processes with one thread each (figures: docs/performance.md).
 
-* Workers start with the ``spawn`` method (a forked PyTorch with OpenMP threads can hang), build the
-  path from a picklable factory, memory-map the activation cache themselves (nothing large is
-  pickled but the model) and ignore Ctrl-C: the parent stops them.
+* Workers start with the ``spawn`` method (a forked PyTorch with OpenMP threads can hang), apply the
+  process settings the job asks for (``UnitJob.prepare_process``), build the path from a picklable
+  factory, memory-map the activation cache themselves (nothing large is pickled but the model) and
+  ignore Ctrl-C: the parent stops them.
 * Results come back to the parent, which saves them (atomically), so the run folder has one writer
   and an interrupted run resumes from the units already saved.
 * A unit's counts never depend on threads; its float sums (the mean Δlog-probability column) can
@@ -37,7 +37,6 @@ import torch
 from autointerp.importance import engine
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import AblationPath, bound_pass, evaluate_chunk
-from autointerp.importance.native import kernels
 
 #: images of the first unit the optional warm-up runs (compiles every tier outside any timing)
 WARM_UP_IMAGES = 64
@@ -67,8 +66,10 @@ class UnitJob:
 
     ``acts_file``: the ``.npy`` activation cache, memory-mapped by each worker; ``threads``: PyTorch
     threads per worker; ``make_path``: builds the :class:`~autointerp.importance.engine.AblationPath`
-    (e.g. a ``functools.partial`` of its class with the model; only workers need it); ``warm_up``:
-    workers run :func:`warm_up` before they say they are ready."""
+    (e.g. a ``functools.partial`` of its class with the model; only workers need it); ``prepare_process``:
+    process-wide settings each worker applies first (e.g. a fast path's
+    :meth:`~autointerp.importance.fastpaths.FastPath.prepare_process`); ``warm_up``: workers run
+    :func:`warm_up` before they say they are ready."""
 
     acts_file: str
     labels: np.ndarray
@@ -78,6 +79,7 @@ class UnitJob:
     batch_size: int
     threads: int = 1
     make_path: Callable[[], AblationPath] | None = None
+    prepare_process: Callable[[], None] | None = None
     warm_up: bool = False
 
 
@@ -138,7 +140,7 @@ def evaluate_unit(
 ) -> UnitResult:
     """One unit (module doc) through ``path``; ``on_batch`` gets the images done after each batch;
     ``per_image``: also each pair's outcome (``UnitResult.outcomes``; same tallies)."""
-    pairs, seconds = dict(getattr(path, "pairs", {})), dict(getattr(path, "seconds", {}))
+    pairs, seconds = dict(path.pairs), dict(path.seconds)
     cpu = time.process_time()
     tally, stats = engine.evaluate_segment(  # looked up on the module: tests interrupt it there
         path, acts[unit.start : unit.end], job.labels[unit.start : unit.end], list(unit.features), job.ablation,
@@ -147,8 +149,8 @@ def evaluate_unit(
     return UnitResult(
         sums={name: getattr(tally, name) for name in tally.SUMS},
         fallback=int(stats["fallback"]),
-        tiers={t: v - pairs.get(t, 0) for t, v in getattr(path, "pairs", {}).items()},
-        seconds={t: v - seconds.get(t, 0.0) for t, v in getattr(path, "seconds", {}).items()},
+        tiers={t: v - pairs.get(t, 0) for t, v in path.pairs.items()},
+        seconds={t: v - seconds.get(t, 0.0) for t, v in path.seconds.items()},
         bound_pass_seconds=float(stats["bound_pass_seconds"]),
         cpu_seconds=time.process_time() - cpu,
         peak_rss_mb=peak_rss_mb(),
@@ -183,32 +185,16 @@ def warm_up(path: AblationPath, acts: np.ndarray, job: UnitJob) -> None:
     labels = job.labels[:n]
     bp = bound_pass(path, acts[:n], labels, few, job.ablation, job.k, job.valid, batch_size=n, use_bound=False)
     evaluate_chunk(path, acts[:n], labels, bp, few, job.ablation, job.k, job.valid, batch_size=n)
-    for name in ("pairs", "seconds"):  # the warm-up's own counts would mix into the first unit's
-        counters = getattr(path, name, None)
-        if isinstance(counters, dict):
-            counters.update(dict.fromkeys(counters, 0))
-
-
-def path_description(path: AblationPath) -> dict[str, str]:
-    """What the stage's summary says about a path: its name, whether its int8 tier runs (and why),
-    which optional tiers are on, and why its bound is off where it is."""
-    info = {"path": path.name}
-    if getattr(path, "int8_note", None):
-        info["int8_tier"] = path.int8_note
-    for tier in ("lowrank", "folded", "sparse"):
-        if hasattr(path, tier):
-            info[f"{tier}_tier"] = "on" if getattr(path, tier) else "off"
-    if getattr(path, "native", None) is not None:
-        info["native_loops"] = "on" if path.native and kernels() is not None else "off"
-    if getattr(path, "bound_reason", None) is not None:
-        info["bound"] = path.bound_reason
-    return info
+    for counters in (path.pairs, path.seconds):  # the warm-up's own counts would mix into the first unit's
+        counters.update(dict.fromkeys(counters, 0))
 
 
 def _worker_main(job: UnitJob, tasks: Any, results: Any, index: int) -> None:
     """A worker: build the path, say it is ready, then evaluate units until told to stop (``None``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
     try:
+        if job.prepare_process is not None:  # before any thread allocates
+            job.prepare_process()
         torch.set_num_threads(job.threads)
         if job.make_path is None:
             raise ValueError("UnitJob.make_path is needed in worker processes")
@@ -216,7 +202,7 @@ def _worker_main(job: UnitJob, tasks: Any, results: Any, index: int) -> None:
         acts = np.load(job.acts_file, mmap_mode="r")
         if job.warm_up:
             warm_up(path, acts, job)
-        results.put(("ready", index, path_description(path)))
+        results.put(("ready", index, path.describe()))
         while (task := tasks.get()) is not None:
             number, unit = task
             pairs_done = lambda n, f=len(unit.features): results.put(("progress", n * f, None))  # noqa: E731
@@ -230,7 +216,7 @@ class WorkerPool:
 
     Use as a context manager: entering starts the workers and waits until each has built its path
     (and warmed it up when ``job.warm_up``); :attr:`description` is then what the first one said
-    about its path (:func:`path_description`). Leaving stops them."""
+    about its path (:meth:`~autointerp.importance.engine.AblationPath.describe`). Leaving stops them."""
 
     def __init__(self, job: UnitJob, workers: int) -> None:
         if workers < 1:

@@ -5,13 +5,13 @@ minus the same number when channel ``c`` of the layer is replaced by its dataset
 or per channel and position: ``importance.mean_scope``). Methods (``importance.method``):
 
 * ``exact`` (default): cached activations through the adapter's tail only, many ablations per
-  pass, skipping (image, feature) pairs that a sound bound proves cannot change the count. For
-  InceptionV1 ``mixed5a`` a rank-1 path through ``mixed5b`` is used (its elementwise core compiled
-  with ``torch.compile`` when ``importance.compile``; pairs its cheap bounds leave open decided from
-  int8 convolutions with sound error bounds when ``importance.int8``); any other model/layer uses the
-  generic batched tail path (with a Lipschitz skip bound when the tail is a simple chain). Counts are
-  exact either way; the ``mean_delta_logprob_true`` column is exact only for pairs evaluated exactly
-  (``n_exact``) and a first-order estimate for skipped or bound-decided pairs.
+  pass, skipping (image, feature) pairs that a sound bound proves cannot change the count. The path
+  is the fast path that ``importance.fast_path`` selects from :mod:`autointerp.importance.fastpaths`
+  (``auto``: the first registered one that supports the model and layer) or else the generic engine:
+  the affine path where the tail is affine, the batched tail path otherwise (with a Lipschitz skip
+  bound when the tail is a simple chain). Counts are exact either way; the ``mean_delta_logprob_true``
+  column is exact only for pairs evaluated exactly (``n_exact``) and a first-order estimate for skipped
+  or bound-decided pairs.
 * ``attribution``: first-order estimate for all features from one backward pass (fast, approximate);
   compared with ``importance_exact.csv`` / ``importance_naive.csv`` when present.
 * ``naive``: one full forward pass of the model per feature with a hook (reference; slow).
@@ -25,19 +25,17 @@ where it stopped and ends with identical output.
 For the exact method it also writes how noisy both measures are (:mod:`autointerp.importance.reliability`):
 ``bootstrap.csv`` (per-feature bootstrap intervals over images) and ``reliability.json`` (split-half
 reliability across features), from the saved units: per image where the units hold each pair's outcome
-(every path but the InceptionV1 ``mixed5a`` one, whose units keep per-segment sums only), else per
-segment. A run whose table exists but whose reliability files do not gets them from its saved units.
+(the generic engine's paths, and fast paths with ``per_image_outcomes``), else per segment. A run
+whose table exists but whose reliability files do not gets them from its saved units.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from autointerp.importance.ablation import Ablation, FeatureTally
+    from autointerp.importance.fastpaths import SelectedPath
     from autointerp.importance.workers import Unit, UnitResult
     from autointerp.runfolder import RunContext
 
@@ -167,9 +166,9 @@ def _settings_key(ctx: RunContext, inputs: ImportanceInputs, method: str, featur
             "model": ctx.config.model.model_dump(mode="json"),
             "layer": ctx.config.layer,
             "cache": inputs.fingerprint(),
-            # 2: exact results per (chunk, segment of images); 3: the rank-one and sparse tiers take the 3x3
-            # branch first, so fewer pairs count as exactly evaluated (same counts, other log-probability
-            # sums); the other methods' files are unchanged
+            **({"fast_path": fast.key} if method == "exact" and (fast := fast_path(ctx, inputs)) else {}),
+            # raised when what a method's saved units hold changes (exact: 2 per segment of images, 3 a fast path's
+            # tiers changed which pairs count as exactly evaluated)
             "version": 3 if method == "exact" else 1,
         },
         sort_keys=True,
@@ -353,32 +352,24 @@ def _tally_arrays(t: FeatureTally) -> dict[str, np.ndarray]:
     return {name: getattr(t, name) for name in _TALLY_COLUMNS}
 
 
-def inception_path_factory(ctx: RunContext, inputs: ImportanceInputs) -> Callable[[], Any] | None:
-    """A picklable builder of the InceptionV1 ``mixed5a`` path for this run (for worker processes, which
-    build their own), or None where the run's model and layer have no such path. The int8 tier's
-    speed check runs here, once, so every worker decides alike."""
-    from autointerp.importance.inception import InceptionMixed5aPath, inception_parts, supports_inception_mixed5a
-    from autointerp.importance.quantized import int8_matmul_is_exact, int8_matmul_is_fast
+def fast_path(ctx: RunContext, inputs: ImportanceInputs) -> SelectedPath | None:
+    """The fast path ``importance.fast_path`` selects for the run's model and layer, with its validated
+    options, or None: the generic engine (:func:`~autointerp.importance.fastpaths.select_fast_path`)."""
+    from autointerp.importance.fastpaths import select_fast_path
 
-    n, c, h, w = inputs.shape
-    if not supports_inception_mixed5a(ctx.model.module, ctx.config.layer, (h, w)):
-        return None
-    cfg = ctx.config.importance
-    fast = int8_matmul_is_exact() and int8_matmul_is_fast() if cfg.int8 == "auto" else None
-    return functools.partial(
-        InceptionMixed5aPath, inception_parts(ctx.model.module), (h, w), compile=cfg.compile, int8=cfg.int8,
-        folded=cfg.folded, sparse=cfg.sparse, lowrank=cfg.lowrank, int8_fast=fast,
-    )  # fmt: skip
+    setting = ctx.config.importance.fast_path
+    return select_fast_path(setting.name, setting.options, ctx.model, ctx.config.layer, inputs.shape[1:])
 
 
-def choose_path(ctx: RunContext, inputs: ImportanceInputs):
-    """The fastest exact path for the run's model and layer (see :mod:`autointerp.importance`)."""
+def choose_path(ctx: RunContext, inputs: ImportanceInputs, fast: SelectedPath | None = None):
+    """The exact path for the run: ``fast``'s (see :func:`fast_path`; its process settings applied here,
+    where the path runs) or else the generic engine's affine or tail path."""
     from autointerp.importance.engine import read_cache
     from autointerp.importance.paths import TailPath
 
-    factory = inception_path_factory(ctx, inputs)
-    if factory is not None:
-        return factory()
+    if fast is not None:
+        fast.path.prepare_process()
+        return fast.factory(ctx.model, ctx.config.layer, inputs.shape[1:])()
     from autointerp.importance.affine import AffineTailPath, affine_jacobian
 
     example = read_cache(inputs.acts, slice(0, 4))
@@ -402,14 +393,14 @@ def exact_units(ctx: RunContext, inputs: ImportanceInputs, feats: list[int]) -> 
 
 def worker_plan(ctx: RunContext, inputs: ImportanceInputs, feats: list[int]) -> tuple[int, int]:
     """(worker processes, threads per unit) for the exact method (:func:`~autointerp.importance.workers.
-    resolve_workers`); one process wherever the run's path is not the InceptionV1 one."""
+    resolve_workers`); one process wherever the run's path is not a fast path that allows worker processes."""
     import torch
 
-    from autointerp.importance.inception import supports_inception_mixed5a
     from autointerp.importance.workers import resolve_workers
 
     workers, threads = resolve_workers(ctx.config.importance.workers, len(exact_units(ctx, inputs, feats)))
-    if workers > 1 and not supports_inception_mixed5a(ctx.model.module, ctx.config.layer, inputs.shape[2:]):
+    fast = fast_path(ctx, inputs)
+    if workers > 1 and not (fast is not None and fast.path.worker_processes):
         return 1, torch.get_num_threads()
     return workers, threads
 
@@ -429,8 +420,7 @@ def _exact_segments(
     (:mod:`autointerp.importance.workers`). Every finished unit is saved and reused; tallies add up in
     segment order, so a resumed run gives identical output."""
     from autointerp.importance.ablation import FeatureTally
-    from autointerp.importance.inception import supports_inception_mixed5a
-    from autointerp.importance.workers import UnitJob, WorkerPool, evaluate_unit, path_description
+    from autointerp.importance.workers import UnitJob, WorkerPool, evaluate_unit
 
     cfg = ctx.config.importance
     units = exact_units(ctx, inputs, feats)
@@ -438,6 +428,7 @@ def _exact_segments(
     info: dict[str, Any] = {}
     if todo:
         workers, threads = worker_plan(ctx, inputs, feats)
+        fast = fast_path(ctx, inputs)
         job = UnitJob(str(inputs.paths.acts), inputs.labels, ablation, valid, cfg.k, cfg.batch_size, threads)
 
         def save(unit: Unit, result: UnitResult) -> None:
@@ -461,17 +452,19 @@ def _exact_segments(
         # progress in ablations (feature × image pairs): the bar's ETA covers every chunk and segment
         total = sum(u.pairs for u in todo)
         if workers > 1:
-            job.make_path = inception_path_factory(ctx, inputs)
+            assert fast is not None  # worker_plan: only fast paths run in worker processes
+            job.make_path = fast.factory(ctx.model, ctx.config.layer, inputs.shape[1:])
+            job.prepare_process = fast.path.prepare_process
             print(f"[importance] {workers} worker processes, {threads} thread(s) each", file=sys.stderr)
             with WorkerPool(job, workers) as pool:
                 describe(pool.description)
                 with Progress(f"importance ({info['path']}, {workers} workers)", total, "ablations") as bar:
                     pool.run(todo, save, bar.advance)
         else:
-            path = choose_path(ctx, inputs)
-            describe(path_description(path))
-            # each pair's outcome is kept on every path but the InceptionV1 one (832 features x every image)
-            per_image = not supports_inception_mixed5a(ctx.model.module, ctx.config.layer, inputs.shape[2:])
+            path = choose_path(ctx, inputs, fast)
+            describe(path.describe())
+            # each pair's outcome, for per-image reliability: the generic engine's paths and fast paths that keep it
+            per_image = fast is None or fast.path.per_image_outcomes
             with Progress(f"importance ({path.name})", total, "ablations") as bar:
                 for unit in todo:
                     advance = lambda images, f=len(unit.features): bar.advance(images * f)  # noqa: E731
@@ -548,7 +541,7 @@ def _run_attribution(
     from autointerp.importance.attribution import agreement, attribution_importance
 
     cfg = ctx.config.importance
-    path = choose_path(ctx, inputs)
+    path = choose_path(ctx, inputs, fast_path(ctx, inputs))
     tail = path.tail
     whole = [feats]
     if not store.has(feats):

@@ -1,18 +1,18 @@
-"""Keep freed memory in the process, so the importance engine's large temporaries are not page-faulted in again.
+"""Keep freed memory in the process, so the fast path's large temporaries are not page-faulted in again.
 
-The exact path allocates and frees tensors of megabytes thousands of times per chunk (rank-1
+The InceptionV1 path allocates and frees tensors of megabytes thousands of times per chunk (rank-1
 updates of the bottleneck maps, int8 patch matrices and products, (pairs × outputs) margins). glibc
 serves such sizes with ``mmap`` and returns them to the system on ``free``, so every allocation
-touches fresh pages: about 290,000 minor page faults per 64 images × 832 features, and 12 % of the
-CPU time, measured on the 2-core developer VM. Raising glibc's mmap threshold to its 32 MiB maximum
-and its trim threshold to 1 GiB, with a single malloc arena (worker threads' own arenas release freed
-memory by their own rules), makes ``free`` keep that memory for the next allocation (about 455 faults
-for the same work). Freed memory up to the trim threshold then stays in the process's resident set.
+touches fresh pages. Raising glibc's mmap threshold to its 32 MiB maximum and its trim threshold to
+1 GiB, with a single malloc arena (worker threads' own arenas release freed memory by their own
+rules), makes ``free`` keep that memory for the next allocation (figures: docs/performance.md). Freed
+memory up to the trim threshold then stays in the process's resident set.
 
 :func:`keep_freed_memory` applies this once per process where the C library is glibc (Linux); it
-is a no-op returning False elsewhere, and results never depend on it. Call it before worker threads
-start allocating: :mod:`autointerp.importance.engine` calls it when imported. Called later, after
-threads had their own arenas, it took effect in only about two of three runs.
+is a no-op returning False elsewhere, and results never depend on it. It is process-wide, so nothing
+calls it on import: a process that runs the path asks for it explicitly
+(:meth:`~autointerp.importance.fastpaths.FastPath.prepare_process`, called by each worker process
+before it allocates, and by the stage where it runs the path in its own process).
 """
 
 from __future__ import annotations

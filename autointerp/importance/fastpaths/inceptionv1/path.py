@@ -15,28 +15,21 @@ pre-activations: ``P' = P + w_c ⊗ δ``. Per pair the path works in four tiers:
    fit of their bottleneck change, ``Δq = α ⊗ δ + S`` with the ablated channel's spatial change ``δ``:
    the rank-one part's pooled change exactly (one small product and a single-channel convolution per
    pair) and the rest within ``L·||S|| / √HW``, about a third of tier 2's radius
-   (:mod:`autointerp.importance.lowrank`); it decides about 60 % of the pairs tier 2 leaves, at about
-   a quarter of the sparse tier's cost per pair (and hands the 5×5 branch's interval to the int8 or
+   (:mod:`.lowrank`); it decides most of the pairs tier 2 leaves, at a fraction of
+   the sparse tier's cost per pair (and hands the 5×5 branch's interval to the int8 or
    the sparse tier). The 3×3 branch goes first, with the 5×5 branch's tier-2 radius; only the pairs
    that leaves open (about half) pay for the 5×5 branch, which costs about as much as the 3×3 one;
 3. (when ``int8``) the 3×3 and 5×5 branch changes from int8 convolutions in exact integer arithmetic,
-   with sound error bounds (:mod:`autointerp.importance.quantized`): the linear part of each branch's
+   with sound error bounds (:mod:`.quantized`): the linear part of each branch's
    pooled change is known to a small error and the ReLU-crossing remainder is bounded elementwise,
    which decides nearly all pairs tier 2 leaves, at about half the float32 convolutions' cost (their
    products with the classifier run in bfloat16, also with sound bounds:
-   :mod:`autointerp.importance.products`);
-3b. (when ``folded``: by default only where the int8 and sparse tiers are both off) each branch's
-   linear part exactly, as one matrix-vector product per pair with the image's mask folded into
-   the weights, and its ReLU-crossing remainder bounded from per-image constants
-   (:mod:`autointerp.importance.folded`): about a tenth of a convolution's cost per pair; it decides
-   about 60 % of the pairs tier 2 leaves. Without the sparse tier, the 5×5 branch's change from its
-   own convolution (a fifth of the cost) with the 3×3 branch's folded interval then decides about
-   30 % more, and the others need only the 3×3 convolution in step 4;
-3c. (when ``sparse``: by default where the int8 tier is off) both branches' changes exactly, up to
+   :mod:`.products`);
+3b. (when ``sparse``: by default where the int8 tier is off) both branches' changes exactly, up to
    bounded float32 rounding, from a rank-1 part (each bottleneck channel's majority sign in the
    image) plus a sparse correction on the image's minority-sign entries and the ablation's sign
-   flips (:mod:`autointerp.importance.sparse`): about 60–70 % of the float32 convolutions' time per pair.
-   It decides every pair except those within rounding of the top-k boundary (~0.3 %). After the
+   flips (:mod:`.sparse`), cheaper than the float32 convolutions per pair.
+   It decides every pair except those within rounding of the top-k boundary. After the
    rank-one tier it computes the 3×3 branch first, with the 5×5 branch's rank-one interval: that
    decides about two thirds of its pairs, and only the others pay for the 5×5 branch (about a third
    of the tier's cost);
@@ -56,22 +49,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from autointerp.importance.ablation import Ablation
-from autointerp.importance.bottleneck import BottleneckChange, bottleneck_change
-from autointerp.importance.compiled import compiled_or_eager
 from autointerp.importance.engine import PairResult
-from autointerp.importance.folded import FoldedConv, FoldedImage
-from autointerp.importance.lipschitz import conv_operator_norm
-from autointerp.importance.lowrank import RankOneConv
-from autointerp.importance.products import BoundedProduct, UpperProduct
-from autointerp.importance.quantized import (
+from autointerp.importance.fastpaths.inceptionv1.bottleneck import BottleneckChange, bottleneck_change
+from autointerp.importance.fastpaths.inceptionv1.compiled import compiled_or_eager
+from autointerp.importance.fastpaths.inceptionv1.lowrank import RankOneConv
+from autointerp.importance.fastpaths.inceptionv1.products import BoundedProduct, UpperProduct
+from autointerp.importance.fastpaths.inceptionv1.quantized import (
     Int8Conv,
     image_blocks,
     int8_matmul_is_exact,
     int8_matmul_is_fast,
-    window_sums,
 )  # fmt: skip
+from autointerp.importance.fastpaths.inceptionv1.sparse import SparseExactConv
+from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.rounding import SAFETY as _SAFETY
-from autointerp.importance.sparse import SparseExactConv
 from autointerp.importance.topk import (
     class_subset,
     decide_interval,
@@ -138,7 +129,7 @@ class ReferenceTail(nn.Module):
 
 def _maxpool3(x: torch.Tensor) -> torch.Tensor:
     """3×3 max-pool, stride 1, padded with -inf (as lucent's pool branch): the same values as
-    ``F.max_pool2d``, as separable maxima of shifted views (about 6× faster on CPU for 7×7 maps)."""
+    ``F.max_pool2d``, as separable maxima of shifted views (faster on CPU for 7×7 maps)."""
     h, w = x.shape[-2:]
     p = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
     rows = torch.maximum(torch.maximum(p[..., 0:h, :], p[..., 1 : h + 1, :]), p[..., 2 : h + 2, :])
@@ -300,7 +291,7 @@ class Rank1Update:
 @dataclass
 class _State:
     p1: torch.Tensor  # (B, 384, H, W) pre-activations
-    # (B, H, W, 192) / (B, H, W, 48) channels last (the int8 tier's layout: about 3x faster to quantise),
+    # (B, H, W, 192) / (B, H, W, 48) channels last (the int8 tier's layout: faster to quantise),
     # each image's channels in the order ``order3`` / ``order5``: those positive somewhere first
     p3: torch.Tensor
     p5: torch.Tensor
@@ -323,7 +314,7 @@ class _State:
     live3: torch.Tensor | None = None
     order5: torch.Tensor | None = None
     live5: torch.Tensor | None = None
-    # folded and sparse tiers: the 3x3 / 5x5 outputs' baseline pre-activations (B, out, H, W)
+    # sparse tier: the 3x3 / 5x5 outputs' baseline pre-activations (B, out, H, W)
     r3: torch.Tensor | None = None
     r5: torch.Tensor | None = None
     # rank-one tier: the same (B, H*W, out) channels last, and their mean |r| (B, out) (RankOneConv.baseline)
@@ -362,12 +353,12 @@ def _int8_choice(int8: bool | str, fast: bool | None = None) -> tuple[bool, str]
     """Whether the int8 tier runs, and a line saying why (for logs and the stage's summary); ``fast``:
     whether int8 products are faster here when already timed (else timed now)."""
     if int8 is False:
-        return False, "off (importance.int8: false)"
+        return False, "off (importance.fast_path.options.int8: false)"
     if not int8_matmul_is_exact():
         return False, "off: int8 matrix products are missing or inexact in this PyTorch"
     if int8 == "auto" and not (int8_matmul_is_fast() if fast is None else fast):
         return False, "off: int8 products are not faster than float32 on this CPU (no VNNI): float32 convolutions"
-    return True, "on" if int8 == "auto" else "on (importance.int8: true, even where not faster)"
+    return True, "on" if int8 == "auto" else "on (importance.fast_path.options.int8: true, even where not faster)"
 
 
 class InceptionMixed5aPath:
@@ -385,7 +376,6 @@ class InceptionMixed5aPath:
         tier2: bool = True,
         compile: bool = False,
         int8: bool | str = "auto",
-        folded: bool | str = "auto",
         sparse: bool | str = "auto",
         lowrank: bool | str = "auto",
         int8_fast: bool | None = None,
@@ -395,16 +385,13 @@ class InceptionMixed5aPath:
         the default: and faster than float32 here, :func:`int8_matmul_is_fast`, or ``int8_fast`` where
         the caller has timed that: worker processes get their parent's answer, so all decide alike;
         True: even where slow) or off (False). :attr:`int8_note` says which and why. ``sparse``: the
-        sparse exact tier (step 3c), "auto" (the default): where the int8 tier is off (True: after it
-        where it runs). ``folded``: the folded-mask tier (step 3b), "auto" (the default): where the
-        int8 and sparse tiers are both off. ``lowrank``: the rank-one tier (step 2b), "auto" (the
+        sparse exact tier (step 3b), "auto" (the default): where the int8 tier is off (True: after it
+        where it runs). ``lowrank``: the rank-one tier (step 2b), "auto" (the
         default): where the int8 tier is off or PyTorch runs on one thread here (True: also before the
         int8 tier with more threads, where it measured no faster). ``native``: the C loops of
-        :mod:`autointerp.importance.native` where they build (else, or False: PyTorch alone)."""
+        :mod:`.native` where they build (else, or False: PyTorch alone)."""
         if int8 not in (True, False, "auto"):
             raise ValueError(f"int8: expected True, False or 'auto', got {int8!r}")
-        if folded not in (True, False, "auto"):
-            raise ValueError(f"folded: expected True, False or 'auto', got {folded!r}")
         if sparse not in (True, False, "auto"):
             raise ValueError(f"sparse: expected True, False or 'auto', got {sparse!r}")
         if lowrank not in (True, False, "auto"):
@@ -427,15 +414,14 @@ class InceptionMixed5aPath:
         self._pooled: tuple[torch.Tensor, torch.Tensor] | None = None
         #: wall seconds spent per part of :meth:`evaluate` (for benchmarks and profiling)
         parts = (
-            "rank1_core", "bounds", "lowrank_tier", "int8_tier", "folded_tier", "exact_5x5", "sparse_tier",
-            "exact_convs",
+            "rank1_core", "bounds", "lowrank_tier", "int8_tier", "sparse_tier", "exact_convs",
         )  # fmt: skip
         self.seconds = dict.fromkeys(parts, 0.0)
-        #: pairs decided by each tier of :meth:`evaluate` (tier 2, the rank-one tier, the int8 tier, the folded
-        #: tier, its exact 5x5 stage, the sparse tier, exact convolutions), and how many pairs the int8, the
-        #: sparse and the rank-one tier evaluated the 5x5 branch for
+        #: pairs decided by each tier of :meth:`evaluate` (tier 2, the rank-one tier, the int8 tier, the sparse
+        #: tier, exact convolutions), and how many pairs the int8, the sparse and the rank-one tier evaluated
+        #: the 5x5 branch for
         self.pairs = {
-            "tier2": 0, "lowrank": 0, "int8": 0, "folded": 0, "exact_5x5": 0, "sparse": 0, "exact": 0,
+            "tier2": 0, "lowrank": 0, "int8": 0, "sparse": 0, "exact": 0,
             "int8_with_5x5": 0, "sparse_with_5x5": 0, "lowrank_with_5x5": 0,
         }  # fmt: skip
 
@@ -458,9 +444,8 @@ class InceptionMixed5aPath:
         all_outputs = torch.arange(self.W.shape[0])
         self.pn3 = pair_norms(self.W[:, 384:768], all_outputs)
         self.pn5 = pair_norms(self.W[:, 768:896], all_outputs)
-        # the 1x1 / pool branches' logit change, in float32 (512-term sums round by at most 4e-5 relative):
-        # bfloat16's bound, in the Cauchy-Schwarz form tier 2 needs, sent 11 % more pairs to the float32
-        # convolutions, which cost more than the product saved
+        # the 1x1 / pool branches' logit change in float32 (512-term sums round by at most 4e-5 relative): bfloat16's
+        # looser bound sent more pairs to the float32 convolutions than the cheaper product saved
         self.w1p_product = BoundedProduct(self.W[:, self.cols1p].T, float32_rel=4e-5, bf16=False)
         self.w1p_norms = torch.linalg.vector_norm(self.W[:, self.cols1p].double(), dim=1)  # (O,) ||W_j|| over them
         # operator norms of the 3x3 / 5x5 convolutions on zero-padded H×W maps
@@ -479,26 +464,17 @@ class InceptionMixed5aPath:
         self.a5_abs = col(k5abs @ self.w5b.double().abs())
         # the int8 tier (module doc, step 3)
         self.int8, self.int8_note = _int8_choice(int8, int8_fast)
-        # the sparse exact tier (module doc, step 3c) and the folded-mask tier (step 3b)
-        # sparse "auto": where the int8 tier is off. After it, on the ~2-5 % of pairs it leaves (one or two
-        # dozen per image), the sparse tier's per-image set-up makes it cost as much per pair as the float32
-        # convolutions (AMX Xeon: 480-660 against 470-670 µs, same pairs, alternating in one process)
+        # the sparse exact tier (module doc, step 3b); "auto": where the int8 tier is off (on the few pairs the
+        # int8 tier leaves, its per-image set-up costs as much as the float32 convolutions)
         self.sparse = sparse is True or (sparse == "auto" and not self.int8)
-        # folded "auto": only where neither runs (measured in one process, benchmarks/bench_importance_tiers.py:
-        # the sparse tier alone was as fast as or faster than the folded tier before it)
-        self.folded = folded is True or (folded == "auto" and not self.int8 and not self.sparse)
         if self.sparse:
             self.s3 = SparseExactConv(self.k3, 1, spatial, compile)
             self.s5 = SparseExactConv(self.k5, 2, spatial, compile)
         if self.int8:
             self.q3 = Int8Conv(self.k3, 1, spatial, compile)
             self.q5 = Int8Conv(self.k5, 2, spatial, compile)
-        # the rank-one tier (module doc, step 2b). "auto": where the int8 tier is off, or where this path runs on
-        # one thread (as in the stage's worker processes). Before the sparse tier it decided 63 % of its pairs at
-        # ~80 µs each against ~300 (AMX Xeon, 96 benchmark images, same process: 12.5 -> 8.7 s). Before the int8
-        # tier it decides ~55 % of that tier's pairs: in a process with 2 threads that cost about what it saved
-        # (int8 tier alone 4.5 s, both 5.2 s), on one thread it paid (128 images, 4 alternating rounds: best
-        # 19.8 s against 22.4 s, faster in every round; 96 images, 3 rounds: 17.1 against 18.2 s)
+        # the rank-one tier (module doc, step 2b); "auto": where the int8 tier is off, or on one thread (as in the
+        # stage's worker processes), where it pays before the int8 tier too (docs/performance.md)
         single_thread = torch.get_num_threads() == 1
         self.lowrank = lowrank is True or (lowrank == "auto" and (not self.int8 or single_thread))
         if self.lowrank:
@@ -507,22 +483,13 @@ class InceptionMixed5aPath:
             # ||W_j|| over the 3x3 / 5x5 columns: the classifier products' rounding, Cauchy-Schwarz
             self.wn3 = torch.linalg.vector_norm(self.W[:, 384:768].double(), dim=1) * _SAFETY
             self.wn5 = torch.linalg.vector_norm(self.W[:, 768:896].double(), dim=1) * _SAFETY
-        if self.folded:
-            self.f3 = FoldedConv(self.k3, 1, spatial, compile, op=self.l3)
-            self.f5 = FoldedConv(self.k5, 2, spatial, compile, op=self.l5)
-            # the exact 5x5 stage's rounding: γ_n for its 1,200-term sums, and each output's ||K_o||
-            k5 = self.k5.weight.detach()
-            self.gamma5 = (k5[0].numel() + 2) * 2.0**-24 * 1.01
-            self.k5_row_norms = k5.flatten(1).norm(dim=1) * _SAFETY
-        # the folded tier's terms of the last image it saw: ((state, image), per branch (terms, W_t))
-        self._folded_last: tuple[tuple[_State, int], list[tuple[FoldedImage, torch.Tensor]]] | None = None
-        if self.int8 or self.folded or self.sparse or self.lowrank:
+        if self.int8 or self.sparse or self.lowrank:
             self.w35 = self.W[:, 384:896].contiguous()
             # products of the branch changes with the classifier columns: ``lin @ W.T`` within
             # rel·|lin| @ |W|.T (float32: 1e-4 for <= 384-term sums), ``rem @ |W|.T`` from above
             self.lin_products = {b: BoundedProduct(self.w35[:, c].T, float32_rel=1e-4) for b, c in self._COLS.items()}
             self.rem_products = {b: UpperProduct(self.w35[:, c].T.abs()) for b, c in self._COLS.items()}
-            # the folded, exact 5x5 and sparse tiers' changes are exact up to float32 rounding: their
+            # the sparse and rank-one tiers' changes are exact up to float32 rounding: their
             # products stay in float32 (bfloat16's 1.2 % bound would be most of what they leave open);
             # where bfloat16 is off the products above already are
             self.exact_lin_products = self.lin_products
@@ -530,6 +497,17 @@ class InceptionMixed5aPath:
                 self.exact_lin_products = {
                     b: BoundedProduct(self.w35[:, c].T, float32_rel=1e-4, bf16=False) for b, c in self._COLS.items()
                 }
+
+    def describe(self) -> dict[str, str]:
+        """What the stage's summary records: the path, whether its int8 tier runs here (and why), which of its
+        optional tiers are on, and whether its C loops are used."""
+        from autointerp.importance.fastpaths.inceptionv1.native import kernels
+
+        on = {True: "on", False: "off"}
+        return {
+            "path": self.name, "int8_tier": self.int8_note, "lowrank_tier": on[self.lowrank],
+            "sparse_tier": on[self.sparse], "native_loops": on[bool(self.native and kernels() is not None)],
+        }  # fmt: skip
 
     def _radius(self, sq_norm: torch.Tensor, lipschitz: float) -> torch.Tensor:
         """Tier-2 bound ``ρ >= ||Δh||`` on a branch's pooled change from the squared norm (float32 sums:
@@ -545,24 +523,22 @@ class InceptionMixed5aPath:
         return self._pooled[1]
 
     def _branches_3x3_5x5(
-        self, b3: torch.Tensor, b5: torch.Tensor, q5: torch.Tensor | None = None, block: int = 64
+        self, b3: torch.Tensor, b5: torch.Tensor, block: int = 64
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled ``mixed5b`` 3×3 and 5×5 branch outputs of bottleneck activations (channels last), in
-        cache-sized blocks; the 5×5 one only when not given as ``q5``.
+        cache-sized blocks.
 
         The convolutions' own zero padding (faster than padding first); rounding differences from
         the reference are covered by the caller's tolerance and reference-tail fallback.
         """
         q3 = torch.empty(len(b3), self.k3.out_channels)
-        given = q5 is not None
-        q5 = q5 if q5 is not None else torch.empty(len(b5), self.k5.out_channels)
+        q5 = torch.empty(len(b5), self.k5.out_channels)
         for s in range(0, len(b3), block):
             e = s + block
             x3 = b3[s:e].permute(0, 3, 1, 2)  # NCHW views, channels-last memory
             q3[s:e] = F.relu(F.conv2d(x3, self.k3.weight, self.k3.bias, padding=1)).mean((2, 3))
-            if not given:
-                x5 = b5[s:e].permute(0, 3, 1, 2)
-                q5[s:e] = F.relu(F.conv2d(x5, self.k5.weight, self.k5.bias, padding=2)).mean((2, 3))
+            x5 = b5[s:e].permute(0, 3, 1, 2)
+            q5[s:e] = F.relu(F.conv2d(x5, self.k5.weight, self.k5.bias, padding=2)).mean((2, 3))
         return q3, q5
 
     def _bottleneck_columns(
@@ -648,13 +624,13 @@ class InceptionMixed5aPath:
             extra = {}
             # the 3x3 / 5x5 outputs' pre-activations r: [r > 0] and |r| as the int8 tier reads them, or r
             for name, conv, pre, pad in (("3", self.k3, p3, 1), ("5", self.k5, p5, 2)):
-                if self.int8 or self.folded or self.sparse or self.lowrank:
+                if self.int8 or self.sparse or self.lowrank:
                     r = F.conv2d(F.relu(pre), conv.weight, conv.bias, padding=pad)
                 if self.lowrank:
                     extra["rl" + name] = getattr(self, "lr" + name).baseline(r)
                 if self.int8:
                     extra["mask" + name], extra["abs" + name] = getattr(self, "q" + name).baseline(r)
-                if self.folded or self.sparse:
+                if self.sparse:
                     extra["r" + name] = r
             p3, extra["order3"], extra["live3"] = _live_first(p3)
             p5, extra["order5"], extra["live5"] = _live_first(p5)
@@ -720,10 +696,10 @@ class InceptionMixed5aPath:
 
     def _lowrank_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """(decided, correct after, the 5x5 branch's interval) for the pairs ``op`` (module doc, step 2b):
-        the branches' changes from :class:`~autointerp.importance.lowrank.RankOneConv`.
+        the branches' changes from :class:`~.lowrank.RankOneConv`.
 
         The 3x3 branch first, with the 5x5 branch's tier-2 radius: that decides about half the pairs
-        (47 % on 64 benchmark images, three quarters of what both branches decide), and the 5x5
+        (most of what both branches decide), and the 5x5
         branch, which costs about as much as the 3x3 one (its 25 taps), runs only for the others. The
         interval (where the int8 or the sparse tier runs next, else None), ``(moved, slack, lo, hi)``
         (U, J) float64 each for the U undecided pairs, in order: the 5x5 branch moves their ``d_j`` by
@@ -796,22 +772,6 @@ class InceptionMixed5aPath:
             )  # fmt: skip
         return decided, correct
 
-    def _folded_image(self, state: _State, labels: torch.Tensor, image: int) -> list[tuple[FoldedImage, torch.Tensor]]:
-        """Per branch, image ``image``'s :class:`FoldedImage` and its true class's weights ``W_t``
-        (the last image's kept: its pairs often continue in the next batch of pairs)."""
-        last = self._folded_last
-        if last is None or last[0][0] is not state or last[0][1] != image:
-            assert state.r3 is not None and state.r5 is not None
-            assert state.order3 is not None and state.order5 is not None
-            terms = []
-            for branch, conv, r, order in (("3", self.f3, state.r3, state.order3), ("5", self.f5, state.r5,
-                                           state.order5)):  # fmt: skip
-                w = self.w35[:, self._COLS[branch]]
-                w_t = w[labels[image]]
-                terms.append((conv.image(r[image], order[image], w_t[None] - w), w_t))
-            self._folded_last = ((state, image), terms)
-        return self._folded_last[1]
-
     def _change_products(
         self,
         branch: str,
@@ -820,31 +780,12 @@ class InceptionMixed5aPath:
         extra: torch.Tensor | None = None,
         columns: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The change of every ``d_j`` (P, J) float64 from a branch's pooled change ``lin`` (the folded
-        tier's linear part, or an exact change) and a bound on its error from
+        """The change of every ``d_j`` (P, J) float64 from a branch's pooled change ``lin`` (an exact
+        change) and a bound on its error from
         :meth:`_classifier_products` (``extra``: its ``rem``), with float32 products; ``columns``:
         only these ``j``."""
         lin_w, lin_t, rem_w, rem_t = self._classifier_products(branch, lin, w_t, extra, exact=True, columns=columns)
         return lin_t.double() - lin_w.double(), (rem_w.double() + rem_t.double()) * _SAFETY
-
-    def _folded_tier(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(decided, correct after, the 3x3 branch's interval) for the pairs ``op``: both branches' linear parts
-        exactly and their remainders bounded (:mod:`autointerp.importance.folded`). The interval,
-        (3, P, J) float64 ``(m, below, above)``: the 3x3 branch moves ``d_j`` by ``[m - below, m + above]``."""
-        state, u, rows, b_idx = op.state, op.u, op.rows, op.b_idx
-        assert state.r3 is not None and state.r5 is not None and state.order3 is not None
-        # per branch: Δd_j in [moved - below, moved + above]
-        bounds = torch.zeros(2, 3, len(rows), self.W.shape[0], dtype=torch.float64)
-        branches = (("3", self.f3, u.dq3, u.n3), ("5", self.f5, u.dq5, u.n5))
-        for s, e in image_blocks(b_idx, len(b_idx)):  # one run per image
-            terms = self._folded_image(state, op.labels, int(b_idx[s]))
-            for i, ((branch, conv, dq, sq_norm), (img, w_t)) in enumerate(zip(branches, terms, strict=True)):
-                lin = conv.linear(img, dq[rows[s:e]])
-                lo, hi = conv.bounds(img, sq_norm[rows[s:e]])
-                mv, rounding = self._change_products(branch, lin, w_t)
-                bounds[i, 0, s:e], bounds[i, 1, s:e], bounds[i, 2, s:e] = mv, lo + rounding, hi + rounding
-        decided, correct = self._decide_between(op, *bounds.sum(0))
-        return decided, correct, bounds[0]
 
     def _decide_between(
         self, op: OpenPairs, moved: torch.Tensor, below: torch.Tensor, above: torch.Tensor
@@ -854,42 +795,6 @@ class InceptionMixed5aPath:
         zero = torch.zeros(len(op.d), dtype=torch.float64)
         mid, half = moved + (above - below) / 2, (above + below) / 2
         return self._int8_decide(op.d, op.tol, op.lab, op.valid, op.k, mid, half, self.pn5, zero)
-
-    def _exact_5x5_stage(
-        self, op: OpenPairs, interval3: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(decided, correct after, pooled 5x5 branch outputs (P, 128)) for pairs the folded tier left
-        open: the 5x5 branch's change exactly (:meth:`_exact_5x5_change`) with the 3x3 branch's folded
-        interval ``interval3``. The outputs serve the float32 convolutions of the pairs still open,
-        which then need only the 3x3 one."""
-        moved5, rounding5, q5 = self._exact_5x5_change(op)
-        moved, below, above = interval3
-        decided, correct = self._decide_between(op, moved + moved5, below + rounding5, above + rounding5)
-        return decided, correct, q5
-
-    def _exact_5x5_change(self, op: OpenPairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The 5x5 branch's change of every ``d_j`` (P, J) float64 from the convolution of its ``Δq``
-        (a fifth of a pair's convolution cost), a bound on its rounding (P, J), and the pooled 5x5
-        outputs (P, 128), for the pairs ``op``.
-
-        Rounding: ``Δr = K * Δq`` within ``γ_n·||K_o||·||Δq patch||`` per element (n = 1,200 terms), and
-        ``relu(r + Δr)`` within ``2u·(|r| + |Δr|)`` more; both enter like the products' rounding."""
-        state, b_idx = op.state, op.b_idx
-        assert state.r5 is not None and state.order5 is not None
-        dq = op.u.q5.rows(op.rows)  # (P, H, W, C), each image's channel order: to the network's for one convolution
-        dq = torch.empty_like(dq).scatter_(3, state.order5[b_idx][:, None, None, :].expand_as(dq), dq)
-        dr = F.conv2d(dq.permute(0, 3, 1, 2), self.k5.weight.detach(), padding=2)  # (P, O, H, W)
-        r = state.r5[b_idx]
-        after = torch.relu(r + dr)
-        q5 = after.mean((2, 3))
-        change = (after - torch.relu(r)).mean((2, 3))
-        h, w = dq.shape[1:3]
-        patch = window_sums(F.pad(dq.square().sum(3), (2, 2, 2, 2)), 5, h, w).sqrt().flatten(1)  # (P, HW)
-        err = self.gamma5 * self.k5_row_norms[None] * patch.mean(1, keepdim=True)
-        err = err + 2.0**-23 * (r.abs() + dr.abs()).mean((2, 3))
-        w5 = self.w35[:, self._COLS["5"]]
-        moved, rounding = self._change_products("5", change, w5[op.lab], extra=err * _SAFETY)
-        return moved, rounding, q5
 
     def _sparse_branch(
         self, op: OpenPairs, branch: str, columns: torch.Tensor | None = None
@@ -922,10 +827,9 @@ class InceptionMixed5aPath:
 
         With the 5x5 branch's interval from the rank-one tier (``interval5``: ``(moved, slack, lo, hi)``
         (P, J), :meth:`_lowrank_tier`; only the outputs its bounds ``[lo, hi]`` on every ``d_j`` after
-        the ablation leave open are computed, :func:`class_subset`), the 3x3
-        branch first: with that interval it decides most pairs (73 % on 64
-        benchmark images), and the 5x5 branch, about a third of the tier's cost, runs only for the
-        others. Pairs decided so count as bounded (first-order log-probability change); those decided
+        the ablation leave open are computed, :func:`class_subset`), the 3x3 branch first: with that
+        interval it decides most pairs, and the 5x5 branch, about a third of the tier's cost, runs only
+        for the others. Pairs decided so count as bounded (first-order log-probability change); those decided
         with both branches' changes (``evaluated``) as exactly evaluated: their log-probabilities (NaN
         elsewhere) come from the margins after the ablation, ``d_j`` plus their change, the logits up
         to a shift (``z_j - z_t = -d_j``), so the float32 convolutions' up to rounding. Undecided:
@@ -996,7 +900,7 @@ class InceptionMixed5aPath:
         evaluated = torch.zeros(p, dtype=torch.bool)  # decided by a tier that computes the exact change
         after = torch.zeros(p, dtype=torch.bool)
         d = tol = None
-        if self.tier2 or self.int8 or self.folded or self.sparse or self.lowrank:
+        if self.tier2 or self.int8 or self.sparse or self.lowrank:
             # logits with the 1x1 / pool branches' exact change; margins d_j = z_t - z_j
             dh1p = torch.cat((h1 - state.h1[b_idx], hp - state.hp[b_idx]), 1)
             dh_norm = torch.linalg.vector_norm(dh1p.double(), dim=1)
@@ -1038,14 +942,6 @@ class InceptionMixed5aPath:
             decided, correct = self._int8_tier(open_pairs(idx), interval5)
             idx = settle(decided, correct, "int8", "int8_tier")
             interval5 = None  # the int8 tier's 5x5 change replaced it
-        q5 = None
-        if self.folded and len(idx):
-            decided, correct, interval3 = self._folded_tier(open_pairs(idx))
-            interval3, idx = interval3[:, ~decided], settle(decided, correct, "folded", "folded_tier")
-            interval5 = None if interval5 is None else tuple(t[~decided] for t in interval5)
-            if len(idx) and not self.sparse:
-                decided, correct, q5 = self._exact_5x5_stage(open_pairs(idx), interval3)
-                q5, idx = q5[~decided], settle(decided, correct, "exact_5x5", "exact_5x5")
         if self.sparse and len(idx):
             decided, correct, logprob, exact = self._sparse_tier(open_pairs(idx), interval5)
             lp_after[idx[exact]] = logprob[exact]
@@ -1054,7 +950,7 @@ class InceptionMixed5aPath:
         if len(idx):
             self.pairs["exact"] += len(idx)
             after3, after5 = self._bottlenecks_after(state, x, b_idx[idx], channels[idx], target[idx])
-            q3, q5 = self._branches_3x3_5x5(after3, after5, q5)
+            q3, q5 = self._branches_3x3_5x5(after3, after5)
             self.seconds["exact_convs"] += time.perf_counter() - t2
             h = torch.cat((h1[idx], q3, q5, hp[idx]), 1)
             za = self.fc(h).float()

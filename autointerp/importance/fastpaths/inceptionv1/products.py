@@ -1,9 +1,9 @@
 """Matrix products by a fixed matrix in bfloat16, with sound error bounds (float32 where bfloat16 is not exact enough).
 
-The InceptionV1 ``mixed5a`` path (:mod:`autointerp.importance.inception`) multiplies every undecided
+The InceptionV1 ``mixed5a`` path (:mod:`.path`) multiplies every undecided
 pair's branch changes by the classifier's weights: (pairs, 384–512) @ (384–512, 1008) per tier,
-about a tenth of its time in float32. In bfloat16 (8-bit significand, float32 accumulation on
-CPUs with AVX-512 BF16 or AMX) these products run about 2.4× faster, and their error is bounded:
+a noticeable share of its time in float32. In bfloat16 (8-bit significand, float32 accumulation on
+CPUs with AVX-512 BF16 or AMX) these products run faster, and their error is bounded:
 
 * :class:`BoundedProduct` — ``a @ b`` with ``|result - a @ b| <= rel · (|a| @ |b|)`` elementwise. With
   both operands rounded to bfloat16 (8-bit significand: relative error ``2⁻⁸`` each), float32
@@ -25,7 +25,7 @@ import functools
 
 import torch
 
-from autointerp.importance.speed import speedup
+from autointerp.importance.fastpaths.inceptionv1.speed import speedup
 
 #: ``|bf16 product - exact| <= BF16_REL · |a| @ |b|``: 3·2⁻⁸ = 0.01172, plus float32 accumulation over
 #: at most 1,024 terms (6.1e-5) and second-order terms (1.6e-5), rounded up

@@ -3,8 +3,7 @@
 The InceptionV1 ``mixed5a`` path trades float32 work for int8 products (:mod:`.quantized`) and
 bfloat16 products (:mod:`.products`). Both pay off only where the CPU has instructions for them
 (int8: AVX-512 VNNI or AVX-VNNI; bfloat16: AVX-512 BF16 or AMX). Elsewhere PyTorch falls back to
-reference loops: on an AVX2-only AMD EPYC (Zen 3) ``torch._int_mm`` ran at 2 GMAC/s and a
-bfloat16 product at 1 GMAC/s against float32's 88, i.e. 40–90× *slower*. So each is timed once
+reference loops, many times *slower* than float32 (docs/performance.md). So each is timed once
 against float32 on the shapes the path uses, before it is used.
 """
 

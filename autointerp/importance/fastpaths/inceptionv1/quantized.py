@@ -1,13 +1,13 @@
 """Int8 tier: a convolution's output change in exact integer arithmetic, with sound error bounds.
 
-Used by the InceptionV1 ``mixed5a`` path (:mod:`autointerp.importance.inception`) for the pairs its
+Used by the InceptionV1 ``mixed5a`` path (:mod:`.path`) for the pairs its
 cheap bounds leave undecided, before the float32 convolutions. For a pair, the ``mixed5b`` 3×3 (or
 5×5) branch output is ``relu(r + Δr)`` pooled over positions, where ``r`` is the image's baseline
 pre-activation and ``Δr = K * Δq`` the convolution of the (exactly known) bottleneck change ``Δq``.
 
 **Quantisation.** ``Δq = s_p·Q + lo`` with one scale ``s_p = max|Δq|/127`` per pair and integers
 ``|Q| <= 127``; ``K = s_o·Kq + Kl`` with one scale per output channel. ``Q * Kq`` is an int8 matrix
-product with int32 accumulation (:func:`torch._int_mm`): exact, at about 4× the float32 rate on CPUs
+product with int32 accumulation (:func:`torch._int_mm`): exact, and faster than float32 on CPUs
 with VNNI. ``Δr̂ = s_p·s_o·(Q * Kq)`` then differs from ``Δr`` by ``Kl * Δq + (s_o·Kq) * lo``, so
 
 * per element: ``|Δr - Δr̂| <= ε = ||Kl_o||·||Δq patch|| + ||s_o·Kq_o||·||lo patch||`` (Cauchy–Schwarz
@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autointerp.importance.compiled import compiled_or_eager
+from autointerp.importance.fastpaths.inceptionv1.compiled import compiled_or_eager
+from autointerp.importance.fastpaths.inceptionv1.speed import speedup
 from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.rounding import SAFETY as _SAFETY
-from autointerp.importance.speed import speedup
 
 _REL = 1e-5  # float32 rounding of scaling, conversions and 49-term sums (relative)
 
@@ -73,7 +73,7 @@ INT8_MIN_SPEEDUP = 2.0
 def int8_matmul_is_fast() -> bool:
     """True when :func:`int8_matmul_is_exact` and an int8 product of the 3×3 branch's shape (patches of
     1,728 taps, 384 outputs) runs at least :data:`INT8_MIN_SPEEDUP` times the float32 rate here (timed
-    once; :mod:`autointerp.importance.speed`). CPUs without int8 dot-product instructions (e.g. AVX2
+    once; :mod:`.speed`). CPUs without int8 dot-product instructions (e.g. AVX2
     only) run ``torch._int_mm`` as a slow reference loop."""
     if not int8_matmul_is_exact():
         return False
@@ -273,10 +273,8 @@ class Int8Conv:
         negative everywhere above zero: rare and small) joins the residual ``lo`` the bounds cover.
         About a fifth of the 3x3 branch's multiply-adds. Blocks then hold pairs of one image each.
 
-        Works in blocks of at most ``block`` pairs, which keeps the patch matrix cache-resident (about
-        1.4× faster than one large product on a Zen 4 VNNI CPU). 128 rather than 64: the pipeline ran
-        9 % faster on a 2-core Xeon with AMX (5 alternating rounds in one process, 96 benchmark
-        images: best 8.9 s against 9.7 s); 256 and 512 were no faster than 128 there.
+        Works in blocks of at most ``block`` pairs, which keeps the patch matrix cache-resident (the
+        default 128 was the fastest block size measured: docs/performance.md).
         """
         if rows is None:
             rows = torch.arange(len(b_idx))

@@ -1,6 +1,6 @@
 """Sparse exact tier: a convolution branch's change from a rank-1 part and a sparse correction.
 
-Used by the InceptionV1 ``mixed5a`` path (:mod:`autointerp.importance.inception`) for the pairs
+Used by the InceptionV1 ``mixed5a`` path (:mod:`.path`) for the pairs
 its cheap bounds leave open. Notation as in :mod:`.folded`: the branch output is
 ``relu(r + Δr)`` pooled over the ``HW`` positions, ``Δr = K * Δq`` the convolution (weights ``K``
 (O, C, k, k), stride 1, "same" zero padding) of the bottleneck change
@@ -21,9 +21,8 @@ flip it: there ``Δq[c, q] = b[c]·w[c]·δ[q]``. So ``S`` lives on the image's 
 * ``K * S`` reads only the entries where some pair of the block has ``S ≠ 0``: per output position,
   the window entries in that support times their taps (a batched product over positions).
 
-Their sum is ``Δr`` up to float32 rounding. On the benchmark ``K * S`` reads about 11 % of the 3×3
-branch's window entries, so the tier does about a seventh of a convolution's multiply-adds, at a
-lower rate (gathers, small products): about 60–70 % of the convolutions' time per pair in all.
+Their sum is ``Δr`` up to float32 rounding. ``K * S`` reads a small share of the window entries, so the
+tier does a fraction of a convolution's multiply-adds, at a lower rate (gathers, small products).
 
 **Rounding.** Every term of the two sums is a weight ``K[o, c, t]`` times an entry of ``(b ⊙ w) δᵀ``
 or of ``S``, and reaches ``Δr`` through at most ``n = n_S + C + k² + 4`` roundings (``n_S`` the
@@ -40,16 +39,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from autointerp.importance.compiled import compiled_or_eager
+from autointerp.importance.fastpaths.inceptionv1.compiled import compiled_or_eager
 from autointerp.importance.rounding import SAFETY as _SAFETY
 from autointerp.importance.rounding import U as _U
 
 #: output positions are split into this many groups by how many window entries they read (fewer
 #: padding entries than one group padded to the largest count: about 1/3 fewer multiply-adds)
 GROUPS = 4
-#: pairs per chunk of the products and the elementwise pass (their (HW, O, chunk) Δr stays in cache).
-#: Sparse-tier seconds on 96 benchmark images, same process, best of 3 (2-core Zen 3, noisy VM):
-#: groups/chunk 3/64 6.27 s, 4/64 5.69, 3/32 6.09, 3/128 5.06–5.48, 4/128 5.35, 6/128 6.16, 4/256 5.57
+#: pairs per chunk of the products and the elementwise pass (their (HW, O, chunk) Δr stays in cache)
 PAIR_CHUNK = 128
 
 

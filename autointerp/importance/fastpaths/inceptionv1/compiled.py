@@ -2,8 +2,8 @@
 
 The rank-1 importance path spends most of its non-convolution time in chains of elementwise
 operations over ``(pairs, channels, 7, 7)`` tensors. Eager PyTorch materialises every intermediate;
-``torch.compile`` (inductor, needs a C++ compiler) fuses each chain into one loop, about 7× faster
-on a 2-core CPU. Compilation happens on the first call (seconds, cached on disk by PyTorch). When it
+``torch.compile`` (inductor, needs a C++ compiler) fuses each chain into one loop, several times
+faster. Compilation happens on the first call (seconds, cached on disk by PyTorch). When it
 fails (no compiler, unsupported platform), now or on a later recompilation, the eager function is
 used for the rest of the process and a warning says why (once per distinct failure, not once per
 function); results are the same up to float rounding either way.
@@ -66,8 +66,8 @@ def _without_duck_shapes(compiled: Callable[..., Any]) -> Callable[..., Any]:
     has channels (e.g. 192) adds an equality guard, and the next batch size recompiles.
 
     The setting is process-wide from the first compile on (it only changes which guards new graphs
-    get, never results): patching it around every call instead doubled the per-call overhead
-    (about 45 → 90 µs, thousands of calls per segment)."""
+    get, never results): patching it around every call instead doubled the per-call overhead, which
+    thousands of calls per segment pay."""
     try:
         from torch.fx.experimental import _config as fx_config
     except ImportError:  # pragma: no cover - PyTorch without the knob

@@ -86,10 +86,10 @@ def trained_like_labels(logits: torch.Tensor, valid: torch.Tensor, seed: int = 0
 
 def hooked_forward_logits(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """``images01 -> logits`` for lucent's InceptionV1: the full forward pass on [0, 1] images, with the
-    logits computed by :func:`~autointerp.importance.inception.reference_tail` from what ``mixed5a``
+    logits computed by :func:`~.path.reference_tail` from what ``mixed5a``
     returned, so a hook that replaces ``mixed5a``'s output (the naive ablation) is seen. For
     :func:`~autointerp.importance.naive.naive_importance` in tests and benchmarks."""
-    from autointerp.importance.inception import reference_tail
+    from autointerp.importance.fastpaths.inceptionv1.path import reference_tail
 
     def forward(images01: torch.Tensor) -> torch.Tensor:
         cap: list[torch.Tensor] = []

@@ -1,6 +1,6 @@
 """Rank-one tier: a convolution branch's pooled change from a rank-one fit of its input change.
 
-Used by the InceptionV1 ``mixed5a`` path (:mod:`autointerp.importance.inception`) for the pairs its
+Used by the InceptionV1 ``mixed5a`` path (:mod:`.path`) for the pairs its
 cheap bounds leave open, before the int8 (or sparse) tier. Notation as in :mod:`.quantized`: the
 branch output is ``relu(r + Δr)`` pooled over the ``HW`` positions, ``r`` the image's baseline
 pre-activation, ``Δr = K * Δq`` the convolution of the exactly known bottleneck change ``Δq``
@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autointerp.importance import native as _native
-from autointerp.importance.bottleneck import BottleneckChange
-from autointerp.importance.compiled import compiled_or_eager
+from autointerp.importance.fastpaths.inceptionv1 import native as _native
+from autointerp.importance.fastpaths.inceptionv1.bottleneck import BottleneckChange
+from autointerp.importance.fastpaths.inceptionv1.compiled import compiled_or_eager
 from autointerp.importance.lipschitz import conv_operator_norm
 from autointerp.importance.rounding import SAFETY as _SAFETY
 from autointerp.importance.rounding import U as _U
@@ -124,10 +124,8 @@ class RankOneConv:
     ) -> None:
         """``op``: the convolution's operator norm on zero-padded maps, already times 1 + 1e-3, when
         the caller has it. ``block``: pairs per compiled call (keeps the (pairs, HW, O) work in
-        cache: at 1,024 pairs the same kernel ran 3x slower per pair on a 2-core Xeon). ``native``:
-        the fit and the pooled change from the C loops of :mod:`autointerp.importance.native` where
-        they build (about 2× and 2.5× faster than the compiled PyTorch on a Zen 1 core), else from
-        :func:`_fit` and :func:`_pooled`."""
+        cache). ``native``: the fit and the pooled change from the C loops of :mod:`.native` where
+        they build, else from :func:`_fit` and :func:`_pooled`."""
         w = conv.weight.detach().float()
         self.out_channels, self.in_channels, self.k = w.shape[0], w.shape[1], w.shape[2]
         self.pad = padding

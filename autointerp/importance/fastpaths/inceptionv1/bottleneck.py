@@ -2,9 +2,9 @@
 
 Ablating one ``mixed5a`` channel changes a ``mixed5b`` bottleneck's pre-activations ``p`` (H, W, C)
 by the channel's weight column ``w`` (C,) times its spatial change ``δ`` (H, W). The tiers of
-:mod:`autointerp.importance.inception` that read ``Δq`` (9,408 floats per pair for the 3×3 branch)
+:mod:`.path` that read ``Δq`` (9,408 floats per pair for the 3×3 branch)
 form it themselves from ``p``, ``w`` and ``δ``: writing it for every pair of a batch and reading it
-back cost about as much as the rest of the rank-1 update (:func:`~autointerp.importance.inception._rank1_core`),
+back cost about as much as the rest of the rank-1 update (:func:`~.path._rank1_core`),
 and most pairs are decided before anything reads it.
 """
 

@@ -2,7 +2,7 @@
 
 Some of the path's elementwise work is a tiny convolution per pair followed by a ReLU and a mean
 over positions. ``torch.compile`` fuses it into one loop but writes the (pairs, positions, outputs)
-intermediate to memory and reloads each weight per position: about 3 GFMA/s on one Zen 1 core. The
+intermediate to memory and reloads each weight per position. The
 C loop in ``kernels.c`` computes it as a small register-blocked product per pair instead (4
 positions × 16 outputs), and the rank-one fit that precedes it reads each pair's change twice
 instead of materialising it (:func:`rank_one_pooled`, :func:`rank_one_fit`).
@@ -181,7 +181,7 @@ def rank_one_pooled(
     pad: int,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``mean_pos(relu(r + taps * δ) - relu(r))`` (P, O) and ``Σ_t |taps|`` (P, O) for the rank-one
-    tier (:func:`autointerp.importance.lowrank._pooled`'s sums), or None where native loops are off.
+    tier (:func:`.lowrank._pooled`'s sums), or None where native loops are off.
 
     ``taps`` (P, k², O); ``delta_all`` (N, H, W), pair ``p``'s map ``delta_all[rows[p]]``; ``r``
     (B, H·W, O) channels last, pair ``p``'s image ``b_idx[p]``."""
@@ -216,7 +216,7 @@ def rank_one_pooled(
 def rank_one_fit(
     dq_all: torch.Tensor, rows: torch.Tensor, delta_all: torch.Tensor, order: torch.Tensor, b_idx: torch.Tensor
 ) -> tuple[torch.Tensor, ...] | None:
-    """The rank-one tier's fit (:func:`autointerp.importance.lowrank._fit`'s results) for the pairs
+    """The rank-one tier's fit (:func:`.lowrank._fit`'s results) for the pairs
     ``rows`` of ``dq_all`` (N, H, W, C) and ``delta_all`` (N, H, W), with ``α`` (P, C) already in the
     network's channel order (``dq_all[..., j]`` is channel ``order[b_idx[p], j]``); ``||S||²``, ``||α||``,
     ``max|δ|`` and ``||δ||`` (P,). None where native loops are off."""
