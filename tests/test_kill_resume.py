@@ -4,6 +4,7 @@ the same network)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -160,4 +161,45 @@ def test_every_stage_of_a_trained_model_killed_mid_way_resumes_to_identical_outp
     assert sorted(a) == sorted(b)
     differ = sorted(name for name in a if a[name] != b[name])
     assert not differ, differ[:20]
+    shutil.rmtree(tmp_path)
+
+
+@pytest.mark.slow
+def test_importance_in_two_worker_processes_killed_mid_way_resumes_to_identical_outputs(tmp_path: Path) -> None:
+    """The InceptionV1 fast path runs its units in worker processes: SIGKILL the stage (its workers die with the
+    parent's pipes) after a few units were saved, re-run it, and get the uninterrupted run's bytes."""
+    cfg = config_from_dict(
+        {
+            "name": "kill-workers",
+            "seed": 5,
+            "device": "cpu",
+            "model": {"name": "inceptionv1", "pretrained": False},
+            "layer": "mixed5a",
+            "dataset": {"type": "synthetic", "options": {"n_images": 24, "seed": 2}, "image_size": 224},
+            "label_mapping": {"type": "identity", "offset": 1},  # output 0 is a dummy
+            "activations": {"batch_size": 8, "top_k": 4},
+            "importance": {
+                "k": 5,
+                "features": list(range(48)),
+                "chunk_size": 8,
+                "segment_images": 8,
+                "batch_size": 8,
+                "workers": 2,
+                "reliability_boot": 50,
+            },
+        }
+    )
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    RunContext.create(cfg, clean)
+    _run(_command("activations", clean))
+    shutil.copytree(clean, killed)  # the same activation cache: this test is about the importance stage
+    _run(_command("importance", clean))
+    summary = json.loads((clean / "importance" / "summary.json").read_text())["exact"]
+    assert summary["workers"] == 2 and summary["path"].startswith("inception_mixed5a"), summary
+    units = killed / "importance" / "chunks"
+    _kill_when(_command("importance", killed), lambda: units.exists() and len(list(units.rglob("*.npz"))) >= 4)
+    assert not (killed / "importance" / "importance.csv").exists()
+    _run(_command("importance", killed))
+    for name in ("importance.csv", "importance_exact.csv", "reliability.json", "bootstrap.csv"):
+        assert (killed / "importance" / name).read_bytes() == (clean / "importance" / name).read_bytes(), name
     shutil.rmtree(tmp_path)
