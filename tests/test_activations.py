@@ -246,3 +246,18 @@ def test_real_inceptionv1_config_importance_stage_uses_rank1_path_and_equals_nai
     assert [int(f) for f, _, _ in counts("importance_exact.csv")] == planted
     flipped = {int(f) for f, c2w, w2c in counts("importance_naive.csv") if int(c2w) + int(w2c) > 0}
     assert set(flips[:3].tolist()) <= flipped
+
+
+def test_an_image_size_the_model_cannot_take_is_a_one_line_error(world) -> None:
+    tmp, _, _ = world
+    ctx = _ctx(tmp / "run", tmp / "data.npz")
+    torch.manual_seed(0)
+    fixed = nn.Sequential(
+        nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1), nn.Flatten(), nn.Linear(2048, 4)
+    ).eval()  # the classifier takes 32x32 maps only
+    adapter = ModuleAdapter(fixed, input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    ctx.__dict__["model"] = ctx.__dict__["unchecked_model"] = adapter
+    with pytest.raises(UserError, match=r"'dataset.image_size' = 16: .* built for 32x32") as info:
+        act_stage.run_activations(ctx)
+    assert "\n" not in str(info.value)
+    assert not ctx.paths.activations.exists()

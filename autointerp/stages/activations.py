@@ -87,8 +87,15 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
     head = model.head(layer)
     tail = model.tail(layer)
     device = ctx.device
-    with torch.no_grad():
-        probe = head(ds.batch([0], size).to(device))
+    try:  # one image through head and tail first: a size the network cannot take is a one-line error
+        with torch.no_grad():
+            probe = head(ds.batch([0], size).to(device))
+            tail(probe)
+    except RuntimeError as exc:
+        raise UserError(
+            f"config key 'dataset.image_size' = {size}: model {model.name!r} cannot run on {size}x{size} images "
+            f"({str(exc).splitlines()[0]}); it was built for {model.input_size}x{model.input_size}"
+        ) from None
     if probe.ndim != 4:
         raise UserError(f"layer {layer!r} gives a {probe.ndim}-D activation; expected (N, C, H, W)")
     _, c, h, w = probe.shape
