@@ -11,6 +11,7 @@ extra          packages                        needed by
 ``tflite``     tflite, ai-edge-litert          the ``tflite`` model adapter and embedder
 ``survey``     fastapi, uvicorn                ``autointerp survey serve``
 ``dreamsim``   dreamsim                        the ``dreamsim`` embedder
+``ray``        ray                             ``executor: ray`` (``--executor ray``)
 =============  ==============================  ===========================================
 
 Code that uses such a package imports it through :func:`require` (or inside :func:`extra_imports` for
@@ -36,6 +37,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "tflite": ("tflite", "ai_edge_litert"),
     "survey": ("fastapi", "uvicorn"),
     "dreamsim": ("dreamsim",),
+    "ray": ("ray",),
 }
 
 

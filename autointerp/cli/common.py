@@ -19,6 +19,32 @@ Overrides = Annotated[
     typer.Option("--set", "-s", help="Override a config key, e.g. --set importance.k=5 (repeatable)."),
 ]
 
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option("--executor", help="Where units of work run: local (this machine) or ray (config key executor)."),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="With --executor ray: the cluster, auto or HOST:PORT (default: start one here)."),
+]
+
+
+def use_executor(ctx, executor: str | None, address: str | None) -> None:
+    """Apply ``--executor``/``--address`` to ``ctx``'s config (in memory: where units run never changes the
+    results, so config.yaml keeps what it says) and check them before any work
+    (:func:`autointerp.executor.check_executor`: one-line errors, Ray started or reached)."""
+    from autointerp.executor import EXECUTORS, check_executor
+
+    if executor is not None:
+        if executor not in EXECUTORS:
+            raise UserError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+        ctx.config.executor = executor
+    if address is not None:
+        if ctx.config.executor != "ray":
+            raise UserError("--address is for the Ray executor: add --executor ray")
+        ctx.config.ray_address = address
+    check_executor(ctx.config)
+
 
 @contextlib.contextmanager
 def handle_errors() -> Iterator[None]:

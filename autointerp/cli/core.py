@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.common import Overrides, Overwrite, RunDir, open_run
+from autointerp.cli.common import AddressOpt, ExecutorOpt, Overrides, Overwrite, RunDir, open_run, use_executor
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "default_configs" / "demo.yaml"
 
@@ -22,6 +22,8 @@ def register(app: typer.Typer) -> None:
         overrides: Overrides = None,
         overwrite: Overwrite = False,
         stages: Annotated[str | None, typer.Option(help="Only these stages, e.g. activations,importance.")] = None,
+        executor: ExecutorOpt = None,
+        address: AddressOpt = None,
     ) -> None:
         """Run the whole pipeline (every installed stage, in order) from a config."""
         from autointerp.config import load_config
@@ -30,6 +32,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(config, overrides or [])
         ctx = RunContext.create(cfg, out)
+        use_executor(ctx, executor, address)
         only = [s.strip() for s in stages.split(",")] if stages else None
         done = run_pipeline(ctx, overwrite=overwrite, only=only)
         typer.echo(f"run folder: {ctx.root} (stages: {', '.join(done) or 'none'})")
@@ -39,6 +42,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for the demo.")] = Path("runs/demo"),
         overrides: Overrides = None,
         overwrite: Overwrite = False,
+        executor: ExecutorOpt = None,
+        address: AddressOpt = None,
     ) -> None:
         """Run the whole pipeline offline on the embedded synthetic world (a few minutes on 2 CPU cores)."""
         from autointerp.config import load_config
@@ -47,6 +52,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(DEMO_CONFIG, overrides or [])
         ctx = RunContext.create(cfg, out)
+        use_executor(ctx, executor, address)
         done = run_pipeline(ctx, overwrite=overwrite)
         report = ctx.paths.report / "index.html"
         typer.echo(f"demo run folder: {ctx.root} (stages: {', '.join(done)})")

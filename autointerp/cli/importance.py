@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.common import Overrides, Overwrite, RunDir, handle_errors, open_run, parse_features
+from autointerp.cli.common import (
+    AddressOpt,
+    ExecutorOpt,
+    Overrides,
+    Overwrite,
+    RunDir,
+    handle_errors,
+    open_run,
+    parse_features,
+    use_executor,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +36,8 @@ def register(app: typer.Typer) -> None:
         k: Annotated[int | None, typer.Option("--k", help="Top-k used for correctness (importance.k).")] = None,
         overrides: Overrides = None,
         overwrite: Overwrite = False,
+        executor: ExecutorOpt = None,
+        address: AddressOpt = None,
     ) -> None:
         """Stage 2: importance = #images correct in the top-k minus the same with the feature mean-ablated."""
         with handle_errors():
@@ -35,6 +47,7 @@ def register(app: typer.Typer) -> None:
             if k is not None:
                 extra.append(f"importance.k={k}")
             ctx = open_run(run_dir, extra)
+            use_executor(ctx, executor, address)
             path = run_importance(ctx, overwrite=overwrite, features=parse_features(features), method=method)
             import json
 

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.common import Overrides, Overwrite, RunDir, open_run, parse_features
+from autointerp.cli.common import (
+    AddressOpt,
+    ExecutorOpt,
+    Overrides,
+    Overwrite,
+    RunDir,
+    open_run,
+    parse_features,
+    use_executor,
+)
 
 Features = Annotated[
     str | None,
@@ -37,6 +46,8 @@ def register(app: typer.Typer) -> None:
         steps: Steps = None,
         overwrite: Overwrite = False,
         overrides: Overrides = None,
+        executor: ExecutorOpt = None,
+        address: AddressOpt = None,
     ) -> None:
         """Render feature visualisations, feature cards, a contact sheet and the quality check."""
         from autointerp.stages.visualize import run_visualize
@@ -45,5 +56,6 @@ def register(app: typer.Typer) -> None:
         if steps is not None:
             sets.append(f"visualize.steps={steps}")
         ctx = open_run(run_dir, sets)
+        use_executor(ctx, executor, address)
         out = run_visualize(ctx, overwrite=overwrite, features=parse_features(features))
         typer.echo(f"visualizations: {out / 'index.json'} (cards in {out}/NNNN/card.png, {out / 'contact_sheet.png'})")

@@ -416,6 +416,33 @@ def worker_plan(ctx: RunContext, inputs: ImportanceInputs, feats: list[int]) -> 
     return workers, threads
 
 
+def _unit_task(ctx: RunContext, inputs: ImportanceInputs, job: Any, workers: int) -> Any:
+    """The exact method's :class:`~autointerp.importance.workers.UnitTask` for the run's executor: in this
+    process the path is built from ``ctx``; elsewhere from a picklable factory (the InceptionV1 one, else
+    :func:`path_from_run_folder`). Each pair's outcome is kept on every path but the InceptionV1 one
+    (832 features x every image)."""
+    from autointerp.importance.inception import supports_inception_mixed5a
+    from autointerp.importance.workers import UnitTask
+
+    if workers > 1 or ctx.config.executor == "ray":
+        factory = inception_path_factory(ctx, inputs)
+        job.make_path = factory or functools.partial(path_from_run_folder, str(ctx.root), ctx.config)
+    else:
+        job.make_path = functools.partial(choose_path, ctx, inputs)
+    per_image = not supports_inception_mixed5a(ctx.model.module, ctx.config.layer, inputs.shape[2:])
+    return UnitTask(job, per_image=per_image)
+
+
+def path_from_run_folder(root: str, config: Any) -> Any:
+    """:func:`choose_path` for the run folder ``root`` with ``config`` (what a worker elsewhere builds: the
+    model from the config, checked against the activation cache's fingerprint)."""
+    from autointerp.runfolder import RunContext
+
+    ctx = RunContext(root, config)
+    ctx.model.to("cpu")
+    return choose_path(ctx, ImportanceInputs(ctx))
+
+
 def _exact_segments(
     ctx: RunContext,
     inputs: ImportanceInputs,
@@ -430,9 +457,9 @@ def _exact_segments(
     so per-image work is done once per chunk), in ``importance.workers`` processes where the path allows
     (:mod:`autointerp.importance.workers`). Every finished unit is saved and reused; tallies add up in
     segment order, so a resumed run gives identical output."""
+    from autointerp import executor
     from autointerp.importance.ablation import FeatureTally
-    from autointerp.importance.inception import supports_inception_mixed5a
-    from autointerp.importance.workers import UnitJob, WorkerPool, evaluate_unit, path_description
+    from autointerp.importance.workers import SINGLE_PROCESS_HINT, UnitJob
 
     cfg = ctx.config.importance
     units = exact_units(ctx, inputs, feats)
@@ -451,7 +478,7 @@ def _exact_segments(
                 arrays["image_flip"] = result.outcomes.flip
                 arrays["image_delta_logprob"] = result.outcomes.delta_logprob
             store.save(list(unit.features), arrays, store.segment_path(list(unit.features), unit.start, unit.end))
-            if workers > 1:  # the parent's own peak is in the summary's peak_rss_mb
+            if workers > 1 or ctx.config.executor == "ray":  # the parent's own peak is in the summary's peak_rss_mb
                 info["worker_peak_rss_mb"] = max(info.get("worker_peak_rss_mb", 0.0), result.peak_rss_mb)
 
         def describe(description: dict[str, str]) -> None:
@@ -462,22 +489,17 @@ def _exact_segments(
         info["workers"], info["threads_per_worker"] = workers, threads
         # progress in ablations (feature × image pairs): the bar's ETA covers every chunk and segment
         total = sum(u.pairs for u in todo)
-        if workers > 1:
-            job.make_path = inception_path_factory(ctx, inputs)
+        task = _unit_task(ctx, inputs, job, workers)
+        info["executor"] = ctx.config.executor
+        if ctx.config.executor == "ray":
+            print(f"[importance] {len(todo)} units as Ray tasks, {threads} thread(s) each", file=sys.stderr)
+        elif workers > 1:
             print(f"[importance] {workers} worker processes, {threads} thread(s) each", file=sys.stderr)
-            with WorkerPool(job, workers) as pool:
-                describe(pool.description)
-                with Progress(f"importance ({info['path']}, {workers} workers)", total, "ablations") as bar:
-                    pool.run(todo, save, bar.advance)
-        else:
-            path = choose_path(ctx, inputs)
-            describe(path_description(path))
-            # each pair's outcome is kept on every path but the InceptionV1 one (832 features x every image)
-            per_image = not supports_inception_mixed5a(ctx.model.module, ctx.config.layer, inputs.shape[2:])
-            with Progress(f"importance ({path.name})", total, "ablations") as bar:
-                for unit in todo:
-                    advance = lambda images, f=len(unit.features): bar.advance(images * f)  # noqa: E731
-                    save(unit, evaluate_unit(path, inputs.acts, job, unit, advance, per_image=per_image))
+        with executor.session(ctx.config, task, workers, SINGLE_PROCESS_HINT) as units_session:
+            describe(units_session.description)
+            where = f", {workers} workers" if workers > 1 and ctx.config.executor == "local" else ""
+            with Progress(f"importance ({info['path']}{where})", total, "ablations") as bar:
+                units_session.map(todo, save, bar.advance)
     chunk_tallies = []
     fallback = 0
     tiers_total: dict[str, int] = {}
