@@ -113,6 +113,8 @@ def connect_ray(address: str | None) -> Any:
     from autointerp.extras import require
 
     ray = require("ray", "ray", "--executor ray")
+    if address not in (None, "auto"):
+        _check_reachable(address)
     if ray.is_initialized():
         return ray
     try:
@@ -127,6 +129,22 @@ def connect_ray(address: str | None) -> Any:
             f"cannot reach a Ray cluster {where} ({first}); start one with `ray start --head` or fix --address"
         ) from None
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """One-line error unless something listens at ``HOST:PORT`` (Ray itself would retry for a minute)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(f"--address {address!r}: expected auto or HOST:PORT (the head's `ray start --head` address)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach a Ray cluster at {address!r} ({exc.strerror or exc}); start one with "
+            "`ray start --head` there, or fix --address"
+        ) from None
 
 
 @contextlib.contextmanager
