@@ -196,3 +196,39 @@ def test_a_ray_worker_killed_after_its_first_unit_changes_nothing(
     local, again = _outputs(local_run), _outputs(out)
     assert sorted(again) == sorted(local)
     assert [n for n in local if local[n] != again[n]] == []
+
+
+# -- device code paths, on CPU tensors --------------------------------------------------------------
+def test_generic_importance_path_through_a_device_copy_of_the_tail_gives_the_same_tallies() -> None:
+    """The generic path's device branch (a copy of the tail, batches moved to its device, logits back to
+    the CPU) exercised with the CPU as the device: same tallies as the tail itself, model untouched."""
+    import numpy as np
+    import torch
+
+    from autointerp.importance.ablation import Ablation
+    from autointerp.importance.engine import evaluate_segment
+    from autointerp.importance.paths import TailPath, tail_on_device
+    from tests.test_importance import small_cnn
+
+    head, tail, _ = small_cnn(seed=3)
+    with torch.no_grad():
+        acts = head(torch.rand(48, 3, 8, 8))
+    labels = tail(acts).argmax(1).numpy().copy()
+    labels[::3] = (labels[::3] + 1) % 7  # some wrong images, so flips go both ways
+    valid = torch.ones(7, dtype=torch.bool)
+    ablation = Ablation.from_means(acts.mean((0, 2, 3)).numpy(), None, "channel", tuple(acts.shape[1:]))
+    feats = list(range(acts.shape[1]))
+
+    def tallies(path: TailPath) -> dict[str, np.ndarray]:
+        tally, _ = evaluate_segment(path, acts.numpy(), labels, feats, ablation, 1, valid, 16)
+        return {name: getattr(tally, name) for name in tally.SUMS}
+
+    plain = TailPath(tail, example=acts[:1])
+    moved = TailPath(tail, example=acts[:1], device="cpu")
+    moved.device_tail = tail_on_device(tail, torch.device("cpu"))  # what a CUDA device gets, here on the CPU
+    assert moved.device_tail is not tail
+    assert {id(p) for p in moved.device_tail.parameters()}.isdisjoint(id(p) for p in tail.parameters())
+    a, b = tallies(plain), tallies(moved)
+    assert int(np.abs(a["correct_to_wrong"]).sum() + np.abs(a["wrong_to_correct"]).sum()) > 0  # flips happen
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

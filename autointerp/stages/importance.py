@@ -388,7 +388,7 @@ def choose_path(ctx: RunContext, inputs: ImportanceInputs):
     jacobian = affine_jacobian(tail, example)
     if jacobian is not None:  # pool + linear tails: no pass through the tail except at ties
         return AffineTailPath(tail, jacobian, example=example[:1])
-    return TailPath(tail, example=example[:1])
+    return TailPath(tail, example=example[:1], device=ctx.device)  # the tail's passes on the run's device
 
 
 def exact_units(ctx: RunContext, inputs: ImportanceInputs, feats: list[int]) -> list[Unit]:
@@ -429,8 +429,9 @@ def _unit_task(ctx: RunContext, inputs: ImportanceInputs, job: Any, workers: int
         job.make_path = factory or functools.partial(path_from_run_folder, str(ctx.root), ctx.config)
     else:
         job.make_path = functools.partial(choose_path, ctx, inputs)
-    per_image = not supports_inception_mixed5a(ctx.model.module, ctx.config.layer, inputs.shape[2:])
-    return UnitTask(job, per_image=per_image)
+    generic = not supports_inception_mixed5a(ctx.model.module, ctx.config.layer, inputs.shape[2:])
+    # generic paths run the tail on the run's device (a GPU per Ray task where the cluster has them)
+    return UnitTask(job, per_image=generic, cuda=generic and ctx.config.device != "cpu")
 
 
 def path_from_run_folder(root: str, config: Any) -> Any:
