@@ -493,7 +493,7 @@ def _exact_segments(
         task = _unit_task(ctx, inputs, job, workers)
         info["executor"] = ctx.config.executor
         if ctx.config.executor == "ray":
-            print(f"[importance] {len(todo)} units as Ray tasks, {threads} thread(s) each", file=sys.stderr)
+            print(f"[importance] {len(todo)} unit(s) as Ray tasks, {threads} thread(s) each", file=sys.stderr)
         elif workers > 1:
             print(f"[importance] {workers} worker processes, {threads} thread(s) each", file=sys.stderr)
         with executor.session(ctx.config, task, workers, SINGLE_PROCESS_HINT) as units_session:
