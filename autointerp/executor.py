@@ -135,7 +135,7 @@ def _check_reachable(address: str) -> None:
     """One-line error unless something listens at ``HOST:PORT`` (Ray itself would retry for a minute)."""
     import socket
 
-    host, sep, port = address.rpartition(":")
+    host, sep, port = address.removeprefix("ray://").rpartition(":")  # ray://HOST:PORT: Ray Client
     if not sep or not host or not port.isdigit():
         raise UserError(f"--address {address!r}: expected auto or HOST:PORT (the head's `ray start --head` address)")
     try:
