@@ -106,7 +106,7 @@ def test_unreachable_address_and_address_without_ray(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", str(DEMO_CONFIG), "--out", str(out), "--address", "auto"])
     assert isinstance(result.exception, UserError) and "--executor ray" in str(result.exception)
-    assert not (out / "activations").exists()  # nothing ran
+    assert not out.exists()  # refused before the run folder was made
 
 
 def test_cuda_without_cuda_is_refused_before_any_work(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_cuda_without_cuda_is_refused_before_any_work(monkeypatch: pytest.Monkey
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", str(DEMO_CONFIG), "--out", str(out), "--set", "device=cuda"])
     assert isinstance(result.exception, UserError) and "no CUDA device" in str(result.exception)
-    assert not (out / "activations").exists()
+    assert not out.exists()
 
 
 # -- a real local Ray cluster -----------------------------------------------------------------------

@@ -29,21 +29,24 @@ AddressOpt = Annotated[
 ]
 
 
-def use_executor(ctx, executor: str | None, address: str | None) -> None:
-    """Apply ``--executor``/``--address`` to ``ctx``'s config (in memory: where units run never changes the
-    results, so config.yaml keeps what it says) and check them before any work
-    (:func:`autointerp.executor.check_executor`: one-line errors, Ray started or reached)."""
+def with_executor(config, executor: str | None, address: str | None):
+    """A copy of ``config`` with ``--executor``/``--address`` applied, checked before any work
+    (:func:`autointerp.executor.check_executor`: one-line errors; Ray started or reached). Callers put it
+    on the run context after writing config.yaml: where units run never changes the results, so the
+    run's config.yaml keeps what it says."""
     from autointerp.executor import EXECUTORS, check_executor
 
+    config = config.model_copy(deep=True)
     if executor is not None:
         if executor not in EXECUTORS:
             raise UserError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
-        ctx.config.executor = executor
+        config.executor = executor
     if address is not None:
-        if ctx.config.executor != "ray":
+        if config.executor != "ray":
             raise UserError("--address is for the Ray executor: add --executor ray")
-        ctx.config.ray_address = address
-    check_executor(ctx.config)
+        config.ray_address = address
+    check_executor(config)
+    return config
 
 
 @contextlib.contextmanager

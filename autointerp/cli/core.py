@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.common import AddressOpt, ExecutorOpt, Overrides, Overwrite, RunDir, open_run, use_executor
+from autointerp.cli.common import AddressOpt, ExecutorOpt, Overrides, Overwrite, RunDir, open_run, with_executor
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "default_configs" / "demo.yaml"
 
@@ -31,8 +31,9 @@ def register(app: typer.Typer) -> None:
         from autointerp.runfolder import RunContext
 
         cfg = load_config(config, overrides or [])
+        placed = with_executor(cfg, executor, address)
         ctx = RunContext.create(cfg, out)
-        use_executor(ctx, executor, address)
+        ctx.config = placed
         only = [s.strip() for s in stages.split(",")] if stages else None
         done = run_pipeline(ctx, overwrite=overwrite, only=only)
         typer.echo(f"run folder: {ctx.root} (stages: {', '.join(done) or 'none'})")
@@ -51,8 +52,9 @@ def register(app: typer.Typer) -> None:
         from autointerp.runfolder import RunContext
 
         cfg = load_config(DEMO_CONFIG, overrides or [])
+        placed = with_executor(cfg, executor, address)
         ctx = RunContext.create(cfg, out)
-        use_executor(ctx, executor, address)
+        ctx.config = placed
         done = run_pipeline(ctx, overwrite=overwrite)
         report = ctx.paths.report / "index.html"
         typer.echo(f"demo run folder: {ctx.root} (stages: {', '.join(done)})")

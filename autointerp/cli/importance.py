@@ -15,7 +15,7 @@ from autointerp.cli.common import (
     handle_errors,
     open_run,
     parse_features,
-    use_executor,
+    with_executor,
 )
 
 
@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
             if k is not None:
                 extra.append(f"importance.k={k}")
             ctx = open_run(run_dir, extra)
-            use_executor(ctx, executor, address)
+            ctx.config = with_executor(ctx.config, executor, address)
             path = run_importance(ctx, overwrite=overwrite, features=parse_features(features), method=method)
             import json
 

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         with handle_errors():
             import json
 
-            from autointerp.cli.common import open_run, use_executor
+            from autointerp.cli.common import open_run, with_executor
             from autointerp.stages.rate import run_rate
 
             extra = list(overrides or [])
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
             if invalid is not None:
                 extra.append(f"rate.human_invalid={invalid}")
             ctx = open_run(run_dir, extra)
-            use_executor(ctx, executor, address)
+            ctx.config = with_executor(ctx.config, executor, address)
             names = [n.strip() for n in raters.split(",") if n.strip()] if raters else None
             out = run_rate(
                 ctx, overwrite=overwrite, raters=names, rater_paths=rater_path or (), features=parse_features(features)

@@ -14,7 +14,7 @@ from autointerp.cli.common import (
     RunDir,
     open_run,
     parse_features,
-    use_executor,
+    with_executor,
 )
 
 Features = Annotated[
@@ -56,6 +56,6 @@ def register(app: typer.Typer) -> None:
         if steps is not None:
             sets.append(f"visualize.steps={steps}")
         ctx = open_run(run_dir, sets)
-        use_executor(ctx, executor, address)
+        ctx.config = with_executor(ctx.config, executor, address)
         out = run_visualize(ctx, overwrite=overwrite, features=parse_features(features))
         typer.echo(f"visualizations: {out / 'index.json'} (cards in {out}/NNNN/card.png, {out / 'contact_sheet.png'})")
