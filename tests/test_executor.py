@@ -232,3 +232,40 @@ def test_generic_importance_path_through_a_device_copy_of_the_tail_gives_the_sam
     assert int(np.abs(a["correct_to_wrong"]).sum() + np.abs(a["wrong_to_correct"]).sum()) > 0  # flips happen
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_an_interrupted_ray_run_resumes_from_the_units_on_disk(
+    ray_cluster: Any, local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver stopped after saving its first importance unit (Ctrl-C): rerunning the same command on Ray
+    computes only the other units and ends with the local executor's bytes."""
+    from autointerp.stages.importance import ChunkStore
+
+    small = ["--set", "importance.chunk_size=8"]  # 32 features: 4 units
+    runs = {}
+    for name in ("local", "ray"):
+        runs[name] = tmp_path / name
+        shutil.copytree(local_run, runs[name])
+        shutil.rmtree(runs[name] / "importance")
+    result = CliRunner().invoke(app, ["importance", str(runs["local"]), *small])
+    assert result.exit_code == 0, result.output
+    saves: list[Path] = []
+    real_save = ChunkStore.save
+
+    def save_then_stop(self: ChunkStore, chunk: list[int], arrays: dict, path: Path | None = None) -> None:
+        real_save(self, chunk, arrays, path)
+        saves.append(path or self.path(chunk))
+        if len(saves) == 1:
+            raise KeyboardInterrupt  # as if the driver were stopped right after its first unit
+
+    monkeypatch.setattr(ChunkStore, "save", save_then_stop)
+    result = CliRunner().invoke(app, ["importance", str(runs["ray"]), *small, "--executor", "ray"])
+    assert result.exit_code == 130, result.output
+    assert not (runs["ray"] / "importance" / "importance.csv").exists()
+    assert len(list((runs["ray"] / "importance" / "chunks" / "exact").glob("chunk_*.npz"))) == 1
+    result = CliRunner().invoke(app, ["importance", str(runs["ray"]), *small, "--executor", "ray"])
+    assert result.exit_code == 0, result.output
+    assert len(saves) == 4  # the first unit was not computed again
+    for name in ("importance.csv", "importance_exact.csv"):
+        local = (runs["local"] / "importance" / name).read_bytes()
+        assert (runs["ray"] / "importance" / name).read_bytes() == local, name
