@@ -138,6 +138,10 @@ class RunConfig(_Section):
     output_dir: str = "runs/run"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # where stages run their units of work (autointerp.executor, docs/scale.md): "local" processes, or
+    # "ray" tasks on the Ray cluster at ray_address ("auto", "HOST:PORT"; unset: one started on this machine)
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
     model: ModelConfig = Field(default_factory=ModelConfig)
     layer: str = "mixed5a"
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)

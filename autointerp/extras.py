@@ -12,6 +12,7 @@ extra           packages                        needed by
 ``tensorflow``  tensorflow-cpu, keras           the ``tf_graphdef``/``lucid`` and ``keras`` model adapters
 ``survey``      fastapi, uvicorn                ``autointerp survey serve``
 ``dreamsim``    dreamsim                        the ``dreamsim`` embedder
+``ray``         ray                             ``executor: ray`` (``--executor ray``)
 ==============  ==============================  ===========================================
 
 Code that uses such a package imports it through :func:`require` (or inside :func:`extra_imports` for
@@ -38,6 +39,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "tensorflow": ("tensorflow", "keras"),
     "survey": ("fastapi", "uvicorn"),
     "dreamsim": ("dreamsim",),
+    "ray": ("ray",),
 }
 
 

@@ -51,6 +51,9 @@ def run_pipeline(ctx: RunContext, overwrite: bool = False, only: list[str] | Non
         unknown = sorted(set(only) - set(stage_names()))
         if unknown:
             raise UserError(f"unknown stage {unknown[0]!r}; valid: {', '.join(stage_names())}")
+    from autointerp.executor import check_executor
+
+    check_executor(ctx.config)  # Ray missing or unreachable, CUDA absent: one line, before any work
     done = []
     for stage in STAGES:
         if only and stage.name not in only:

@@ -20,6 +20,35 @@ Overrides = Annotated[
     typer.Option("--set", "-s", help="Override a config key, e.g. --set importance.k=5 (repeatable)."),
 ]
 
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option("--executor", help="Where units of work run: local (this machine) or ray (config key executor)."),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="With --executor ray: the cluster, auto or HOST:PORT (default: start one here)."),
+]
+
+
+def with_executor(config, executor: str | None, address: str | None):
+    """A copy of ``config`` with ``--executor``/``--address`` applied, checked before any work
+    (:func:`autointerp.executor.check_executor`: one-line errors; Ray started or reached). Callers put it
+    on the run context after writing config.yaml: where units run never changes the results, so the
+    run's config.yaml keeps what it says."""
+    from autointerp.executor import EXECUTORS, check_executor
+
+    config = config.model_copy(deep=True)
+    if executor is not None:
+        if executor not in EXECUTORS:
+            raise UserError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+        config.executor = executor
+    if address is not None:
+        if config.executor != "ray":
+            raise UserError("--address is for the Ray executor: add --executor ray")
+        config.ray_address = address
+    check_executor(config)
+    return config
+
 
 @contextlib.contextmanager
 def handle_errors() -> Iterator[None]:
@@ -71,8 +100,12 @@ def save_overrides(ctx) -> None:
     """Record a stage's ``--set`` overrides in ``RUN/config.yaml`` — called once the stage has succeeded, so a
     failed stage leaves the run's config as it was."""
     from autointerp.atomic import write_text
-    from autointerp.config import dump_config
+    from autointerp.config import dump_config, load_config
 
-    text = dump_config(ctx.config)
+    config = ctx.config
+    if ctx.paths.config.exists():  # --executor/--address say where units ran, not what the run is: not recorded
+        recorded = load_config(ctx.paths.config)
+        config = config.model_copy(update={"executor": recorded.executor, "ray_address": recorded.ray_address})
+    text = dump_config(config)
     if not ctx.paths.config.exists() or ctx.paths.config.read_text(encoding="utf-8") != text:
         write_text(ctx.paths.config, text)

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.common import Overrides, Overwrite, RunDir, open_run, save_overrides
+from autointerp.cli.common import (
+    AddressOpt,
+    ExecutorOpt,
+    Overrides,
+    Overwrite,
+    RunDir,
+    open_run,
+    save_overrides,
+    with_executor,
+)
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "default_configs" / "demo.yaml"
 
@@ -22,6 +31,8 @@ def register(app: typer.Typer) -> None:
         overrides: Overrides = None,
         overwrite: Overwrite = False,
         stages: Annotated[str | None, typer.Option(help="Only these stages, e.g. activations,importance.")] = None,
+        executor: ExecutorOpt = None,
+        address: AddressOpt = None,
     ) -> None:
         """Run the whole pipeline (every installed stage, in order) from a config."""
         from autointerp.config import load_config
@@ -29,7 +40,9 @@ def register(app: typer.Typer) -> None:
         from autointerp.runfolder import RunContext
 
         cfg = load_config(config, overrides or [])
+        placed = with_executor(cfg, executor, address)
         ctx = RunContext.create(cfg, out)
+        ctx.config = placed
         only = [s.strip() for s in stages.split(",")] if stages else None
         done = run_pipeline(ctx, overwrite=overwrite, only=only)
         typer.echo(f"run folder: {ctx.root} (stages: {', '.join(done) or 'none'})")
@@ -39,6 +52,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for the demo.")] = Path("runs/demo"),
         overrides: Overrides = None,
         overwrite: Overwrite = False,
+        executor: ExecutorOpt = None,
+        address: AddressOpt = None,
     ) -> None:
         """Run the whole pipeline offline on the embedded synthetic world (a few minutes on 2 CPU cores)."""
         from autointerp.config import load_config
@@ -46,7 +61,9 @@ def register(app: typer.Typer) -> None:
         from autointerp.runfolder import RunContext, report_paths
 
         cfg = load_config(DEMO_CONFIG, overrides or [])
+        placed = with_executor(cfg, executor, address)
         ctx = RunContext.create(cfg, out)
+        ctx.config = placed
         done = run_pipeline(ctx, overwrite=overwrite)
         report = report_paths(ctx.paths.report)[0]
         typer.echo(f"demo run folder: {ctx.root} (stages: {', '.join(done)})")

@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from autointerp.cli.common import (
+    AddressOpt,
+    ExecutorOpt,
     Overrides,
     Overwrite,
     RunDir,
@@ -14,6 +16,7 @@ from autointerp.cli.common import (
     open_run,
     parse_features,
     save_overrides,
+    with_executor,
 )
 
 
@@ -34,6 +37,8 @@ def register(app: typer.Typer) -> None:
         k: Annotated[int | None, typer.Option("--k", help="Top-k used for correctness (importance.k).")] = None,
         overrides: Overrides = None,
         overwrite: Overwrite = False,
+        executor: ExecutorOpt = None,
+        address: AddressOpt = None,
     ) -> None:
         """Stage 2: importance = #images correct in the top-k minus the same with the feature mean-ablated."""
         with handle_errors():
@@ -43,6 +48,7 @@ def register(app: typer.Typer) -> None:
             if k is not None:
                 extra.append(f"importance.k={k}")
             ctx = open_run(run_dir, extra)
+            ctx.config = with_executor(ctx.config, executor, address)
             path = run_importance(ctx, overwrite=overwrite, features=parse_features(features), method=method)
             save_overrides(ctx)
             from autointerp.runfiles import read_importance_summary

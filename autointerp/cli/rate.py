@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.common import Overrides, Overwrite, RunDir, handle_errors, parse_features
+from autointerp.cli.common import AddressOpt, ExecutorOpt, Overrides, Overwrite, RunDir, handle_errors, parse_features
 
 RaterPath = Annotated[
     list[Path] | None,
@@ -38,12 +38,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
         overwrite: Overwrite = False,
         overrides: Overrides = None,
+        executor: ExecutorOpt = None,
+        address: AddressOpt = None,
     ) -> None:
         """Score every feature with the chosen raters; writes RUN/ratings/<rater>.csv and .json."""
         with handle_errors():
             import json
 
-            from autointerp.cli.common import open_run, save_overrides
+            from autointerp.cli.common import open_run, save_overrides, with_executor
             from autointerp.stages.rate import run_rate
 
             extra = list(overrides or [])
@@ -52,6 +54,7 @@ def register(app: typer.Typer) -> None:
             if invalid is not None:
                 extra.append(f"rate.human_invalid={invalid}")
             ctx = open_run(run_dir, extra)
+            ctx.config = with_executor(ctx.config, executor, address)
             names = [n.strip() for n in raters.split(",") if n.strip()] if raters else None
             out = run_rate(
                 ctx, overwrite=overwrite, raters=names, rater_paths=rater_path or (), features=parse_features(features)

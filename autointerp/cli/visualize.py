@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from autointerp.cli.common import Overrides, Overwrite, RunDir, open_run, parse_features, save_overrides
+from autointerp.cli.common import (
+    AddressOpt,
+    ExecutorOpt,
+    Overrides,
+    Overwrite,
+    RunDir,
+    open_run,
+    parse_features,
+    save_overrides,
+    with_executor,
+)
 
 Features = Annotated[
     str | None,
@@ -38,6 +48,8 @@ def register(app: typer.Typer) -> None:
         steps: Steps = None,
         overwrite: Overwrite = False,
         overrides: Overrides = None,
+        executor: ExecutorOpt = None,
+        address: AddressOpt = None,
     ) -> None:
         """Render feature visualisations, feature cards, a contact sheet and the quality check."""
         from autointerp.stages.visualize import run_visualize
@@ -48,6 +60,7 @@ def register(app: typer.Typer) -> None:
         ctx = open_run(run_dir, sets)
         from autointerp.runfolder import CARD_PNG
 
+        ctx.config = with_executor(ctx.config, executor, address)
         out = run_visualize(ctx, overwrite=overwrite, features=parse_features(features))
         save_overrides(ctx)
         typer.echo(

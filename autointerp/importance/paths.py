@@ -1,6 +1,12 @@
-"""The generic batched path: ablated activations run through any tail module, many pairs per pass."""
+"""The generic batched path: ablated activations run through any tail module, many pairs per pass.
+
+On a CUDA device (``device``; the stage passes the run's ``device``) the tail's passes run there in the
+engine's batches of ablated copies, exact by construction (float32, the same arithmetic); the engine's
+bounds and counts stay on the CPU, which gets the logits back."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -20,14 +26,18 @@ class TailPath:
 
     name = "tail"
 
-    def __init__(self, tail: nn.Module, example: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, tail: nn.Module, example: torch.Tensor | None = None, device: torch.device | str = "cpu"
+    ) -> None:
         self.tail = tail.eval()
         self.pairs: dict[str, int] = {}  # no tiers: nothing to count
         self.seconds: dict[str, float] = {}
+        self.device = torch.device(device)
         self.bound: TailBound | None = None
         self.bound_reason = "no example given"
         if example is not None:
             self.bound, self.bound_reason = analyse_tail(self.tail, example[:1].float())
+        self.device_tail = self.tail if self.device.type == "cpu" else tail_on_device(self.tail, self.device)
 
     def describe(self) -> dict[str, str]:
         """The path's name, and why its bound is off where it is."""
@@ -39,7 +49,9 @@ class TailPath:
     def logits_and_grad(
         self, x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return logits_and_logprob_grad(self.tail, x, labels, valid)
+        d = self.device
+        z, grad = logits_and_logprob_grad(self.device_tail, x.to(d), labels.to(d), valid.to(d))
+        return z.cpu(), grad.cpu()
 
     def final_weight(self) -> torch.Tensor | None:
         return None if self.bound is None else self.bound.weight
@@ -50,8 +62,9 @@ class TailPath:
         delta = ablation.target(x, features) - x[:, features]
         return torch.linalg.vector_norm(delta.double(), dim=(2, 3)) * self.bound.lipschitz
 
-    def prepare(self, x: torch.Tensor) -> None:
-        return None
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch on the path's device (the same tensor on the CPU), for :meth:`evaluate`."""
+        return x.to(self.device)
 
     def evaluate(
         self,
@@ -65,15 +78,22 @@ class TailPath:
         k: int,
         valid: torch.Tensor,
     ) -> PairResult:
-        xa = x[b_idx].clone()
-        ar = torch.arange(len(b_idx))
+        xd = state if isinstance(state, torch.Tensor) else x.to(self.device)
+        xa = xd[b_idx.to(xd.device)].clone()
+        ar = torch.arange(len(b_idx), device=xd.device)
         if ablation.values is not None:
-            xa[ar, channels] = ablation.values[channels].to(xa)
+            xa[ar, channels.to(xd.device)] = ablation.values[channels].to(xa)
         with torch.no_grad():
-            za = self.tail(xa).float()
+            za = self.device_tail(xa).float().cpu()
         lab = labels[b_idx]
         return PairResult(
             after_correct=topk_correct(za, lab, k, valid),
             logprob_after=true_logprob(za, lab, valid),
             bounded=torch.zeros(len(b_idx), dtype=torch.bool),
         )
+
+
+def tail_on_device(tail: nn.Module, device: torch.device) -> nn.Module:
+    """GPU-only branch: a copy of ``tail`` on ``device`` (the model itself stays where it is, so the
+    stage's other passes, e.g. the cumulative ablation on the CPU, are unaffected)."""
+    return copy.deepcopy(tail).to(device).eval()

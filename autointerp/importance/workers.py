@@ -3,8 +3,10 @@
 A *unit* is a chunk of features over a segment of images (:func:`evaluate_unit`); its tallies are
 saved on their own and add up over segments, so units are independent. A path that spends much of its
 time in small tensor operations and Python between them (as the fast paths of
-:mod:`autointerp.importance.fastpaths` do) cannot spread that over one process's intra-op threads, so
-:class:`WorkerPool` runs units in processes with one thread each (figures: docs/performance.md).
+:mod:`autointerp.importance.fastpaths` do) cannot spread that over one process's intra-op threads, so such
+units run in processes with one thread each (figures: docs/performance.md). :class:`UnitTask` hands the units
+to the stage's executor (:mod:`autointerp.executor`: this process, local worker processes, or Ray tasks);
+:class:`WorkerPool` is the local executor's worker processes for it.
 
 * Workers start with the ``spawn`` method (a forked PyTorch with OpenMP threads can hang), apply the
   process settings the job asks for (``UnitJob.prepare_process``), build the path from a picklable
@@ -22,11 +24,8 @@ time in small tensor operations and Python between them (as the fast paths of
 from __future__ import annotations
 
 import os
-import queue
-import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,16 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from autointerp.executor import WorkerError  # noqa: F401  (re-exported: a worker failed or died)
 from autointerp.importance import engine
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import AblationPath, bound_pass, evaluate_chunk
 
 #: images of the first unit the optional warm-up runs (compiles every tier outside any timing)
 WARM_UP_IMAGES = 64
-
-
-class WorkerError(RuntimeError):
-    """A worker process failed (its traceback is in the message) or died."""
 
 
 @dataclass(frozen=True)
@@ -189,70 +185,72 @@ def warm_up(path: AblationPath, acts: np.ndarray, job: UnitJob) -> None:
         counters.update(dict.fromkeys(counters, 0))
 
 
-def _worker_main(job: UnitJob, tasks: Any, results: Any, index: int) -> None:
-    """A worker: build the path, say it is ready, then evaluate units until told to stop (``None``)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
-    try:
-        if job.prepare_process is not None:  # before any thread allocates
-            job.prepare_process()
-        torch.set_num_threads(job.threads)
-        if job.make_path is None:
-            raise ValueError("UnitJob.make_path is needed in worker processes")
-        path = job.make_path()
-        acts = np.load(job.acts_file, mmap_mode="r")
-        if job.warm_up:
-            warm_up(path, acts, job)
-        results.put(("ready", index, path.describe()))
-        while (task := tasks.get()) is not None:
-            number, unit = task
-            pairs_done = lambda n, f=len(unit.features): results.put(("progress", n * f, None))  # noqa: E731
-            results.put(("done", number, evaluate_unit(path, acts, job, unit, pairs_done)))
-    except BaseException:
-        results.put(("error", index, traceback.format_exc()))
+@dataclass
+class UnitTask:
+    """The exact method's units as an :class:`autointerp.executor.UnitTask`: each worker builds the
+    path with ``job.make_path`` and memory-maps the activation cache once; a unit is
+    :func:`evaluate_unit` (with each pair's outcome when ``per_image``)."""
+
+    job: UnitJob
+    per_image: bool = False
+    label: str = "importance"
+    cuda: bool = False
+
+    @property
+    def threads(self) -> int:
+        """PyTorch threads per unit (the stage keys its saved units by them)."""
+        return self.job.threads
+
+    def setup(self) -> tuple[AblationPath, np.ndarray]:
+        if self.job.prepare_process is not None:  # the path's process settings, asked for explicitly
+            self.job.prepare_process()
+        if self.job.make_path is None:
+            raise ValueError("UnitJob.make_path is needed to build the path")
+        path = self.job.make_path()
+        acts = np.load(self.job.acts_file, mmap_mode="r")
+        if self.job.warm_up:
+            warm_up(path, acts, self.job)
+        return path, acts
+
+    def run(self, state: tuple[AblationPath, np.ndarray], unit: Unit, progress: Callable[[int], None]) -> UnitResult:
+        path, acts = state
+        pairs_done = lambda n, f=len(unit.features): progress(n * f)  # noqa: E731
+        return evaluate_unit(path, acts, self.job, unit, pairs_done, per_image=self.per_image)
+
+    def weight(self, unit: Unit) -> int:
+        return unit.pairs
+
+    def describe(self, state: tuple[AblationPath, np.ndarray]) -> dict[str, str]:
+        return state[0].describe()
+
+
+#: what to change when a local importance worker dies
+SINGLE_PROCESS_HINT = "set importance.workers: 1 to run in one process"
 
 
 class WorkerPool:
-    """``workers`` processes running :func:`evaluate_unit` for one :class:`UnitJob` (module doc).
+    """``workers`` local processes running :func:`evaluate_unit` for one :class:`UnitJob`: the ``local``
+    executor's process session (:class:`autointerp.executor.ProcessSession`) for :class:`UnitTask`.
 
     Use as a context manager: entering starts the workers and waits until each has built its path
     (and warmed it up when ``job.warm_up``); :attr:`description` is then what the first one said
     about its path (:meth:`~autointerp.importance.engine.AblationPath.describe`). Leaving stops them."""
 
     def __init__(self, job: UnitJob, workers: int) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        from autointerp.executor import ProcessSession
+
         self.job = job
         self.workers = workers
+        self._session = ProcessSession(UnitTask(job), workers, SINGLE_PROCESS_HINT)
         self.description: dict[str, str] = {}
-        self._processes: list[Any] = []
 
     def __enter__(self) -> WorkerPool:
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")
-        self._tasks, self._results = context.Queue(), context.Queue()
-        for i in range(self.workers):
-            process = context.Process(target=_worker_main, args=(self.job, self._tasks, self._results, i), daemon=True)
-            process.start()
-            self._processes.append(process)
-        ready = 0
-        while ready < self.workers:
-            kind, _, payload = self._next()
-            if kind == "ready":
-                ready += 1
-                self.description = self.description or payload
+        self._session.__enter__()
+        self.description = self._session.description
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for _ in self._processes:
-            self._tasks.put(None)
-        deadline = time.monotonic() + (5.0 if exc[0] is None else 0.0)
-        for process in self._processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-            if process.is_alive():
-                process.terminate()
-                process.join()
-        self._processes = []
+        self._session.__exit__(*exc)
 
     def run(
         self,
@@ -260,35 +258,6 @@ class WorkerPool:
         on_result: Callable[[Unit, UnitResult], None],
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
-        """Evaluate ``units``; ``on_result`` gets each one as it finishes (in any order), ``on_progress``
-        the (image, feature) pairs done as workers report them."""
-        units = list(units)
-        for number, unit in enumerate(units):
-            self._tasks.put((number, unit))
-        left = len(units)
-        while left:
-            kind, number, payload = self._next()
-            if kind == "progress":
-                if on_progress is not None:
-                    on_progress(number)
-            elif kind == "done":
-                on_result(units[number], payload)
-                left -= 1
-
-    def _next(self) -> tuple[str, Any, Any]:
-        """The next message from a worker; raises :class:`WorkerError` for a worker's error or death."""
-        while True:
-            try:
-                kind, number, payload = self._results.get(timeout=1.0)
-            except queue.Empty:
-                dead = [(i, p.exitcode) for i, p in enumerate(self._processes) if p.exitcode is not None]
-                if dead:
-                    i, code = dead[0]
-                    raise WorkerError(
-                        f"importance worker {i} stopped (exit code {code}; -9 is usually the system killing it for "
-                        "memory): set importance.workers: 1 to run in one process"
-                    ) from None
-                continue
-            if kind == "error":
-                raise WorkerError(f"importance worker {number} failed:\n{payload}")
-            return kind, number, payload
+        """Evaluate ``units``; ``on_result`` gets each one (in the order given), ``on_progress`` the
+        (image, feature) pairs done as workers report them."""
+        self._session.map(units, on_result, on_progress)

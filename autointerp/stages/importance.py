@@ -31,6 +31,7 @@ whose table exists but whose reliability files do not gets them from its saved u
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autointerp.atomic import atomic_path, write_text
+from autointerp.atomic import atomic_path, write_json, write_text
 from autointerp.errors import DataError, UserError
 from autointerp.features import select_features
 from autointerp.progress import Progress
@@ -53,6 +54,7 @@ from autointerp.runfiles import (
     read_activation_meta,
     read_importance,
     read_importance_summary,
+    read_json,
     write_ablation_curve,
     write_importance,
     write_importance_summary,
@@ -120,6 +122,8 @@ class ChunkStore:
         folder.mkdir(parents=True, exist_ok=True)
         if not key_file.exists():
             write_text(key_file, key)
+        #: what the path said about itself when its units ran (the summary's, also after a resume with none left)
+        self.info_file = folder / "path_info.json"
 
     def path(self, chunk: list[int]) -> Path:
         return self.folder / f"chunk_{chunk[0]:05d}_{chunk[-1]:05d}_{len(chunk)}.npz"
@@ -377,7 +381,7 @@ def choose_path(ctx: RunContext, inputs: ImportanceInputs, fast: SelectedPath | 
     jacobian = affine_jacobian(tail, example)
     if jacobian is not None:  # pool + linear tails: no pass through the tail except at ties
         return AffineTailPath(tail, jacobian, example=example[:1])
-    return TailPath(tail, example=example[:1])
+    return TailPath(tail, example=example[:1], device=ctx.device)  # the tail's passes on the run's device
 
 
 def exact_units(ctx: RunContext, inputs: ImportanceInputs, feats: list[int]) -> list[Unit]:
@@ -405,6 +409,38 @@ def worker_plan(ctx: RunContext, inputs: ImportanceInputs, feats: list[int]) -> 
     return workers, threads
 
 
+def _unit_task(ctx: RunContext, inputs: ImportanceInputs, job: Any, workers: int) -> Any:
+    """The exact method's :class:`~autointerp.importance.workers.UnitTask` for the run's executor: in this
+    process the path is built from ``ctx``; elsewhere from a picklable factory (the InceptionV1 one, else
+    :func:`path_from_run_folder`). Each pair's outcome is kept on every path but the InceptionV1 one
+    (832 features x every image)."""
+    from autointerp.importance.workers import UnitTask
+
+    fast = fast_path(ctx, inputs)
+    if workers > 1 or ctx.config.executor == "ray":
+        if fast is not None:  # the fast path's own picklable factory, and the process settings it asks for
+            job.make_path = fast.factory(ctx.model, ctx.config.layer, inputs.shape[1:])
+            job.prepare_process = fast.path.prepare_process
+        else:
+            job.make_path = functools.partial(path_from_run_folder, str(ctx.root), ctx.config)
+    else:
+        job.make_path = functools.partial(choose_path, ctx, inputs, fast)
+    per_image = fast is None or fast.path.per_image_outcomes
+    # generic paths run the tail on the run's device (a GPU per Ray task where the cluster has them)
+    return UnitTask(job, per_image=per_image, cuda=fast is None and ctx.config.device != "cpu")
+
+
+def path_from_run_folder(root: str, config: Any) -> Any:
+    """:func:`choose_path` for the run folder ``root`` with ``config`` (what a worker elsewhere builds: the
+    model from the config, checked against the activation cache's fingerprint)."""
+    from autointerp.runfolder import RunContext
+
+    ctx = RunContext(root, config)
+    ctx.model.to("cpu")
+    inputs = ImportanceInputs(ctx)
+    return choose_path(ctx, inputs, fast_path(ctx, inputs))
+
+
 def _exact_segments(
     ctx: RunContext,
     inputs: ImportanceInputs,
@@ -419,8 +455,9 @@ def _exact_segments(
     so per-image work is done once per chunk), in ``importance.workers`` processes where the path allows
     (:mod:`autointerp.importance.workers`). Every finished unit is saved and reused; tallies add up in
     segment order, so a resumed run gives identical output."""
+    from autointerp import executor
     from autointerp.importance.ablation import FeatureTally
-    from autointerp.importance.workers import UnitJob, WorkerPool, evaluate_unit
+    from autointerp.importance.workers import SINGLE_PROCESS_HINT, UnitJob
 
     cfg = ctx.config.importance
     units = exact_units(ctx, inputs, feats)
@@ -428,7 +465,6 @@ def _exact_segments(
     info: dict[str, Any] = {}
     if todo:
         workers, threads = worker_plan(ctx, inputs, feats)
-        fast = fast_path(ctx, inputs)
         job = UnitJob(str(inputs.paths.acts), inputs.labels, ablation, valid, cfg.k, cfg.batch_size, threads)
 
         def save(unit: Unit, result: UnitResult) -> None:
@@ -440,35 +476,31 @@ def _exact_segments(
                 arrays["image_flip"] = result.outcomes.flip
                 arrays["image_delta_logprob"] = result.outcomes.delta_logprob
             store.save(list(unit.features), arrays, store.segment_path(list(unit.features), unit.start, unit.end))
-            if workers > 1:  # the parent's own peak is in the summary's peak_rss_mb
+            if workers > 1 or ctx.config.executor == "ray":  # the parent's own peak is in the summary's peak_rss_mb
                 info["worker_peak_rss_mb"] = max(info.get("worker_peak_rss_mb", 0.0), result.peak_rss_mb)
 
         def describe(description: dict[str, str]) -> None:
             info.update(description)
+            write_json(store.info_file, info)  # before any unit is saved: a resumed run finds it
             if "int8_tier" in description:  # whether the int8 tier runs on this machine, and why
                 print(f"[importance] int8 tier: {description['int8_tier']}", file=sys.stderr)
 
         info["workers"], info["threads_per_worker"] = workers, threads
         # progress in ablations (feature × image pairs): the bar's ETA covers every chunk and segment
         total = sum(u.pairs for u in todo)
-        if workers > 1:
-            assert fast is not None  # worker_plan: only fast paths run in worker processes
-            job.make_path = fast.factory(ctx.model, ctx.config.layer, inputs.shape[1:])
-            job.prepare_process = fast.path.prepare_process
+        task = _unit_task(ctx, inputs, job, workers)
+        info["executor"] = ctx.config.executor
+        if ctx.config.executor == "ray":
+            print(f"[importance] {len(todo)} unit(s) as Ray tasks, {threads} thread(s) each", file=sys.stderr)
+        elif workers > 1:
             print(f"[importance] {workers} worker processes, {threads} thread(s) each", file=sys.stderr)
-            with WorkerPool(job, workers) as pool:
-                describe(pool.description)
-                with Progress(f"importance ({info['path']}, {workers} workers)", total, "ablations") as bar:
-                    pool.run(todo, save, bar.advance)
-        else:
-            path = choose_path(ctx, inputs, fast)
-            describe(path.describe())
-            # each pair's outcome, for per-image reliability: the generic engine's paths and fast paths that keep it
-            per_image = fast is None or fast.path.per_image_outcomes
-            with Progress(f"importance ({path.name})", total, "ablations") as bar:
-                for unit in todo:
-                    advance = lambda images, f=len(unit.features): bar.advance(images * f)  # noqa: E731
-                    save(unit, evaluate_unit(path, inputs.acts, job, unit, advance, per_image=per_image))
+        with executor.session(ctx.config, task, workers, SINGLE_PROCESS_HINT) as units_session:
+            describe(units_session.description)
+            where = f", {workers} workers" if workers > 1 and ctx.config.executor == "local" else ""
+            with Progress(f"importance ({info['path']}{where})", total, "ablations") as bar:
+                units_session.map(todo, save, bar.advance)
+    elif store.info_file.exists():  # every unit was saved before an interruption: the path's description
+        info.update(read_json(store.info_file))
     chunk_tallies = []
     fallback = 0
     tiers_total: dict[str, int] = {}

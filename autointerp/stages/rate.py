@@ -71,19 +71,22 @@ def run_rate(
         null = max([int(r.options.get("null_pool", 0) or 0) for r in embedding_raters], default=0)
         rctx.prefetch(feats, what, null_size=null if any("dataset" in r.needs for r in embedding_raters) else 0)
 
-    for rater in instances:
-        t0 = time.perf_counter()
-        table = rater.score(rctx, feats)
+    from autointerp import executor
+
+    if embedding_raters and ctx.config.executor == "ray":
+        rctx.embedder.flush()  # Ray workers read the prefetched embeddings from the disk cache
+    by_name = {rater.name: rater for rater in instances}
+
+    def write(name: str, scored: tuple[Any, dict[str, Any], float]) -> None:
+        table, meta, seconds = scored
+        rater = by_name[name]
         if list(table.feature_ind) != list(feats):
             raise UserError(f"rater {rater.name!r} returned rows for other features than it was asked for")
-        meta = rater.metadata()
-        if "embedder" in rater.needs:
-            meta["embedder"] = rctx.embedder.embedder.id
         meta.update(
             n_features=len(feats),
             n_scored=int(np.isfinite(table.I).sum()),
             extras=list(table.extras),
-            seconds=round(time.perf_counter() - t0, 3),
+            seconds=round(seconds, 3),
             **table.meta,
         )
         csv_path, _ = write_ratings(paths, rater.name, table, meta)
@@ -94,7 +97,69 @@ def run_rate(
             f"-> {csv_path}",
             file=sys.stderr,
         )
+
+    files = [str(Path(p).resolve()) for p in [*cfg.rater_paths, *rater_paths]]
+    task = RateTask(str(ctx.root), ctx.config, feats, files, local=(rctx, by_name))
+    if embedder is not None or dataset is not None:  # objects given here stay here
+        task.label = "rate (in this process: embedder/dataset given in Python)"
+        executor.run_units(None, task, [r.name for r in instances], write)
+    else:
+        executor.run_units(ctx.config, task, [r.name for r in instances], write)
     if "embedder" in rctx.__dict__:
         cache = rctx.embedder
         print(f"[rate] embeddings computed: {cache.computed}, cached images: {len(cache)}", file=sys.stderr)
     return out
+
+
+class RateTask:
+    """Raters as units of :mod:`autointerp.executor`: a unit is a rater's name, its result the rater's
+    table over every feature, its metadata and the seconds it took; the driver writes both files. (A
+    rater's statistics, e.g. its null sets and calibration, span all features, so a rater is one unit.)
+    Workers elsewhere open the run folder with the driver's config and read prefetched embeddings
+    from its disk cache; in this process the driver's context and rater objects are used."""
+
+    label = "rate"
+    threads = None
+
+    def __init__(
+        self,
+        root: str,
+        config: Any,
+        features: list[int],
+        rater_files: list[str] = (),
+        local: tuple[Any, dict[str, Any]] | None = None,
+    ) -> None:
+        self.root, self.config, self.features, self.rater_files = root, config, list(features), list(rater_files)
+        self.local = local
+        self.cuda = config.device != "cpu"  # embedders run on the run's device
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "local": None}  # a worker elsewhere builds its own context and raters
+
+    def setup(self) -> tuple[Any, dict[str, Any]]:
+        if self.local is not None:
+            return self.local
+        from autointerp.rating import RatingContext, load_rater_file
+
+        for path in self.rater_files:  # raters defined in local files register themselves here too
+            load_rater_file(path)
+        return RatingContext(RunContext(self.root, self.config)), {}
+
+    def run(self, state: tuple[Any, dict[str, Any]], name: str, progress: Any) -> tuple[Any, dict[str, Any], float]:
+        from autointerp.rating import build_rater
+
+        rctx, raters = state
+        rater = raters.get(name) or build_rater(rctx, name)
+        t0 = time.perf_counter()
+        table = rater.score(rctx, self.features)
+        meta = rater.metadata()
+        if "embedder" in rater.needs:
+            meta["embedder"] = rctx.embedder.embedder.id
+        progress(1)
+        return table, meta, time.perf_counter() - t0
+
+    def weight(self, unit: str) -> int:
+        return 1
+
+    def describe(self, state: Any) -> dict[str, Any]:
+        return {}

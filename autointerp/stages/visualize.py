@@ -88,7 +88,7 @@ def quality_check(vis_activation: list[float], example_max: float) -> dict:
 def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] | None = None) -> Path:
     """Render, check and draw cards for ``features`` (default ``visualize.features``, else all)."""
     from autointerp.vis.progress import FeatureProgress
-    from autointerp.vis.render import Job, render
+    from autointerp.vis.render import Job
 
     cfg = ctx.config.visualize
     meta = read_activation_meta(ctx.paths)
@@ -124,25 +124,26 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
     measure_size = int(meta.get("image_size") or ctx.image_size())
     reduce = meta.get("reduce", "max")
     seed = ctx.config.seed
-    device = ctx.device
     if pending:
-        head = model.head(layer)
+        from autointerp import executor
+
+        task = VisualizeTask(str(ctx.root), ctx.config, settings, measure_size, reduce, local=ctx)
         todo = set(pending)
         # batches are cut from the whole feature list, not from what is left, so a resumed run renders every
         # feature with the same batch-mates (batched kernels round by batch) and gives identical images
-        batches = [b for b in chunks(feats, cfg.batch_features) if todo.intersection(b)]
-        with FeatureProgress(f"visualize {layer}", len(pending)) as bar:
-            for batch in batches:
-                jobs = [Job(f) for f in batch] + ([Job(f, -1) for f in batch] if cfg.negative else [])
-                results = render(
-                    head,
-                    jobs,
-                    settings,
-                    seed,
-                    device=device,
-                    on_step=lambda s, nb=len(todo.intersection(batch)): bar.partial(nb * s / settings.steps),
-                )
-                measured = _measure(head, results, measure_size, reduce, device)
+        units = [tuple(b) for b in chunks(feats, cfg.batch_features) if todo.intersection(b)]
+        with FeatureProgress(f"visualize {layer}", sum(len(u) for u in units)) as bar:
+            done = [0.0]
+
+            def advance(features: float) -> None:  # fractions of features, as the renders step
+                done[0] += features
+                whole = int(done[0] + 1e-6) - bar.done
+                if whole > 0:
+                    bar.advance(whole)
+                bar.partial(max(0.0, done[0] - bar.done))
+
+            def write(batch: tuple[int, ...], rendered: tuple[list, list[list[float]]]) -> None:
+                results, measured = rendered
                 by_job = {r.job: (r, m) for r, m in zip(results, measured, strict=True)}
                 for f in (f for f in batch if f in todo):
                     _write_feature(
@@ -155,7 +156,8 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
                         importance.get(f),
                         key,
                     )
-                bar.advance(len(todo.intersection(batch)))
+
+            executor.run_units(ctx.config, task, units, write, advance)
 
     entries = read_feature_entries(out)
     summary = _summarise(entries)
@@ -176,6 +178,55 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
     _write_contact_sheet(ctx, ctx.paths.contact_sheet, entries, f"{model.name} {layer}")
     print(_summary_line(summary), file=sys.stderr)
     return out
+
+
+class VisualizeTask:
+    """Batches of features to render as units of :mod:`autointerp.executor`: a unit is a tuple of features,
+    its result the :class:`~autointerp.vis.render.RenderResult` of each job (positive, then negative ones
+    with ``visualize.negative``) and each one's measured activations (:func:`_measure`); the driver writes
+    the feature folders. Workers elsewhere build the model from the run folder and config (checked
+    against the activation cache); in this process it is ``local``'s."""
+
+    label = "visualize"
+    threads = None
+
+    def __init__(self, root: str, config, settings, measure_size: int, reduce: str, local: RunContext | None = None):
+        self.root, self.config, self.settings = root, config, settings
+        self.measure_size, self.reduce = measure_size, reduce
+        self.local = local
+        self.cuda = config.device != "cpu"  # "auto" takes a GPU where the Ray cluster has one
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "local": None}  # a worker elsewhere builds its own context
+
+    def setup(self):
+        ctx = self.local or RunContext(self.root, self.config)
+        self.cuda = ctx.device.type == "cuda"
+        return ctx.model.head(self.config.layer), ctx.device
+
+    def run(self, state, unit: tuple[int, ...], progress) -> tuple[list, list[list[float]]]:
+        from autointerp.vis.render import Job, render
+
+        head, device = state
+        steps, n = self.settings.steps, len(unit)
+        sent = [0.0]
+
+        def on_step(step: int) -> None:
+            target = n * min(step, steps) / steps
+            progress(target - sent[0])
+            sent[0] = target
+
+        jobs = [Job(f) for f in unit] + ([Job(f, -1) for f in unit] if self.config.visualize.negative else [])
+        results = render(head, jobs, self.settings, self.config.seed, device=device, on_step=on_step)
+        measured = _measure(head, results, self.measure_size, self.reduce, device)
+        progress(n - sent[0])
+        return results, measured
+
+    def weight(self, unit: tuple[int, ...]) -> int:
+        return len(unit)
+
+    def describe(self, state) -> dict:
+        return {}
 
 
 def _measure(head, results, size: int, reduce: str, device) -> list[list[float]]:
