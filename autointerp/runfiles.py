@@ -110,6 +110,26 @@ def load_array(path: Path, mmap: bool = False) -> np.ndarray:
         raise DataError(f"{path}: not a readable .npy file ({exc})") from None
 
 
+def write_unit(path: Path, features: Sequence[int], arrays: Mapping[str, np.ndarray]) -> None:
+    """One saved unit of the importance stage (``RUN/importance/chunks/<method>/chunk_*.npz``): its features
+    and result arrays, atomically."""
+    from autointerp.atomic import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, features=np.asarray(list(features), np.int64), **arrays)
+
+
+def read_unit(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a unit written by :func:`write_unit` (``features`` included); one-line error when unreadable."""
+    import zipfile
+
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable unit file ({exc}); delete it and rerun the importance stage") from None
+
+
 def read_topk(paths: RunPaths) -> dict[str, np.ndarray]:
     """The arrays of ``RUN/activations/topk.npz`` (``top_idx``, ``top_val``, maybe ``bottom_idx``/``_val``)."""
     path = paths.topk

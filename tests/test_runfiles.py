@@ -371,3 +371,20 @@ def test_every_consumer_of_a_run_refuses_a_bad_importance_row_the_report_notes_i
     page = report_from_run(ctx.root, tmp_path / "report", ctx.config)
     notes = json.loads(report_paths(page.parent)[1].read_text())["issues"]
     assert any(n["kind"] == "bad_feature_id" and f"row {row} ('seven')" in n["message"] for n in notes)
+
+
+def test_importance_units_round_trip_and_a_broken_unit_is_one_line(tmp_path: Path) -> None:
+    import numpy as np
+
+    from autointerp.errors import DataError
+    from autointerp.runfiles import read_unit, write_unit
+
+    path = tmp_path / "chunk_00003_00005_3_images_00000000_00000008.npz"
+    flips = np.array([[1, 0, 2]], np.int64)
+    write_unit(path, [3, 4, 5], {"correct_to_wrong": flips})
+    back = read_unit(path)
+    assert back["features"].tolist() == [3, 4, 5] and np.array_equal(back["correct_to_wrong"], flips)
+    path.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(DataError, match=r"chunk_00003_00005_3_images_00000000_00000008.npz: not a readable unit"):
+        read_unit(path)
+    assert "\n" not in str(pytest.raises(DataError, read_unit, path).value)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from autointerp.atomic import write_json, write_text
+from autointerp.runfiles import read_unit
 from autointerp.runfolder import BOOTSTRAP_CSV, RELIABILITY_JSON, importance_method_csv_name
 
 MEASURES = ("importance", "mean_delta_logprob_true")
@@ -260,8 +261,7 @@ def load_units(chunk_dir: Path, features: list[int], counts: dict[int, tuple[int
         if match is None:
             continue
         a, b, n, s, e = map(int, match.groups())
-        with np.load(path) as data:
-            feats = tuple(int(v) for v in data["features"])
+        feats = tuple(int(v) for v in read_unit(path)["features"])
         if len(feats) != n or feats[0] != a or feats[-1] != b:
             raise UnitsUnavailable(f"{path}: holds features {feats[0]}..{feats[-1]}, not those its name says")
         files.setdefault(feats, {})[(s, e)] = path
@@ -293,19 +293,19 @@ def load_units(chunk_dir: Path, features: list[int], counts: dict[int, tuple[int
         total_dlp = np.zeros(len(ch), np.float64)
         ch_seg_flip, ch_seg_dlp, ch_img_flip, ch_img_dlp = [], [], [], []
         for s, e in segments:  # in order: the same float sums as the stage's table
-            with np.load(files[ch][(s, e)]) as data:
-                c2w += data["correct_to_wrong"]
-                w2c += data["wrong_to_correct"]
-                total_dlp = total_dlp + data["sum_delta_logprob"]
-                ch_seg_flip.append(data["correct_to_wrong"] - data["wrong_to_correct"])
-                ch_seg_dlp.append(data["sum_delta_logprob"].astype(np.float64))
-                if per_image and "image_flip" in data.files and "image_delta_logprob" in data.files:
-                    if data["image_flip"].shape != (e - s, len(ch)):
-                        raise UnitsUnavailable(f"{files[ch][(s, e)]}: image_flip has shape {data['image_flip'].shape}")
-                    ch_img_flip.append(data["image_flip"])
-                    ch_img_dlp.append(data["image_delta_logprob"])
-                else:
-                    per_image = False
+            data = read_unit(files[ch][(s, e)])
+            c2w += data["correct_to_wrong"]
+            w2c += data["wrong_to_correct"]
+            total_dlp = total_dlp + data["sum_delta_logprob"]
+            ch_seg_flip.append(data["correct_to_wrong"] - data["wrong_to_correct"])
+            ch_seg_dlp.append(data["sum_delta_logprob"].astype(np.float64))
+            if per_image and "image_flip" in data and "image_delta_logprob" in data:
+                if data["image_flip"].shape != (e - s, len(ch)):
+                    raise UnitsUnavailable(f"{files[ch][(s, e)]}: image_flip has shape {data['image_flip'].shape}")
+                ch_img_flip.append(data["image_flip"])
+                ch_img_dlp.append(data["image_delta_logprob"])
+            else:
+                per_image = False
         c2w_all.append(c2w)
         w2c_all.append(w2c)
         sum_dlp_all.append(total_dlp)

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autointerp.atomic import atomic_path, write_json, write_text
+from autointerp.atomic import write_json, write_text
 from autointerp.errors import DataError, UserError
 from autointerp.features import select_features
 from autointerp.progress import Progress
@@ -55,9 +55,11 @@ from autointerp.runfiles import (
     read_importance,
     read_importance_summary,
     read_json,
+    read_unit,
     write_ablation_curve,
     write_importance,
     write_importance_summary,
+    write_unit,
 )
 from autointerp.runfolder import IMPORTANCE_INPUTS
 
@@ -136,13 +138,11 @@ class ChunkStore:
         return self.path(chunk).exists()
 
     def save(self, chunk: list[int], arrays: dict[str, np.ndarray], path: Path | None = None) -> None:
-        with atomic_path(path or self.path(chunk), suffix=".npz") as tmp:
-            np.savez(tmp, features=np.asarray(chunk, np.int64), **arrays)
+        write_unit(path or self.path(chunk), chunk, arrays)
 
     def load(self, chunk: list[int], path: Path | None = None) -> dict[str, np.ndarray]:
         path = path or self.path(chunk)
-        with np.load(path) as data:
-            out = {k: data[k] for k in data.files}
+        out = read_unit(path)
         if out["features"].tolist() != chunk:
             raise DataError(f"{path}: holds other features; delete {self.folder} and rerun")
         return out
