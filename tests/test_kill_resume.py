@@ -93,13 +93,15 @@ def test_activations_and_importance_killed_mid_way_resume_to_identical_outputs(t
     shutil.rmtree(tmp_path)
 
 
-def _demo_config():
-    """The embedded demo world, reduced: its CNN is *trained* (on first use, into the test cache)."""
+def _demo_config(trained: bool = True):
+    """The embedded demo world, reduced: its CNN *trained* (on first use, into the test cache), or random-init
+    (seeded from the config's seed, so every process builds the same network)."""
     from autointerp.cli.core import DEMO_CONFIG
     from autointerp.config import load_config
 
     data = load_config(DEMO_CONFIG).model_dump()
     data["name"] = "kill-demo"
+    data["model"]["pretrained"] = trained
     data["dataset"]["options"]["n_images"] = 300
     data["activations"]["batch_size"] = 2  # many checkpoints, so the kill lands mid-way
     data["visualize"].update({"steps": 12, "batch_features": 3, "features": list(range(9))})
@@ -137,8 +139,9 @@ def _count(folder: Path, pattern: str, n: int):
 
 
 @pytest.mark.slow
-def test_every_stage_of_a_trained_model_killed_mid_way_resumes_to_identical_outputs(tmp_path: Path) -> None:
-    cfg = _demo_config()
+@pytest.mark.parametrize("trained", [True, False], ids=["trained", "random_init"])
+def test_every_stage_killed_mid_way_resumes_to_identical_outputs(tmp_path: Path, trained: bool) -> None:
+    cfg = _demo_config(trained)
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     RunContext.create(cfg, clean)
     RunContext.create(cfg, killed)

@@ -199,3 +199,35 @@ def test_lab_kiosk_with_typed_ids(browser, tmp_path: Path) -> None:
         context.close()
     (row,) = _export(run, tmp_path / "answers.csv")
     assert row["participant"] == "lab-01" and int(row["question1"]) == PLAN[1][0]
+
+
+def test_several_invited_raters_give_the_report_its_noise_ceiling(browser, tmp_path: Path) -> None:
+    """Three invited participants rate every feature through the UI; their export, read by the ``human``
+    rater's reader, gives the report the agreement among several human raters and a noise ceiling."""
+    import json
+
+    from autointerp.report.sources import report_from_files
+
+    run = make_fake_run(tmp_path / "run", features=(3, 7, 11))
+    people = ("ana", "ben", "cho")
+    with running_server(run) as url:
+        for who in people:
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(f"{url}/#t={token_for(run, who)}")
+            for number in (1, 2, 3):
+                _step1(page, number, 3)
+                _step2(page, number, 3)
+            page.wait_for_selector("#done:not([hidden])")
+            context.close()
+    rows = _export(run, tmp_path / "answers.csv")
+    assert len(rows) == 9 and {r["participant"] for r in rows} == set(people)
+    index = report_from_files(
+        run / "importance" / "importance.csv", tmp_path / "report", human=[tmp_path / "answers.csv"]
+    )
+    summary = json.loads((index.parent / "summary.json").read_text(encoding="utf-8"))
+    (res,) = summary["noise_ceiling"].values()
+    assert res["available"], res
+    assert res["I"]["n_participants"] == 3 and res["I"]["n_features_shared"] == 3
+    assert res["I"]["krippendorff_alpha"] is not None  # agreement among the human raters
+    assert "noise ceiling" in index.read_text(encoding="utf-8")
