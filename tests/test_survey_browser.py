@@ -147,9 +147,22 @@ def test_invited_participant_consents_completes_and_export_imports(browser, tmp_
     delta = max(abs(first[i] - last[i]) for i in (0, 2, 3))
     assert rows[0]["retest_delta"] == str(delta)
 
-    from autointerp import human_answers as human
+    excluded = rows[0]["check_passed"] == "0" or delta >= 3
+    assert rows[0]["exclude"] == str(int(excluded))
 
-    scores = human.load_human_scores([tmp_path / "answers.csv"], layer="mixed5a", model="FakeNet")
+    from autointerp import human_answers as human
+    from autointerp.errors import DataError
+
+    if excluded:  # the human reader leaves flagged participants out: here nobody is left
+        with pytest.raises(DataError, match="no usable answers"):
+            human.load_human_scores([tmp_path / "answers.csv"], layer="mixed5a", model="FakeNet")
+    # without the exclude column (docs/survey.md: how to keep them) the export imports as answered
+    kept = tmp_path / "kept.csv"
+    with kept.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[c for c in rows[0] if c != "exclude"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    scores = human.load_human_scores([kept], layer="mixed5a", model="FakeNet")
     assert sorted(scores.feature_ind.tolist()) == sorted(int(r["neuron"]) for r in rows)
     assert scores.n_participants == 1
 
