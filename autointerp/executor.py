@@ -373,25 +373,34 @@ class RaySession:
         units = list(units)
         kill = os.environ.get(KILL_HOOK_ENV) or None
         fn = self._unit_fn.options(**self.options)
-        refs = [fn.remote(self._task_ref, self.token, self.threads, unit, kill) for unit in units]
-        try:
-            for unit, ref in zip(units, refs, strict=True):
-                try:
-                    result = self.ray.get(ref)
-                except self.ray.exceptions.RayTaskError as exc:
-                    raise WorkerError(f"{self.task.label} unit failed on a Ray worker:\n{exc}") from None
-                except self.ray.exceptions.RayError as exc:
-                    raise WorkerError(
-                        f"{self.task.label} unit lost on the Ray cluster after {self.max_retries} retries ({exc})"
-                    ) from None
-                on_result(unit, result)
-                if on_progress is not None:
-                    on_progress(self.task.weight(unit))
-        except BaseException:  # an error or Ctrl-C: the units still queued are not wanted any more
-            for ref in refs:
-                with contextlib.suppress(Exception):
-                    self.ray.cancel(ref, force=True)
-            raise
+        # A bounded window of tasks in flight, not every unit at once: after an error or Ctrl-C only the
+        # window's tasks are left to finish (their results dropped). No ray.cancel: in Ray 2.60 cancelling a
+        # task whose reply is on its way aborts the driver ("Tried to complete task that was not pending").
+        window = max(2, 2 * self._slots())
+
+        def submit(number: int) -> Any:
+            return fn.remote(self._task_ref, self.token, self.threads, units[number], kill)
+
+        refs = {number: submit(number) for number in range(min(window, len(units)))}
+        for number, unit in enumerate(units):
+            try:
+                result = self.ray.get(refs.pop(number))
+            except self.ray.exceptions.RayTaskError as exc:
+                raise WorkerError(f"{self.task.label} unit failed on a Ray worker:\n{exc}") from None
+            except self.ray.exceptions.RayError as exc:
+                raise WorkerError(
+                    f"{self.task.label} unit lost on the Ray cluster after {self.max_retries} retries ({exc})"
+                ) from None
+            if number + window < len(units):
+                refs[number + window] = submit(number + window)
+            on_result(unit, result)
+            if on_progress is not None:
+                on_progress(self.task.weight(unit))
+
+    def _slots(self) -> int:
+        """How many of this session's tasks the cluster runs at once (its CPUs over the CPUs per task)."""
+        cpus = int(self.ray.cluster_resources().get("CPU", 1))
+        return max(1, cpus // int(self.options["num_cpus"]))
 
 
 def run_units(

@@ -7,9 +7,12 @@ before any work."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +85,84 @@ def test_a_failing_unit_in_a_worker_process_is_reported_with_its_traceback() -> 
             _collect(pool, [1, 2, 3, 4])
 
 
+class FakeRay:
+    """Just enough of the ``ray`` module for :class:`RaySession`, in this process: a task runs when its
+    result is asked for; counts what is in flight and records any ``cancel``."""
+
+    class exceptions:  # the ray module's own name
+        class RayError(Exception):
+            pass
+
+        class RayTaskError(RayError):
+            pass
+
+    def __init__(self, cpus: int) -> None:
+        self.cpus = cpus
+        self.units: list[Any] = []  # unit tasks, in submission order
+        self.in_flight = self.max_in_flight = 0
+        self.cancelled: list[Any] = []
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"Alive": True, "Resources": {"CPU": self.cpus}}]
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": float(self.cpus)}
+
+    def put(self, obj: Any) -> Any:
+        return obj
+
+    def remote(self, fn: Callable[..., Any]) -> Any:
+        fake = self
+
+        class Remote:
+            def options(self, **_: Any) -> Remote:
+                return self
+
+            def remote(self, *args: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+                if fn.__name__ == "_ray_unit":
+                    fake.units.append(args[3])
+                fake.in_flight += 1
+                fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                return fn, args
+
+        return Remote()
+
+    def get(self, ref: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
+        fn, args = ref
+        self.in_flight -= 1
+        try:
+            return fn(*args)
+        except Exception as exc:
+            raise self.exceptions.RayTaskError(str(exc)) from exc
+
+    def cancel(self, ref: Any, **_: Any) -> None:
+        self.cancelled.append(ref)
+
+
+def test_ray_session_keeps_a_bounded_window_in_flight_and_never_cancels() -> None:
+    """2 CPUs, 1 CPU per task: at most 4 tasks in flight, results in unit order; a failing unit stops the
+    submissions and cancels nothing (cancelling crashes Ray 2.60's driver when a reply is on its way)."""
+    import torch
+
+    from autointerp.executor import RaySession
+
+    threads = torch.get_num_threads()
+    try:
+        units = list(range(20))
+        fake = FakeRay(cpus=2)
+        with RaySession(SquareTask(), fake) as s:
+            got, progress = _collect(s, units)
+        assert [(u, r[0]) for u, r in got] == [(u, u * u) for u in units] and sum(progress) == len(units)
+        assert fake.units == units and fake.max_in_flight == 4 and fake.in_flight == 0
+        fake = FakeRay(cpus=2)
+        with pytest.raises(WorkerError, match="planted failure on unit 5"):
+            with RaySession(SquareTask(fail_on=5), fake) as s:
+                _collect(s, units)
+        assert fake.units == list(range(9)) and fake.cancelled == []  # units 0-4 done, 5 failed, 6-8 queued
+    finally:
+        torch.set_num_threads(threads)
+
+
 # -- bad input: one line, before any work -----------------------------------------------------------
 def test_ray_not_installed_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError, as on a core install
@@ -121,17 +202,46 @@ def test_cuda_without_cuda_is_refused_before_any_work(monkeypatch: pytest.Monkey
     assert not out.exists()
 
 
-# -- a real local Ray cluster -----------------------------------------------------------------------
+# -- a real local Ray cluster, driven from child processes (tests/ray_driver.py) --------------------
+ROOT = Path(__file__).resolve().parents[1]
+RAY_LOGS = ("gcs_server.out", "gcs_server.err", "raylet.out", "raylet.err")
+
+
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_installed() -> None:
     if importlib.util.find_spec("ray") is None:
         skip_unless_available("ray is not installed (pip install 'autointerp[ray]')")
-    import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # SquareTask: the workers lack tests/
-    yield ray
-    ray.shutdown()
+
+def _ray_driver(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m tests.ray_driver ARGS`` from the repository root: a driver that starts its own local Ray
+    cluster (2 CPUs), so a cluster that dies ends that process, not this test session."""
+    return subprocess.run(
+        [sys.executable, "-m", "tests.ray_driver", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def _explain(proc: subprocess.CompletedProcess[str]) -> str:
+    """The driver's exit code and output tails, and the tails of the Ray session's own logs (a cluster that
+    died says why there)."""
+    parts = [f"exit code {proc.returncode}", "stdout:", proc.stdout[-3000:], "stderr:", proc.stderr[-6000:]]
+    temp = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "session_latest" / "logs"
+    for name in RAY_LOGS:
+        log = temp / name
+        if log.is_file():
+            parts += [f"{log}:", "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])]
+    return "\n".join(parts)
+
+
+def _ray_cli(*args: str, expect: int = 0, mode: str = "cli", env: dict[str, str] | None = None) -> str:
+    proc = _ray_driver(mode, *args, env=env)
+    assert proc.returncode == expect, _explain(proc)
+    return proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -150,49 +260,44 @@ def _outputs(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in files}
 
 
-def test_ray_session_gives_results_in_unit_order(ray_cluster: Any) -> None:
-    from autointerp.executor import RaySession
-
+def test_ray_session_gives_results_in_unit_order(ray_installed: None) -> None:
     units = [4, 7, 1, 6]
-    with RaySession(SquareTask(), ray_cluster) as s:
-        got, progress = _collect(s, units)
-        assert s.description == {"state": "ready"}
-    assert [(u, r[0], r[2]) for u, r in got] == [(u, u * u, "ready") for u in units]
-    assert os.getpid() not in {r[1] for _, r in got} and sum(progress) == len(units)
-    with pytest.raises(WorkerError, match=r"(?s)square unit failed on a Ray worker.*planted failure on unit 7"):
-        with RaySession(SquareTask(fail_on=7), ray_cluster) as s:
-            _collect(s, units)
+    proc = _ray_driver("square", *map(str, units))
+    assert proc.returncode == 0, _explain(proc)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["description"] == {"state": "ready"}
+    assert [(u, sq, state) for u, sq, _, state in out["results"]] == [(u, u * u, "ready") for u in units]
+    assert out["driver_pid"] not in {pid for _, _, pid, _ in out["results"]}  # ran on Ray workers
+    assert sum(out["progress"]) == len(units)
+    proc = _ray_driver("square", *map(str, units), "--fail-on", "7")
+    assert proc.returncode == 0, _explain(proc)
+    error = json.loads(proc.stdout.strip().splitlines()[-1]).get("error", "")
+    assert re.search(r"(?s)square unit failed on a Ray worker.*planted failure on unit 7", error), error
 
 
-def test_demo_pipeline_on_ray_equals_local(ray_cluster: Any, local_run: Path, tmp_path: Path) -> None:
+def test_demo_pipeline_on_ray_equals_local(ray_installed: None, local_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = ["run", str(DEMO_CONFIG), "--out", str(out), "--stages", STAGES, *FAST, "--executor", "ray"]
-    result = CliRunner().invoke(app, cmd)
-    assert result.exit_code == 0, result.output
+    _ray_cli("run", str(DEMO_CONFIG), "--out", str(out), "--stages", STAGES, *FAST, "--executor", "ray")
     local, ray = _outputs(local_run), _outputs(out)
     assert len(local) > 10 and any(k.startswith("ratings/") for k in local)
     assert sorted(ray) == sorted(local)
     different = [name for name in local if local[name] != ray[name]]
     assert not different, f"differ between local and ray: {different[:5]}"
-    import json
-
     summary = json.loads((out / "importance" / "summary.json").read_text())["exact"]
     assert summary["executor"] == "ray"
 
 
 def test_a_ray_worker_killed_after_its_first_unit_changes_nothing(
-    ray_cluster: Any, local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ray_installed: None, local_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
     shutil.copytree(local_run, out)
     shutil.rmtree(out / "importance")
     shutil.rmtree(out / "visualizations")
-    marker = tmp_path / "killed"
-    monkeypatch.setenv(KILL_HOOK_ENV, str(marker))
-    for stage in (["importance", str(out)], ["visualize", str(out)]):
-        result = CliRunner().invoke(app, [*stage, "--executor", "ray"])
-        assert result.exit_code == 0, result.output
-    assert marker.exists()  # a worker did die after finishing a unit (before returning it)
+    for stage in ("importance", "visualize"):
+        marker = tmp_path / f"killed_{stage}"
+        _ray_cli(stage, str(out), "--executor", "ray", env={KILL_HOOK_ENV: str(marker)})
+        assert marker.exists(), stage  # a worker did die after finishing a unit (before returning it)
     local, again = _outputs(local_run), _outputs(out)
     assert sorted(again) == sorted(local)
     assert [n for n in local if local[n] != again[n]] == []
@@ -235,12 +340,10 @@ def test_generic_importance_path_through_a_device_copy_of_the_tail_gives_the_sam
 
 
 def test_an_interrupted_ray_run_resumes_from_the_units_on_disk(
-    ray_cluster: Any, local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ray_installed: None, local_run: Path, tmp_path: Path
 ) -> None:
     """The driver stopped after saving its first importance unit (Ctrl-C): rerunning the same command on Ray
     computes only the other units and ends with the local executor's bytes."""
-    from autointerp.stages.importance import ChunkStore
-
     small = ["--set", "importance.chunk_size=8"]  # 32 features: 4 units
     runs = {}
     for name in ("local", "ray"):
@@ -249,23 +352,13 @@ def test_an_interrupted_ray_run_resumes_from_the_units_on_disk(
         shutil.rmtree(runs[name] / "importance")
     result = CliRunner().invoke(app, ["importance", str(runs["local"]), *small])
     assert result.exit_code == 0, result.output
-    saves: list[Path] = []
-    real_save = ChunkStore.save
-
-    def save_then_stop(self: ChunkStore, chunk: list[int], arrays: dict, path: Path | None = None) -> None:
-        real_save(self, chunk, arrays, path)
-        saves.append(path or self.path(chunk))
-        if len(saves) == 1:
-            raise KeyboardInterrupt  # as if the driver were stopped right after its first unit
-
-    monkeypatch.setattr(ChunkStore, "save", save_then_stop)
-    result = CliRunner().invoke(app, ["importance", str(runs["ray"]), *small, "--executor", "ray"])
-    assert result.exit_code == 130, result.output
+    cmd = ["importance", str(runs["ray"]), *small, "--executor", "ray"]
+    stderr = _ray_cli(*cmd, expect=130, mode="cli-stop-after-first-save")
+    assert "interrupted (rerun the same command to resume)" in stderr
     assert not (runs["ray"] / "importance" / "importance.csv").exists()
     assert len(list((runs["ray"] / "importance" / "chunks" / "exact").glob("chunk_*.npz"))) == 1
-    result = CliRunner().invoke(app, ["importance", str(runs["ray"]), *small, "--executor", "ray"])
-    assert result.exit_code == 0, result.output
-    assert len(saves) == 4  # the first unit was not computed again
+    stderr = _ray_cli(*cmd, mode="cli-counting-saves")
+    assert stderr.count("saved unit ") == 3  # the first unit was not computed again
     for name in ("importance.csv", "importance_exact.csv"):
         local = (runs["local"] / "importance" / name).read_bytes()
         assert (runs["ray"] / "importance" / name).read_bytes() == local, name
