@@ -90,3 +90,23 @@ def test_non_affine_tail_is_detected() -> None:
     jac = affine_jacobian(lin, torch.rand(3, 4, 5, 5))
     assert jac is not None and jac.shape == (4, 25, 3)
     torch.testing.assert_close(jac[:, 0, :], lin[2].weight.T / 25)
+
+
+def test_a_non_affine_tail_is_rejected_before_any_jacobian_is_built(monkeypatch) -> None:
+    """The second-difference probe (three tail passes) rejects a non-affine tail, so the Jacobian — outputs x C*H*W
+    numbers, 10 GB for a ViT block's tail — is never built; an affine tail still gets it."""
+    calls: list[int] = []
+    real = torch.autograd.functional.jacobian
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd.functional, "jacobian", counting)
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 3, 3)
+    curved = nn.Sequential(nn.Conv2d(6, 6, 1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+    assert affine_jacobian(curved.eval(), x) is None and calls == []
+    linear = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5)).eval()
+    jac = affine_jacobian(linear, x)
+    assert jac is not None and jac.shape == (6, 9, 5) and calls == [1]

@@ -109,7 +109,8 @@ def register(app: typer.Typer) -> None:
         opts.setdefault("pretrained", False)
         adapter = create_model(name, **opts)
         for layer, channels in adapter.layers().items():
-            typer.echo(f"{layer}\t{channels}")
+            kind = adapter.layer_kind(layer)  # a transformer's token layer says so: its count is units, not channels
+            typer.echo(f"{layer}\t{channels}" + ("\ttokens" if kind == "tokens" else ""))
 
     @app.command()
     def stages() -> None:

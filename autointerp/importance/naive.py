@@ -30,6 +30,7 @@ def naive_importance(
     batch_size: int = 32,
     cached: torch.Tensor | None = None,
     seconds: dict[str, float] | None = None,
+    layout: tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> FeatureTally:
     """Importance of ``features`` by full forward passes of ``forward`` with a hook on ``layer_module``.
 
@@ -38,19 +39,23 @@ def naive_importance(
     relative to the same cache as the fast paths (needed when the cache is float16). ``seconds``, when
     given, receives the wall time of the baseline (unablated) passes and of the ablated ones
     (``"baseline"``, ``"ablated"``): a per-ablation rate must not count the one-off baseline.
+    ``layout`` = (module output → (N, C, H, W), and back) where the layer's own output has another layout (a
+    ViT's (N, T, D) tokens: :meth:`~autointerp.models.base.ModelAdapter.layer_layout`).
     """
+    to_grid, from_grid = layout or (lambda t: t, lambda t: t)
     tally = FeatureTally(np.asarray(list(features), dtype=np.int64))
     tally.n_images = len(images)
     state: dict[str, object] = {"feature": None, "rows": None}
 
     def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> torch.Tensor:
+        grid = to_grid(out)
         if cached is not None:
             rows = state["rows"]
-            out = cached[rows].to(out)  # type: ignore[index]
+            grid = cached[rows].to(grid)  # type: ignore[index]
         feature = state["feature"]
-        if feature is None:
-            return out
-        return ablation.apply(out, int(feature))  # type: ignore[arg-type]
+        if feature is not None:
+            grid = ablation.apply(grid, int(feature))  # type: ignore[arg-type]
+        return from_grid(grid)
 
     handle = layer_module.register_forward_hook(hook)
     t0 = time.perf_counter()

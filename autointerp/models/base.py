@@ -5,7 +5,8 @@ A :class:`ModelAdapter` wraps an image classifier so every stage can use it the 
 * every callable takes images ``x`` as float tensors ``(N, 3, S, S)`` in ``[0, 1]`` at
   ``input_size`` — the adapter applies its own normalisation (e.g. InceptionV1's ``x*255-117``);
 * :meth:`forward` returns logits ``(N, num_outputs)`` (pre-softmax);
-* :meth:`head` returns a module ``x -> activation (N, C, H, W)`` of a layer, stopping there;
+* :meth:`head` returns a module ``x -> activation (N, C, H, W)`` of a layer, stopping there (a transformer's
+  token layer is presented as ``(N, D, T, 1)``: :mod:`autointerp.models.tokens`);
 * :meth:`tail` returns a module ``activation -> logits``: the rest of the network, so that ablating
   a channel needs no second pass through the head;
 * :attr:`valid_outputs` marks real classes: dummy outputs (InceptionV1's 0 and 1001–1007) never count
@@ -71,6 +72,31 @@ class ModelAdapter:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for images in [0, 1]."""
         return self.module(self.preprocess(x))
+
+    def layer_kind(self, layer: str) -> str:
+        """``"channels"`` for a convolutional layer (N, C, H, W); ``"tokens"`` for a transformer layer presented
+        as (N, D, T, 1) (see :mod:`autointerp.models.tokens`)."""
+        return "channels"
+
+    def layer_layout(self, layer: str) -> tuple[Callable, Callable] | None:
+        """(the layer module's own output → the (N, C, H, W) activation, and back) where they differ (a ViT's
+        (N, T, D) tokens), for code that hooks the module itself; None where they are the same."""
+        return None
+
+    def scored_positions(self, layer: str) -> slice:
+        """The rows (H positions) of ``layer``'s activation that count in a feature's per-image score and in its
+        visualisation objective: all of them, except a ViT's prefix tokens (CLS) unless ``tokens: all``."""
+        return slice(None)
+
+    def scored_head(self, layer: str) -> nn.Module:
+        """:meth:`head` restricted to :meth:`scored_positions` (what feature visualisation maximises)."""
+        head = self.head(layer)
+        rows = self.scored_positions(layer)
+        if rows == slice(None):
+            return head
+        from autointerp.models.tokens import ScoredRows
+
+        return ScoredRows(head, rows)
 
     def layer_module(self, layer: str) -> nn.Module | None:
         """The submodule of :attr:`module` whose output is ``layer``'s activation (for forward hooks): the module

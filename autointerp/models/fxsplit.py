@@ -25,13 +25,30 @@ def _trace(module: nn.Module, layer: str) -> fx.GraphModule:
             return qualname == layer or super().is_leaf_module(m, qualname)
 
     try:
-        graph = _Tracer().trace(module)
+        graph = _Tracer().trace(module, concrete_args=_optional_inputs(module))
     except Exception as exc:
         raise UserError(
             f"cannot split model {type(module).__name__} at {layer!r}: torch.fx tracing failed ({exc}); "
             "give an adapter with explicit head/tail instead"
         ) from None
     return fx.GraphModule(module, graph)
+
+
+def _optional_inputs(module: nn.Module) -> dict[str, object] | None:
+    """``forward``'s parameters after the image that have defaults (e.g. timm's ``attn_mask=None``), fixed at
+    those defaults: left as graph inputs they would reach the tail as inputs from before the cut."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    fixed = {
+        p.name: p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    return fixed or None
 
 
 def _find_node(gm: fx.GraphModule, name: str) -> fx.Node:

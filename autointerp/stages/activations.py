@@ -99,6 +99,7 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
     if probe.ndim != 4:
         raise UserError(f"layer {layer!r} gives a {probe.ndim}-D activation; expected (N, C, H, W)")
     _, c, h, w = probe.shape
+    rows = model.scored_positions(layer)
     dtype = np.float16 if cfg.dtype == "float16" else np.float32
 
     partial = out_dir.with_name(out_dir.name + ".partial")
@@ -139,7 +140,8 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
             a64 = a.double()
             sums += a64.sum(dim=(0, 2, 3)).cpu().numpy()
             pos_sums += a64.sum(dim=0).cpu().numpy()
-            red = a.amax(dim=(2, 3)) if cfg.reduce == "max" else a.mean(dim=(2, 3))
+            scored = a[:, :, rows]  # a ViT's patch tokens (model.scored_positions); every position for a CNN
+            red = scored.amax(dim=(2, 3)) if cfg.reduce == "max" else scored.mean(dim=(2, 3))
             acts[lo:hi] = a.cpu().numpy().astype(dtype)
             scores[lo:hi] = red.float().cpu().numpy()
             bar.advance(hi - lo)
@@ -172,6 +174,8 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
         "n_images": n,
         "channels": int(c),
         "spatial": [int(h), int(w)],
+        "layer_kind": model.layer_kind(layer),
+        "scored_rows": list(rows.indices(h)[:2]),
         "dtype": cfg.dtype,
         "reduce": cfg.reduce,
         "image_size": size,

@@ -53,6 +53,11 @@ def run_examples(ctx: RunContext, overwrite: bool = False, features: list[int] |
             f"config key 'visualize.n_examples' = {k} exceeds the cached top-k ({available}); "
             f"rerun activations with --set activations.top_k={k} --overwrite"
         )
+    if cfg.crop_examples and meta.get("layer_kind") == "tokens":
+        raise UserError(
+            f"config key 'visualize.crop_examples' is true but layer {ctx.config.layer!r} is a transformer's token "
+            "layer: every token sees the whole image, so there is no receptive field to crop; set it to false"
+        )
     kinds = [("top", topk["top_idx"], topk["top_val"])]
     if cfg.bottom_examples:
         if "bottom_idx" not in topk or topk["bottom_idx"].shape[1] < k:

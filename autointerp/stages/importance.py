@@ -554,7 +554,8 @@ def _naive_chunks(
         with Progress("importance (naive full forward)", sum(map(len, todo)), "features") as bar:
             for ch in todo:
                 tally = naive_importance(model.forward, layer_module, images, torch.as_tensor(inputs.labels), ch,
-                                         ablation, cfg.k, valid, batch_size=cfg.batch_size, cached=cached)  # fmt: skip
+                                         ablation, cfg.k, valid, batch_size=cfg.batch_size, cached=cached,
+                                         layout=model.layer_layout(ctx.config.layer))  # fmt: skip
                 store.save(ch, _tally_arrays(tally))
                 bar.advance(len(ch))
     parts = [store.load(ch) for ch in chunks]

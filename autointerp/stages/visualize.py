@@ -202,7 +202,7 @@ class VisualizeTask:
     def setup(self):
         ctx = self.local or RunContext(self.root, self.config)
         self.cuda = ctx.device.type == "cuda"
-        return ctx.model.head(self.config.layer), ctx.device
+        return ctx.model.scored_head(self.config.layer), ctx.device
 
     def run(self, state, unit: tuple[int, ...], progress) -> tuple[list, list[list[float]]]:
         from autointerp.vis.render import Job, render
