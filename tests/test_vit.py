@@ -86,11 +86,13 @@ def test_token_layers_are_listed_split_exactly_and_scored_over_patch_tokens() ->
     assert lines[TINY_LAYER] == "32\ttokens" and lines["conv_proj"] == "32"
 
 
-def _hooked_counts(module: nn.Module, images: torch.Tensor, labels: np.ndarray, means: np.ndarray, k: int):
+def _hooked_counts(module: nn.Module, images: torch.Tensor, labels: np.ndarray, means: np.ndarray, k: int,
+                   layer: str = TINY_LAYER, units: list[int] | None = None):  # fmt: skip
     """Per unit: (#true class in top-k) − (#same with the unit replaced by ``means[d]`` at every token of the block's
-    output inside the original module) — the study's importance, with no head/tail split involved."""
-    block = dict(module.named_modules())[TINY_LAYER]
-    norm = (images - 0.5) / 0.5
+    output inside the original module) — the study's importance, with no head/tail split involved. ``images`` are
+    what ``module`` takes (normalised)."""
+    block = dict(module.named_modules())[layer]
+    norm = images
 
     def correct(logits: torch.Tensor) -> int:
         top = logits.topk(k, dim=1).indices.numpy()
@@ -99,7 +101,7 @@ def _hooked_counts(module: nn.Module, images: torch.Tensor, labels: np.ndarray, 
     with torch.no_grad():
         base = correct(module(norm))
         counts = []
-        for d in range(len(means)):
+        for d in range(len(means)) if units is None else units:
 
             def ablate(_m, _i, out, d=d):
                 out = out.clone()
@@ -139,7 +141,8 @@ def test_tiny_vit_pipeline_end_to_end_with_importance_equal_to_a_hooked_referenc
     means = tokens.double().mean(dim=(0, 1)).numpy()
     np.testing.assert_allclose(np.load(run / "activations" / "mean.npy"), means, rtol=1e-5)
     labels = np.load(run / "activations" / "labels.npy")
-    expected = _hooked_counts(ctx.model.module, images, labels, means.astype(np.float32), cfg.importance.k)
+    norm = (images - 0.5) / 0.5
+    expected = _hooked_counts(ctx.model.module, norm, labels, means.astype(np.float32), cfg.importance.k)
     with open(run / "importance" / "importance.csv") as f:
         got = np.array([int(r["importance"]) for r in csv.DictReader(f)])
     assert np.abs(expected).sum() > 0  # ablations do flip images: the comparison has teeth
@@ -191,3 +194,42 @@ def test_torchvision_vit_b_16_block_on_the_shared_images(tmp_path: Path, shared_
     assert [int(r["feature_ind"]) for r in rows] == [0, 1, 2, 3]
     summary = json.loads((run / "importance" / "summary.json").read_text())["exact"]
     assert summary["path"] == "tail"  # the second-difference probe: no Jacobian of 1000 x 151,296 built
+
+
+def test_open_clip_image_tower_as_a_zero_shot_classifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """open_clip's ViT-B-32 (random init) with a zero-shot head over 16 class names: its blocks are token layers,
+    the split is exact, the class embeddings are cached, and importance at block 6 equals the hooked reference."""
+    pytest.importorskip("open_clip")
+    monkeypatch.setenv("AUTOINTERP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    names = tmp_path / "classes.txt"
+    names.write_text("\n".join(f"shape number {i}" for i in range(16)) + "\n")
+    layer = "visual.transformer.resblocks.6"
+    cfg = load_config(DEMO_CONFIG, [
+        "model.name=open_clip", "model.pretrained=false", f"model.options.classes={names}", f"layer={layer}",
+        "dataset.options.n_images=24", "dataset.image_size=224", "activations.batch_size=12",
+        "importance.features=[0,1,2,3,4,5]", "importance.k=8",
+    ])  # fmt: skip
+    ctx = RunContext.create(cfg, tmp_path / "run")
+    model = ctx.model
+    assert model.num_outputs == 16 and model.layers()[layer] == 768 and model.layer_kind(layer) == "tokens"
+    assert model.layer_kind("visual.conv1") == "channels"
+    assert len(list((tmp_path / "cache" / "zero_shot").glob("*.npy"))) == 1
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model.tail(layer)(model.head(layer)(x)), model.forward(x), rtol=0, atol=0)
+    run_pipeline(ctx, only=["activations", "importance"])
+    run = tmp_path / "run"
+    images = ctx.dataset.batch(range(len(ctx.dataset)), 224)
+    means = np.load(run / "activations" / "mean.npy")
+    labels = np.load(run / "activations" / "labels.npy")
+    expected = _hooked_counts(model.module, model.preprocess(images), labels, means, 8, layer, list(range(6)))
+    with open(run / "importance" / "importance.csv") as f:
+        rows = list(csv.DictReader(f))
+    got = np.array([int(r["importance"]) for r in rows])
+    np.testing.assert_array_equal(got, expected)
+    assert sum(int(r["correct_to_wrong"]) + int(r["wrong_to_correct"]) for r in rows) > 0  # flips: it has teeth
+    with pytest.raises(UserError, match="model option 'classes' = 'nope.txt'"):
+        from autointerp.models.base import create_model
+
+        create_model("open_clip", pretrained=False, classes="nope.txt")

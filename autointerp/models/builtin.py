@@ -6,4 +6,4 @@ through :func:`autointerp.extras.require`.
 """
 
 from autointerp.demo import model as _demo_model  # noqa: F401
-from autointerp.models import generic, inceptionv1, kerasmodel, tfgraph, tflite  # noqa: F401
+from autointerp.models import generic, inceptionv1, kerasmodel, openclip, tfgraph, tflite  # noqa: F401
