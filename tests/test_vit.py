@@ -10,6 +10,7 @@ shared ImageNet images.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from autointerp.errors import UserError
 from autointerp.models.generic import ModuleAdapter
 from autointerp.pipeline import run_pipeline
 from autointerp.runfolder import RunContext, feature_dirname
+from tests.skips import skip_unless_available
 
 TINY_LAYER = "encoder.layers.encoder_layer_1"
 
@@ -43,7 +45,10 @@ def tiny_vit() -> nn.Module:
 
 
 def tiny_timm_vit() -> nn.Module:
-    timm = pytest.importorskip("timm")
+    if importlib.util.find_spec("timm") is None:
+        skip_unless_available("timm is not installed (pip install 'autointerp[timm]')")
+    import timm
+
     torch.manual_seed(0)
     return timm.models.vision_transformer.VisionTransformer(
         img_size=32, patch_size=8, embed_dim=16, depth=3, num_heads=2, num_classes=10
@@ -199,7 +204,8 @@ def test_torchvision_vit_b_16_block_on_the_shared_images(tmp_path: Path, shared_
 def test_open_clip_image_tower_as_a_zero_shot_classifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """open_clip's ViT-B-32 (random init) with a zero-shot head over 16 class names: its blocks are token layers,
     the split is exact, the class embeddings are cached, and importance at block 6 equals the hooked reference."""
-    pytest.importorskip("open_clip")
+    if importlib.util.find_spec("open_clip") is None:
+        skip_unless_available("open_clip is not installed (pip install 'autointerp[clip]')")
     monkeypatch.setenv("AUTOINTERP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     names = tmp_path / "classes.txt"
