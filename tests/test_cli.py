@@ -71,6 +71,9 @@ def test_models_and_stages_listing() -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["models"])
     assert res.exit_code == 0 and "inceptionv1" in res.output
+    described = dict(line.split(None, 1) for line in res.output.strip().splitlines())  # name, one sentence
+    assert described["open_clip"].startswith("An open_clip image tower") and "``" not in res.output
+    assert all(text and "\n" not in text for text in described.values())
     res = runner.invoke(app, ["stages"])
     names = [line.split("\t")[0] for line in res.output.strip().splitlines()]
     assert names == ["activations", "importance", "examples", "visualize", "rate", "report"]

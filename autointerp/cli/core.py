@@ -99,8 +99,15 @@ def register(app: typer.Typer) -> None:
         from autointerp.models import create_model, list_models
 
         if name is None:
-            for m in list_models():
-                typer.echo(m)
+            from autointerp.models.base import MODELS
+
+            names = list_models()  # loads the built-in adapters
+            factories = MODELS.items()
+            width = max(map(len, names))
+            for m in names:  # name and the first sentence of its factory's docstring
+                paragraph = " ".join((factories[m].__doc__ or "").strip().split("\n\n")[0].split())
+                sentence = paragraph.replace("``", "").split(". ")[0].rstrip(".")
+                typer.echo(f"{m:<{width}}  {sentence}".rstrip())
             return
         opts = {}
         for item in options or []:

@@ -294,7 +294,7 @@ def create_demo_cnn(
     verbose: bool = True,
     **training: Any,
 ) -> DemoCNNAdapter:
-    """The demo CNN adapter.
+    """The embedded demo CNN (trained on the demo world on first use, then cached).
 
     ``weights``: a checkpoint file (wins over ``pretrained``). ``pretrained=True``: the cached
     trained weights, training them on first use; ``False``: random initialisation (seeded by

@@ -191,8 +191,8 @@ def load_inceptionv1(
 def create_inceptionv1(
     weights: str | None = None, pretrained: bool = True, lrn: Literal["lucid", "lucent"] = "lucid"
 ) -> InceptionV1Adapter:
-    """InceptionV1 adapter; ``pretrained=False`` gives random init (tests, benchmarks); ``lrn`` as in the
-    module docstring."""
+    """InceptionV1 (Lucid's inception5h weights, through torch-lucent's port). ``pretrained=False`` gives random
+    init (tests, benchmarks); ``lrn`` as in the module docstring."""
     adapter = InceptionV1Adapter(load_inceptionv1(weights, pretrained, lrn))
     adapter.fingerprint_extra = f"lrn={lrn}"  # same weights, other computation: caches must not mix
     return adapter

@@ -96,7 +96,8 @@ def create_open_clip(
     tokens: str = "patch",
     seed: int = 0,
 ) -> ModuleAdapter:
-    """An open_clip model's image tower as a zero-shot classifier (module doc). ``weights`` = a local checkpoint,
+    """An open_clip image tower (ViT-B-32, ...) as a zero-shot classifier over class names. ``weights`` = a local
+    checkpoint,
     else the published ``tag`` (Hugging Face cache; a one-line error offline), else random init (``pretrained:
     false``, seeded by ``seed``)."""
     from autointerp.demo.model import default_cache_dir

@@ -1268,7 +1268,9 @@ def create_tflite(
     background: bool | None = None,
     simulate_quantization: bool = False,
 ) -> TFLiteAdapter:
-    """Factory for ``model: {name: tflite, weights: PATH.tflite}``.
+    """A TFLite image classifier (``.tflite``, float or int8) converted to torch.
+
+    ``model: {name: tflite, weights: PATH.tflite}``.
 
     ``pretrained=False`` keeps the file's architecture but re-initialises every weight randomly (torch's
     default convolution/linear initialisation, from torch's global RNG), as for the other adapters.
