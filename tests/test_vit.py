@@ -55,6 +55,20 @@ def tiny_timm_vit() -> nn.Module:
     ).eval()
 
 
+def demo_timm_vit() -> nn.Module:
+    """A timm VisionTransformer for the demo world (64 px, 16 classes, 16 patches + CLS, 32 units)."""
+    if importlib.util.find_spec("timm") is None:
+        skip_unless_available("timm is not installed (pip install 'autointerp[timm]')")
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.models.vision_transformer.VisionTransformer(
+        img_size=64, patch_size=16, embed_dim=32, depth=3, num_heads=2, num_classes=16
+    )
+    nn.init.normal_(vit.head.weight, std=0.5)
+    return vit.eval()
+
+
 def _tiny_config(tmp_path: Path, *extra: str):
     overrides = [
         "model.name=module", "model.pretrained=false", "model.options.factory=tests.test_vit:tiny_vit",
@@ -239,3 +253,22 @@ def test_open_clip_image_tower_as_a_zero_shot_classifier(tmp_path: Path, monkeyp
         from autointerp.models.base import create_model
 
         create_model("open_clip", pretrained=False, classes="nope.txt")
+
+
+def test_timm_vit_importance_equals_the_hooked_reference(tmp_path: Path) -> None:
+    """A timm ViT's block (``blocks.1``) through activations and exact importance: every unit's count equals the
+    hooked reference on the original module."""
+    layer = "blocks.1"
+    cfg = _tiny_config(tmp_path, "model.options.factory=tests.test_vit:demo_timm_vit", f"layer={layer}",
+                       "dataset.options.n_images=80")  # fmt: skip
+    ctx = RunContext.create(cfg, tmp_path / "run")
+    run_pipeline(ctx, only=["activations", "importance"])
+    run = tmp_path / "run"
+    images = ctx.dataset.batch(range(len(ctx.dataset)), 64)
+    means = np.load(run / "activations" / "mean.npy")
+    labels = np.load(run / "activations" / "labels.npy")
+    expected = _hooked_counts(ctx.model.module, (images - 0.5) / 0.5, labels, means, cfg.importance.k, layer)
+    with open(run / "importance" / "importance.csv") as f:
+        got = np.array([int(r["importance"]) for r in csv.DictReader(f)])
+    assert np.abs(expected).sum() > 0
+    np.testing.assert_array_equal(got, expected)
