@@ -56,6 +56,8 @@ class ActivationsConfig(_Section):
     reduce: Literal["max", "mean"] = "max"
     dtype: Literal["float16", "float32"] = "float32"
     accuracy_k: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    # images per resumable unit (a checkpoint after each; with executor: ray, one Ray task each)
+    shard_images: int = Field(default=2048, ge=1)
 
 
 class FastPathConfig(_Section):

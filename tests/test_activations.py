@@ -97,10 +97,10 @@ def test_skip_when_done_and_overwrite(world) -> None:
 
 def test_crash_then_resume_gives_identical_files(world, monkeypatch) -> None:
     tmp, _, _ = world
-    clean = act_stage.run_activations(_ctx(tmp / "clean", tmp / "data.npz", dtype="float16"))
+    shards = {"dtype": "float16", "shard_images": 8}  # 2 batches a shard: a checkpoint every 2 batches
+    clean = act_stage.run_activations(_ctx(tmp / "clean", tmp / "data.npz", **shards))
 
-    ctx = _ctx(tmp / "crashy", tmp / "data.npz", dtype="float16")
-    monkeypatch.setattr(act_stage, "CHECKPOINT_EVERY", 2)
+    ctx = _ctx(tmp / "crashy", tmp / "data.npz", **shards)
     real_batch = type(ctx.dataset).batch
     calls = {"n": 0}
 

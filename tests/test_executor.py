@@ -28,7 +28,7 @@ from autointerp.errors import UserError
 from autointerp.executor import KILL_HOOK_ENV, InProcessSession, ProcessSession, WorkerError, check_executor
 from tests.skips import skip_unless_available
 
-FAST = ["--set", "dataset.options.n_images=400", "--set", "visualize.steps=8"]
+FAST = ["--set", "dataset.options.n_images=400", "--set", "visualize.steps=8", "--set", "activations.shard_images=100"]
 STAGES = "activations,importance,examples,visualize,rate"
 
 
@@ -254,8 +254,10 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _outputs(run: Path) -> dict[str, bytes]:
-    """Every file whose bytes must not depend on the executor: importance tables, ratings, images."""
-    files = [run / "importance" / "importance.csv", *sorted((run / "ratings").glob("*.csv"))]
+    """Every file whose bytes must not depend on the executor: the activation cache, importance tables, ratings,
+    images."""
+    files = [run / "activations" / name for name in ("acts.npy", "scores.npy", "mean.npy", "topk.npz")]
+    files += [run / "importance" / "importance.csv", *sorted((run / "ratings").glob("*.csv"))]
     files += sorted((run / "visualizations").glob("*/vis_*.png"))
     return {str(p.relative_to(run)): p.read_bytes() for p in files}
 
@@ -292,9 +294,9 @@ def test_a_ray_worker_killed_after_its_first_unit_changes_nothing(
 ) -> None:
     out = tmp_path / "run"
     shutil.copytree(local_run, out)
-    shutil.rmtree(out / "importance")
-    shutil.rmtree(out / "visualizations")
-    for stage in ("importance", "visualize"):
+    for folder in ("activations", "importance", "visualizations"):
+        shutil.rmtree(out / folder)
+    for stage in ("activations", "importance", "visualize"):
         marker = tmp_path / f"killed_{stage}"
         _ray_cli(stage, str(out), "--executor", "ray", env={KILL_HOOK_ENV: str(marker)})
         assert marker.exists(), stage  # a worker did die after finishing a unit (before returning it)

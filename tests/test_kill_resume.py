@@ -32,7 +32,7 @@ def _config(n_images: int):
             "model": {"name": "torchvision", "pretrained": False, "options": {"arch": "resnet18"}},
             "layer": "layer4",
             "dataset": {"type": "synthetic", "options": {"n_images": n_images, "seed": 2}, "image_size": 64},
-            "activations": {"batch_size": 8, "top_k": 4},
+            "activations": {"batch_size": 8, "top_k": 4, "shard_images": 16},
             "importance": {"k": 5, "chunk_size": 64, "segment_images": 8, "batch_size": 8},
         }
     )
@@ -103,7 +103,7 @@ def _demo_config(trained: bool = True):
     data["name"] = "kill-demo"
     data["model"]["pretrained"] = trained
     data["dataset"]["options"]["n_images"] = 300
-    data["activations"]["batch_size"] = 2  # many checkpoints, so the kill lands mid-way
+    data["activations"].update(batch_size=2, shard_images=4)  # many checkpoints, so the kill lands mid-way
     data["visualize"].update({"steps": 12, "batch_features": 3, "features": list(range(9))})
     data["rate"]["raters"] = ["clip_coherence", "fid", "mis", "random", "concept_purity", "auto_I"]
     data["report"].update({"bootstrap": 50, "permutations": 50})
@@ -180,7 +180,7 @@ def test_importance_in_two_worker_processes_killed_mid_way_resumes_to_identical_
             "layer": "mixed5a",
             "dataset": {"type": "synthetic", "options": {"n_images": 24, "seed": 2}, "image_size": 224},
             "label_mapping": {"type": "identity", "offset": 1},  # output 0 is a dummy
-            "activations": {"batch_size": 8, "top_k": 4},
+            "activations": {"batch_size": 8, "top_k": 4, "shard_images": 8},
             "importance": {
                 "k": 5,
                 "features": list(range(48)),

@@ -76,11 +76,14 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path | None, typer.Option(help="Create the run folder from this config.")] = None,
         overrides: Overrides = None,
         overwrite: Overwrite = False,
+        executor: ExecutorOpt = None,
+        address: AddressOpt = None,
     ) -> None:
         """Stage 1: stream the dataset through the model, caching the layer's activations and statistics."""
         from autointerp.stages.activations import run_activations
 
         ctx = open_run(run_dir, overrides, config)
+        ctx.config = with_executor(ctx.config, executor, address)
         path = run_activations(ctx, overwrite=overwrite)
         save_overrides(ctx)
         from autointerp.runfiles import read_activation_meta

@@ -5,9 +5,11 @@ Writes ``RUN/activations/`` (layout in docs/ARCHITECTURE.md): the layer activati
 head, per-image channel scores (spatial max or mean), the dataset mean per channel (and per
 position), top-k / bottom-k images per channel, true-class output indices and baseline accuracy.
 
-Crash-safe and resumable: work goes to ``activations.partial/`` with a checkpoint every few
-batches; a rerun continues from the last checkpoint and produces identical files (sums are
-accumulated in float64 in the same order). The finished folder appears by rename.
+The images are cut into shards of ``activations.shard_images``: the units of :mod:`autointerp.executor`
+(this process, or Ray tasks with ``executor: ray``). Each shard returns its activations, scores, float64
+sums and top-k hits; the driver writes them in shard order. Crash-safe and resumable: work goes to
+``activations.partial/`` with a checkpoint after every shard; a rerun continues after the last one and
+produces identical files (the same shards, summed in the same order). The finished folder appears by rename.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ from autointerp.runfolder import (
     RunContext,
 )
 
-CHECKPOINT_EVERY = 8  # batches
-
 
 def _settings_key(ctx: RunContext) -> str:
     cfg = ctx.config
@@ -48,6 +48,7 @@ def _settings_key(ctx: RunContext) -> str:
             cfg.label_mapping.model_dump(mode="json"),
             cfg.activations.dtype,
             cfg.activations.reduce,
+            cfg.activations.shard_images,
             ctx.image_size(),
         ],
         sort_keys=True,
@@ -123,35 +124,32 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
         sums = np.zeros(c, dtype=np.float64)
         pos_sums = np.zeros((c, h, w), dtype=np.float64)
         hits = {k: 0 for k in cfg.accuracy_k}
-    acts = np.load(partial / ACTS_NPY, mmap_mode="r+")
-    scores = np.load(partial / SCORES_NPY, mmap_mode="r+")
-    valid = model.valid_outputs
-    target_t = torch.from_numpy(targets)
+    maps = {name: np.load(partial / name, mmap_mode="r+") for name in (ACTS_NPY, SCORES_NPY)}
 
-    bs = cfg.batch_size
-    with Progress(f"activations {layer}", n - start, "images") as bar, torch.no_grad():
-        for b, lo in enumerate(range(start, n, bs)):
-            hi = min(lo + bs, n)
-            x = ds.batch(range(lo, hi), size).to(device)
-            a = head(x)
-            logits = tail(a)
-            for name, v in topk_accuracy(logits, target_t[lo:hi], valid, cfg.accuracy_k).items():
-                hits[int(name[3:])] += v
-            a64 = a.double()
-            sums += a64.sum(dim=(0, 2, 3)).cpu().numpy()
-            pos_sums += a64.sum(dim=0).cpu().numpy()
-            scored = a[:, :, rows]  # a ViT's patch tokens (model.scored_positions); every position for a CNN
-            red = scored.amax(dim=(2, 3)) if cfg.reduce == "max" else scored.mean(dim=(2, 3))
-            acts[lo:hi] = a.cpu().numpy().astype(dtype)
-            scores[lo:hi] = red.float().cpu().numpy()
-            bar.advance(hi - lo)
-            if (b + 1) % CHECKPOINT_EVERY == 0 and hi < n:
-                acts.flush()
-                scores.flush()
-                _checkpoint(state_file, key, hi, sums, pos_sums, [hits[k] for k in cfg.accuracy_k])
-    acts.flush()
-    scores.flush()
-    del acts
+    def write(unit: tuple[int, int], shard: dict[str, np.ndarray]) -> None:
+        """A finished shard into the memory maps, its sums onto the running ones (in shard order), then a
+        checkpoint: a rerun continues after the last shard written."""
+        nonlocal sums, pos_sums
+        lo, hi = unit
+        maps[ACTS_NPY][lo:hi] = shard["acts"]
+        maps[SCORES_NPY][lo:hi] = shard["scores"]
+        sums = sums + shard["sums"]
+        pos_sums = pos_sums + shard["pos_sums"]
+        for k, v in zip(cfg.accuracy_k, shard["hits"], strict=True):
+            hits[k] += int(v)
+        for array in maps.values():
+            array.flush()
+        if hi < n:
+            _checkpoint(state_file, key, hi, sums, pos_sums, [hits[k] for k in cfg.accuracy_k])
+
+    from autointerp import executor
+
+    units = shards(start, n, cfg.shard_images)
+    task = ActivationsTask(str(ctx.root), ctx.config, targets, dtype, local=ctx)
+    with Progress(f"activations {layer}", n - start, "images") as bar:
+        executor.run_units(ctx.config, task, units, write, bar.advance)
+    scores = maps.pop(SCORES_NPY)
+    maps.clear()  # closes the activations' memory map
 
     scores_arr = np.asarray(scores)
     order = np.argsort(-scores_arr, axis=0, kind="stable")  # (N, C): descending per channel
@@ -201,3 +199,73 @@ def _checkpoint(path: Path, key: str, done: int, sums: np.ndarray, pos_sums: np.
 
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, key=np.array(key), done=np.array(done), sums=sums, pos_sums=pos_sums, hits=np.array(hits))
+
+
+def shards(start: int, n: int, size: int) -> list[tuple[int, int]]:
+    """The image ranges ``[lo, hi)`` of the shards from ``start`` (a shard boundary) to ``n``."""
+    return [(lo, min(lo + size, n)) for lo in range(start, n, size)]
+
+
+class ActivationsTask:
+    """Image shards of the activation pass as units of :mod:`autointerp.executor`: a unit is ``(lo, hi)``, its
+    result the shard's activations (``dtype``), per-image scores, float64 sums over images (per channel, per
+    position) and top-k hits. A worker elsewhere builds the model and dataset from the run folder and config."""
+
+    label = "activations"
+    threads = None
+
+    def __init__(self, root: str, config, targets: np.ndarray, dtype, local: RunContext | None = None) -> None:
+        self.root, self.config, self.targets, self.dtype = root, config, targets, dtype
+        self.local = local
+        self.cuda = config.device != "cpu"
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "local": None}  # a worker elsewhere builds its own context
+
+    def setup(self):
+        ctx = self.local or RunContext(self.root, self.config)
+        model = ctx.unchecked_model  # the cache these shards make is what later stages check the model against
+        layer = self.config.layer
+        self.cuda = ctx.device.type == "cuda"
+        return model.head(layer), model.tail(layer), model.valid_outputs, model.scored_positions(layer), ctx
+
+    def run(self, state, unit: tuple[int, int], progress) -> dict[str, np.ndarray]:
+        import torch
+
+        head, tail, valid, rows, ctx = state
+        cfg = self.config.activations
+        lo, hi = unit
+        size, device = ctx.image_size(), ctx.device
+        parts: dict[str, list[np.ndarray]] = {"acts": [], "scores": []}
+        sums = pos_sums = None
+        hits = dict.fromkeys(cfg.accuracy_k, 0)
+        targets = torch.from_numpy(self.targets)
+        with torch.no_grad():
+            for b_lo in range(lo, hi, cfg.batch_size):
+                b_hi = min(b_lo + cfg.batch_size, hi)
+                a = head(ctx.dataset.batch(range(b_lo, b_hi), size).to(device))
+                logits = tail(a)
+                for name, v in topk_accuracy(logits, targets[b_lo:b_hi], valid, cfg.accuracy_k).items():
+                    hits[int(name[3:])] += v
+                a64 = a.double()
+                batch_sums, batch_pos = a64.sum(dim=(0, 2, 3)).cpu().numpy(), a64.sum(dim=0).cpu().numpy()
+                sums = batch_sums if sums is None else sums + batch_sums
+                pos_sums = batch_pos if pos_sums is None else pos_sums + batch_pos
+                scored = a[:, :, rows]  # a ViT's patch tokens (model.scored_positions); every position for a CNN
+                red = scored.amax(dim=(2, 3)) if cfg.reduce == "max" else scored.mean(dim=(2, 3))
+                parts["acts"].append(a.cpu().numpy().astype(self.dtype))
+                parts["scores"].append(red.float().cpu().numpy())
+                progress(b_hi - b_lo)
+        return {
+            "acts": np.concatenate(parts["acts"]),
+            "scores": np.concatenate(parts["scores"]),
+            "sums": sums,
+            "pos_sums": pos_sums,
+            "hits": np.array([hits[k] for k in cfg.accuracy_k], dtype=np.int64),
+        }
+
+    def weight(self, unit: tuple[int, int]) -> int:
+        return unit[1] - unit[0]
+
+    def describe(self, state) -> dict:
+        return {}
