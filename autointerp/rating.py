@@ -902,11 +902,20 @@ class RatingContext:
     def _embed_cached(self, items: list, memo: dict, load: Callable[[Any], np.ndarray]) -> np.ndarray:
         """Embed ``items`` (loaded with ``load``) through the content-keyed cache; ``memo`` remembers each
         item's content key so an image is read and hashed once per context."""
+        keys, todo = self._missing(items, memo, load)
+        if todo:
+            self.embedder.embed([img for _, img in todo], [key for key, _ in todo])
+        return self.embedder.get(keys)
+
+    def _missing(
+        self, items: list, memo: dict, load: Callable[[Any], np.ndarray], seen: set[str] | None = None
+    ) -> tuple[list[str], list[tuple[str, np.ndarray]]]:
+        """The content keys of ``items``, and (key, image) of those the cache lacks (each key once; ``seen``
+        carries the keys already listed across calls)."""
         cache = self.embedder
+        seen = set() if seen is None else seen
         keys: list[str] = []
-        todo_imgs: list[np.ndarray] = []
-        todo_keys: list[str] = []
-        seen: set[str] = set()
+        todo: list[tuple[str, np.ndarray]] = []
         for item in items:
             key = memo.get(item)
             if key is None:
@@ -914,13 +923,10 @@ class RatingContext:
                 key = cache.key(img)
                 memo[item] = key
                 if not cache.has(key) and key not in seen:
-                    todo_imgs.append(img)
-                    todo_keys.append(key)
+                    todo.append((key, img))
                     seen.add(key)
             keys.append(key)
-        if todo_imgs:
-            cache.embed(todo_imgs, todo_keys)
-        return cache.get(keys)
+        return keys, todo
 
     def null_embeddings(self, size: int = 256) -> np.ndarray:
         """Embeddings of the :meth:`null_indices` pool; falls back to every top example of the run
@@ -940,26 +946,75 @@ class RatingContext:
     def prefetch(
         self, features: Sequence[int], what: Sequence[str] = ("vis", "top"), null_size: int = 0, batch: int = 256
     ) -> None:
-        """Embed, in large batches with a progress bar, every image the raters will ask for."""
+        """Embed every image the raters will ask for, in batches of ``batch`` with a progress bar, and write the
+        cache to disk. The driver reads and hashes each image; the batches of missing ones are units of
+        :mod:`autointerp.executor` (:class:`EmbedTask`: in this process, or Ray tasks with ``executor: ray`` and
+        an embedder from the config), stored in the cache in unit order, so the cache is the same either way."""
+        from autointerp import executor
         from autointerp.progress import Progress
 
         paths: list[Path] = []
         for f in features:
             if "vis" in what:
                 paths += self.vis_paths(f)
-            if "top" in what:
-                paths += self.example_paths(f, "top")
-            if "bottom" in what:
-                paths += self.example_paths(f, "bottom")
-        unique = list(dict.fromkeys(paths))
-        with Progress(f"embedding images ({self.embedder.embedder.id})", len(unique), "images") as bar:
-            for start in range(0, len(unique), batch):
-                chunk = unique[start : start + batch]
-                self.embed_paths(chunk)
-                bar.advance(len(chunk))
+            for kind in ("top", "bottom"):
+                if kind in what:
+                    paths += self.example_paths(f, kind)
+        seen: set[str] = set()
+        todo = self._missing(list(dict.fromkeys(paths)), self._path_keys, self.load_image, seen)[1]
         if null_size:
-            self.null_embeddings(null_size)
-        self.embedder.flush()
+            try:
+                indices = [int(i) for i in self.null_indices(null_size)]
+            except UserError:
+                indices = []  # no dataset: null_embeddings falls back to the run's examples
+            todo += self._missing(indices, self._dataset_keys, self.dataset_image, seen)[1]
+        units = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+        units = [([key for key, _ in unit], [img for _, img in unit]) for unit in units]
+        cache = self.embedder
+        spec = self._embedder_spec if self._embedder_spec is not None else self.config.rate.embedder
+        from_config = isinstance(spec, dict)
+        task = EmbedTask(dict(spec) if from_config else None, self.config.device, local=cache.embedder)
+        where = " as Ray tasks" if from_config and self.config.executor == "ray" else ""
+        with Progress(f"embedding images ({cache.embedder.id}){where}", len(todo), "images") as bar:
+            executor.run_units(self.config if from_config else None, task, units,
+                               lambda unit, vectors: cache.add(unit[0], vectors), bar.advance)  # fmt: skip
+        if null_size:
+            self.null_embeddings(null_size)  # cached by now, or the fallback to the examples
+        cache.flush()
+
+
+class EmbedTask:
+    """Batches of images to embed as units of :mod:`autointerp.executor`: a unit is ``(keys, images)``, its
+    result the embeddings; each worker builds the embedder from the config's ``rate.embedder`` once."""
+
+    label = "embed"
+    threads = None
+
+    def __init__(self, spec: dict[str, Any] | None, device: str, local: Any = None) -> None:
+        self.spec = spec
+        self.local = local
+        self.cuda = device != "cpu"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "local": None}  # a worker elsewhere builds its own embedder from the spec
+
+    def setup(self) -> Any:
+        if self.local is not None:
+            return self.local
+        from autointerp.embedders import create_embedder
+
+        return create_embedder(self.spec)
+
+    def run(self, state: Any, unit: tuple[list[str], list[np.ndarray]], progress: Callable[[int], None]) -> Any:
+        vectors = np.asarray(state.embed(unit[1]), dtype=np.float32)
+        progress(len(unit[0]))
+        return vectors
+
+    def weight(self, unit: tuple[list[str], list[np.ndarray]]) -> int:
+        return len(unit[0])
+
+    def describe(self, state: Any) -> dict[str, Any]:
+        return {"embedder": state.id}
 
 
 def rater_options(ctx: RatingContext, name: str) -> dict[str, Any]:

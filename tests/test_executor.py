@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -277,9 +278,23 @@ def test_ray_session_gives_results_in_unit_order(ray_installed: None) -> None:
     assert re.search(r"(?s)square unit failed on a Ray worker.*planted failure on unit 7", error), error
 
 
+def _embedding_cache(run: Path) -> dict[str, np.ndarray]:
+    (file,) = (run / "ratings" / "cache").glob("*.npz")
+    with np.load(file) as data:
+        return {"keys": data["keys"], "embeddings": data["embeddings"]}
+
+
 def test_demo_pipeline_on_ray_equals_local(ray_installed: None, local_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    _ray_cli("run", str(DEMO_CONFIG), "--out", str(out), "--stages", STAGES, *FAST, "--executor", "ray")
+    stderr = _ray_cli("run", str(DEMO_CONFIG), "--out", str(out), "--stages", STAGES, *FAST, "--executor", "ray")
+    assert "embedding images (handcrafted" in stderr and ") as Ray tasks" in stderr  # embedding batches on Ray
+    # the prefetched embeddings, computed on Ray workers, are the rows the local run stored first (raters running
+    # in this process add a few more later: text prompts, extra images)
+    local_cache, ray_cache = _embedding_cache(local_run), _embedding_cache(out)
+    n = len(ray_cache["keys"])
+    assert n > 100
+    for name in ("keys", "embeddings"):
+        np.testing.assert_array_equal(ray_cache[name], local_cache[name][:n], err_msg=name)
     local, ray = _outputs(local_run), _outputs(out)
     assert len(local) > 10 and any(k.startswith("ratings/") for k in local)
     assert sorted(ray) == sorted(local)
@@ -309,7 +324,6 @@ def test_a_ray_worker_killed_after_its_first_unit_changes_nothing(
 def test_generic_importance_path_through_a_device_copy_of_the_tail_gives_the_same_tallies() -> None:
     """The generic path's device branch (a copy of the tail, batches moved to its device, logits back to
     the CPU) exercised with the CPU as the device: same tallies as the tail itself, model untouched."""
-    import numpy as np
     import torch
 
     from autointerp.importance.ablation import Ablation

@@ -84,14 +84,20 @@ class EmbeddingCache:
             if k not in self._index and k not in todo:
                 todo[k] = im
         if todo:
-            vecs = self.embedder.embed(list(todo.values()))
-            for k, v in zip(todo, vecs, strict=True):
+            self.add(list(todo), self.embedder.embed(list(todo.values())))
+        return self.get(keys)
+
+    def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Store embeddings computed elsewhere (e.g. by Ray workers) under their images' content keys."""
+        if len(keys) != len(vectors):
+            raise ValueError("keys and vectors differ in length")
+        for k, v in zip(keys, vectors, strict=True):
+            if k not in self._index:
                 self._index[k] = len(self._rows)
                 self._rows.append(np.asarray(v, dtype=np.float32))
-            self.computed += len(todo)
-            self._matrix = None
-            self._dirty = True
-        return self.get(keys)
+                self.computed += 1
+        self._matrix = None
+        self._dirty = True
 
     def get(self, keys: Sequence[str]) -> np.ndarray:
         """Cached embeddings (n, D) for ``keys`` (all must be cached)."""
