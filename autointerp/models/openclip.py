@@ -97,9 +97,8 @@ def create_open_clip(
     seed: int = 0,
 ) -> ModuleAdapter:
     """An open_clip image tower (ViT-B-32, ...) as a zero-shot classifier over class names. ``weights`` = a local
-    checkpoint,
-    else the published ``tag`` (Hugging Face cache; a one-line error offline), else random init (``pretrained:
-    false``, seeded by ``seed``)."""
+    checkpoint, else the published ``tag`` (Hugging Face cache; a one-line error offline), else random init
+    (``pretrained: false``, seeded by ``seed``)."""
     from autointerp.demo.model import default_cache_dir
     from autointerp.embedders.open_clip_embedder import OpenClipEmbedder
 
