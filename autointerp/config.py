@@ -58,6 +58,8 @@ class ActivationsConfig(_Section):
     accuracy_k: list[int] = Field(default_factory=lambda: [1, 5, 10])
     # images per resumable unit (a checkpoint after each; with executor: ray, one Ray task each)
     shard_images: int = Field(default=2048, ge=1)
+    # executor local: worker processes for this stage's units, sharing the CPUs' threads (1: this process)
+    workers: int = Field(default=1, ge=1)
 
 
 class FastPathConfig(_Section):
@@ -109,6 +111,8 @@ class VisualizeConfig(_Section):
     example_features: list[int] | Literal["all", "visualized", "groups"] = "all"
     bottom_examples: bool = False
     crop_examples: bool = False
+    # executor local: worker processes for this stage's units, sharing the CPUs' threads (1: this process)
+    workers: int = Field(default=1, ge=1)
 
 
 class RateConfig(_Section):
@@ -121,6 +125,8 @@ class RateConfig(_Section):
     human: list[str] = Field(default_factory=list)  # survey CSV files for the `human` rater
     human_invalid: Literal["error", "drop", "clip", "keep"] = "error"
     rater_paths: list[str] = Field(default_factory=list)  # local .py files defining raters
+    # executor local: worker processes for this stage's units, sharing the CPUs' threads (1: this process)
+    workers: int = Field(default=1, ge=1)
 
 
 class ReportConfig(_Section):

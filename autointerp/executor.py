@@ -13,7 +13,9 @@ Executors (``executor`` in the config, ``--executor`` on the command line):
 
 * ``local`` — units run in this process (one worker) or in worker processes started with ``spawn``
   (each builds its state once, ignores Ctrl-C and reports errors with their traceback; a worker that
-  dies is noticed within a second and reported as :class:`WorkerError`).
+  dies is noticed within a second and reported as :class:`WorkerError`). How many: the stage's
+  ``workers`` setting (``activations.workers``, ``visualize.workers``, ``rate.workers``: default one,
+  :func:`stage_workers`; ``importance.workers``: one per CPU on a fast path that allows it).
 * ``ray`` — units run as Ray tasks (``ray_address``: ``auto``, ``HOST:PORT``, or unset for a Ray
   cluster on this machine). The task object goes into Ray's object store once; each Ray worker
   process builds its state once per task and keeps it for later units. A task asks for as many CPUs
@@ -172,12 +174,20 @@ class InProcessSession:
         self.description: dict[str, Any] = {}
 
     def __enter__(self) -> InProcessSession:
+        import torch
+
+        self._threads = torch.get_num_threads()
+        if self.task.threads is not None:  # the count the task's units run with anywhere (module doc)
+            torch.set_num_threads(self.task.threads)
         self.state = self.task.setup()
         self.description = dict(self.task.describe(self.state))
         return self
 
     def __exit__(self, *exc: object) -> None:
+        import torch
+
         self.state = None
+        torch.set_num_threads(self._threads)
 
     def map(
         self,
@@ -401,6 +411,39 @@ class RaySession:
         """How many of this session's tasks the cluster runs at once (its CPUs over the CPUs per task)."""
         cpus = int(self.ray.cluster_resources().get("CPU", 1))
         return max(1, cpus // int(self.options["num_cpus"]))
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def stage_workers(setting: int, n_units: int, label: str, config: RunConfig | None = None) -> tuple[int, int | None]:
+    """(local worker processes, PyTorch threads per unit) for a stage's ``workers`` setting and
+    ``n_units`` units to run.
+
+    One: units run in this process with its own threads (``None``: the driver's). ``n`` > 1: the CPUs
+    shared by ``n``, ``available_cpus() // n`` threads per unit (at least one), in at most one process
+    per unit. The thread count depends on the setting and the machine alone and is the task's
+    (:attr:`UnitTask.threads`), which every session applies (in this process too), so a resumed run,
+    Ray tasks and local workers give the same bytes for the same setting. A daemonic process (a pool's
+    worker) may not start processes: one, with the driver's threads. Says on stderr where the units run
+    when that is other processes on this machine."""
+    import multiprocessing
+    import sys
+
+    if setting < 1:
+        raise UserError(f"{label}: workers must be a positive integer, got {setting!r}")
+    if setting == 1 or multiprocessing.current_process().daemon:
+        return 1, None
+    threads = max(1, available_cpus() // setting)
+    workers = max(1, min(setting, n_units))
+    if workers > 1 and (config is None or config.executor == "local"):
+        print(f"[{label}] {workers} worker processes, {threads} thread(s) each", file=sys.stderr)
+    return workers, threads
 
 
 def run_units(

@@ -974,10 +974,15 @@ class RatingContext:
         spec = self._embedder_spec if self._embedder_spec is not None else self.config.rate.embedder
         from_config = isinstance(spec, dict)
         task = EmbedTask(dict(spec) if from_config else None, self.config.device, local=cache.embedder)
+        workers = 1
+        if from_config and units:  # an embedder object given in Python stays in this process
+            workers, task.threads = executor.stage_workers(
+                self.config.rate.workers, len(units), "rate: embeddings", self.config
+            )
         where = " as Ray tasks" if from_config and self.config.executor == "ray" else ""
         with Progress(f"embedding images ({cache.embedder.id}){where}", len(todo), "images") as bar:
             executor.run_units(self.config if from_config else None, task, units,
-                               lambda unit, vectors: cache.add(unit[0], vectors), bar.advance)  # fmt: skip
+                               lambda unit, vectors: cache.add(unit[0], vectors), bar.advance, workers)  # fmt: skip
         if null_size:
             self.null_embeddings(null_size)  # cached by now, or the fallback to the examples
         cache.flush()

@@ -86,6 +86,77 @@ def test_a_failing_unit_in_a_worker_process_is_reported_with_its_traceback() -> 
             _collect(pool, [1, 2, 3, 4])
 
 
+def test_stage_workers_share_the_cpus_and_units_run_with_the_tasks_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from autointerp import executor
+
+    monkeypatch.setattr(executor, "available_cpus", lambda: 8)
+    assert executor.stage_workers(1, 10, "visualize") == (1, None)  # this process, the driver's threads
+    assert executor.stage_workers(2, 10, "visualize") == (2, 4)
+    assert executor.stage_workers(3, 10, "visualize") == (3, 2)
+    assert executor.stage_workers(16, 10, "visualize") == (10, 1)  # a process per unit at most; threads: the setting's
+    assert executor.stage_workers(4, 1, "visualize") == (1, 2)  # one unit: this process, still 2 threads
+    with pytest.raises(UserError, match="visualize: workers must be a positive integer"):
+        executor.stage_workers(0, 10, "visualize")
+
+    class ThreadsTask(SquareTask):
+        threads = 1
+
+        def run(self, state: str, unit: int, progress: Callable[[int], None]) -> tuple[int, int, str]:
+            return torch.get_num_threads(), os.getpid(), state
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with InProcessSession(ThreadsTask()) as here:
+            got, _ = _collect(here, [1, 2])
+        assert [r[0] for _, r in got] == [1, 1]  # the task's threads, in this process too
+        assert torch.get_num_threads() == 2  # and the driver's own back afterwards
+    finally:
+        torch.set_num_threads(before)
+
+
+WORKERS = ["--set", "activations.workers=2", "--set", "visualize.workers=2", "--set", "rate.workers=2"]
+
+
+def test_local_worker_processes_in_every_stage_equal_this_process_at_the_same_threads(tmp_path: Path) -> None:
+    """``workers: 2`` in activations, visualize and rate runs their units in two local processes (stderr says
+    so) and writes the same bytes as one process running with the threads each worker had."""
+    import torch
+
+    from autointerp.executor import available_cpus
+
+    threads = max(1, available_cpus() // 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the driver's threads (importance runs here either way)
+    try:
+        runs = {}
+        for name, extra in (("one", []), ("two", WORKERS)):
+            out = tmp_path / name
+            batches = ["--set", "visualize.batch_features=8"]  # the demo's 32 features: four units, not one
+            cmd = ["run", str(DEMO_CONFIG), "--out", str(out), "--stages", STAGES, *FAST, *batches, *extra]
+            result = CliRunner().invoke(app, cmd)
+            assert result.exit_code == 0, result.output
+            runs[name] = (out, result.output)
+    finally:
+        torch.set_num_threads(before)
+    spread = runs["two"][1]
+    for label in ("activations", "visualize", "rate"):
+        assert f"[{label}] 2 worker processes, {threads} thread(s) each" in spread, label
+    assert "worker processes" not in runs["one"][1]
+    one, two = _outputs(runs["one"][0]), _outputs(runs["two"][0])
+    assert len(one) > 10 and any(k.startswith("ratings/") for k in one)
+    assert sorted(two) == sorted(one)
+    assert [n for n in one if one[n] != two[n]] == []
+    # the prefetched embeddings, computed in the worker processes, are the rows the one-process run stored first
+    first, spread_cache = _embedding_cache(runs["one"][0]), _embedding_cache(runs["two"][0])
+    n = len(spread_cache["keys"])
+    assert n > 100
+    for name in ("keys", "embeddings"):
+        np.testing.assert_array_equal(spread_cache[name], first[name][:n], err_msg=name)
+
+
 class FakeRay:
     """Just enough of the ``ray`` module for :class:`RaySession`, in this process: a task runs when its
     result is asked for; counts what is in flight and records any ``cancel``."""

@@ -23,7 +23,6 @@ to the stage's executor (:mod:`autointerp.executor`: this process, local worker 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from autointerp.executor import WorkerError  # noqa: F401  (re-exported: a worker failed or died)
+from autointerp.executor import WorkerError, available_cpus  # noqa: F401  (re-exported: a worker failed or died; the CPUs)
 from autointerp.importance import engine
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import AblationPath, bound_pass, evaluate_chunk
@@ -116,14 +115,6 @@ def resolve_workers(setting: int | str, n_units: int, cpus: int | None = None) -
     if multiprocessing.current_process().daemon:
         workers = 1
     return workers, (torch.get_num_threads() if workers == 1 else max(1, cpus // workers))
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
 
 
 def evaluate_unit(

@@ -146,8 +146,9 @@ def run_activations(ctx: RunContext, overwrite: bool = False) -> Path:
 
     units = shards(start, n, cfg.shard_images)
     task = ActivationsTask(str(ctx.root), ctx.config, targets, dtype, local=ctx)
+    workers, task.threads = executor.stage_workers(cfg.workers, len(units), "activations", ctx.config)
     with Progress(f"activations {layer}", n - start, "images") as bar:
-        executor.run_units(ctx.config, task, units, write, bar.advance)
+        executor.run_units(ctx.config, task, units, write, bar.advance, workers=workers)
     scores = maps.pop(SCORES_NPY)
     maps.clear()  # closes the activations' memory map
 

@@ -362,7 +362,8 @@ def fast_path(ctx: RunContext, inputs: ImportanceInputs) -> SelectedPath | None:
     from autointerp.importance.fastpaths import select_fast_path
 
     setting = ctx.config.importance.fast_path
-    return select_fast_path(setting.name, setting.options, ctx.model, ctx.config.layer, inputs.shape[1:])
+    shape = inputs.shape[1:]
+    return select_fast_path(setting.name, setting.options, ctx.model, ctx.config.layer, shape, ctx.device.type)
 
 
 def choose_path(ctx: RunContext, inputs: ImportanceInputs, fast: SelectedPath | None = None):

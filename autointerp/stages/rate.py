@@ -73,8 +73,10 @@ def run_rate(
 
     from autointerp import executor
 
-    if embedding_raters and ctx.config.executor == "ray":
-        rctx.embedder.flush()  # Ray workers read the prefetched embeddings from the disk cache
+    given = embedder is not None or dataset is not None  # objects given here stay here: one process
+    workers, threads = executor.stage_workers(1 if given else cfg.workers, len(instances), "rate", ctx.config)
+    if embedding_raters and (ctx.config.executor == "ray" or workers > 1):
+        rctx.embedder.flush()  # workers elsewhere read the prefetched embeddings from the disk cache
     by_name = {rater.name: rater for rater in instances}
 
     def write(name: str, scored: tuple[Any, dict[str, Any], float]) -> None:
@@ -100,11 +102,12 @@ def run_rate(
 
     files = [str(Path(p).resolve()) for p in [*cfg.rater_paths, *rater_paths]]
     task = RateTask(str(ctx.root), ctx.config, feats, files, local=(rctx, by_name))
-    if embedder is not None or dataset is not None:  # objects given here stay here
+    task.threads = threads
+    if given:
         task.label = "rate (in this process: embedder/dataset given in Python)"
         executor.run_units(None, task, [r.name for r in instances], write)
     else:
-        executor.run_units(ctx.config, task, [r.name for r in instances], write)
+        executor.run_units(ctx.config, task, [r.name for r in instances], write, workers=workers)
     if "embedder" in rctx.__dict__:
         cache = rctx.embedder
         print(f"[rate] embeddings computed: {cache.computed}, cached images: {len(cache)}", file=sys.stderr)

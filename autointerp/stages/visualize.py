@@ -132,6 +132,7 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
         # batches are cut from the whole feature list, not from what is left, so a resumed run renders every
         # feature with the same batch-mates (batched kernels round by batch) and gives identical images
         units = [tuple(b) for b in chunks(feats, cfg.batch_features) if todo.intersection(b)]
+        workers, task.threads = executor.stage_workers(cfg.workers, len(units), "visualize", ctx.config)
         with FeatureProgress(f"visualize {layer}", sum(len(u) for u in units)) as bar:
             done = [0.0]
 
@@ -157,7 +158,7 @@ def run_visualize(ctx: RunContext, overwrite: bool = False, features: list[int] 
                         key,
                     )
 
-            executor.run_units(ctx.config, task, units, write, advance)
+            executor.run_units(ctx.config, task, units, write, advance, workers=workers)
 
     entries = read_feature_entries(out)
     summary = _summarise(entries)
