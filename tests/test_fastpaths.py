@@ -52,6 +52,16 @@ def test_auto_picks_the_inceptionv1_path_for_mixed5a_only(inception):
     assert named.key == {"name": "inceptionv1_mixed5a", "options": named.options.model_dump(mode="json")}
 
 
+def test_auto_passes_over_a_cpu_path_on_a_gpu_and_a_named_one_still_runs(inception):
+    """On a CUDA device ``auto`` leaves mixed5a to the generic engine (the tail on the device); naming the
+    CPU path keeps it."""
+    assert FAST_PATHS.get("inceptionv1_mixed5a").devices == ("cpu",)
+    assert select_fast_path("auto", {}, inception, "mixed5a", SHAPE, "cuda") is None
+    assert select_fast_path("auto", {}, inception, "mixed5a", SHAPE, "cpu") is not None
+    named = select_fast_path("inceptionv1_mixed5a", {}, inception, "mixed5a", SHAPE, "cuda")
+    assert named is not None and named.path.name == "inceptionv1_mixed5a"
+
+
 def test_the_built_factory_makes_the_path_with_its_options(inception):
     chosen = select_fast_path("auto", {"compile": False, "int8": False, "sparse": True, "lowrank": False},
                               inception, "mixed5a", SHAPE)  # fmt: skip

@@ -16,12 +16,17 @@ from autointerp.importance.engine import PairResult
 from autointerp.importance.lipschitz import TailBound, analyse_tail
 from autointerp.importance.topk import logits_and_logprob_grad, topk_correct, true_logprob
 
+#: ablated copies per pass of the tail on a CUDA device (the engine's default, 256, on the CPU): large
+#: batches keep a GPU busy (float32, as on the CPU)
+DEVICE_PAIR_BATCH = 2048
+
 
 class TailPath:
     """Evaluate ablations by running ``tail`` on a batch of ablated activations (any model, any layer).
 
     With ``example`` (an activation batch) the tail is analysed (:func:`analyse_tail`); when it is a
-    supported chain, a sound Lipschitz bound lets the engine skip pairs that cannot flip.
+    supported chain, a sound Lipschitz bound lets the engine skip pairs that cannot flip. On a CUDA
+    ``device`` the engine hands it :data:`DEVICE_PAIR_BATCH` pairs per pass (``pair_batch``).
     """
 
     name = "tail"
@@ -38,6 +43,7 @@ class TailPath:
         if example is not None:
             self.bound, self.bound_reason = analyse_tail(self.tail, example[:1].float())
         self.device_tail = self.tail if self.device.type == "cpu" else tail_on_device(self.tail, self.device)
+        self.pair_batch = 256 if self.device.type == "cpu" else DEVICE_PAIR_BATCH
 
     def describe(self) -> dict[str, str]:
         """The path's name, and why its bound is off where it is."""

@@ -10,10 +10,11 @@ counts. Each registers a :class:`FastPath` in :data:`FAST_PATHS`:
 * :meth:`FastPath.describe` is one line for listings and errors.
 
 The config chooses one with ``importance.fast_path: {name: auto, options: {...}}``: ``auto`` picks the first
-registered path that supports the run's model and layer (else the generic engine), ``none`` always the
-generic engine, any other value that path by name. ``options`` are validated by the chosen path's
-:attr:`FastPath.Options` model. Paths live in their own subpackages, imported only when the registry is
-first asked (:func:`select_fast_path`), so the generic engine never imports them.
+registered path that supports the run's model and layer and computes on the run's device (else the generic
+engine: on a GPU, the tail on the device), ``none`` always the generic engine, any other value that path by
+name. ``options`` are validated by the chosen path's :attr:`FastPath.Options` model. Paths live in their own
+subpackages, imported only when the registry is first asked (:func:`select_fast_path`), so the generic
+engine never imports them.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class FastPath:
     worker_processes: ClassVar[bool] = True
     #: units keep each (image, feature) pair's outcome, for per-image reliability estimates
     per_image_outcomes: ClassVar[bool] = False
+    #: the device types the path computes on; ``auto`` passes over a path that lacks the run's (on a GPU
+    #: the generic engine runs the tail there, which beats a CPU path), a path named in the config runs anyway
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
 
     def supports(self, model: ModelAdapter, layer: str, shape: tuple[int, int, int]) -> bool:
         """Whether this path serves ``model`` at ``layer`` with activations of ``shape`` (C, H, W)."""
@@ -129,17 +133,23 @@ class SelectedPath:
 
 
 def select_fast_path(
-    name: str, options: dict[str, Any], model: ModelAdapter, layer: str, shape: tuple[int, int, int]
+    name: str,
+    options: dict[str, Any],
+    model: ModelAdapter,
+    layer: str,
+    shape: tuple[int, int, int],
+    device: str = "cpu",
 ) -> SelectedPath | None:
     """The fast path that ``importance.fast_path`` (``name``, ``options``) chooses for ``model`` at ``layer``
-    (activations of ``shape``), or None for the generic engine (module doc). A named path that does not
-    support the model and layer, or options it refuses, are one-line config errors."""
+    (activations of ``shape``) on a ``device`` type (``cpu``, ``cuda``), or None for the generic engine
+    (module doc; ``auto`` takes only a path that computes on ``device``, :attr:`FastPath.devices`). A named
+    path that does not support the model and layer, or options it refuses, are one-line config errors."""
     if name == "none":
         return None
     FAST_PATHS.names()  # runs the loaders: registration order is what auto follows
     if name == "auto":
         for path in FAST_PATHS.items().values():
-            if path.supports(model, layer, shape):
+            if device in path.devices and path.supports(model, layer, shape):
                 return SelectedPath(path, path.options(options))
         return None
     if FAST_PATHS.lookup(name) is None:
