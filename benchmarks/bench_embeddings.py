@@ -9,6 +9,7 @@
    Ours: images actually embedded, which must equal the distinct images needed.
 
     python benchmarks/bench_embeddings.py [--features 832] [--clip-images 48] [--embedder handcrafted]
+        [--device cpu|cuda] [--batch-size 16]
 
 Last line: ``clip_images_per_s: .. handcrafted_images_per_s: .. total_s: .. images_requested: ..
 embeddings_computed: .. images_needed: .. embeddings_computed/images_needed: ..``.
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--clip-images", type=int, default=48)
     parser.add_argument("--clip-model", default="ViT-B-32")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=16, help="open_clip images per forward pass")
     parser.add_argument("--embedder", default="handcrafted", help="embedder type for the full scoring run")
     args = parser.parse_args()
 
@@ -121,7 +123,13 @@ def main() -> None:
         for _ in range(args.clip_images)
     ]
     clip = create_embedder(
-        {"type": "open_clip", "model": args.clip_model, "pretrained": None, "device": args.device, "batch_size": 16}
+        {
+            "type": "open_clip",
+            "model": args.clip_model,
+            "pretrained": None,
+            "device": args.device,
+            "batch_size": args.batch_size,
+        }
     )
     clip.embed(imgs[:2])  # warm-up
     clip_ips = throughput(clip, imgs)

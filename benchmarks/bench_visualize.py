@@ -15,7 +15,10 @@ two so load from other processes hits both alike, and the best trial of each is 
 is for all 832 features × 4 images × 512 steps on this machine.
 
     python benchmarks/bench_visualize.py [--steps 8] [--lucent-features 2] [--features 8]
-        [--batch-features 8] [--trials 2] [--sweep]
+        [--batch-features 8] [--trials 2] [--sweep] [--device cpu|cuda]
+
+``--device cuda`` puts the model on the GPU for both (lucent then makes its images there itself); the
+projection is then for that card. Name the card with the figures (the first line prints it).
 
 Last line: ``lucent_image_steps_per_s: X ours_image_steps_per_s: Y speedup: Z``.
 """
@@ -44,13 +47,15 @@ def _lucent_rate(model: torch.nn.Module, features: list[int], steps: int) -> flo
     return len(features) * N_IMAGES * steps / (time.perf_counter() - t0)
 
 
-def _ours_rate(head: torch.nn.Module, features: list[int], steps: int, batch_features: int, **kw: object) -> float:
+def _ours_rate(
+    head: torch.nn.Module, features: list[int], steps: int, batch_features: int, device: str = "cpu", **kw: object
+) -> float:
     from autointerp.vis.render import Job, RenderSettings, render
 
     settings = RenderSettings(steps=steps, **kw)
     t0 = time.perf_counter()
     for lo in range(0, len(features), batch_features):
-        render(head, [Job(f) for f in features[lo : lo + batch_features]], settings, seed=0)
+        render(head, [Job(f) for f in features[lo : lo + batch_features]], settings, seed=0, device=device)
     return len(features) * N_IMAGES * steps / (time.perf_counter() - t0)
 
 
@@ -66,24 +71,28 @@ def main() -> None:
     ap.add_argument("--batch-features", type=int, default=4, help="features per batch (the config default)")
     ap.add_argument("--trials", type=int, default=2)
     ap.add_argument("--sweep", action="store_true", help="also time ours at other batch sizes / without fast kernels")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU's figures")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")  # lucent/kornia deprecation chatter
     from autointerp.models.inceptionv1 import InceptionV1Adapter, load_inceptionv1
 
     torch.manual_seed(0)
     adapter = InceptionV1Adapter(load_inceptionv1(pretrained=False))
+    adapter.to(args.device)
     model, head = adapter.module, adapter.head("mixed5a")
+    card = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     print(
         f"InceptionV1 (random init) mixed5a, 128 px, {N_IMAGES} images/feature, {args.steps} steps timed; "
-        f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}, load {os.getloadavg()[0]:.1f}"
+        f"device {card}; torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}, load {os.getloadavg()[0]:.1f}"
     )
-    _lucent_rate(model, [0], 1)  # warm-up (allocator, oneDNN primitives)
-    _ours_rate(head, list(range(args.batch_features)), 1, args.batch_features)
+    dev = args.device
+    _lucent_rate(model, [0], 1)  # warm-up (allocator, oneDNN primitives / CUDA kernels)
+    _ours_rate(head, list(range(args.batch_features)), 1, args.batch_features, dev)
     lucent, ours = [], []
     for trial in range(args.trials):
         feats = list(range(trial * args.features, (trial + 1) * args.features))
         lucent.append(_lucent_rate(model, feats[: args.lucent_features], args.steps))
-        ours.append(_ours_rate(head, feats, args.steps, args.batch_features))
+        ours.append(_ours_rate(head, feats, args.steps, args.batch_features, dev))
         print(
             f"trial {trial}: lucent {lucent[-1]:.2f} image-steps/s, ours {ours[-1]:.2f} image-steps/s "
             f"(load {os.getloadavg()[0]:.1f})",
@@ -98,7 +107,7 @@ def main() -> None:
             ("channels-last", {"channels_last": True}),
         ):
             bf = kw.pop("bf", args.batch_features)
-            rate = _ours_rate(head, list(range(max(bf, args.features))), args.steps, bf, **kw)
+            rate = _ours_rate(head, list(range(max(bf, args.features))), args.steps, bf, dev, **kw)
             print(f"  ours, {label}: {rate:.2f} image-steps/s", flush=True)
     best_l, best_o = max(lucent), max(ours)
     print(
