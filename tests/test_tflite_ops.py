@@ -17,11 +17,11 @@ import torch
 
 from autointerp.errors import UserError, WeightsError
 from autointerp.models.base import create_model
+from autointerp.models.nhwc import same_pads
 from autointerp.models.tflite import (
     TFLiteAdapter,
     _layer_names,
     _layer_path,
-    _same_pads,
     convert_tflite,
     read_tflite,
     run_tflite_interpreter,
@@ -224,12 +224,12 @@ def rng() -> np.random.Generator:
 
 def test_same_padding_is_tf_asymmetric() -> None:
     # TF puts the extra pixel after: 224 -> 112 with a 3x3/2 kernel pads (0, 1); 7 with 3x3/1 pads (1, 1)
-    assert _same_pads(224, 3, 2, 1) == (0, 1)
-    assert _same_pads(225, 3, 2, 1) == (1, 1)
-    assert _same_pads(7, 3, 1, 1) == (1, 1)
-    assert _same_pads(8, 2, 1, 1) == (0, 1)
-    assert _same_pads(8, 3, 1, 2) == (2, 2)  # dilation 2: effective kernel 5
-    assert _same_pads(5, 1, 1, 1) == (0, 0)
+    assert same_pads(224, 3, 2, 1) == (0, 1)
+    assert same_pads(225, 3, 2, 1) == (1, 1)
+    assert same_pads(7, 3, 1, 1) == (1, 1)
+    assert same_pads(8, 2, 1, 1) == (0, 1)
+    assert same_pads(8, 3, 1, 2) == (2, 2)  # dilation 2: effective kernel 5
+    assert same_pads(5, 1, 1, 1) == (0, 0)
 
 
 def test_conv_graph_matches_interpreter(tmp_path: Path, rng: np.random.Generator) -> None:

@@ -54,7 +54,21 @@ from torch import nn
 from autointerp.errors import UserError, WeightsError
 from autointerp.extras import installed, require
 from autointerp.models.base import MODELS, ModelAdapter, register_model
-from autointerp.models.tflite import _NHWC_TO_NCHW_AXIS, _const_like_nchw, _from_tf, _same_pads, _to_tf
+from autointerp.models.nhwc import (
+    NHWC_TO_NCHW_AXIS,
+    Logits,
+    binary,
+    const_like_nchw,
+    conv_same_padding,
+    from_tf,
+    last_tf_dim,
+    needed_steps,
+    pad,
+    pool2d,
+    reduce_tf_axes,
+    to_tf,
+    torch_pads,
+)
 
 __all__ = [
     "LUCID_GRAPHS",
@@ -88,8 +102,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 _PASSTHROUGH = ("Identity", "StopGradient", "Snapshot", "PreventGradient")
 _ACTIVATIONS = ("Relu", "Relu6", "Elu", "Sigmoid", "Tanh", "LeakyRelu")
-_ELEMENTWISE = ("Add", "AddV2", "Sub", "Mul", "RealDiv", "Maximum", "Minimum")
-_REDUCTIONS = ("Mean", "Sum", "Max")
+#: binary ops and reductions, each by its :data:`autointerp.models.nhwc.BINARY` / ``REDUCTIONS`` name
+_ELEMENTWISE = {"Add": "add", "AddV2": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "div", "Maximum": "max",
+                "Minimum": "min"}  # fmt: skip
+_REDUCTIONS = {"Mean": "mean", "Sum": "sum", "Max": "max"}
 
 #: the graph ops the converter understands (``Const`` sub-graphs of any op are folded by TensorFlow)
 SUPPORTED_OPS: tuple[str, ...] = (
@@ -98,8 +114,8 @@ SUPPORTED_OPS: tuple[str, ...] = (
     + ("FusedBatchNorm", "FusedBatchNormV3")
     + _PASSTHROUGH
     + _ACTIVATIONS
-    + _ELEMENTWISE
-    + _REDUCTIONS
+    + tuple(_ELEMENTWISE)
+    + tuple(_REDUCTIONS)
 )
 
 
@@ -233,18 +249,12 @@ class Conv(TFOp):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad: tuple[int, int] | int = 0
+        padding: tuple[int, int] | int = 0
         if self.padding == "SAME":
-            kh, kw = self.weight.shape[-2:]
-            ph = _same_pads(x.shape[-2], kh, self.stride[0], self.dilation[0])
-            pw = _same_pads(x.shape[-1], kw, self.stride[1], self.dilation[1])
-            if ph[0] == ph[1] and pw[0] == pw[1]:
-                pad = (ph[0], pw[0])
-            else:
-                x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
+            x, padding = conv_same_padding(x, self.weight.shape[-2:], self.stride, self.dilation)
         elif self.padding == "EXPLICIT" and any(self.explicit):
             x = F.pad(x, self.explicit)
-        return F.conv2d(x, self.weight, None, self.stride, pad, self.dilation, self.groups)
+        return F.conv2d(x, self.weight, None, self.stride, padding, self.dilation, self.groups)
 
 
 class BiasAdd(TFOp):
@@ -332,24 +342,14 @@ class Pool(TFOp):
         return f"{self.op}, ksize={self.ksize}, stride={self.stride}, padding={self.padding}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        is_max = self.op == "MaxPool"
-        if self.global_pool:
-            return x.amax(dim=(2, 3), keepdim=True) if is_max else x.mean(dim=(2, 3), keepdim=True)
-        ph = pw = (0, 0)
-        if self.padding == "SAME":
-            ph = _same_pads(x.shape[-2], self.ksize[0], self.stride[0], 1)
-            pw = _same_pads(x.shape[-1], self.ksize[1], self.stride[1], 1)
-        pads = (pw[0], pw[1], ph[0], ph[1])
-        if is_max:
-            if any(pads):
-                x = F.pad(x, pads, value=float("-inf"))
-            return F.max_pool2d(x, self.ksize, self.stride)
-        if any(pads):
-            ones = torch.ones_like(x[:1, :1])
-            total = F.avg_pool2d(F.pad(x, pads), self.ksize, self.stride)
-            count = F.avg_pool2d(F.pad(ones, pads), self.ksize, self.stride)
-            return total / count
-        return F.avg_pool2d(x, self.ksize, self.stride)
+        return pool2d(
+            x,
+            is_max=self.op == "MaxPool",
+            window=self.ksize,
+            stride=self.stride,
+            padding=self.padding,
+            global_pool=self.global_pool,
+        )
 
 
 class Concat(TFOp):
@@ -397,22 +397,7 @@ class Elementwise(TFOp):
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         it = iter(xs)
         a, b = (getattr(self, f"const{i}") if i in self.const_positions else next(it) for i in range(2))
-        if self.mixed_layout:
-            return _from_tf(self._compute(_to_tf(a), _to_tf(b)))
-        return self._compute(a, b)
-
-    def _compute(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if self.op in ("Add", "AddV2"):
-            return a + b
-        if self.op == "Sub":
-            return a - b
-        if self.op == "Mul":
-            return a * b
-        if self.op == "RealDiv":
-            return a / b
-        if self.op == "Maximum":
-            return torch.maximum(a, b)
-        return torch.minimum(a, b)
+        return binary(_ELEMENTWISE[self.op], a, b, tf_layout=self.mixed_layout)
 
 
 class Reshape(TFOp):
@@ -427,7 +412,7 @@ class Reshape(TFOp):
         return f"{self.op}, shape={self.shape}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _from_tf(_to_tf(x).reshape(self.shape))
+        return from_tf(to_tf(x).reshape(self.shape))
 
 
 class Squeeze(TFOp):
@@ -440,10 +425,10 @@ class Squeeze(TFOp):
         self.axes = sorted(axes, reverse=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = _to_tf(x)
+        y = to_tf(x)
         for a in self.axes:
             y = y.squeeze(a)
-        return _from_tf(y)
+        return from_tf(y)
 
 
 class Reduce(TFOp):
@@ -458,19 +443,8 @@ class Reduce(TFOp):
     def extra_repr(self) -> str:
         return f"{self.op}, axes={self.axes}, keep_dims={self.keep_dims}"
 
-    def _reduce(self, x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
-        if self.op == "Mean":
-            return x.mean(dim=dims, keepdim=keep)
-        if self.op == "Sum":
-            return x.sum(dim=dims, keepdim=keep)
-        return x.amax(dim=dims, keepdim=keep)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.axes:
-            return x
-        if x.dim() == 4 and self.keep_dims:
-            return self._reduce(x, [_NHWC_TO_NCHW_AXIS[a] for a in self.axes], True)
-        return _from_tf(self._reduce(_to_tf(x), self.axes, self.keep_dims))
+        return reduce_tf_axes(x, _REDUCTIONS[self.op], self.axes, self.keep_dims)
 
 
 class Softmax(TFOp):
@@ -479,7 +453,7 @@ class Softmax(TFOp):
     op = "Softmax"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(x, dim=1 if x.dim() == 4 else -1)
+        return torch.softmax(x, dim=last_tf_dim(x))
 
 
 class Pad(TFOp):
@@ -490,17 +464,10 @@ class Pad(TFOp):
         self.op = op
         self.value = value
         self.mode = mode
-        rank = paddings.shape[0]
-        order = [0, 3, 1, 2] if rank == 4 else list(range(rank))  # torch dim d <- TF axis order[d]
-        pads: list[int] = []
-        for d in reversed(range(rank)):  # F.pad lists the last dimension first
-            pads += [int(paddings[order[d], 0]), int(paddings[order[d], 1])]
-        self.pads = pads
+        self.pads = torch_pads(paddings)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "constant":
-            return F.pad(x, self.pads, value=self.value)
-        return F.pad(x, self.pads[: 2 * (x.dim() - 2)], mode=self.mode)
+        return pad(x, self.pads, self.value, self.mode)
 
 
 class BatchNorm(TFOp):
@@ -554,18 +521,11 @@ class TFGraphNet(nn.Module):
         Raises ``ValueError`` naming a needed node that ``input_node`` does not determine.
         """
         producer = {s.node: i for i, s in enumerate(self._steps)}
-        needed: set[int] = set()
-        stack = [output_node] if output_node != input_node else []
-        while stack:
-            t = stack.pop()
-            if t not in producer:
-                raise ValueError(t)
-            i = producer[t]
-            if i in needed:
-                continue
-            needed.add(i)
-            stack.extend(u for u in self._steps[i].inputs if u != input_node)
-        steps = [s for i, s in enumerate(self._steps) if i in needed]
+        try:
+            needed = needed_steps([s.inputs for s in self._steps], producer, [output_node], {input_node})
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        steps = [self._steps[i] for i in needed]
         return TFGraphNet({s.module: self._modules[s.module] for s in steps}, steps, input_node, output_node)
 
     def steps(self) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -758,7 +718,7 @@ def convert_graphdef(
             if any(v not in dynamic for v in values) or rank is None:
                 raise _unsupported(source, node, "constant operands or unknown rank")
             axis %= rank
-            module = Concat(op, _NHWC_TO_NCHW_AXIS[axis] if rank == 4 else axis)
+            module = Concat(op, NHWC_TO_NCHW_AXIS[axis] if rank == 4 else axis)
             dyn = values
         elif op == "MatMul":
             if node.attr["transpose_a"].b or len(dyn) != 1 or srcs[0] not in dynamic:
@@ -771,7 +731,7 @@ def convert_graphdef(
                 raise _unsupported(source, node, f"{len(srcs)} operands")
             ranks = [len(shapes[s]) if s in dynamic and shapes[s] is not None else None for s in srcs]
             dyn_rank = max((r for r in ranks if r is not None), default=0)
-            constants = {i: _const_like_nchw(const[s], dyn_rank) for i, s in enumerate(srcs) if s not in dynamic}
+            constants = {i: const_like_nchw(const[s], dyn_rank) for i, s in enumerate(srcs) if s not in dynamic}
             mixed = len({r for r in ranks if r is not None}) > 1 and dyn_rank == 4
             module = Elementwise(op, constants, mixed)
         elif op in ("Reshape", "ExpandDims"):
@@ -883,18 +843,6 @@ class _Affine(nn.Module):
         return x * (self.hi - self.lo) + self.lo
 
 
-class _Logits(nn.Module):
-    """Wraps a sub-network so it returns (N, num_outputs) logits."""
-
-    def __init__(self, body: TFGraphNet) -> None:
-        super().__init__()
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
-        return y.reshape(y.shape[0], -1)
-
-
 def detect_preset(graph_def: Any) -> str | None:
     """The name of the :data:`PRESETS` entry whose signature nodes are all in the graph, else None."""
     names = {n.name for n in graph_def.node}
@@ -965,7 +913,7 @@ class TFGraphAdapter(ModelAdapter):
         self.shapes = converted.shapes
         self._module_names = converted.module_names
         self._affine = _Affine(lo, hi, bool(bgr))
-        super().__init__(_Logits(self.net), name=name or self.path.stem)
+        super().__init__(Logits(self.net), name=name or self.path.stem)
         self.input_size = int(size)
         out_shape = converted.shapes[output]
         if out_shape is None or any(s is None for s in out_shape[1:]):
@@ -1077,7 +1025,7 @@ class TFGraphAdapter(ModelAdapter):
                 f"layer {layer!r} of {self.path.name} is not a clean cut point (later ops also need "
                 f"{self._crossing_node(self._nodes[layer])!r}); cut layers: {', '.join(self.cut_layers())}"
             ) from None
-        return _Logits(body).eval()
+        return Logits(body).eval()
 
     def _crossing_node(self, cut: str) -> str:
         """The first node outside ``cut``'s downstream part that an op downstream of ``cut`` reads."""

@@ -54,6 +54,21 @@ from torch import nn
 from autointerp.errors import UserError, WeightsError
 from autointerp.extras import require
 from autointerp.models.base import ModelAdapter, register_model
+from autointerp.models.nhwc import (
+    NHWC_TO_NCHW_AXIS,
+    Logits,
+    binary,
+    const_like_nchw,
+    conv_same_padding,
+    from_tf,
+    last_tf_dim,
+    needed_steps,
+    pad,
+    pool2d,
+    reduce_tf_axes,
+    to_tf,
+    torch_pads,
+)
 
 __all__ = [
     "SUPPORTED_OPS",
@@ -323,16 +338,6 @@ def read_tflite(path: str | Path) -> TFLiteGraph:
 # Torch operators (4-D tensors are NCHW; TFLite's axes refer to NHWC)
 # --------------------------------------------------------------------------------------------------
 
-_NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
-
-
-def _to_tf(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 2, 3, 1) if x.dim() == 4 else x
-
-
-def _from_tf(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 3, 1, 2) if x.dim() == 4 else x
-
 
 def _activate(x: torch.Tensor, activation: str | None, inplace: bool = False) -> torch.Tensor:
     """Apply a fused activation; ``inplace`` only for fresh op outputs (halves memory traffic on CPU)."""
@@ -347,14 +352,6 @@ def _activate(x: torch.Tensor, activation: str | None, inplace: bool = False) ->
     if activation == "TANH":
         return torch.tanh(x)
     raise AssertionError(activation)  # rejected when building
-
-
-def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TF 'SAME' padding (before, after) for one spatial dimension: the extra pixel goes after."""
-    effective = (kernel - 1) * dilation + 1
-    out = -(-size // stride)
-    total = max((out - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
 
 
 def _fake_quant(x: torch.Tensor, scale: float, zero: float, qmin: float, qmax: float) -> torch.Tensor:
@@ -406,16 +403,10 @@ class Conv2d(TFLiteOp):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad: tuple[int, int] | int = 0
+        padding: tuple[int, int] | int = 0
         if self.padding == "SAME":
-            kh, kw = self.weight.shape[-2:]
-            ph = _same_pads(x.shape[-2], kh, self.stride[0], self.dilation[0])
-            pw = _same_pads(x.shape[-1], kw, self.stride[1], self.dilation[1])
-            if ph[0] == ph[1] and pw[0] == pw[1]:
-                pad = (ph[0], pw[0])
-            else:
-                x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
-        y = F.conv2d(x, self.weight, self.bias, self.stride, pad, self.dilation, self.groups)
+            x, padding = conv_same_padding(x, self.weight.shape[-2:], self.stride, self.dilation)
+        y = F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
         return _activate(y, self.activation, inplace=True)
 
 
@@ -446,35 +437,15 @@ class Pool2d(TFLiteOp):
         return f"{self.kind}, filter={self.filter}, stride={self.stride}, padding={self.padding}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        is_max = self.kind == "MAX_POOL_2D"
-        if self.global_pool:
-            y = x.amax(dim=(2, 3), keepdim=True) if is_max else x.mean(dim=(2, 3), keepdim=True)
-            return _activate(y, self.activation)
-        ph = pw = (0, 0)
-        if self.padding == "SAME":
-            ph = _same_pads(x.shape[-2], self.filter[0], self.stride[0], 1)
-            pw = _same_pads(x.shape[-1], self.filter[1], self.stride[1], 1)
-        pads = (pw[0], pw[1], ph[0], ph[1])
-        if is_max:
-            if any(pads):
-                x = F.pad(x, pads, value=float("-inf"))
-            y = F.max_pool2d(x, self.filter, self.stride)
-        elif any(pads):
-            ones = torch.ones_like(x[:1, :1])
-            total = F.avg_pool2d(F.pad(x, pads), self.filter, self.stride)
-            count = F.avg_pool2d(F.pad(ones, pads), self.filter, self.stride)
-            y = total / count
-        else:
-            y = F.avg_pool2d(x, self.filter, self.stride)
+        y = pool2d(
+            x,
+            is_max=self.kind == "MAX_POOL_2D",
+            window=self.filter,
+            stride=self.stride,
+            padding=self.padding,
+            global_pool=self.global_pool,
+        )
         return _activate(y, self.activation)
-
-
-def _const_like_nchw(value: np.ndarray, other_rank: int) -> torch.Tensor:
-    """A constant operand in TFLite (NHWC) layout, arranged to broadcast against an NCHW tensor."""
-    t = torch.from_numpy(np.array(value, dtype=np.float32))
-    if other_rank == 4 and t.dim() <= 4:
-        t = t.reshape((1,) * (4 - t.dim()) + tuple(t.shape)).permute(0, 3, 1, 2).contiguous()
-    return t
 
 
 class Elementwise(TFLiteOp):
@@ -495,24 +466,12 @@ class Elementwise(TFLiteOp):
         it = iter(xs)
         operands = [getattr(self, f"const{i}") if i in self.const_positions else next(it) for i in range(self.n_inputs)]
         a, b = operands
-        if a.dim() != b.dim() and 4 in (a.dim(), b.dim()):  # mixed layouts: compute in TF layout
-            y = _from_tf(self._compute(_to_tf(a), _to_tf(b)))
-        else:
-            y = self._compute(a, b)
-        return _activate(y, self.activation)
+        mixed = a.dim() != b.dim() and 4 in (a.dim(), b.dim())  # mixed layouts: compute in TF layout
+        return _activate(binary(_BINARY[self.kind], a, b, tf_layout=mixed), self.activation)
 
-    def _compute(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if self.kind == "ADD":
-            return a + b
-        if self.kind == "SUB":
-            return a - b
-        if self.kind == "MUL":
-            return a * b
-        if self.kind == "DIV":
-            return a / b
-        if self.kind == "MAXIMUM":
-            return torch.maximum(a, b)
-        return torch.minimum(a, b)
+
+#: TFLite's binary ops by :data:`autointerp.models.nhwc.BINARY` name
+_BINARY = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "max", "MINIMUM": "min"}
 
 
 class Activation(TFLiteOp):
@@ -557,19 +516,12 @@ class Reduce(TFLiteOp):
     def extra_repr(self) -> str:
         return f"{self.kind}, axes={self.axes}, keep_dims={self.keep_dims}"
 
-    def _reduce(self, x: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
-        if not dims:
-            return x
-        if self.kind == "MEAN":
-            return x.mean(dim=dims, keepdim=keep)
-        if self.kind == "SUM":
-            return x.sum(dim=dims, keepdim=keep)
-        return x.amax(dim=dims, keepdim=keep)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and self.keep_dims:
-            return self._reduce(x, [_NHWC_TO_NCHW_AXIS[a] for a in self.axes], True)
-        return _from_tf(self._reduce(_to_tf(x), self.axes, self.keep_dims))
+        return reduce_tf_axes(x, _REDUCTIONS[self.kind], self.axes, self.keep_dims)
+
+
+#: TFLite's reductions by :data:`autointerp.models.nhwc.REDUCTIONS` name
+_REDUCTIONS = {"MEAN": "mean", "SUM": "sum", "REDUCE_MAX": "max"}
 
 
 class Reshape(TFLiteOp):
@@ -588,7 +540,7 @@ class Reshape(TFLiteOp):
         shape = list(self.new_shape)
         if shape and shape[0] == self.batch_size:
             shape[0] = x.shape[0]
-        return _from_tf(_to_tf(x).reshape(shape))
+        return from_tf(to_tf(x).reshape(shape))
 
 
 class Softmax(TFLiteOp):
@@ -601,7 +553,7 @@ class Softmax(TFLiteOp):
         self.beta = beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(x * self.beta, dim=1 if x.dim() == 4 else -1)
+        return torch.softmax(x * self.beta, dim=last_tf_dim(x))
 
 
 class Concatenation(TFLiteOp):
@@ -612,7 +564,7 @@ class Concatenation(TFLiteOp):
     def __init__(self, axis: int, rank: int, activation: str | None, constants: dict[int, torch.Tensor], n: int):
         super().__init__()
         axis %= rank
-        self.dim = _NHWC_TO_NCHW_AXIS[axis] if rank == 4 else axis
+        self.dim = NHWC_TO_NCHW_AXIS[axis] if rank == 4 else axis
         self.activation = activation
         self.n = n
         self.const_positions = sorted(constants)
@@ -635,18 +587,10 @@ class Pad(TFLiteOp):
         self.kind = kind
         self.value = value
         self.mode = mode
-        rank = paddings.shape[0]
-        order = [0, 3, 1, 2] if rank == 4 else list(range(rank))  # torch dim d <- TF axis order[d]
-        pads: list[int] = []
-        for d in reversed(range(rank)):  # F.pad lists the last dimension first
-            pads += [int(paddings[order[d], 0]), int(paddings[order[d], 1])]
-        self.pads = pads
+        self.pads = torch_pads(paddings)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "constant":
-            return F.pad(x, self.pads, value=self.value)
-        pads = self.pads[: 2 * (x.dim() - 2)]
-        return F.pad(x, pads, mode=self.mode)
+        return pad(x, self.pads, self.value, self.mode)
 
 
 class FullyConnected(TFLiteOp):
@@ -665,10 +609,10 @@ class FullyConnected(TFLiteOp):
         return f"{self.kind}, {self.weight.shape[1]}->{self.weight.shape[0]}, activation={self.activation}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xt = _to_tf(x)
+        xt = to_tf(x)
         if self.keep_dims:
             y = F.linear(xt, self.weight, self.bias)
-            return _activate(_from_tf(y), self.activation)
+            return _activate(from_tf(y), self.activation)
         y = F.linear(xt.reshape(-1, self.weight.shape[1]), self.weight, self.bias)
         return _activate(y, self.activation)
 
@@ -744,19 +688,12 @@ class TFLiteNet(nn.Module):
         Raises ``ValueError`` naming a needed tensor that neither ``input_ids`` nor the graph provides.
         """
         producer = {t: i for i, s in enumerate(self._steps) for t in s.outputs}
-        given = set(input_ids)
-        needed: set[int] = set()
-        stack = [t for t in output_ids if t not in given]
-        while stack:
-            t = stack.pop()
-            if t not in producer:
-                raise ValueError(self.tensor_names.get(t, str(t)))
-            i = producer[t]
-            if i in needed:
-                continue
-            needed.add(i)
-            stack.extend(u for u in self._steps[i].inputs if u not in given)
-        steps = [s for i, s in enumerate(self._steps) if i in needed]
+        try:
+            needed = needed_steps([s.inputs for s in self._steps], producer, output_ids, set(input_ids))
+        except KeyError as exc:
+            t = exc.args[0]
+            raise ValueError(self.tensor_names.get(t, str(t))) from None
+        steps = [self._steps[i] for i in needed]
         ops = {s.name: self._modules[s.name] for s in steps}
         return TFLiteNet(
             ops,
@@ -950,7 +887,7 @@ def convert_tflite(graph: TFLiteGraph | str | Path) -> TFLiteNet:
         elif kind in ("ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM"):
             ranks = [len(s) for s in in_shapes]
             other_rank = max(r for t, r in zip(op.inputs, ranks, strict=True) if t not in const) if dyn else 0
-            constants = {i: _const_like_nchw(const[t], other_rank) for i, t in enumerate(op.inputs) if t in const}
+            constants = {i: const_like_nchw(const[t], other_rank) for i, t in enumerate(op.inputs) if t in const}
             if not dyn:
                 raise fail(op, "has only constant inputs (constant folding is not supported)")
             module = Elementwise(kind, constants=constants, activation=check_activation(op), n_inputs=2)
@@ -977,7 +914,7 @@ def convert_tflite(graph: TFLiteGraph | str | Path) -> TFLiteNet:
             module = Softmax(op.options.get("beta", 1.0))
         elif kind == "CONCATENATION":
             out_rank = len(tensors[op.outputs[0]].shape)
-            constants = {i: _const_like_nchw(const[t], out_rank) for i, t in enumerate(op.inputs) if t in const}
+            constants = {i: const_like_nchw(const[t], out_rank) for i, t in enumerate(op.inputs) if t in const}
             module = Concatenation(op.options["axis"], out_rank, check_activation(op), constants, n=len(op.inputs))
         elif kind in ("PAD", "PADV2", "MIRROR_PAD"):
             paddings = need_const(op, 1, "padding list").astype(np.int64).reshape(rank, 2)
@@ -1044,18 +981,6 @@ class _Affine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.mul + self.add
-
-
-class _Logits(nn.Module):
-    """Wraps a subgraph so it returns (N, num_outputs) logits."""
-
-    def __init__(self, body: TFLiteNet) -> None:
-        super().__init__()
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
-        return y.reshape(y.shape[0], -1)
 
 
 def run_tflite_interpreter(
@@ -1162,7 +1087,7 @@ class TFLiteAdapter(ModelAdapter):
         self.input_id = input_id
         self.logits_id = logits_id
         self._mul, self._add = _input_affine(graph.tensors[input_id], input_mean, input_std)
-        module = _Logits(net.subgraph([input_id], [logits_id]))
+        module = Logits(net.subgraph([input_id], [logits_id]))
         super().__init__(module, name=name or self.path.stem)
         self.input_size = int(in_shape[1])
         self.num_outputs = int(np.prod(graph.tensors[logits_id].shape[1:]))
@@ -1234,7 +1159,7 @@ class TFLiteAdapter(ModelAdapter):
                 f"layer {layer!r} of {self.path.name} is not a clean cut point (later ops also need "
                 f"{self._crossing_tensor(self._layer_ids[layer])!r}); cut layers: {', '.join(self.cut_layers())}"
             ) from None
-        return _Logits(body).eval()
+        return Logits(body).eval()
 
     def _crossing_tensor(self, cut: int) -> str:
         """Name of the first tensor computed before ``cut`` that an op after ``cut`` still reads."""
