@@ -30,7 +30,11 @@ BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "min": torch.minimum,
 }
 #: the reductions both formats have, by a common name
-REDUCTIONS = ("mean", "sum", "max")
+REDUCTIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "mean": torch.Tensor.mean,
+    "sum": torch.Tensor.sum,
+    "max": torch.Tensor.amax,
+}
 
 
 def to_tf(x: torch.Tensor) -> torch.Tensor:
@@ -109,20 +113,13 @@ def binary(name: str, a: torch.Tensor, b: torch.Tensor, tf_layout: bool) -> torc
 
 
 def reduce_tf_axes(x: torch.Tensor, how: str, axes: Sequence[int], keep_dims: bool) -> torch.Tensor:
-    """The reduction ``how`` (one of :data:`REDUCTIONS`) over TF ``axes`` (non-negative, sorted)."""
+    """The reduction ``how`` (a key of :data:`REDUCTIONS`) over TF ``axes`` (non-negative, sorted)."""
     if not axes:
         return x
-
-    def reduce(t: torch.Tensor, dims: list[int], keep: bool) -> torch.Tensor:
-        if how == "mean":
-            return t.mean(dim=dims, keepdim=keep)
-        if how == "sum":
-            return t.sum(dim=dims, keepdim=keep)
-        return t.amax(dim=dims, keepdim=keep)
-
+    reduce = REDUCTIONS[how]
     if x.dim() == 4 and keep_dims:  # stays 4-D: reduce the NCHW dimensions in place
-        return reduce(x, [NHWC_TO_NCHW_AXIS[a] for a in axes], True)
-    return from_tf(reduce(to_tf(x), list(axes), keep_dims))
+        return reduce(x, dim=[NHWC_TO_NCHW_AXIS[a] for a in axes], keepdim=True)
+    return from_tf(reduce(to_tf(x), dim=list(axes), keepdim=keep_dims))
 
 
 def torch_pads(paddings: np.ndarray) -> list[int]:
