@@ -421,26 +421,50 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def resolve_workers(
+    setting: int | str, n_units: int, cpus: int | None = None, key: str = "importance.workers"
+) -> tuple[int, int]:
+    """(worker processes, threads per unit) for the setting ``key`` = ``setting`` and a run of
+    ``n_units`` units (all of them, not only those left: a resumed run must resolve the same way).
+
+    ``"auto"``: one worker per available CPU, at most one per unit, one thread each. An integer
+    ``n``: ``n`` workers sharing the CPUs' threads. A single worker means no extra process: units run
+    here, with this process's PyTorch threads (``torch.get_num_threads()``); so does any setting in a
+    daemonic process (e.g. a multiprocessing pool's worker), which may not start processes."""
+    import multiprocessing
+
+    import torch
+
+    cpus = cpus or available_cpus()
+    if setting == "auto":
+        workers = max(1, min(cpus, n_units))
+    elif isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
+        workers = setting
+    else:
+        raise ValueError(f"{key}: expected 'auto' or a positive integer, got {setting!r}")
+    if multiprocessing.current_process().daemon:
+        workers = 1
+    return workers, (torch.get_num_threads() if workers == 1 else max(1, cpus // workers))
+
+
 def stage_workers(setting: int, n_units: int, label: str, config: RunConfig | None = None) -> tuple[int, int | None]:
     """(local worker processes, PyTorch threads per unit) for a stage's ``workers`` setting and
     ``n_units`` units to run.
 
-    One: units run in this process with its own threads (``None``: the driver's). ``n`` > 1: the CPUs
-    shared by ``n``, ``available_cpus() // n`` threads per unit (at least one), in at most one process
-    per unit. The thread count depends on the setting and the machine alone and is the task's
-    (:attr:`UnitTask.threads`), which every session applies (in this process too), so a resumed run,
-    Ray tasks and local workers give the same bytes for the same setting. A daemonic process (a pool's
-    worker) may not start processes: one, with the driver's threads. Says on stderr where the units run
-    when that is other processes on this machine."""
-    import multiprocessing
+    The CPUs are shared as :func:`resolve_workers` shares them. One worker: units run in this process
+    with its own threads (``None``: the driver's). ``n`` > 1: ``available_cpus() // n`` threads per unit
+    (at least one), in at most one process per unit. The thread count depends on the setting and the
+    machine alone and is the task's (:attr:`UnitTask.threads`), which every session applies (in this
+    process too), so a resumed run, Ray tasks and local workers give the same bytes for the same setting.
+    Says on stderr where the units run when that is other processes on this machine."""
     import sys
 
     if setting < 1:
         raise UserError(f"{label}: workers must be a positive integer, got {setting!r}")
-    if setting == 1 or multiprocessing.current_process().daemon:
+    workers, threads = resolve_workers(setting, n_units, key=f"{label}.workers")
+    if workers == 1:
         return 1, None
-    threads = max(1, available_cpus() // setting)
-    workers = max(1, min(setting, n_units))
+    workers = max(1, min(workers, n_units))
     if workers > 1 and (config is None or config.executor == "local"):
         print(f"[{label}] {workers} worker processes, {threads} thread(s) each", file=sys.stderr)
     return workers, threads

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from autointerp.executor import WorkerError, available_cpus  # noqa: F401  (re-exported: a worker failed or died; the CPUs)
+from autointerp.executor import WorkerError, available_cpus, resolve_workers  # noqa: F401  (re-exported)
 from autointerp.importance import engine
 from autointerp.importance.ablation import Ablation
 from autointerp.importance.engine import AblationPath, bound_pass, evaluate_chunk
@@ -93,28 +93,6 @@ class UnitResult:
     peak_rss_mb: float = 0.0
     #: each pair's outcome (an ``engine.ImageOutcomes``) when asked for with ``per_image``
     outcomes: Any = None
-
-
-def resolve_workers(setting: int | str, n_units: int, cpus: int | None = None) -> tuple[int, int]:
-    """(worker processes, threads per unit) for ``importance.workers`` = ``setting`` and a run of
-    ``n_units`` units (all of them, not only those left: a resumed run must resolve the same way).
-
-    ``"auto"``: one worker per available CPU, at most one per unit, one thread each. An integer
-    ``n``: ``n`` workers sharing the CPUs' threads. A single worker means no extra process: units run
-    here, with this process's PyTorch threads (``torch.get_num_threads()``); so does any setting in a
-    daemonic process (e.g. a multiprocessing pool's worker), which may not start processes."""
-    import multiprocessing
-
-    cpus = cpus or available_cpus()
-    if setting == "auto":
-        workers = max(1, min(cpus, n_units))
-    elif isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
-        workers = setting
-    else:
-        raise ValueError(f"importance.workers: expected 'auto' or a positive integer, got {setting!r}")
-    if multiprocessing.current_process().daemon:
-        workers = 1
-    return workers, (torch.get_num_threads() if workers == 1 else max(1, cpus // workers))
 
 
 def evaluate_unit(
